@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 storage: typed mappings, repositories, the unit of work, Alembic migrations."""

@@ -1,1 +1,373 @@
-def main() -> None: ...
+"""The ``spacebridge`` command: serve, database, doctor and admin commands that need no chat app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from core.errors import DomainError
+from core.messages import describe
+from core.model.accounts import Actor
+from core.model.space import Space
+from core.timeparse import parse_when
+from spacebridge.config import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Spacebridge: live audio Spaces on the chat apps your community uses.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+space_app = typer.Typer(help="Create and run Spaces.", no_args_is_help=True)
+account_app = typer.Typer(help="Accounts and their platform identities.", no_args_is_help=True)
+community_app = typer.Typer(help="Communities (Discord guilds, Telegram chats, this instance).",
+                            no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(space_app, name="space")
+app.add_typer(account_app, name="account")
+app.add_typer(community_app, name="community")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AsOpt = Annotated[str, typer.Option("--as", help="Account id to act as.")]
+
+
+def _fail(message: str, code: int = 1, as_json: bool = False, data: dict[str, Any] | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": {"message": message, **(data or {})}}))
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as e:
+        _fail(str(e), 2)
+        raise  # unreachable
+
+
+def _with_core(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
+    """Run ``fn(core)`` against the configured database; domain errors become a clear message."""
+    from spacebridge.app import build
+
+    settings = _settings()
+
+    async def main() -> T:
+        platform = await build(settings)
+        try:
+            return await fn(platform.core)
+        finally:
+            await platform.engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except DomainError as e:
+        _fail(describe(e), 1, as_json, e.as_dict())
+    except ConfigError as e:
+        _fail(str(e), 2, as_json)
+    raise AssertionError("unreachable")
+
+
+def _operator(account_id: str) -> Actor:
+    return Actor(account_id=account_id, platform="web", is_operator=True)
+
+
+def _space_dict(s: Space) -> dict[str, Any]:
+    return {
+        "id": s.id, "title": s.title, "state": s.state.value, "host_id": s.host_id,
+        "visibility": s.visibility.value, "topics": s.topics, "community_id": s.community_id,
+        "scheduled_for": s.scheduled_for.isoformat() if s.scheduled_for else None,
+        "started_at": s.started_at.isoformat() if s.started_at else None,
+        "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+    }
+
+
+def _print_space(s: Space, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(_space_dict(s)))
+    else:
+        when = s.scheduled_for.strftime(" %Y-%m-%d %H:%M UTC") if s.scheduled_for else ""
+        typer.echo(f"{s.id}  {s.state.value:<9}{when}  {s.title}")
+
+
+# ---- serve ---------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (0 picks a free one).")] = None,
+) -> None:
+    """Serve the web room, every configured adapter and the job workers."""
+    from spacebridge.app import build, start, stop
+
+    try:
+        settings = load_settings(host=host, port=port)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        platform = await build(settings)
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_event.set)
+        await start(platform, settings.host, settings.port)
+        typer.echo(f"Spacebridge is serving at {platform.url}  (database: {platform.engine.dialect.name}; "
+                   f"Ctrl-C to stop)")
+        sys.stdout.flush()
+        try:
+            await stop_event.wait()
+        finally:
+            await stop(platform)
+
+    try:
+        asyncio.run(main())
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except OSError as e:
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", 2)
+
+
+# ---- db ------------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the version this code needs."""
+    from core.storage import migrate
+
+    settings = _settings()
+    url = settings.resolved_database_url()
+    try:
+        migrate.upgrade(url)
+    except Exception as e:
+        _fail(f"upgrade failed on {url.split('@')[-1]}: {e}", 1)
+    typer.echo(f"database is at {migrate.head_revision()}")
+
+
+# ---- doctor --------------------------------------------------------------------------------------
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check configuration, database, services and tokens, and say what to fix."""
+    from spacebridge.doctor import run_checks
+
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        checks = [{"name": "config", "ok": False, "detail": str(e)}]
+    else:
+        checks = asyncio.run(run_checks(settings))
+    if as_json:
+        typer.echo(json.dumps({"ok": all(c["ok"] or c.get("optional") for c in checks), "checks": checks}))
+    else:
+        for c in checks:
+            mark = "ok  " if c["ok"] else ("--  " if c.get("optional") else "FAIL")
+            typer.echo(f"[{mark}] {c['name']}: {c['detail']}")
+    if not all(c["ok"] or c.get("optional") for c in checks):
+        raise typer.Exit(1)
+
+
+# ---- accounts ------------------------------------------------------------------------------------
+@account_app.command("create")
+def account_create(name: str, as_json: JsonOpt = False) -> None:
+    """Create a web account (for operators running Spaces from the shell)."""
+    acc = _with_core(lambda core: core.create_account(name), as_json)
+    typer.echo(json.dumps({"id": acc.id, "display_name": acc.display_name}) if as_json else acc.id)
+
+
+@account_app.command("show")
+def account_show(account_id: str, as_json: JsonOpt = False) -> None:
+    async def go(core: Any) -> dict[str, Any]:
+        acc = await core.account(account_id)
+        ids = await core.identities(account_id)
+        return {"id": acc.id, "display_name": acc.display_name, "tier": acc.tier.value,
+                "followers": await core.follower_count(account_id),
+                "identities": [{"platform": i.platform, "external_id": i.external_id, "reachable": i.reachable}
+                               for i in ids]}
+
+    info = _with_core(go, as_json)
+    if as_json:
+        typer.echo(json.dumps(info))
+    else:
+        typer.echo(f"{info['id']}  {info['display_name']}  tier={info['tier']}  followers={info['followers']}")
+        for i in info["identities"]:
+            typer.echo(f"  {i['platform']}:{i['external_id']}{'' if i['reachable'] else ' (unreachable)'}")
+
+
+@account_app.command("tier")
+def account_tier(account_id: str, tier: Annotated[str, typer.Argument(help="free or paid")]) -> None:
+    from core.model.accounts import Tier
+
+    try:
+        t = Tier(tier)
+    except ValueError:
+        _fail("tier must be free or paid", 2)
+    _with_core(lambda core: core.set_tier(_operator(account_id), account_id, t))
+    typer.echo(f"{account_id} is now {t.value}")
+
+
+@app.command()
+def follow(host: str, as_: AsOpt, unfollow: Annotated[bool, typer.Option("--unfollow")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Follow (or --unfollow) a host; prints the host's follower count."""
+    n = _with_core(lambda core: core.follow(Actor(account_id=as_, platform="web"), host, on=not unfollow), as_json)
+    typer.echo(json.dumps({"host_id": host, "followers": n, "following": not unfollow}) if as_json else
+               f"{host} has {n} followers")
+
+
+# ---- spaces --------------------------------------------------------------------------------------
+@space_app.command("list")
+def space_list(
+    state: Annotated[list[str] | None, typer.Option(help="live, scheduled, ended, cancelled (repeatable)")] = None,
+    host: Annotated[str | None, typer.Option(help="Only this host's Spaces.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    states = state or ["live", "scheduled"]
+    spaces = _with_core(lambda core: core.list_spaces(states=states, host_id=host), as_json)
+    if as_json:
+        typer.echo(json.dumps([_space_dict(s) for s in spaces]))
+    elif not spaces:
+        typer.echo("no Spaces")
+    else:
+        for s in spaces:
+            _print_space(s, False)
+
+
+def _create(title: str, as_: str, at: str | None, topic: list[str] | None, unlisted: bool,
+            community: str | None, override: bool, as_json: bool) -> None:
+    async def go(core: Any) -> Space:
+        when: datetime | None = parse_when(at, core.now()) if at else None
+        actor = Actor(account_id=as_, platform="web", is_operator=override)
+        space: Space = await core.create_space(actor, title, start_at=when, topics=topic or [],
+                                               visibility="unlisted" if unlisted else "public",
+                                               community_id=community)
+        return space
+
+    _print_space(_with_core(go, as_json), as_json)
+
+
+TopicOpt = Annotated[list[str] | None, typer.Option("--topic", help="Topic (up to 3).")]
+UnlistedOpt = Annotated[bool, typer.Option("--unlisted", help="Only people with the link can find it.")]
+CommunityOpt = Annotated[str | None, typer.Option(help="Community id (default: this instance).")]
+OverrideOpt = Annotated[bool, typer.Option("--override", help="Skip host eligibility (operator).")]
+
+
+@space_app.command("create")
+def space_create(title: str, as_: AsOpt, topic: TopicOpt = None, unlisted: UnlistedOpt = False,
+                 community: CommunityOpt = None, override: OverrideOpt = False, as_json: JsonOpt = False) -> None:
+    """Start a Space now, hosted by --as."""
+    _create(title, as_, None, topic, unlisted, community, override, as_json)
+
+
+@space_app.command("schedule")
+def space_schedule(title: str, as_: AsOpt,
+                   at: Annotated[str, typer.Option(help="Start: ISO time with zone, or +90m / in 2h / 3d.")],
+                   topic: TopicOpt = None, unlisted: UnlistedOpt = False, community: CommunityOpt = None,
+                   override: OverrideOpt = False, as_json: JsonOpt = False) -> None:
+    """Schedule a Space up to 30 days ahead."""
+    _create(title, as_, at, topic, unlisted, community, override, as_json)
+
+
+def _space_cmd(space_id: str, as_: str | None, as_json: bool,
+               fn: Callable[[Any, Actor], Awaitable[Space]]) -> None:
+    async def go(core: Any) -> Space:
+        actor_id = as_ or (await core.view(space_id)).space.host_id
+        return await fn(core, Actor(account_id=actor_id, platform="web", is_operator=as_ is None))
+
+    _print_space(_with_core(go, as_json), as_json)
+
+
+AsOptional = Annotated[str | None, typer.Option("--as", help="Act as this account (default: as the operator).")]
+
+
+@space_app.command("start")
+def space_start(space_id: str, as_: AsOptional = None, as_json: JsonOpt = False) -> None:
+    _space_cmd(space_id, as_, as_json, lambda core, a: core.start_space(a, space_id))
+
+
+@space_app.command("end")
+def space_end(space_id: str, as_: AsOptional = None, as_json: JsonOpt = False) -> None:
+    _space_cmd(space_id, as_, as_json, lambda core, a: core.end_space(a, space_id))
+
+
+@space_app.command("cancel")
+def space_cancel(space_id: str, as_: AsOptional = None, as_json: JsonOpt = False) -> None:
+    _space_cmd(space_id, as_, as_json, lambda core, a: core.cancel_space(a, space_id))
+
+
+@space_app.command("reschedule")
+def space_reschedule(space_id: str, at: Annotated[str, typer.Option(help="New start time.")],
+                     as_: AsOptional = None, as_json: JsonOpt = False) -> None:
+    _space_cmd(space_id, as_, as_json, lambda core, a: core.reschedule_space(a, space_id, parse_when(at, core.now())))
+
+
+@space_app.command("show")
+def space_show(space_id: str, as_json: JsonOpt = False) -> None:
+    view = _with_core(lambda core: core.view(space_id), as_json)
+    d = view.as_dict()
+    if as_json:
+        typer.echo(json.dumps(d))
+        return
+    typer.echo(f"{d['title']}  [{d['state']}]  id={d['id']}")
+    typer.echo(f"host: {d['host_name']} ({d['host_id']})  listeners: {d['listener_count']}")
+    if d["scheduled_for"]:
+        typer.echo(f"scheduled for: {d['scheduled_for']}")
+    for label, key in (("co-hosts", "cohosts"), ("speakers", "speakers"), ("queue", "queue")):
+        if d[key]:
+            typer.echo(f"{label}: " + ", ".join(d["names"].get(a, a) for a in d[key]))
+    for p in d["pins"]:
+        typer.echo(f"pinned: {p['title']} {p['url'] or p['message_ref']}")
+
+
+# ---- communities ---------------------------------------------------------------------------------
+@community_app.command("list")
+def community_list(as_json: JsonOpt = False) -> None:
+    cs = _with_core(lambda core: core.communities(), as_json)
+    if as_json:
+        typer.echo(json.dumps([{"id": c.id, "platform": c.platform, "external_id": c.external_id, "name": c.name}
+                               for c in cs]))
+    else:
+        for c in cs:
+            typer.echo(f"{c.id}  {c.platform}:{c.external_id}  {c.name}")
+
+
+@community_app.command("create")
+def community_create(platform: str, external_id: str, name: str, as_json: JsonOpt = False) -> None:
+    """Register a community (the bots do this themselves when added)."""
+    c = _with_core(lambda core: core.ensure_community(platform, external_id, name), as_json)
+    typer.echo(json.dumps({"id": c.id}) if as_json else c.id)
+
+
+@community_app.command("show")
+def community_show(community_id: str) -> None:
+    c = _with_core(lambda core: core.community(community_id))
+    typer.echo(json.dumps({"id": c.id, "platform": c.platform, "external_id": c.external_id, "name": c.name,
+                           "settings": c.settings.model_dump(mode="json")}, indent=2))
+
+
+@community_app.command("set")
+def community_set(community_id: str,
+                  settings: Annotated[list[str], typer.Argument(help='KEY=JSON, e.g. host_rule=\'{"kind":"followers","min":100}\'')],
+                  ) -> None:
+    """Change community settings (validated as a whole; nothing changes if any value is wrong)."""
+    changes: dict[str, Any] = {}
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            _fail(f"expected KEY=VALUE, got {item!r}", 2)
+        try:
+            changes[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            changes[key] = raw
+    c = _with_core(lambda core: core.update_community(_operator("operator"), community_id, changes))
+    typer.echo(json.dumps(c.settings.model_dump(mode="json"), indent=2))
+
+
+def main() -> None:
+    app()

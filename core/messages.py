@@ -1,0 +1,103 @@
+"""Plain-English wording for domain error codes, shared by every adapter and the CLI.
+
+Errors carry only codes and data (``core.errors``); this is the one place that turns them into
+sentences, so Discord, Telegram, the web room and the CLI say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import DomainError
+
+_RULES = {
+    "followers": "needs {needed} followers, has {has}",
+    "platform_role": "needs one of the roles {needed}",
+    "paid_tier": "needs a paid account",
+    "attended": "needs to have attended {needed} Spaces, has {has}",
+    "allow_list": "is not on this community's host list",
+    "admins_only": "only community admins may host here",
+}
+
+_TEXT: dict[str, str] = {
+    "space.not_found": "There is no Space {space_id}.",
+    "space.title_length": "A title must be 1 to {max} characters (this one has {length}).",
+    "space.too_many_topics": "A Space can have at most {max} topics.",
+    "space.topic_length": "Topics are at most {max} characters.",
+    "time.unreadable": "I can't read the time {given!r}: {hint}.",
+    "space.naive_time": "Give the start time with a time zone ({hint}).",
+    "space.start_in_past": "The start time {start} is in the past.",
+    "space.start_too_far": "Spaces can be scheduled at most {max_days} days ahead.",
+    "space.too_many_scheduled": "You already have {max} scheduled Spaces; cancel or start one first.",
+    "space.bad_visibility": "Visibility must be one of {allowed}.",
+    "space.bad_state": "State must be one of {allowed}.",
+    "space.closed": "This Space is {state}.",
+    "space.ended": "This Space has {state}.",
+    "space.not_live": "This Space is not live (it is {state}).",
+    "space.cannot_start": "Only a scheduled Space can start (this one is {state}).",
+    "space.cannot_cancel": "Only a scheduled Space can be cancelled (this one is {state}).",
+    "space.cannot_reschedule": "Only a scheduled Space can be rescheduled (this one is {state}).",
+    "space.blocked": "The host has blocked you from their Spaces.",
+    "space.busy": "Too many changes at once; try again.",
+    "role.host_required": "Only the host can do that (you are {role}).",
+    "role.moderator_required": "Only the host or a co-host can do that (you are {role}).",
+    "role.stage_required": "Only people on stage can do that (you are {role}).",
+    "role.bad_target": "Role must be one of {allowed}.",
+    "role.is_host": "That is the host.",
+    "role.unchanged": "They already are {role}.",
+    "role.cannot_mute_host": "The host cannot be muted by others.",
+    "role.cannot_remove_host": "The host cannot be removed.",
+    "stage.full": "The stage is full ({max} speakers).",
+    "stage.cohosts_full": "A Space has at most {max} co-hosts.",
+    "stage.already_on_stage": "They are already on stage.",
+    "stage.not_on_stage": "They are not on stage.",
+    "stage.not_invited": "You have not been invited to speak.",
+    "hand.on_stage": "You are on stage already; no need to raise your hand.",
+    "hand.already_raised": "Your hand is already raised (position {position}).",
+    "hand.not_raised": "There is no raised hand to act on.",
+    "reaction.not_an_emoji": "A reaction must be a single emoji.",
+    "reaction.rate_limited": "Slow down: try again in {retry_after_s} s.",
+    "pin.title_length": "A pin title must be 1 to {max} characters.",
+    "pin.target": "Pin a link or a message: {hint}.",
+    "pin.bad_url": "That is not a web link (http:// or https://).",
+    "pin.full": "At most {max} items can be pinned; unpin one first.",
+    "pin.not_found": "There is no pin {pin_id}.",
+    "reminder.not_scheduled": "Reminders are for scheduled Spaces (this one is {state}).",
+    "ticket.required": "This Space needs a ticket.",
+    "ticket.not_allowed_here": "Ticketed Spaces are not enabled in this community.",
+    "ticket.only_before_start": "Ticketing can only be changed before the Space starts.",
+    "ticket.bad_price": "The price must be above zero.",
+    "ticket.bad_capacity": "Capacity must be at least 1.",
+    "ticket.bad_currency": "Currency must be a 3-letter code.",
+    "account.not_found": "There is no account {account_id}.",
+    "account.name_length": "A name must be 1 to {max} characters.",
+    "account.operator_required": "Only the instance operator can do that.",
+    "identity.bad_id": "That {platform} user id is not valid.",
+    "identity.not_yours": "That {platform} identity is not linked to you.",
+    "platform.unknown": "Unknown platform {platform}; known: {known}.",
+    "link.bad_code": "That is not a link code.",
+    "link.code_invalid": "That code is not valid: {hint}.",
+    "link.same_platform": "Redeem the code on a different platform than the one that issued it.",
+    "link.already_linked": "These accounts are already linked.",
+    "follow.self": "You cannot follow yourself.",
+    "community.not_found": "There is no community {community_id}.",
+    "community.admin_required": "Only community admins can change its settings.",
+    "community.bad_settings": "Those settings are not valid: {detail}",
+}
+
+
+def describe(error: DomainError) -> str:
+    if error.code == "eligibility.failed":
+        parts = [_RULES.get(f["rule"], f["rule"]).format(**f) for f in error.data.get("failures", [])]
+        return "You cannot do that here yet: " + "; ".join(parts) + "."
+    template = _TEXT.get(error.code)
+    if template is None:
+        return f"Refused ({error.code})."
+    try:
+        return template.format(**_fmt(error.data))
+    except (KeyError, IndexError):
+        return template.split("{")[0].rstrip(" (") + "."
+
+
+def _fmt(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in data.items()}

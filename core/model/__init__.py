@@ -1,0 +1,1 @@
+"""Aggregates and value objects of the Spaces domain: pure Python, no I/O."""

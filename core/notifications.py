@@ -1,0 +1,119 @@
+"""Go-live alerts, reminders and notices: durable fan-out jobs that become one delivery per Identity.
+
+A ``space.fanout`` job expands its audience page by page into ``notify.deliver`` jobs whose dedupe
+keys are derived from the fan-out's own key, so a fan-out that is retried or re-run after a crash
+adds nobody twice. Deliveries go through each platform's ``Notifier``, which owns its rate limits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from core.errors import NotFound
+from core.model.space import SpaceState
+from core.ports import Delivery, DeliveryResult, Notifier
+from core.scheduler import Job
+from core.storage import jobs
+from core.storage.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000
+REMINDER_TEMPLATES = ("space.reminder", "space.host_reminder")
+
+
+class FanoutHandler:
+    """Handles ``space.fanout`` jobs for the platforms that have a notifier configured."""
+
+    def __init__(self, core: Any, platforms: Iterable[str], page: int = PAGE) -> None:
+        self.core = core
+        self.platforms = set(platforms)
+        self.page = page
+
+    async def __call__(self, job: Job) -> None:
+        p = job.payload
+        template = p["template"]
+        try:
+            view = await self.core.view(p["space_id"])
+        except NotFound:
+            return
+        space = view.space
+        if template in REMINDER_TEMPLATES and (
+            space.state != SpaceState.SCHEDULED
+            or (space.scheduled_for.isoformat() if space.scheduled_for else None) != p.get("scheduled_for")
+        ):
+            return  # started, cancelled or moved since: the reminder no longer applies
+        if template == "space.live" and space.state != SpaceState.LIVE:
+            return
+        if not self.platforms:
+            return
+        data = {
+            "space_id": space.id, "title": space.title, "host_id": space.host_id, "host_name": view.host_name,
+            "scheduled_for": p.get("scheduled_for"), "minutes": p.get("minutes", 0),
+            "community_id": space.community_id,
+        }
+        async for accounts in self._audience(p["audience"], space.id, space.host_id):
+            await self._enqueue(job, template, data, accounts)
+        self.core.wake_jobs()
+
+    async def _audience(self, audience: str, space_id: str, host_id: str) -> AsyncIterator[list[str]]:
+        if audience == "host":
+            yield [host_id]
+            return
+        if "followers" in audience:
+            after = ""
+            while True:
+                async with self.core.uow() as uow:
+                    page = await uow.accounts.followers(host_id, after, self.page)
+                if not page:
+                    break
+                yield page
+                after = page[-1]
+        if "subscribers" in audience:
+            after = ""
+            while True:
+                async with self.core.uow() as uow:
+                    page = await uow.spaces.reminder_accounts(space_id, after, self.page)
+                if not page:
+                    break
+                yield page
+                after = page[-1]
+
+    async def _enqueue(self, job: Job, template: str, data: dict[str, Any], accounts: list[str]) -> None:
+        async with self.core.uow() as uow:
+            idents = await uow.accounts.identities_for(accounts)
+            rows = []
+            now = self.core.now()
+            for i in idents:
+                if i.platform not in self.platforms or not i.dm_opt_in or not i.reachable:
+                    continue
+                key = f"{job.dedupe_key}:{i.platform}:{i.external_id}"
+                d = Delivery(platform=i.platform, external_id=i.external_id, template=template,
+                             data={**data, "account_id": i.account_id}, dedupe_key=key)
+                rows.append(jobs.NewJob(kind="notify.deliver", payload=asdict(d), due_at=now, dedupe_key=key,
+                                        group_key=f"{data['space_id']}:notices"))
+            if rows:
+                await jobs.enqueue_many(uow.session, rows)
+            await uow.commit()
+
+
+class TrackingNotifier:
+    """Wraps a platform notifier: a recipient the platform says is gone is marked unreachable."""
+
+    def __init__(self, inner: Notifier, core: Any) -> None:
+        self.inner = inner
+        self.core = core
+        self.platform = inner.platform
+
+    async def deliver(self, delivery: Delivery) -> DeliveryResult:
+        result = await self.inner.deliver(delivery)
+        if result.status == "unreachable":
+            await self.core.set_reachable(delivery.platform, delivery.external_id, False)
+        return result
+
+
+GRACE = {"space.fanout": timedelta(minutes=15), "notify.deliver": timedelta(minutes=30)}

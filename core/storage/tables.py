@@ -1,0 +1,144 @@
+"""Typed table mappings of the Spaces domain.
+
+The Space row holds the stage, queue and pins as JSON next to a ``version`` column: the aggregate is
+loaded and saved in one statement and two moderators racing for the last seat can never both win
+(optimistic concurrency; see ``SpaceRepository.save``). Listeners are rows in ``participants``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.storage.base import Base
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(16), default="free")
+    created_at: Mapped[datetime]
+
+
+class IdentityRow(Base):
+    __tablename__ = "identities"
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    dm_opt_in: Mapped[bool] = mapped_column(Boolean, default=True)
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class FollowRow(Base):
+    __tablename__ = "follows"
+    follower_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime]
+    __table_args__ = (Index("ix_follows_host", "host_id", "follower_id"),)
+
+
+class LinkCodeRow(Base):
+    __tablename__ = "link_codes"
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    issued_on: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class CommunityRow(Base):
+    __tablename__ = "communities"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    settings: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    __table_args__ = (UniqueConstraint("platform", "external_id"),)
+
+
+class SpaceRow(Base):
+    __tablename__ = "spaces"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    community_id: Mapped[str | None] = mapped_column(ForeignKey("communities.id"), index=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="public")
+    topics: Mapped[dict[str, Any]]
+    scheduled_for: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    stage: Mapped[dict[str, Any]]  # cohosts, speakers, muted, invited, hands, pins
+    captions_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    ticketing: Mapped[dict[str, Any] | None]
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ParticipantRow(Base):
+    """Presence and attendance: one row per account per Space, kept after they leave."""
+
+    __tablename__ = "participants"
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
+    joined_at: Mapped[datetime]
+    left_at: Mapped[datetime | None]
+    __table_args__ = (
+        Index("ix_participants_present", "space_id", "present"),
+        Index("ix_participants_account", "account_id"),
+    )
+
+
+class BlockRow(Base):
+    __tablename__ = "blocks"
+    host_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    by: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class ReminderRow(Base):
+    __tablename__ = "reminder_subscriptions"
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime]
+
+
+class TicketRow(Base):
+    __tablename__ = "tickets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(32))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    hold_expires_at: Mapped[datetime | None]
+    provider_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    __table_args__ = (
+        Index("ix_tickets_space_status", "space_id", "status"),
+        Index("ix_tickets_space_account", "space_id", "account_id"),
+    )
+
+
+class CaptionRow(Base):
+    __tablename__ = "captions"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    speaker_id: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime]
+    __table_args__ = (Index("ix_captions_space", "space_id", "id"),)

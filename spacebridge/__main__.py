@@ -1,0 +1,3 @@
+from spacebridge.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""The composition root: builds the engine, bus, core, job workers and web app from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.bus import EventBus, InProcessBus, RedisBus
+from core.clock import Clock, SystemClock
+from core.notifications import GRACE, FanoutHandler, TrackingNotifier
+from core.ports import Notifier
+from core.scheduler import JobRunner, make_deliver_handler
+from core.services import Core
+from core.storage import migrate
+from core.storage.engine import backend_name, make_engine, make_sessionmaker
+from spacebridge.config import ConfigError, Settings
+
+log = logging.getLogger("spacebridge")
+
+
+@dataclass
+class Platform:
+    """Everything one process runs; ``start``/``stop`` bracket its life."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    bus: EventBus
+    core: Core
+    clock: Clock
+    notifiers: dict[str, Notifier] = field(default_factory=dict)
+    runners: list[JobRunner] = field(default_factory=list)
+    web: web.Application | None = None
+    _site_runner: web.AppRunner | None = None
+    url: str = ""
+
+    def wake(self) -> None:
+        for r in self.runners:
+            r.wake()
+
+
+async def ensure_schema(settings: Settings, engine: AsyncEngine) -> None:
+    """SQLite databases are upgraded in place; PostgreSQL must be upgraded on purpose (db upgrade)."""
+    head = migrate.head_revision()
+    current = await migrate.current_revision(engine)
+    if current == head:
+        return
+    if backend_name(engine) == "sqlite":
+        await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url())
+        return
+    raise ConfigError(f"the database is at revision {current or 'empty'}, the code needs {head}: "
+                      "run `spacebridge db upgrade` first")
+
+
+async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True) -> Platform:
+    engine = make_engine(settings.resolved_database_url())
+    if upgrade:
+        await ensure_schema(settings, engine)
+    bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
+    clock = clock or SystemClock()
+    sm = make_sessionmaker(engine)
+    platform = Platform(settings=settings, engine=engine, sessionmaker=sm, bus=bus, clock=clock,
+                        core=Core(sm, bus, clock, reaction_rate_per_s=settings.reaction_rate_per_s))
+    platform.core.wake_jobs = platform.wake
+    return platform
+
+
+def add_job_runners(platform: Platform, count: int) -> None:
+    core = platform.core
+    notifiers = {p: TrackingNotifier(n, core) for p, n in platform.notifiers.items()}
+    handlers: dict[str, Any] = {
+        "space.fanout": FanoutHandler(core, notifiers.keys()),
+        "notify.deliver": make_deliver_handler(notifiers),
+    }
+    for i in range(count):
+        platform.runners.append(JobRunner(
+            platform.sessionmaker, handlers, platform.clock,
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{i}", grace=GRACE,
+        ))
+
+
+def make_web_app(platform: Platform) -> web.Application:
+    from spacebridge import web_routes
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app["platform"] = platform
+    web_routes.setup(app)
+    return app
+
+
+async def start(platform: Platform, host: str, port: int, *, jobs: int | None = None) -> None:
+    await platform.bus.start()
+    add_job_runners(platform, platform.settings.job_workers if jobs is None else jobs)
+    for r in platform.runners:
+        await r.start()
+    platform.web = make_web_app(platform)
+    runner = web.AppRunner(platform.web, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    platform._site_runner = runner
+    sockets = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
+    bound = sockets[0][1] if sockets else port
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    platform.url = platform.settings.public_url.rstrip("/") or f"http://{shown}:{bound}"
+
+
+async def stop(platform: Platform) -> None:
+    for r in platform.runners:
+        with contextlib.suppress(Exception):
+            await r.stop()
+    if platform._site_runner is not None:
+        await platform._site_runner.cleanup()
+    await platform.bus.close()
+    await platform.engine.dispose()
+
+
+async def database_ok(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,127 @@
+"""Configuration: environment variables and an optional TOML file, validated once at start-up.
+
+Read only by the composition root. Precedence: arguments > environment > TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SPACEBRIDGE_DATA_DIR") or platformdirs.user_data_dir("spacebridge"))
+
+
+def _config_file() -> Path | None:
+    p = os.environ.get("SPACEBRIDGE_CONFIG")
+    return Path(p) if p else None
+
+
+class ConfigError(Exception):
+    """Bad configuration, with a message that names the setting and what is wrong."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPACEBRIDGE_", extra="forbid", populate_by_name=True)
+
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = ""
+    secret_key: SecretStr = SecretStr("")
+    redis_url: str = ""
+    ice_servers: list[str] = Field(default_factory=list)
+    job_workers: int = Field(1, ge=0, le=64)
+    reaction_rate_per_s: float = Field(5.0, gt=0)
+    log_level: str = "INFO"
+    discord_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
+        "discord_bot_token", "DISCORD_BOT_TOKEN", "SPACEBRIDGE_DISCORD_BOT_TOKEN"))
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
+        "telegram_bot_token", "TELEGRAM_BOT_TOKEN", "SPACEBRIDGE_TELEGRAM_BOT_TOKEN"))
+    stripe_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices(
+        "stripe_api_key", "STRIPE_API_KEY", "SPACEBRIDGE_STRIPE_API_KEY"))
+    stripe_webhook_secret: SecretStr | None = Field(None, validation_alias=AliasChoices(
+        "stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET", "SPACEBRIDGE_STRIPE_WEBHOOK_SECRET"))
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if v and not v.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{data_dir() / 'spacebridge.sqlite3'}"
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def resolved_secret(self) -> bytes:
+        """The signing key for join links: configured, or made once and kept in the data directory."""
+        if self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value().encode()
+        path = data_dir() / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+    @property
+    def ticketing_enabled(self) -> bool:
+        return bool(self.stripe_api_key and self.stripe_webhook_secret)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    path = _config_file()
+    if path is not None and not path.is_file():
+        raise ConfigError(f"SPACEBRIDGE_CONFIG points at {path}, which is not a file")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    except ValueError as e:  # malformed TOML
+        raise ConfigError(f"invalid configuration file {path}: {e}") from None

@@ -1,0 +1,56 @@
+"""``spacebridge doctor``: one line per thing that must work, and what to do when it does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.storage import migrate
+from core.storage.engine import make_engine
+from spacebridge.config import Settings
+
+
+async def run_checks(settings: Settings) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = [{"name": "config", "ok": True, "detail": "valid"}]
+    url = settings.resolved_database_url()
+    shown = url.split("@")[-1]
+    engine = make_engine(url)
+    try:
+        current = await migrate.current_revision(engine)
+        head = migrate.head_revision()
+        if current == head:
+            checks.append({"name": "database", "ok": True, "detail": f"{shown} at schema {head}"})
+        elif engine.dialect.name == "sqlite":
+            checks.append({"name": "database", "ok": True,
+                           "detail": f"{shown} at schema {current or 'empty'}; serve upgrades it to {head}"})
+        else:
+            checks.append({"name": "database", "ok": False,
+                           "detail": f"{shown} at schema {current or 'empty'}, needs {head}: run `spacebridge db upgrade`"})
+    except Exception as e:
+        checks.append({"name": "database", "ok": False, "detail": f"cannot connect to {shown}: {e}"})
+    finally:
+        await engine.dispose()
+    if settings.redis_url:
+        try:
+            import redis.asyncio as aioredis
+
+            r = aioredis.from_url(settings.redis_url)
+            await r.ping()
+            await r.aclose()
+            checks.append({"name": "redis", "ok": True, "detail": f"{settings.redis_url} answers"})
+        except Exception as e:
+            checks.append({"name": "redis", "ok": False, "detail": f"{settings.redis_url}: {e}"})
+    else:
+        checks.append({"name": "redis", "ok": False, "optional": True,
+                       "detail": "not set: events stay in this process (set SPACEBRIDGE_REDIS_URL for several)"})
+    for name, value, env in (("discord", settings.discord_bot_token, "DISCORD_BOT_TOKEN"),
+                             ("telegram", settings.telegram_bot_token, "TELEGRAM_BOT_TOKEN")):
+        if value and value.get_secret_value().strip():
+            checks.append({"name": name, "ok": True, "detail": "token set"})
+        else:
+            checks.append({"name": name, "ok": False, "optional": True, "detail": f"off: set {env} to enable"})
+    if settings.ticketing_enabled:
+        checks.append({"name": "ticketing", "ok": True, "detail": "Stripe keys set"})
+    else:
+        checks.append({"name": "ticketing", "ok": False, "optional": True,
+                       "detail": "off: set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET to sell tickets"})
+    return checks

@@ -1,0 +1,62 @@
+"""HTTP routes of the instance itself: health, a small JSON API and the landing page."""
+
+from __future__ import annotations
+
+import html
+
+from aiohttp import web
+
+from core.errors import DomainError
+from core.messages import describe
+from spacebridge.app import Platform, database_ok
+
+
+def _platform(request: web.Request) -> Platform:
+    p: Platform = request.app["platform"]
+    return p
+
+
+async def healthz(request: web.Request) -> web.Response:
+    p = _platform(request)
+    ok = await database_ok(p.engine)
+    return web.json_response({"ok": ok, "database": p.engine.dialect.name}, status=200 if ok else 503)
+
+
+async def api_spaces(request: web.Request) -> web.Response:
+    p = _platform(request)
+    spaces = await p.core.list_spaces(include_unlisted=False)
+    return web.json_response({"spaces": [
+        {"id": s.id, "title": s.title, "state": s.state.value, "host_id": s.host_id,
+         "scheduled_for": s.scheduled_for.isoformat() if s.scheduled_for else None} for s in spaces]})
+
+
+async def api_space(request: web.Request) -> web.Response:
+    p = _platform(request)
+    try:
+        view = await p.core.view(request.match_info["space_id"])
+    except DomainError as e:
+        return web.json_response({"error": {**e.as_dict(), "message": describe(e)}}, status=404)
+    return web.json_response(view.as_dict())
+
+
+async def index(request: web.Request) -> web.Response:
+    p = _platform(request)
+    spaces = await p.core.list_spaces(include_unlisted=False)
+    items = "".join(
+        f"<li><strong>{html.escape(s.title)}</strong> — {s.state.value}"
+        f"{' at ' + s.scheduled_for.strftime('%Y-%m-%d %H:%M UTC') if s.scheduled_for else ''}</li>"
+        for s in spaces
+    ) or "<li>No live or upcoming Spaces yet.</li>"
+    body = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'><title>Spacebridge</title></head>"
+        f"<body><main><h1>Spacebridge</h1><h2>Live and upcoming Spaces</h2><ul>{items}</ul></main></body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/spaces", api_spaces)
+    app.router.add_get("/api/spaces/{space_id}", api_space)
+    app.router.add_get("/", index)

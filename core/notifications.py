@@ -18,7 +18,6 @@ from core.model.space import SpaceState
 from core.ports import Delivery, DeliveryResult, Notifier
 from core.scheduler import Job
 from core.storage import jobs
-from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from core.scheduler import JobRunner, make_deliver_handler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -18,7 +19,6 @@ from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
 from core.ports import Notifier
-from core.scheduler import JobRunner, make_deliver_handler
 from core.services import Core
 from core.storage import migrate
 from core.storage.engine import backend_name, make_engine, make_sessionmaker

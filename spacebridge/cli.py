@@ -351,9 +351,12 @@ def community_show(community_id: str) -> None:
                            "settings": c.settings.model_dump(mode="json")}, indent=2))
 
 
+SET_HELP = 'KEY=JSON pairs, e.g. host_rule=\'{"kind":"followers","min":100}\''
+
+
 @community_app.command("set")
 def community_set(community_id: str,
-                  settings: Annotated[list[str], typer.Argument(help='KEY=JSON, e.g. host_rule=\'{"kind":"followers","min":100}\'')],
+                  settings: Annotated[list[str], typer.Argument(help=SET_HELP)],
                   ) -> None:
     """Change community settings (validated as a whole; nothing changes if any value is wrong)."""
     changes: dict[str, Any] = {}

@@ -12,7 +12,12 @@ from typing import Any
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 
 def data_dir() -> Path:
@@ -66,7 +71,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
-        if v and not v.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "postgres"):
+        if v and v.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return v
 

@@ -23,8 +23,8 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
             checks.append({"name": "database", "ok": True,
                            "detail": f"{shown} at schema {current or 'empty'}; serve upgrades it to {head}"})
         else:
-            checks.append({"name": "database", "ok": False,
-                           "detail": f"{shown} at schema {current or 'empty'}, needs {head}: run `spacebridge db upgrade`"})
+            checks.append({"name": "database", "ok": False, "detail": f"{shown} at schema {current or 'empty'}, "
+                           f"needs {head}: run `spacebridge db upgrade`"})
     except Exception as e:
         checks.append({"name": "database", "ok": False, "detail": f"cannot connect to {shown}: {e}"})
     finally:

@@ -284,7 +284,8 @@ class Space:
         if role == Role.LISTENER:
             self.muted.discard(account_id)
         self.invited.discard(account_id)
-        self._drop_hand(account_id, "approved" if role != Role.LISTENER else "left", by, now, emit=role != Role.LISTENER)
+        promoted = role != Role.LISTENER
+        self._drop_hand(account_id, "approved" if promoted else "left", by, now, emit=promoted)
         self._emit(ev.RoleChanged(space_id=self.id, account_id=account_id, role=role.value,
                                   previous=previous.value, by=by, at=now))
 
@@ -474,7 +475,7 @@ class Space:
             raise Invalid("pin.title_length", length=len(title), max=MAX_PIN_TITLE)
         if (url is None) == (message_ref is None):
             raise Invalid("pin.target", hint="give exactly one of a URL or a message reference")
-        if url is not None and not (url.startswith("https://") or url.startswith("http://")) or (
+        if (url is not None and not (url.startswith("https://") or url.startswith("http://"))) or (
             url is not None and (len(url) > 2048 or any(c.isspace() for c in url))
         ):
             raise Invalid("pin.bad_url", url=url[:100] if url else url)

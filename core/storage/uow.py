@@ -10,7 +10,12 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.events import Event
-from core.storage.repositories import AccountRepository, CommunityRepository, SpaceRepository, TicketRepository
+from core.storage.repositories import (
+    AccountRepository,
+    CommunityRepository,
+    SpaceRepository,
+    TicketRepository,
+)
 
 
 class UnitOfWork:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import core.storage.jobs
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import core.storage.jobs
-import core.storage.tables  # noqa: F401  (registers the tables on Base.metadata)
+import core.storage.tables
 from core.storage.base import Base
 from core.storage.engine import make_engine
 

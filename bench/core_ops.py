@@ -1,0 +1,77 @@
+"""Core command throughput on one event loop: joins, hands and reactions per second.
+
+    python -m bench.core_ops [--database URL] [--joins N] [--hands N] [--reactions N] --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from core.bus import InProcessBus
+from core.clock import SystemClock
+from core.model.accounts import Account, Actor
+from core.services import Core
+from core.storage import migrate
+from core.storage.engine import make_engine, make_sessionmaker
+
+
+async def run(url: str, joins: int, hands: int, reactions: int) -> dict[str, object]:
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine = make_engine(url)
+    bus = InProcessBus()
+    await bus.start()
+    core = Core(make_sessionmaker(engine), bus, SystemClock(), reaction_rate_per_s=1e9, reaction_burst=10**9)
+    n_people = max(joins, hands)
+    async with core.uow() as uow:
+        now = core.now()
+        for i in range(n_people + 1):
+            await uow.accounts.add(Account(id=f"b{i:07d}", display_name=f"bench {i}", created_at=now))
+        await uow.commit()
+    host = Actor(account_id="b0000000", is_operator=True)
+    space = await core.create_space(host, "Benchmark")
+    people = [Actor(account_id=f"b{i:07d}") for i in range(1, n_people + 1)]
+
+    t = time.perf_counter()
+    for p in people[:joins]:
+        await core.join(p, space.id)
+    joins_s = joins / (time.perf_counter() - t)
+
+    t = time.perf_counter()
+    for p in people[:hands // 2]:
+        await core.raise_hand(p, space.id)
+        await core.lower_hand(p, space.id)
+    hands_s = (hands // 2 * 2) / (time.perf_counter() - t)
+
+    t = time.perf_counter()
+    for i in range(reactions):
+        await core.react(people[i % len(people)], space.id, "👏")
+    reactions_s = reactions / (time.perf_counter() - t)
+
+    await bus.close()
+    await engine.dispose()
+    return {"backend": engine.dialect.name, "joins_per_s": round(joins_s, 1), "hands_per_s": round(hands_s, 1),
+            "reactions_per_s": round(reactions_s, 1), "joins": joins, "hands": hands // 2 * 2,
+            "reactions": reactions}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--database", default="")
+    ap.add_argument("--joins", type=int, default=3000)
+    ap.add_argument("--hands", type=int, default=2000)
+    ap.add_argument("--reactions", type=int, default=50000)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        url = a.database or f"sqlite:///{Path(d) / 'bench.sqlite3'}"
+        out = asyncio.run(run(url, a.joins, a.hands, a.reactions))
+    print(json.dumps(out) if a.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -95,7 +95,7 @@ _TEXT: dict[str, str] = {
 
 def describe(error: DomainError) -> str:
     if error.code == "eligibility.failed":
-        parts = [_RULES.get(f["rule"], f["rule"]).format(**f) for f in error.data.get("failures", [])]
+        parts = [_RULES.get(f["rule"], f["rule"]).format(**_fmt(f)) for f in error.data.get("failures", [])]
         return "You cannot do that here yet: " + "; ".join(parts) + "."
     template = _TEXT.get(error.code)
     if template is None:

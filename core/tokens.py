@@ -10,12 +10,14 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from core.errors import Forbidden, Invalid
 
 DEFAULT_TTL_S = 15 * 60
+_B64 = re.compile(r"[A-Za-z0-9_-]+")
 MAX_TOKEN_LEN = 1024
 ROLES = ("listener", "speaker", "guest")
 
@@ -59,6 +61,8 @@ class JoinTokens:
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LEN or token.count(".") != 1:
             raise Forbidden("token.malformed")
         body_s, sig_s = token.split(".")
+        if not _B64.fullmatch(body_s) or not _B64.fullmatch(sig_s):
+            raise Forbidden("token.malformed")
         try:
             body, sig = _unb64(body_s), _unb64(sig_s)
         except (ValueError, TypeError):

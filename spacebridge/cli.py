@@ -325,6 +325,35 @@ def space_show(space_id: str, as_json: JsonOpt = False) -> None:
         typer.echo(f"pinned: {p['title']} {p['url'] or p['message_ref']}")
 
 
+@space_app.command("link")
+def space_link(space_id: str, as_: AsOpt,
+               role: Annotated[str, typer.Option(help="listener or speaker")] = "listener",
+               ttl: Annotated[int, typer.Option(help="Seconds the link stays valid.")] = 900,
+               as_json: JsonOpt = False) -> None:
+    """A personal join link for the web room (signed, short-lived, bound to Space, account and role)."""
+    from core.tokens import JoinTokens
+
+    if role not in ("listener", "speaker"):
+        _fail("role must be listener or speaker", 2, as_json)
+    if not 30 <= ttl <= 7 * 24 * 3600:
+        _fail("ttl must be between 30 seconds and 7 days", 2, as_json)
+    settings = _settings()
+
+    async def go(core: Any) -> dict[str, Any]:
+        view = await core.view(space_id)
+        await core.account(as_)
+        if view.space.state.value in ("ended", "cancelled"):
+            from core.errors import Conflict
+
+            raise Conflict("space.closed", space_id=space_id, state=view.space.state.value)
+        token = JoinTokens(settings.resolved_secret()).issue(space_id, as_, role, core.now(), ttl_s=ttl)
+        return {"space_id": space_id, "account_id": as_, "role": role, "token": token,
+                "url": f"{settings.base_url()}/s/{space_id}#t={token}", "expires_in_s": ttl}
+
+    out = _with_core(go, as_json)
+    typer.echo(json.dumps(out) if as_json else out["url"])
+
+
 # ---- communities ---------------------------------------------------------------------------------
 @community_app.command("list")
 def community_list(as_json: JsonOpt = False) -> None:

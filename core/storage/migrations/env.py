@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import core.storage.jobs
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import core.storage.jobs
 import core.storage.tables
 from core.storage.base import Base
 from core.storage.engine import make_engine

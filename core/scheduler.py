@@ -1,0 +1,222 @@
+"""The job runner: claims due jobs with a lease, runs their handlers, retries with backoff.
+
+Several runners (threads of one process or many processes) may share a PostgreSQL job table:
+claims use ``FOR UPDATE SKIP LOCKED`` so two never take the same job. On SQLite the engine begins
+every transaction with ``BEGIN IMMEDIATE``, which serialises claims the same way for one process.
+
+Delivery is at-least-once: a runner killed mid-batch leaves its jobs leased, and they come back
+when the lease expires. The dedupe key travels with each job so receivers can drop a repeat; the
+duplicate window is the in-flight batch of a runner that died after sending but before marking done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.clock import Clock
+from core.ports import Delivery, Notifier
+from core.storage.jobs import JobRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    due_at: datetime
+    dedupe_key: str
+    group_key: str | None
+
+
+class Retry(Exception):
+    """Run the job again later (a platform said "slow down", a service is away)."""
+
+    def __init__(self, after_s: float | None = None, reason: str = "") -> None:
+        super().__init__(reason or f"retry after {after_s}s")
+        self.after_s = after_s
+
+
+class Unreachable(Exception):
+    """The recipient can never be reached (blocked the bot, left): done, not retried."""
+
+
+Handler = Callable[[Job], Awaitable[None]]
+
+
+class JobRunner:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], handlers: Mapping[str, Handler],
+                 clock: Clock, *, worker_id: str, batch_size: int = 200, lease_s: float = 60.0,
+                 grace: Mapping[str, timedelta] | None = None, default_grace: timedelta = timedelta(minutes=15),
+                 poll_interval_s: float = 0.5, concurrency: int = 64, backoff_base_s: float = 2.0,
+                 backoff_max_s: float = 900.0) -> None:
+        self.sm = sessionmaker
+        self.handlers = dict(handlers)
+        self.clock = clock
+        self.worker_id = worker_id
+        self.batch_size = batch_size
+        self.lease = timedelta(seconds=lease_s)
+        self.grace = dict(grace or {})
+        self.default_grace = default_grace
+        self.poll_interval_s = poll_interval_s
+        self.concurrency = concurrency
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.stats = {"done": 0, "retried": 0, "failed": 0, "missed": 0, "unreachable": 0}
+
+    # ---- life --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._loop(), name=f"jobs:{self.worker_id}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop (its jobs are marked, none left leased)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                n = await self.run_once()
+            except Exception:
+                log.exception("job runner %s: claim failed; retrying", self.worker_id)
+                n = 0
+                await asyncio.sleep(1.0)
+            if n == 0 and not self._stopping:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    async def run_until_idle(self, max_rounds: int = 10_000) -> int:
+        """Run every job due now (tests, CLI); returns how many ran."""
+        total = 0
+        for _ in range(max_rounds):
+            n = await self.run_once()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    # ---- one batch ---------------------------------------------------------------------------
+    async def claim(self) -> list[Job]:
+        now = self.clock.now()
+        due = or_(and_(JobRow.status == "pending", JobRow.due_at <= now),
+                  and_(JobRow.status == "running", JobRow.lease_expires_at < now))
+        async with self.sm() as s, s.begin():
+            ids_q = select(JobRow.id).where(due).order_by(JobRow.due_at).limit(self.batch_size)
+            if s.bind.dialect.name == "postgresql":
+                ids_q = ids_q.with_for_update(skip_locked=True)
+            ids = list((await s.scalars(ids_q)).all())
+            if not ids:
+                return []
+            rows = (await s.execute(
+                update(JobRow).where(JobRow.id.in_(ids))
+                .values(status="running", lease_owner=self.worker_id, lease_expires_at=now + self.lease,
+                        attempts=JobRow.attempts + 1)
+                .returning(JobRow.id, JobRow.kind, JobRow.payload, JobRow.attempts, JobRow.due_at,
+                           JobRow.dedupe_key, JobRow.group_key)
+            )).all()
+        return [Job(r.id, r.kind, r.payload, r.attempts, r.due_at, r.dedupe_key, r.group_key) for r in rows]
+
+    async def run_once(self) -> int:
+        jobs = await self.claim()
+        if not jobs:
+            return 0
+        now = self.clock.now()
+        missed = [j for j in jobs if now - j.due_at > self.grace.get(j.kind, self.default_grace)]
+        runnable = [j for j in jobs if j not in missed]
+        sem = asyncio.Semaphore(self.concurrency)
+        done: list[int] = []
+        later: list[tuple[Job, float | None, str]] = []
+
+        async def one(job: Job) -> None:
+            handler = self.handlers.get(job.kind)
+            async with sem:
+                try:
+                    if handler is None:
+                        raise Retry(60.0, f"no handler for {job.kind!r} in this process")
+                    await handler(job)
+                    done.append(job.id)
+                except Unreachable:
+                    self.stats["unreachable"] += 1
+                    done.append(job.id)
+                except Retry as r:
+                    later.append((job, r.after_s, str(r)))
+                except Exception as e:
+                    log.warning("job %s (%s) failed: %r", job.id, job.kind, e)
+                    later.append((job, None, f"{type(e).__name__}: {e}"[:2000]))
+
+        await asyncio.gather(*(one(j) for j in runnable))
+        await self._finish(done, missed, later)
+        return len(jobs)
+
+    async def _finish(self, done: list[int], missed: list[Job], later: list[tuple[Job, float | None, str]]) -> None:
+        now = self.clock.now()
+        mine = and_(JobRow.lease_owner == self.worker_id, JobRow.status == "running")
+        async with self.sm() as s, s.begin():
+            if done:
+                await s.execute(update(JobRow).where(JobRow.id.in_(done), mine)
+                                .values(status="done", finished_at=now, lease_owner=None, lease_expires_at=None))
+                self.stats["done"] += len(done)
+            if missed:
+                await s.execute(update(JobRow).where(JobRow.id.in_([j.id for j in missed]), mine)
+                                .values(status="missed", finished_at=now, lease_owner=None, lease_expires_at=None,
+                                        last_error="past its grace window when claimed"))
+                self.stats["missed"] += len(missed)
+            for job, after_s, error in later:
+                row = await s.get(JobRow, job.id)
+                if row is None or row.lease_owner != self.worker_id:
+                    continue
+                if job.attempts >= row.max_attempts:
+                    row.status, row.finished_at = "failed", now
+                    self.stats["failed"] += 1
+                else:
+                    delay = after_s if after_s is not None else min(
+                        self.backoff_max_s, self.backoff_base_s * 2 ** (job.attempts - 1))
+                    row.status = "pending"
+                    row.due_at = now + timedelta(seconds=delay * (1.0 if after_s is not None else
+                                                                 random.uniform(0.8, 1.2)))
+                    self.stats["retried"] += 1
+                row.last_error, row.lease_owner, row.lease_expires_at = error, None, None
+
+
+def make_deliver_handler(notifiers: Mapping[str, Notifier]) -> Handler:
+    """``notify.deliver``: one message to one Identity through its platform's Notifier."""
+
+    async def deliver(job: Job) -> None:
+        p = job.payload
+        notifier = notifiers.get(p["platform"])
+        if notifier is None:
+            log.info("no notifier for %s; dropping %s", p["platform"], job.dedupe_key)
+            return
+        d = Delivery(platform=p["platform"], external_id=p["external_id"], template=p["template"],
+                     data=p.get("data") or {}, dedupe_key=p.get("dedupe_key") or job.dedupe_key)
+        result = await notifier.deliver(d)
+        if result.status == "retry":
+            raise Retry(result.retry_after_s, result.detail or "platform asked to retry")
+        if result.status == "unreachable":
+            raise Unreachable(result.detail)
+
+    return deliver

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.clock import Clock
 from core.ports import Delivery, Notifier
+from core.storage.base import dialect_name
 from core.storage.jobs import JobRow
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class JobRunner:
                   and_(JobRow.status == "running", JobRow.lease_expires_at < now))
         async with self.sm() as s, s.begin():
             ids_q = select(JobRow.id).where(due).order_by(JobRow.due_at).limit(self.batch_size)
-            if s.bind.dialect.name == "postgresql":
+            if dialect_name(s) == "postgresql":
                 ids_q = ids_q.with_for_update(skip_locked=True)
             ids = list((await s.scalars(ids_q)).all())
             if not ids:

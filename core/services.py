@@ -270,7 +270,7 @@ class Core:
 
     async def communities(self) -> list[Community]:
         async with self.uow() as uow:
-            return await uow.communities.list()
+            return await uow.communities.all()
 
     async def update_community(self, actor: Actor, community_id: str, changes: dict[str, Any]) -> Community:
         """Community admins change settings; the result is validated whole before it is saved."""
@@ -699,7 +699,7 @@ class Core:
             if s not in {x.value for x in SpaceState}:
                 raise Invalid("space.bad_state", given=s, allowed=[x.value for x in SpaceState])
         async with self.uow() as uow:
-            return await uow.spaces.list(states=states, host_id=host_id, community_id=community_id,
+            return await uow.spaces.find(states=states, host_id=host_id, community_id=community_id,
                                          include_unlisted=include_unlisted, limit=limit)
 
     async def share(self, space_id: str, links: dict[str, str]) -> SharePayload:

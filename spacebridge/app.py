@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from core.scheduler import JobRunner, make_deliver_handler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -19,6 +18,7 @@ from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
 from core.ports import Notifier
+from core.scheduler import JobRunner, make_deliver_handler
 from core.services import Core
 from core.storage import migrate
 from core.storage.engine import backend_name, make_engine, make_sessionmaker
@@ -39,7 +39,7 @@ class Platform:
     clock: Clock
     notifiers: dict[str, Notifier] = field(default_factory=dict)
     runners: list[JobRunner] = field(default_factory=list)
-    web: web.Application | None = None
+    web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
     url: str = ""
 
@@ -102,14 +102,17 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
     add_job_runners(platform, platform.settings.job_workers if jobs is None else jobs)
     for r in platform.runners:
         await r.start()
-    platform.web = make_web_app(platform)
-    runner = web.AppRunner(platform.web, access_log=None)
+    platform.web_app = make_web_app(platform)
+    runner = web.AppRunner(platform.web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     platform._site_runner = runner
-    sockets = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
-    bound = sockets[0][1] if sockets else port
+    bound = port
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            bound = int(addr[1])
+            break
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     platform.url = platform.settings.public_url.rstrip("/") or f"http://{shown}:{bound}"
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING = {
@@ -40,6 +41,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def dialect_name(session: AsyncSession) -> str:
+    bind = session.bind
+    assert bind is not None, "session is not bound to an engine"
+    return bind.dialect.name
 
 
 class Base(DeclarativeBase):

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.storage.base import Base
+from core.storage.base import Base, dialect_name
 
 STATUSES = ("pending", "running", "done", "failed", "missed", "cancelled")
 DEFAULT_MAX_ATTEMPTS = 8
@@ -57,7 +57,7 @@ class NewJob:
 
 
 def _insert(session: AsyncSession) -> Any:
-    name = session.bind.dialect.name
+    name = dialect_name(session)
     if name == "postgresql":
         return pg_insert(JobRow)
     if name == "sqlite":

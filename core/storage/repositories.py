@@ -15,6 +15,7 @@ from core.errors import NotFound
 from core.model.accounts import Account, Identity, LinkCode, Tier
 from core.model.community import Community, CommunitySettings
 from core.model.space import Hand, Pin, Space, SpaceState, Ticketing, Visibility
+from core.storage.base import dialect_name
 from core.storage.tables import (
     AccountRow,
     BlockRow,
@@ -36,7 +37,7 @@ class StaleAggregate(Exception):
 
 def _insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any] | list[dict[str, Any]],
                    keys: Sequence[str]) -> Any:
-    dialect = session.bind.dialect.name
+    dialect = dialect_name(session)
     if dialect == "postgresql":
         return pg_insert(table).values(values).on_conflict_do_nothing(index_elements=list(keys))
     if dialect == "sqlite":
@@ -119,7 +120,7 @@ class SpaceRepository:
             raise StaleAggregate(space.id)
         space.version += 1
 
-    async def list(self, *, states: Sequence[str] = (), host_id: str | None = None,
+    async def find(self, *, states: Sequence[str] = (), host_id: str | None = None,
                    community_id: str | None = None, include_unlisted: bool = True,
                    limit: int = 100) -> list[Space]:
         q = select(SpaceRow)
@@ -359,7 +360,7 @@ class CommunityRepository:
         await self.s.execute(update(CommunityRow).where(CommunityRow.id == c.id)
                              .values(settings=c.settings.model_dump(mode="json"), name=c.name))
 
-    async def list(self) -> list[Community]:
+    async def all(self) -> list[Community]:
         return [_community(r) for r in await self.s.scalars(select(CommunityRow).order_by(CommunityRow.created_at))]
 
 

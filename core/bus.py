@@ -51,6 +51,7 @@ class Subscription:
     def offer(self, event: Event) -> None:
         if self.queue.full():
             self.queue.get_nowait()
+            self.queue.task_done()  # the dropped event counts as handled, or drain() would wait forever
             self.dropped += 1
             if self.dropped in (1, 100) or self.dropped % 10_000 == 0:
                 log.warning("event subscriber %r is behind; %d events dropped", self.handler, self.dropped)

@@ -1,6 +1,8 @@
 """Core command throughput on one event loop: joins, hands and reactions per second.
 
-    python -m bench.core_ops [--database URL] [--joins N] [--hands N] [--reactions N] --json
+    python -m bench.core_ops [--database URL] [--joins N] [--concurrency C] [--hands N] [--reactions N] --json
+
+Joins come from C clients at once (a room filling up); hands and reactions from one client in turn.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from core.storage import migrate
 from core.storage.engine import make_engine, make_sessionmaker
 
 
-async def run(url: str, joins: int, hands: int, reactions: int) -> dict[str, object]:
+async def run(url: str, joins: int, hands: int, reactions: int, concurrency: int = 100) -> dict[str, object]:
     await asyncio.to_thread(migrate.upgrade, url)
     engine = make_engine(url)
     bus = InProcessBus()
@@ -36,10 +38,14 @@ async def run(url: str, joins: int, hands: int, reactions: int) -> dict[str, obj
     space = await core.create_space(host, "Benchmark")
     people = [Actor(account_id=f"b{i:07d}") for i in range(1, n_people + 1)]
 
+    async def client(mine: list[Actor]) -> None:
+        for p in mine:
+            await core.join(p, space.id)
+
     t = time.perf_counter()
-    for p in people[:joins]:
-        await core.join(p, space.id)
+    await asyncio.gather(*(client(people[i:joins:concurrency]) for i in range(concurrency)))
     joins_s = joins / (time.perf_counter() - t)
+    assert (await core.view(space.id)).listener_count == joins + 1, "a join was lost"
 
     t = time.perf_counter()
     for p in people[:hands // 2]:
@@ -56,7 +62,7 @@ async def run(url: str, joins: int, hands: int, reactions: int) -> dict[str, obj
     await engine.dispose()
     return {"backend": engine.dialect.name, "joins_per_s": round(joins_s, 1), "hands_per_s": round(hands_s, 1),
             "reactions_per_s": round(reactions_s, 1), "joins": joins, "hands": hands // 2 * 2,
-            "reactions": reactions}
+            "reactions": reactions, "join_concurrency": concurrency}
 
 
 def main() -> None:
@@ -65,11 +71,12 @@ def main() -> None:
     ap.add_argument("--joins", type=int, default=3000)
     ap.add_argument("--hands", type=int, default=2000)
     ap.add_argument("--reactions", type=int, default=50000)
+    ap.add_argument("--concurrency", type=int, default=100, help="clients joining at the same time")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         url = a.database or f"sqlite:///{Path(d) / 'bench.sqlite3'}"
-        out = asyncio.run(run(url, a.joins, a.hands, a.reactions))
+        out = asyncio.run(run(url, a.joins, a.hands, a.reactions, a.concurrency))
     print(json.dumps(out) if a.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 

@@ -96,11 +96,11 @@ class SpaceRepository:
         self.seen: dict[str, Space] = {}
 
     async def get(self, space_id: str) -> Space:
-        row = await self.s.get(SpaceRow, space_id)
+        # A plain SELECT (no identity map): the aggregate is rebuilt from the row either way.
+        row = (await self.s.execute(select(SpaceRow.__table__).where(SpaceRow.id == space_id))).first()
         if row is None:
             raise NotFound("space.not_found", space_id=space_id)
-        space = space_from_row(row)
-        self.s.expunge(row)
+        space = space_from_row(row)  # type: ignore[arg-type]
         self.seen[space.id] = space
         return space
 
@@ -142,15 +142,30 @@ class SpaceRepository:
 
     # presence --------------------------------------------------------------------------------
     async def set_present(self, space_id: str, account_id: str, now: datetime) -> bool:
-        """Mark present; True if they were not present before."""
-        row = await self.s.get(ParticipantRow, (space_id, account_id))
-        if row is None:
-            self.s.add(ParticipantRow(space_id=space_id, account_id=account_id, present=True, joined_at=now))
-            return True
-        if row.present:
-            return False
-        row.present, row.left_at = True, None
-        return True
+        """Mark present in one upsert; True if they were not present before."""
+        ins = (pg_insert if dialect_name(self.s) == "postgresql" else sqlite_insert)(ParticipantRow)
+        stmt = ins.values(space_id=space_id, account_id=account_id, present=True, joined_at=now).on_conflict_do_update(
+            index_elements=["space_id", "account_id"], set_={"present": True, "left_at": None},
+            where=ParticipantRow.present.is_(False))
+        res = await self.s.execute(stmt)
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def set_present_many(self, space_id: str, account_ids: Sequence[str], now: datetime) -> set[str]:
+        """Mark many present in one statement; returns those who were not present before."""
+        if not account_ids:
+            return set()
+        ins = (pg_insert if dialect_name(self.s) == "postgresql" else sqlite_insert)(ParticipantRow)
+        stmt = (ins.values([{"space_id": space_id, "account_id": a, "present": True, "joined_at": now}
+                            for a in account_ids])
+                .on_conflict_do_update(index_elements=["space_id", "account_id"],
+                                       set_={"present": True, "left_at": None},
+                                       where=ParticipantRow.present.is_(False))
+                .returning(ParticipantRow.account_id))
+        return set((await self.s.scalars(stmt)).all())
+
+    async def blocked_among(self, host_id: str, account_ids: Sequence[str]) -> set[str]:
+        q = select(BlockRow.account_id).where(BlockRow.host_id == host_id, BlockRow.account_id.in_(account_ids))
+        return set((await self.s.scalars(q)).all())
 
     async def set_absent(self, space_id: str, account_id: str, now: datetime) -> bool:
         res = await self.s.execute(
@@ -379,3 +394,8 @@ class TicketRepository:
         q = select(func.count()).select_from(TicketRow).where(
             TicketRow.space_id == space_id, TicketRow.account_id == account_id, TicketRow.status == "paid")
         return int((await self.s.execute(q)).scalar_one()) > 0
+
+    async def paid_among(self, space_id: str, account_ids: Sequence[str]) -> set[str]:
+        q = select(TicketRow.account_id).where(TicketRow.space_id == space_id, TicketRow.status == "paid",
+                                               TicketRow.account_id.in_(account_ids))
+        return set((await self.s.scalars(q)).all())

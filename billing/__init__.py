@@ -1,0 +1,1 @@
+"""Ticket sales through Stripe (and the shared ticket ledger Telegram Stars also uses)."""

@@ -250,3 +250,56 @@ async def test_nothing_lost_across_restart(database_url: str, clock: FrozenClock
     async with core2.uow() as uow:
         assert await uow.spaces.reminder_accounts(later.id) == [fan.account_id]
     await engine2.dispose()  # type: ignore[attr-defined]
+
+
+async def test_tickets_gate_the_door(core: Core) -> None:
+    from core.model.space import Ticketing
+    from core.storage.tables import TicketRow
+
+    host = await host_with_followers(core)
+    later = await core.create_space(host, "Paid talk", start_at=core.now() + timedelta(hours=1))
+    with pytest.raises(Forbidden, match="ticket.not_allowed_here"):
+        await core.set_ticketing(host, later.id, Ticketing(price_minor=500, currency="usd", capacity=50))
+    op = Actor(account_id=host.account_id, is_operator=True)
+    with pytest.raises(Invalid, match="ticket.bad_price"):
+        await core.set_ticketing(op, later.id, Ticketing(price_minor=0, currency="usd", capacity=50))
+    await core.set_ticketing(op, later.id, Ticketing(price_minor=500, currency="usd", capacity=50))
+    assert (await core.view(later.id)).space.ticketing.currency == "USD"  # type: ignore[union-attr]
+    await core.start_space(host, later.id)
+    buyer, freeloader = await person(core, "buyer"), await person(core, "free")
+    async with core.uow() as uow:
+        now = core.now()
+        uow.session.add(TicketRow(id="t1", space_id=later.id, account_id=buyer.account_id, status="paid",
+                                  provider="stripe", amount_minor=500, currency="USD", hold_expires_at=None,
+                                  provider_ref="pi_1", created_at=now, updated_at=now))
+        await uow.commit()
+    with pytest.raises(Forbidden) as e:
+        await core.join(freeloader, later.id)
+    assert e.value.code == "ticket.required" and describe(e.value) == "This Space needs a ticket."
+    assert (await core.join(buyer, later.id)).role == Role.LISTENER
+
+
+async def test_share_and_captions(core: Core) -> None:
+    host = await host_with_followers(core)
+    space = await core.create_space(host, "Shared")
+    share = await core.share(space.id, {"web": f"https://sb.example/s/{space.id}", "telegram": "https://t.me/x"})
+    assert "Shared — hosted by host (live now)" in share.text() and "web: https://sb.example" in share.text()
+    assert not await core.add_caption(space.id, host.account_id, "not on yet", 0.0, 1.0)
+    await core.set_captions(host, space.id, True)
+    assert await core.add_caption(space.id, host.account_id, "  hello   world ", 1.0, 2.0)
+    assert [c["text"] for c in await core.recent_captions(space.id)] == ["hello world"]
+    await core.end_space(host, space.id)
+    with pytest.raises(Conflict, match="space.closed"):
+        await core.share(space.id, {})
+
+
+async def test_reminder_only_for_scheduled(core: Core) -> None:
+    host = await host_with_followers(core)
+    live = await core.create_space(host, "Now")
+    fan = await person(core, "fan")
+    with pytest.raises(Conflict, match="reminder.not_scheduled"):
+        await core.set_reminder(fan, live.id)
+    later = await core.create_space(host, "Later", start_at=core.now() + timedelta(days=1))
+    assert await core.set_reminder(fan, later.id) is True
+    assert await core.set_reminder(fan, later.id) is False
+    assert await core.set_reminder(fan, later.id, on=False) is True

@@ -124,12 +124,23 @@ class TicketRow(Base):
     currency: Mapped[str] = mapped_column(String(8))
     hold_expires_at: Mapped[datetime | None]
     provider_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    fee_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     __table_args__ = (
         Index("ix_tickets_space_status", "space_id", "status"),
         Index("ix_tickets_space_account", "space_id", "account_id"),
     )
+
+
+class ProcessedEventRow(Base):
+    """Every provider event id handled once (webhooks replayed by Stripe or Telegram are ignored)."""
+
+    __tablename__ = "processed_events"
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
 
 
 class CaptionRow(Base):

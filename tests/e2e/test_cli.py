@@ -144,7 +144,9 @@ def test_db_upgrade_on_postgresql(sb: Run) -> None:
     try:
         p = sb("doctor", ok=False, SPACEBRIDGE_DATABASE_URL=url)
         assert "run `spacebridge db upgrade`" in p.stdout
-        assert "database is at 0001" in sb("db", "upgrade", SPACEBRIDGE_DATABASE_URL=url).stdout
+        from core.storage.migrate import head_revision
+
+        assert f"database is at {head_revision()}" in sb("db", "upgrade", SPACEBRIDGE_DATABASE_URL=url).stdout
         host = sb("account", "create", "Pat", SPACEBRIDGE_DATABASE_URL=url).stdout.strip()
         sb("space", "create", "On PG", "--as", host, "--override", SPACEBRIDGE_DATABASE_URL=url)
         assert "On PG" in sb("space", "list", SPACEBRIDGE_DATABASE_URL=url).stdout

@@ -1,0 +1,104 @@
+"""The ticket ledger on SQLite and PostgreSQL: holds never oversell, payments settle once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from billing.ledger import Ledger
+from core.clock import FrozenClock
+from core.errors import Conflict, DomainError, Forbidden
+from core.messages import describe
+from core.model.accounts import Account, Actor
+from core.model.space import Ticketing
+from core.model.ticket import TicketStatus
+from core.services import Core
+from core.storage import jobs
+
+
+async def ticketed(core: Core, capacity: int, price: int = 1000) -> tuple[Actor, str]:
+    acc = await core.ensure_account("web", "creator", "Creator")
+    host = Actor(account_id=acc.id, is_operator=True)
+    space = await core.create_space(host, "Paid AMA", start_at=core.now() + timedelta(days=1))
+    await core.set_ticketing(host, space.id, Ticketing(price_minor=price, currency="eur", capacity=capacity))
+    return host, space.id
+
+
+async def buyers(core: Core, n: int) -> list[Actor]:
+    async with core.uow() as uow:
+        for i in range(n):
+            await uow.accounts.add(Account(id=f"buyer{i:04d}", display_name=f"Buyer {i}", created_at=core.now()))
+        await uow.commit()
+    return [Actor(account_id=f"buyer{i:04d}") for i in range(n)]
+
+
+async def test_200_buyers_50_seats(core: Core) -> None:
+    ledger = Ledger(core, fee_bps=500)
+    _, space_id = await ticketed(core, capacity=50)
+    people = await buyers(core, 200)
+    results = await asyncio.gather(*(ledger.hold(p, space_id, "stripe") for p in people), return_exceptions=True)
+    holds = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(holds) == 50
+    assert all(isinstance(e, Conflict) and e.code == "ticket.sold_out" for e in refused)
+    assert describe(refused[0]) == "Sold out: all 50 seats are taken."  # type: ignore[arg-type]
+    await asyncio.gather(*(ledger.settle(t.id, paid=True) for t in holds))  # type: ignore[union-attr]
+    report = await ledger.report(space_id)
+    assert (report.sold, report.gross_minor, report.fees_minor, report.net_minor) == (50, 50_000, 2_500, 47_500)
+    with pytest.raises(Conflict, match="ticket.sold_out"):
+        await ledger.hold(people[-1], space_id, "stripe")
+
+
+async def test_hold_expires_and_late_payment_is_refunded(core: Core, clock: FrozenClock) -> None:
+    ledger = Ledger(core, hold=timedelta(minutes=15))
+    _, space_id = await ticketed(core, capacity=1)
+    slow, fast = await buyers(core, 2)
+    first = await ledger.hold(slow, space_id, "stripe")
+    assert await ledger.hold(slow, space_id, "stripe") == first  # same hold again, not a second seat
+    with pytest.raises(Conflict, match="ticket.sold_out"):
+        await ledger.hold(fast, space_id, "stripe")
+    clock.advance(minutes=16)
+    second = await ledger.hold(fast, space_id, "stripe")
+    late = await ledger.settle(first.id, paid=True)
+    assert late.status == TicketStatus.VOID
+    async with core.uow() as uow:
+        st = await jobs.job_stats(uow.session, kind="ticket.refund")
+    assert st["pending"] == 1, "the late payer's money was not queued for refund"
+    assert (await ledger.settle(second.id, paid=True)).status == TicketStatus.PAID
+
+
+async def test_replayed_and_failed_payments(core: Core) -> None:
+    ledger = Ledger(core)
+    _, space_id = await ticketed(core, capacity=10)
+    a, b = await buyers(core, 2)
+    t = await ledger.hold(a, space_id, "stripe")
+    for _ in range(5):
+        await ledger.settle(t.id, paid=True)
+    await core.bus.drain()  # type: ignore[attr-defined]
+    paid_events = [e for e in core.recorder.events  # type: ignore[attr-defined]
+                   if e.name == "ticket.changed" and e.status == "paid"]
+    assert len(paid_events) == 1
+    u = await ledger.hold(b, space_id, "stripe")
+    assert (await ledger.settle(u.id, paid=False)).status == TicketStatus.VOID
+    assert (await ledger.report(space_id)).sold == 1
+    with pytest.raises(DomainError, match="ticket.amount_mismatch"):
+        v = await ledger.hold(b, space_id, "stripe")
+        await ledger.settle(v.id, paid=True, amount_minor=1, currency="eur")
+
+
+async def test_refund_revokes_the_seat(core: Core) -> None:
+    ledger = Ledger(core)
+    host, space_id = await ticketed(core, capacity=10)
+    (fan,) = await buyers(core, 1)
+    t = await ledger.hold(fan, space_id, "telegram_stars")
+    await ledger.settle(t.id, paid=True)
+    await core.start_space(host, space_id)
+    await core.join(fan, space_id)
+    await ledger.mark_refunded(t.id)
+    assert (await core.view(space_id)).listener_count == 1
+    with pytest.raises(Forbidden, match="ticket.required"):
+        await core.join(fan, space_id)
+    report = await ledger.report(space_id)
+    assert (report.sold, report.refunded, report.net_minor) == (1, 1, 0)

@@ -22,6 +22,7 @@ __all__ = [
     "DeliveryResult",
     "MediaRoom",
     "Notifier",
+    "PaymentGateway",
 ]
 
 SAMPLE_RATE = 48_000
@@ -91,6 +92,17 @@ class Notifier(Protocol):
     platform: str
 
     async def deliver(self, delivery: Delivery) -> DeliveryResult: ...
+
+
+class PaymentGateway(Protocol):
+    """One payment provider (Stripe, Telegram Stars) as billing's refund jobs see it."""
+
+    provider: str
+
+    async def refund(self, provider_ref: str, amount_minor: int, idempotency_key: str, reason: str) -> str:
+        """Give the money back; returns the provider's refund id. Must be safe to repeat with the
+        same key (the job may run twice after a crash)."""
+        ...
 
 
 EventHandler = Callable[[Any], Awaitable[None]]

@@ -484,6 +484,11 @@ class Core:
             space.cancel(actor.account_id, self.now(), override=actor.is_operator)
             await uow.spaces.save(space)
             await jobs.cancel_group(uow.session, space.id)
+            if space.ticketing is not None:  # refunds are durable jobs, queued with the cancel itself
+                paid = await uow.tickets.paid_ids(space.id)
+                await jobs.enqueue_many(uow.session, [
+                    jobs.NewJob("ticket.refund", {"ticket_id": t, "reason": "space_cancelled"}, self.now(),
+                                f"refund:{t}", f"{space.id}:refunds") for t in paid])
             await self._enqueue_fanout(uow, space, "space.cancelled", "subscribers", key="cancelled")
             return space
 

@@ -14,10 +14,12 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from billing.ledger import Ledger
+from billing.refunds import make_refund_handler
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
-from core.ports import Notifier
+from core.ports import Notifier, PaymentGateway
 from core.scheduler import JobRunner, make_deliver_handler
 from core.services import Core
 from core.storage import migrate
@@ -38,6 +40,7 @@ class Platform:
     core: Core
     clock: Clock
     notifiers: dict[str, Notifier] = field(default_factory=dict)
+    gateways: dict[str, PaymentGateway] = field(default_factory=dict)
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
@@ -77,9 +80,11 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
 def add_job_runners(platform: Platform, count: int) -> None:
     core = platform.core
     notifiers = {p: TrackingNotifier(n, core) for p, n in platform.notifiers.items()}
+    ledger = Ledger(core)
     handlers: dict[str, Any] = {
         "space.fanout": FanoutHandler(core, notifiers.keys()),
         "notify.deliver": make_deliver_handler(notifiers),
+        "ticket.refund": make_refund_handler(ledger, platform.gateways),
     }
     for i in range(count):
         platform.runners.append(JobRunner(

@@ -32,7 +32,9 @@ community_app = typer.Typer(help="Communities (Discord guilds, Telegram chats, t
 app.add_typer(db_app, name="db")
 app.add_typer(space_app, name="space")
 app.add_typer(account_app, name="account")
+billing_app = typer.Typer(help="Ticket sales and creator payouts.", no_args_is_help=True)
 app.add_typer(community_app, name="community")
+app.add_typer(billing_app, name="billing")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Account id to act as.")]
@@ -352,6 +354,26 @@ def space_link(space_id: str, as_: AsOpt,
 
     out = _with_core(go, as_json)
     typer.echo(json.dumps(out) if as_json else out["url"])
+
+
+# ---- billing -------------------------------------------------------------------------------------
+@billing_app.command("report")
+def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
+    """What a ticketed Space sold: tickets, refunds, gross, platform fees and the creator's net."""
+    from billing.ledger import Ledger
+
+    r = _with_core(lambda core: Ledger(core).report(space_id), as_json)
+    if as_json:
+        typer.echo(json.dumps(r.as_dict()))
+        return
+    cur = r.currency
+
+    def money(minor: int) -> str:
+        return f"{minor} XTR" if cur == "XTR" else f"{minor / 100:.2f} {cur}"
+
+    typer.echo(f"sold {r.sold} (refunded {r.refunded}, held now {r.held}, capacity {r.capacity or 'unlimited'})")
+    typer.echo(f"gross {money(r.gross_minor)}  refunded {money(r.refunded_minor)}  fees {money(r.fees_minor)}  "
+               f"net {money(r.net_minor)}")
 
 
 # ---- communities ---------------------------------------------------------------------------------

@@ -395,6 +395,10 @@ class TicketRepository:
             TicketRow.space_id == space_id, TicketRow.account_id == account_id, TicketRow.status == "paid")
         return int((await self.s.execute(q)).scalar_one()) > 0
 
+    async def paid_ids(self, space_id: str) -> list[str]:
+        q = select(TicketRow.id).where(TicketRow.space_id == space_id, TicketRow.status == "paid")
+        return list((await self.s.scalars(q)).all())
+
     async def paid_among(self, space_id: str, account_ids: Sequence[str]) -> set[str]:
         q = select(TicketRow.account_id).where(TicketRow.space_id == space_id, TicketRow.status == "paid",
                                                TicketRow.account_id.in_(account_ids))

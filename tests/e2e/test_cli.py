@@ -153,3 +153,12 @@ def test_db_upgrade_on_postgresql(sb: Run) -> None:
     finally:
         time.sleep(0.1)
         services.drop_pg_database(url)
+
+
+def test_billing_report(sb: Run) -> None:
+    host = sb("account", "create", "Creator").stdout.strip()
+    space = json.loads(sb("space", "schedule", "Paid", "--as", host, "--override", "--at", "+1d", "--json").stdout)
+    r = json.loads(sb("billing", "report", space["id"], "--json").stdout)
+    assert (r["sold"], r["gross_minor"], r["net_minor"]) == (0, 0, 0)
+    p = sb("billing", "report", "nope", ok=False)
+    assert "There is no Space nope" in p.stderr

@@ -102,3 +102,36 @@ async def test_refund_revokes_the_seat(core: Core) -> None:
         await core.join(fan, space_id)
     report = await ledger.report(space_id)
     assert (report.sold, report.refunded, report.net_minor) == (1, 1, 0)
+
+
+async def test_cancel_refunds_everyone_once_even_after_a_crash(core: Core, clock: FrozenClock) -> None:
+    from billing.refunds import make_refund_handler
+    from core.scheduler import JobRunner
+    from tests.support.fakes import RecordingGateway
+
+    ledger = Ledger(core)
+    host, space_id = await ticketed(core, capacity=30)
+    people = await buyers(core, 20)
+    for i, p in enumerate(people):
+        t = await ledger.hold(p, space_id, "stripe")
+        await ledger.attach_ref(t.id, f"pi_{i}")
+        await ledger.settle(t.id, paid=True)
+    gateway = RecordingGateway(fail_after_call=7)  # the 7th call's answer is lost on the way back
+    handlers = {"ticket.refund": make_refund_handler(ledger, {"stripe": gateway})}
+    await core.cancel_space(host, space_id)
+    crashed = JobRunner(core.sessionmaker, handlers, clock, worker_id="crashed", batch_size=5, lease_s=30)
+    assert len(await crashed.claim()) == 5  # then the process dies: 5 jobs stay leased
+    survivor = JobRunner(core.sessionmaker, handlers, clock, worker_id="survivor", batch_size=5, lease_s=30,
+                         backoff_base_s=1)
+    await survivor.run_until_idle()
+    async with core.uow() as uow:
+        progress = await jobs.job_stats(uow.session, group_key=f"{space_id}:refunds")
+    assert progress["done"] == 14 and progress["running"] == 5 and progress["pending"] == 1
+    clock.advance(seconds=31)
+    await survivor.run_until_idle()
+    async with core.uow() as uow:
+        progress = await jobs.job_stats(uow.session, group_key=f"{space_id}:refunds")
+    assert progress["done"] == 20
+    assert len(gateway.refunds) == 20 and {ref for ref, _ in gateway.refunds.values()} == {f"pi_{i}" for i in range(20)}
+    report = await ledger.report(space_id)
+    assert (report.refunded, report.net_minor) == (20, 0)

@@ -25,3 +25,20 @@ class RecordingNotifier:
 
     def to(self, template: str) -> list[str]:
         return sorted(d.external_id for d in self.sent if d.template == template)
+
+
+class RecordingGateway:
+    """A payment provider that, like Stripe, answers a repeated idempotency key with the first result."""
+
+    def __init__(self, provider: str = "stripe", fail_after_call: int = 0) -> None:
+        self.provider = provider
+        self.refunds: dict[str, tuple[str, int]] = {}
+        self.calls = 0
+        self.fail_after_call = fail_after_call
+
+    async def refund(self, provider_ref: str, amount_minor: int, idempotency_key: str, reason: str) -> str:
+        self.calls += 1
+        self.refunds.setdefault(idempotency_key, (provider_ref, amount_minor))
+        if self.fail_after_call and self.calls == self.fail_after_call:
+            raise ConnectionResetError("connection lost after the provider refunded")
+        return f"re_{idempotency_key}"

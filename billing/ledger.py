@@ -25,7 +25,7 @@ from core.model.ticket import Provider, Ticket, TicketStatus
 from core.services import Core
 from core.storage import jobs
 from core.storage.base import dialect_name
-from core.storage.tables import ProcessedEventRow, SpaceRow, TicketRow
+from core.storage.tables import AccountRow, ProcessedEventRow, SpaceRow, TicketRow
 from core.storage.uow import UnitOfWork
 
 DEFAULT_HOLD = timedelta(minutes=15)
@@ -229,6 +229,22 @@ class Ledger:
         n = await self.core.run(op)
         self.core.wake_jobs()
         return n
+
+    async def payout_account(self, account_id: str) -> str | None:
+        async with self.core.uow() as uow:
+            row = await uow.session.get(AccountRow, account_id)
+            if row is None:
+                raise NotFound("account.not_found", account_id=account_id)
+            return row.stripe_account
+
+    async def set_payout_account(self, account_id: str, stripe_account: str) -> None:
+        async def op(uow: UnitOfWork) -> None:
+            row = await uow.session.get(AccountRow, account_id)
+            if row is None:
+                raise NotFound("account.not_found", account_id=account_id)
+            row.stripe_account = stripe_account
+
+        await self.core.run(op)
 
     async def report(self, space_id: str) -> Report:
         async with self.core.uow() as uow:

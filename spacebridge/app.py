@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
+from billing.stripe_gateway import StripeGateway
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
@@ -41,6 +43,8 @@ class Platform:
     clock: Clock
     notifiers: dict[str, Notifier] = field(default_factory=dict)
     gateways: dict[str, PaymentGateway] = field(default_factory=dict)
+    ledger: Ledger = field(init=False)
+    stripe: StripeGateway | None = None
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
@@ -74,13 +78,20 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     platform = Platform(settings=settings, engine=engine, sessionmaker=sm, bus=bus, clock=clock,
                         core=Core(sm, bus, clock, reaction_rate_per_s=settings.reaction_rate_per_s))
     platform.core.wake_jobs = platform.wake
+    platform.ledger = Ledger(platform.core, hold=timedelta(minutes=settings.ticket_hold_minutes),
+                             fee_bps=settings.platform_fee_bps)
+    if settings.ticketing_enabled:
+        assert settings.stripe_api_key is not None
+        platform.stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
+                                        api_base=settings.stripe_api_base or None, fee_bps=settings.platform_fee_bps)
+        platform.gateways["stripe"] = platform.stripe
     return platform
 
 
 def add_job_runners(platform: Platform, count: int) -> None:
     core = platform.core
     notifiers = {p: TrackingNotifier(n, core) for p, n in platform.notifiers.items()}
-    ledger = Ledger(core)
+    ledger = platform.ledger
     handlers: dict[str, Any] = {
         "space.fanout": FanoutHandler(core, notifiers.keys()),
         "notify.deliver": make_deliver_handler(notifiers),
@@ -128,6 +139,8 @@ async def stop(platform: Platform) -> None:
             await r.stop()
     if platform._site_runner is not None:
         await platform._site_runner.cleanup()
+    if platform.stripe is not None:
+        await platform.stripe.close()
     await platform.bus.close()
     await platform.engine.dispose()
 

@@ -376,6 +376,41 @@ def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
                f"net {money(r.net_minor)}")
 
 
+@billing_app.command("connect")
+def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="Creator's e-mail.")] = None,
+                    as_json: JsonOpt = False) -> None:
+    """Start (or resume) Stripe Connect Express onboarding for a creator; prints the onboarding link."""
+    from spacebridge.app import build
+
+    settings = _settings()
+
+    async def go() -> dict[str, Any]:
+        platform = await build(settings)
+        try:
+            if platform.stripe is None:
+                from billing.stripe_gateway import BillingError
+
+                raise BillingError("billing.off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
+            acct = await platform.ledger.payout_account(as_)
+            if acct is None:
+                acct = await platform.stripe.create_connect_account(as_, email)
+                await platform.ledger.set_payout_account(as_, acct)
+            base = settings.base_url()
+            url = await platform.stripe.account_link(acct, f"{base}/connect/refresh", f"{base}/connect/done")
+            return {"account_id": as_, "stripe_account": acct, "onboarding_url": url,
+                    "ready": await platform.stripe.account_ready(acct)}
+        finally:
+            if platform.stripe is not None:
+                await platform.stripe.close()
+            await platform.engine.dispose()
+
+    try:
+        out = asyncio.run(go())
+    except DomainError as e:
+        _fail(describe(e), 1, as_json, e.as_dict())
+    typer.echo(json.dumps(out) if as_json else out["onboarding_url"])
+
+
 # ---- communities ---------------------------------------------------------------------------------
 @community_app.command("list")
 def community_list(as_json: JsonOpt = False) -> None:

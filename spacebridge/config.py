@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         "stripe_api_key", "STRIPE_API_KEY", "SPACEBRIDGE_STRIPE_API_KEY"))
     stripe_webhook_secret: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET", "SPACEBRIDGE_STRIPE_WEBHOOK_SECRET"))
+    stripe_api_base: str = ""
+    platform_fee_bps: int = Field(500, ge=0, le=10_000)
+    ticket_hold_minutes: int = Field(15, ge=1, le=24 * 60)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -55,7 +55,21 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+async def billing_off(request: web.Request) -> web.Response:
+    return web.json_response({"error": {"code": "billing.off", "message":
+                                        "Ticket sales are off: set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET."}},
+                             status=503)
+
+
 def setup(app: web.Application) -> None:
+    p: Platform = app["platform"]
+    if p.stripe is not None and p.settings.stripe_webhook_secret is not None:
+        from billing.webhooks import StripeWebhooks
+
+        hooks = StripeWebhooks(p.ledger, p.settings.stripe_webhook_secret.get_secret_value())
+        app.router.add_post("/webhooks/stripe", hooks.handle)
+    else:
+        app.router.add_post("/webhooks/stripe", billing_off)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)

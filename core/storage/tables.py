@@ -21,6 +21,7 @@ class AccountRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     display_name: Mapped[str] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(16), default="free")
+    stripe_account: Mapped[str | None] = mapped_column(String(64))  # Connect Express account for payouts
     created_at: Mapped[datetime]
 
 

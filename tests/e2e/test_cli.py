@@ -162,3 +162,10 @@ def test_billing_report(sb: Run) -> None:
     assert (r["sold"], r["gross_minor"], r["net_minor"]) == (0, 0, 0)
     p = sb("billing", "report", "nope", ok=False)
     assert "There is no Space nope" in p.stderr
+
+
+def test_ticketing_off_without_keys(sb: Run) -> None:
+    acc = sb("account", "create", "Creator").stdout.strip()
+    p = sb("billing", "connect", "--as", acc, ok=False)
+    assert "Ticket sales are off" in p.stderr and "STRIPE_API_KEY" in p.stderr
+    assert "ticketing: off: set STRIPE_API_KEY" in sb("doctor").stdout

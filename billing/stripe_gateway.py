@@ -1,0 +1,123 @@
+"""Stripe through the official ``stripe`` library: PaymentIntents, Checkout Sessions, refunds and
+Connect Express onboarding. Every call carries an idempotency key derived from our own ids, and
+Stripe's errors are translated once, here, into ``BillingError`` codes the adapters can word.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+
+from core.errors import DomainError
+from core.model.ticket import Ticket
+
+
+class BillingError(DomainError):
+    kind = "billing"
+
+
+def _translate(e: stripe.StripeError) -> BillingError:
+    detail = (e.user_message or str(e))[:300]
+    if isinstance(e, stripe.CardError):
+        return BillingError("payment.card_declined", detail=detail, decline_code=getattr(e, "code", None))
+    if isinstance(e, stripe.AuthenticationError | stripe.PermissionError):
+        return BillingError("billing.bad_key", detail=detail)
+    if isinstance(e, stripe.APIConnectionError | stripe.RateLimitError):
+        return BillingError("billing.unavailable", detail=detail)
+    if isinstance(e, stripe.IdempotencyError):
+        return BillingError("billing.idempotency_conflict", detail=detail)
+    return BillingError("billing.provider_refused", detail=detail)
+
+
+class StripeGateway:
+    """The ``PaymentGateway`` port for Stripe, plus what selling and payouts need."""
+
+    provider = "stripe"
+
+    def __init__(self, api_key: str, *, api_base: str | None = None, fee_bps: int = 0) -> None:
+        self.fee_bps = fee_bps
+        self._http = stripe.AIOHTTPClient()
+        self.client = stripe.StripeClient(
+            api_key, base_addresses={"api": api_base, "connect": api_base} if api_base else None,
+            http_client=self._http, max_network_retries=2)
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    def fee_for(self, amount_minor: int) -> int:
+        return (amount_minor * self.fee_bps + 5_000) // 10_000
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except stripe.StripeError as e:
+            raise _translate(e) from e
+
+    def _destination(self, ticket: Ticket, destination: str | None) -> dict[str, Any]:
+        if not destination:
+            return {}
+        return {"application_fee_amount": self.fee_for(ticket.amount_minor),
+                "transfer_data": {"destination": destination}}
+
+    async def create_payment_intent(self, ticket: Ticket, destination: str | None = None) -> tuple[str, str]:
+        """For the web room's own card form: returns (intent id, client secret)."""
+        params: dict[str, Any] = {
+            "amount": ticket.amount_minor, "currency": ticket.currency.lower(),
+            "metadata": {"ticket_id": ticket.id, "space_id": ticket.space_id, "account_id": ticket.account_id},
+            **self._destination(ticket, destination),
+        }
+        pi = await self._call(self.client.v1.payment_intents.create_async(
+            params=params, options={"idempotency_key": f"pi:{ticket.id}"}))  # type: ignore[arg-type]
+        return str(pi.id), str(pi.client_secret)
+
+    async def create_checkout_session(self, ticket: Ticket, title: str, success_url: str, cancel_url: str,
+                                      destination: str | None = None) -> tuple[str, str]:
+        """For chat adapters: a hosted payment page link. Returns (session id, url)."""
+        meta = {"ticket_id": ticket.id, "space_id": ticket.space_id, "account_id": ticket.account_id}
+        params: dict[str, Any] = {
+            "mode": "payment", "success_url": success_url, "cancel_url": cancel_url,
+            "client_reference_id": ticket.id, "metadata": meta,
+            "line_items": [{"quantity": 1, "price_data": {
+                "currency": ticket.currency.lower(), "unit_amount": ticket.amount_minor,
+                "product_data": {"name": f"Ticket: {title}"[:250]}}}],
+            "payment_intent_data": {"metadata": meta, **self._destination(ticket, destination)},
+        }
+        if ticket.hold_expires_at is not None:
+            params["expires_at"] = int(ticket.hold_expires_at.timestamp())
+        s = await self._call(self.client.v1.checkout.sessions.create_async(
+            params=params, options={"idempotency_key": f"cs:{ticket.id}"}))  # type: ignore[arg-type]
+        return str(s.id), str(s.url)
+
+    async def refund(self, provider_ref: str, amount_minor: int, idempotency_key: str, reason: str) -> str:
+        intent = provider_ref
+        if provider_ref.startswith("cs_"):
+            session = await self._call(self.client.v1.checkout.sessions.retrieve_async(provider_ref))
+            intent = str(session.payment_intent)
+        params: dict[str, Any] = {"payment_intent": intent, "amount": amount_minor,
+                                  "metadata": {"reason": reason[:200]}}
+        if reason in ("duplicate", "fraudulent", "requested_by_customer"):
+            params["reason"] = reason
+        r = await self._call(self.client.v1.refunds.create_async(
+            params=params, options={"idempotency_key": idempotency_key}))  # type: ignore[arg-type]
+        return str(r.id)
+
+    async def create_connect_account(self, creator_account_id: str, email: str | None = None) -> str:
+        params: dict[str, Any] = {"type": "express", "metadata": {"spacebridge_account": creator_account_id},
+                                  "capabilities": {"card_payments": {"requested": True},
+                                                   "transfers": {"requested": True}}}
+        if email:
+            params["email"] = email
+        acct = await self._call(self.client.v1.accounts.create_async(
+            params=params, options={"idempotency_key": f"acct:{creator_account_id}"}))  # type: ignore[arg-type]
+        return str(acct.id)
+
+    async def account_link(self, connect_account: str, refresh_url: str, return_url: str) -> str:
+        link = await self._call(self.client.v1.account_links.create_async(params={
+            "account": connect_account, "refresh_url": refresh_url, "return_url": return_url,
+            "type": "account_onboarding"}))
+        return str(link.url)
+
+    async def account_ready(self, connect_account: str) -> bool:
+        acct = await self._call(self.client.v1.accounts.retrieve_async(connect_account))
+        return bool(acct.charges_enabled)

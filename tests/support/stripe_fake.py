@@ -50,7 +50,8 @@ def parse_form(body: str) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-    return _lists(out)
+    result: dict[str, Any] = _lists(out)
+    return result
 
 
 def _lists(node: Any) -> Any:
@@ -119,8 +120,8 @@ class FakeStripe:
             self.accounts[acct["id"]] = acct
             return web.json_response(acct)
         if (a := re.fullmatch(r"/v1/accounts/(acct_\w+)", p)) and m == "GET":
-            acct = self.accounts.get(a.group(1))
-            return web.json_response(acct) if acct else error(404, "invalid_request_error", "No such account")
+            found = self.accounts.get(a.group(1))
+            return web.json_response(found) if found else error(404, "invalid_request_error", "No such account")
         if p == "/v1/account_links" and m == "POST":
             if form.get("account") not in self.accounts:
                 return error(400, "invalid_request_error", "No such account", "resource_missing")
@@ -215,7 +216,8 @@ class FakeStripe:
 
 
 class LocalStripe:
-    """localstripe in its own process on a free loopback port."""
+    """localstripe in its own process on a free port, starting empty (``--from-scratch``: by
+    default it reloads a store shared by every instance on the machine)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -223,7 +225,8 @@ class LocalStripe:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(self.port),
+                                      "--from-scratch"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

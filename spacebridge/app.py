@@ -55,6 +55,9 @@ class Platform:
             r.wake()
 
 
+PLATFORM: web.AppKey[Platform] = web.AppKey("platform", Platform)
+
+
 async def ensure_schema(settings: Settings, engine: AsyncEngine) -> None:
     """SQLite databases are upgraded in place; PostgreSQL must be upgraded on purpose (db upgrade)."""
     head = migrate.head_revision()
@@ -108,7 +111,7 @@ def make_web_app(platform: Platform) -> web.Application:
     from spacebridge import web_routes
 
     app = web.Application(client_max_size=1024 * 1024)
-    app["platform"] = platform
+    app[PLATFORM] = platform
     web_routes.setup(app)
     return app
 

@@ -8,12 +8,11 @@ from aiohttp import web
 
 from core.errors import DomainError
 from core.messages import describe
-from spacebridge.app import Platform, database_ok
+from spacebridge.app import PLATFORM, Platform, database_ok
 
 
 def _platform(request: web.Request) -> Platform:
-    p: Platform = request.app["platform"]
-    return p
+    return request.app[PLATFORM]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -62,7 +61,7 @@ async def billing_off(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    p: Platform = app["platform"]
+    p = app[PLATFORM]
     if p.stripe is not None and p.settings.stripe_webhook_secret is not None:
         from billing.webhooks import StripeWebhooks
 

@@ -27,6 +27,12 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         if u.database and u.database != ":memory:":
             Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"timeout": 30})
+        # One connection: SQLite has one writer anyway, and transactions queued on the pool are
+        # served in order, where several connections would fight for the lock and sleep in
+        # SQLite's busy handler.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", 60)
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -237,6 +237,12 @@ class Ledger:
                 raise NotFound("account.not_found", account_id=account_id)
             return row.stripe_account
 
+    async def host_payout_account(self, space_id: str) -> str | None:
+        async with self.core.uow() as uow:
+            q = (select(AccountRow.stripe_account).join(SpaceRow, SpaceRow.host_id == AccountRow.id)
+                 .where(SpaceRow.id == space_id))
+            return (await uow.session.execute(q)).scalar_one_or_none()
+
     async def set_payout_account(self, account_id: str, stripe_account: str) -> None:
         async def op(uow: UnitOfWork) -> None:
             row = await uow.session.get(AccountRow, account_id)

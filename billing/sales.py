@@ -31,8 +31,7 @@ class TicketSales:
 
     async def _destination(self, space_id: str) -> str | None:
         """Destination charge to the host's Connect account, when they finished onboarding."""
-        view = await self.ledger.core.view(space_id)
-        return await self.ledger.payout_account(view.space.host_id)
+        return await self.ledger.host_payout_account(space_id)
 
     async def buy_with_card(self, actor: Actor, space_id: str, destination: str | None = None) -> Purchase:
         gw = self._require()

@@ -99,7 +99,8 @@ async def run(buyers: int, seats: int, url: str) -> dict[str, object]:
     await engine.dispose()
     return {"buyers": buyers, "seats": seats, "paid": report.sold, "oversold": max(0, report.sold - seats),
             "sold_out_answers": sold_out, "purchases_per_s": round(report.sold / elapsed, 1),
-            "elapsed_s": round(elapsed, 2), "checkout_phase_s": round(buy_s, 2), "note": "includes localstripe's fixed 1 s webhook delay"}
+            "elapsed_s": round(elapsed, 2), "checkout_phase_s": round(buy_s, 2),
+            "note": "includes localstripe's fixed 1 s webhook delay"}
 
 
 def main() -> None:

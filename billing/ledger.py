@@ -216,6 +216,24 @@ class Ledger:
                                         .on_conflict_do_nothing(index_elements=["provider", "event_id"]))
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
+    async def request_refund(self, actor: Actor, space_id: str) -> Ticket:
+        """A holder asks for their money back; allowed once the host has moved the Space."""
+        async def op(uow: UnitOfWork) -> Ticket:
+            q = select(TicketRow).where(TicketRow.space_id == space_id, TicketRow.account_id == actor.account_id,
+                                        TicketRow.status == "paid")
+            row = (await uow.session.scalars(q)).first()
+            if row is None:
+                raise NotFound("ticket.none_paid", space_id=space_id)
+            if not row.refundable:
+                raise Forbidden("ticket.not_refundable", space_id=space_id)
+            await jobs.enqueue(uow.session, "ticket.refund", {"ticket_id": row.id, "reason": "requested_by_customer"},
+                               due_at=self.core.now(), dedupe_key=f"refund:{row.id}", group_key=f"{space_id}:refunds")
+            return _ticket(row)
+
+        t = await self.core.run(op)
+        self.core.wake_jobs()
+        return t
+
     async def refund_all(self, space_id: str) -> int:
         """Queue a durable refund job for every paid ticket (on cancel); safe to call again."""
         async def op(uow: UnitOfWork) -> int:

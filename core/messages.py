@@ -91,6 +91,8 @@ _TEXT: dict[str, str] = {
     "billing.provider_refused": "The payment provider refused: {detail}",
     "billing.idempotency_conflict": "That payment is already being processed.",
     "payment.card_declined": "The card was declined: {detail}",
+    "ticket.none_paid": "You have no paid ticket for this Space.",
+    "ticket.not_refundable": "Refunds are offered when the host moves or cancels the Space.",
     "account.not_found": "There is no account {account_id}.",
     "account.name_length": "A name must be 1 to {max} characters.",
     "account.operator_required": "Only the instance operator can do that.",

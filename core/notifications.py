@@ -72,6 +72,15 @@ class FanoutHandler:
                     break
                 yield page
                 after = page[-1]
+        if audience == "ticket_holders":
+            after = ""
+            while True:
+                async with self.core.uow() as uow:
+                    page = await uow.tickets.holders(space_id, after, self.page)
+                if not page:
+                    break
+                yield page
+                after = page[-1]
         if "subscribers" in audience:
             after = ""
             while True:

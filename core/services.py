@@ -506,6 +506,10 @@ class Core:
             await self._enqueue_reminders(uow, space, community)
             await self._enqueue_fanout(uow, space, "space.rescheduled", "subscribers",
                                        key=f"rescheduled:{when.isoformat()}")
+            if space.ticketing is not None:  # holders are told, and may now ask for their money back
+                await uow.tickets.mark_refundable(space.id)
+                await self._enqueue_fanout(uow, space, "ticket.rescheduled", "ticket_holders",
+                                           key=f"rescheduled-tickets:{when.isoformat()}")
             return space
 
         space = await self.run(op)

@@ -395,6 +395,16 @@ class TicketRepository:
             TicketRow.space_id == space_id, TicketRow.account_id == account_id, TicketRow.status == "paid")
         return int((await self.s.execute(q)).scalar_one()) > 0
 
+    async def mark_refundable(self, space_id: str) -> None:
+        await self.s.execute(update(TicketRow).where(TicketRow.space_id == space_id, TicketRow.status == "paid")
+                             .values(refundable=True))
+
+    async def holders(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]:
+        q = (select(TicketRow.account_id).where(TicketRow.space_id == space_id, TicketRow.status == "paid",
+                                                TicketRow.account_id > after)
+             .order_by(TicketRow.account_id).limit(limit))
+        return list((await self.s.scalars(q)).all())
+
     async def paid_ids(self, space_id: str) -> list[str]:
         q = select(TicketRow.id).where(TicketRow.space_id == space_id, TicketRow.status == "paid")
         return list((await self.s.scalars(q)).all())

@@ -126,6 +126,7 @@ class TicketRow(Base):
     hold_expires_at: Mapped[datetime | None]
     provider_ref: Mapped[str | None] = mapped_column(String(255), index=True)
     fee_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    refundable: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")  # host moved the Space
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     __table_args__ = (

@@ -135,3 +135,32 @@ async def test_cancel_refunds_everyone_once_even_after_a_crash(core: Core, clock
     assert len(gateway.refunds) == 20 and {ref for ref, _ in gateway.refunds.values()} == {f"pi_{i}" for i in range(20)}
     report = await ledger.report(space_id)
     assert (report.refunded, report.net_minor) == (20, 0)
+
+
+async def test_reschedule_tells_holders_and_opens_refunds(core: Core, clock: FrozenClock) -> None:
+    from core.notifications import FanoutHandler, TrackingNotifier
+    from core.scheduler import JobRunner, make_deliver_handler
+    from tests.support.fakes import RecordingNotifier
+
+    ledger = Ledger(core)
+    host, space_id = await ticketed(core, capacity=10)
+    holder_acc = await core.ensure_account("telegram", "777", "Holder")
+    holder = Actor(account_id=holder_acc.id, platform="telegram")
+    t = await ledger.hold(holder, space_id, "telegram_stars")
+    await ledger.settle(t.id, paid=True)
+    with pytest.raises(Forbidden, match="ticket.not_refundable"):
+        await ledger.request_refund(holder, space_id)
+    await core.reschedule_space(host, space_id, clock.now() + timedelta(days=3))
+    tg = RecordingNotifier("telegram")
+    notifiers = {"telegram": TrackingNotifier(tg, core)}
+    runner = JobRunner(core.sessionmaker, {"space.fanout": FanoutHandler(core, notifiers),
+                                           "notify.deliver": make_deliver_handler(notifiers)},
+                       clock, worker_id="t")
+    await runner.run_until_idle()
+    assert tg.to("ticket.rescheduled") == ["777"]
+    await ledger.request_refund(holder, space_id)
+    async with core.uow() as uow:
+        assert (await jobs.job_stats(uow.session, kind="ticket.refund"))["pending"] == 1
+    (stranger,) = await buyers(core, 1)
+    with pytest.raises(DomainError, match="ticket.none_paid"):
+        await ledger.request_refund(stranger, space_id)

@@ -376,38 +376,113 @@ def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
                f"net {money(r.net_minor)}")
 
 
-@billing_app.command("connect")
-def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="Creator's e-mail.")] = None,
-                    as_json: JsonOpt = False) -> None:
-    """Start (or resume) Stripe Connect Express onboarding for a creator; prints the onboarding link."""
+def _with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
+    """Like ``_with_core`` but with the whole platform (ledger, Stripe gateway) for billing commands."""
     from spacebridge.app import build
 
     settings = _settings()
 
-    async def go() -> dict[str, Any]:
+    async def go() -> T:
         platform = await build(settings)
         try:
-            if platform.stripe is None:
-                from billing.stripe_gateway import BillingError
-
-                raise BillingError("billing.off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
-            acct = await platform.ledger.payout_account(as_)
-            if acct is None:
-                acct = await platform.stripe.create_connect_account(as_, email)
-                await platform.ledger.set_payout_account(as_, acct)
-            base = settings.base_url()
-            url = await platform.stripe.account_link(acct, f"{base}/connect/refresh", f"{base}/connect/done")
-            return {"account_id": as_, "stripe_account": acct, "onboarding_url": url,
-                    "ready": await platform.stripe.account_ready(acct)}
+            return await fn(platform)
         finally:
             if platform.stripe is not None:
                 await platform.stripe.close()
             await platform.engine.dispose()
 
     try:
-        out = asyncio.run(go())
+        return asyncio.run(go())
     except DomainError as e:
         _fail(describe(e), 1, as_json, e.as_dict())
+    raise AssertionError("unreachable")
+
+
+@billing_app.command("ticketing")
+def billing_ticketing(
+    space_id: str,
+    price: Annotated[int | None, typer.Option(help="Price in minor units (cents; Stars for XTR).")] = None,
+    currency: Annotated[str, typer.Option(help="ISO currency, or XTR for Telegram Stars.")] = "eur",
+    capacity: Annotated[int | None, typer.Option(help="Seats (default: unlimited).")] = None,
+    sales_start: Annotated[str | None, typer.Option(help="When sales open (ISO time or +2h).")] = None,
+    sales_end: Annotated[str | None, typer.Option(help="When sales close.")] = None,
+    off: Annotated[bool, typer.Option("--off", help="Make the Space free again.")] = False,
+    as_: AsOptional = None, as_json: JsonOpt = False,
+) -> None:
+    """Make a scheduled Space ticketed (or free again with --off)."""
+    from core.model.space import Ticketing
+
+    if not off and price is None:
+        _fail("give --price (or --off)", 2, as_json)
+
+    async def go(core: Any) -> Space:
+        actor_id = as_ or (await core.view(space_id)).space.host_id
+        actor = Actor(account_id=actor_id, platform="web", is_operator=as_ is None)
+        terms = None if off else Ticketing(
+            price_minor=int(price or 0), currency=currency, capacity=capacity,
+            sales_start=parse_when(sales_start, core.now()) if sales_start else None,
+            sales_end=parse_when(sales_end, core.now()) if sales_end else None)
+        space: Space = await core.set_ticketing(actor, space_id, terms)
+        return space
+
+    space = _with_core(go, as_json)
+    t = space.ticketing
+    if as_json:
+        typer.echo(json.dumps({**_space_dict(space), "ticketing": None if t is None else
+                               {"price_minor": t.price_minor, "currency": t.currency, "capacity": t.capacity}}))
+    else:
+        typer.echo("free" if t is None else f"{t.price_minor} {t.currency}, capacity {t.capacity or 'unlimited'}")
+
+
+@billing_app.command("buy")
+def billing_buy(space_id: str, as_: AsOpt,
+                checkout: Annotated[bool, typer.Option("--checkout", help="A hosted checkout link.")] = False,
+                as_json: JsonOpt = False) -> None:
+    """Hold a seat for --as and open a payment: a PaymentIntent (card form) or a checkout link."""
+    from billing.sales import TicketSales
+
+    async def go(platform: Any) -> dict[str, Any]:
+        sales = TicketSales(platform.ledger, platform.stripe, platform.settings.base_url())
+        actor = Actor(account_id=as_, platform="web")
+        if checkout:
+            view = await platform.core.view(space_id)
+            p = await sales.buy_with_checkout(actor, space_id, view.space.title)
+        else:
+            p = await sales.buy_with_card(actor, space_id)
+        return {"ticket_id": p.ticket.id, "provider_ref": p.provider_ref, "client_secret": p.client_secret,
+                "url": p.url, "hold_expires_at": p.ticket.hold_expires_at.isoformat()
+                if p.ticket.hold_expires_at else None}
+
+    out = _with_platform(go, as_json)
+    typer.echo(json.dumps(out) if as_json else (out["url"] or out["provider_ref"]))
+
+
+@billing_app.command("refund")
+def billing_refund(space_id: str, as_: AsOpt, as_json: JsonOpt = False) -> None:
+    """Ask for a refund of --as's ticket (offered once the host has moved the Space)."""
+    t = _with_platform(lambda p: p.ledger.request_refund(Actor(account_id=as_, platform="web"), space_id), as_json)
+    typer.echo(json.dumps({"ticket_id": t.id, "refund": "queued"}) if as_json else f"refund of {t.id} queued")
+
+
+@billing_app.command("connect")
+def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="Creator's e-mail.")] = None,
+                    as_json: JsonOpt = False) -> None:
+    """Start (or resume) Stripe Connect Express onboarding for a creator; prints the onboarding link."""
+    from billing.stripe_gateway import BillingError
+
+    async def go(platform: Any) -> dict[str, Any]:
+        if platform.stripe is None:
+            raise BillingError("billing.off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
+        acct = await platform.ledger.payout_account(as_)
+        if acct is None:
+            acct = await platform.stripe.create_connect_account(as_, email)
+            await platform.ledger.set_payout_account(as_, acct)
+        base = platform.settings.base_url()
+        url = await platform.stripe.account_link(acct, f"{base}/connect/refresh", f"{base}/connect/done")
+        return {"account_id": as_, "stripe_account": acct, "onboarding_url": url,
+                "ready": await platform.stripe.account_ready(acct)}
+
+    out = _with_platform(go, as_json)
     typer.echo(json.dumps(out) if as_json else out["onboarding_url"])
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.bus import InProcessBus
 from core.clock import SystemClock
+from core.ids import new_id
 from core.model.accounts import Account, Actor
 from core.services import Core
 from core.storage import migrate
@@ -29,14 +30,15 @@ async def run(url: str, joins: int, hands: int, reactions: int, concurrency: int
     await bus.start()
     core = Core(make_sessionmaker(engine), bus, SystemClock(), reaction_rate_per_s=1e9, reaction_burst=10**9)
     n_people = max(joins, hands)
+    run_id = new_id(6)  # a shared database may hold an earlier run's accounts
     async with core.uow() as uow:
         now = core.now()
         for i in range(n_people + 1):
-            await uow.accounts.add(Account(id=f"b{i:07d}", display_name=f"bench {i}", created_at=now))
+            await uow.accounts.add(Account(id=f"b{run_id}{i:07d}", display_name=f"bench {i}", created_at=now))
         await uow.commit()
-    host = Actor(account_id="b0000000", is_operator=True)
+    host = Actor(account_id=f"b{run_id}{0:07d}", is_operator=True)
     space = await core.create_space(host, "Benchmark")
-    people = [Actor(account_id=f"b{i:07d}") for i in range(1, n_people + 1)]
+    people = [Actor(account_id=f"b{run_id}{i:07d}") for i in range(1, n_people + 1)]
 
     async def client(mine: list[Actor]) -> None:
         for p in mine:

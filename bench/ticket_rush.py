@@ -73,11 +73,7 @@ async def run(buyers: int, seats: int, url: str) -> dict[str, object]:
                 if e.code == "ticket.sold_out":
                     sold_out += 1
                 return None
-            pm = await payer._post_ls("/v1/payment_methods", {"type": "card", "card[number]": "4242424242424242",
-                                                             "card[exp_month]": "12", "card[exp_year]": "2034",
-                                                             "card[cvc]": "123"})
-            await payer._post_ls(f"/v1/payment_intents/{p.provider_ref}", {"payment_method": str(pm["id"])})
-            await payer._post_ls(f"/v1/payment_intents/{p.provider_ref}/confirm", {})
+            await payer.pay_intent(p.provider_ref)
             return p.ticket.id
 
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ adds nobody twice. Deliveries go through each platform's ``Notifier``, which own
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from core.model.space import SpaceState
 from core.ports import Delivery, DeliveryResult, Notifier
 from core.scheduler import Job
 from core.storage import jobs
+from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -60,32 +61,22 @@ class FanoutHandler:
         self.core.wake_jobs()
 
     async def _audience(self, audience: str, space_id: str, host_id: str) -> AsyncIterator[list[str]]:
+        """Recipients page by page (keyset pagination, one short transaction each)."""
         if audience == "host":
             yield [host_id]
             return
+        sources: list[Callable[[UnitOfWork, str], Awaitable[list[str]]]] = []
         if "followers" in audience:
-            after = ""
-            while True:
-                async with self.core.uow() as uow:
-                    page = await uow.accounts.followers(host_id, after, self.page)
-                if not page:
-                    break
-                yield page
-                after = page[-1]
+            sources.append(lambda uow, after: uow.accounts.followers(host_id, after, self.page))
         if audience == "ticket_holders":
-            after = ""
-            while True:
-                async with self.core.uow() as uow:
-                    page = await uow.tickets.holders(space_id, after, self.page)
-                if not page:
-                    break
-                yield page
-                after = page[-1]
+            sources.append(lambda uow, after: uow.tickets.holders(space_id, after, self.page))
         if "subscribers" in audience:
+            sources.append(lambda uow, after: uow.spaces.reminder_accounts(space_id, after, self.page))
+        for fetch in sources:
             after = ""
             while True:
                 async with self.core.uow() as uow:
-                    page = await uow.spaces.reminder_accounts(space_id, after, self.page)
+                    page = await fetch(uow, after)
                 if not page:
                     break
                 yield page

@@ -181,17 +181,25 @@ class FakeStripe:
         """The customer pays on the hosted page: a real localstripe PaymentIntent is paid, and the
         signed ``checkout.session.completed`` goes to the webhook URL."""
         sess = self.sessions[sid]
-        pm = await self._post_ls("/v1/payment_methods", {"type": "card", "card[number]": "4242424242424242",
-                                                         "card[exp_month]": "12", "card[exp_year]": "2034",
-                                                         "card[cvc]": "123"})
         meta = {f"metadata[{k}]": v for k, v in (sess["_payment_intent_data"].get("metadata") or {}).items()}
         pi = await self._post_ls("/v1/payment_intents", {"amount": str(sess["amount_total"]),
-                                                         "currency": sess["currency"], "payment_method": pm["id"],
-                                                         **meta})
-        await self._post_ls(f"/v1/payment_intents/{pi['id']}/confirm", {})
+                                                         "currency": sess["currency"], **meta})
+        await self.pay_intent(pi["id"])
         sess.update(status="complete", payment_status="paid", payment_intent=pi["id"])
         await self.send_event("checkout.session.completed", {k: v for k, v in sess.items() if not k.startswith("_")})
         return sess
+
+    async def pay_intent(self, intent_id: str, card: str = "4242424242424242") -> dict[str, Any]:
+        """What Stripe.js does in the buyer's browser: attach a card to the intent and confirm it.
+        Returns the confirmed intent, or ``{"error": ...}`` when localstripe declines the card."""
+        pm = await self._post_ls("/v1/payment_methods", {"type": "card", "card[number]": card,
+                                                         "card[exp_month]": "12", "card[exp_year]": "2034",
+                                                         "card[cvc]": "123"})
+        await self._post_ls(f"/v1/payment_intents/{intent_id}", {"payment_method": str(pm["id"])})
+        try:
+            return await self._post_ls(f"/v1/payment_intents/{intent_id}/confirm", {})
+        except RuntimeError as e:
+            return {"error": str(e)}
 
     async def _post_ls(self, path: str, data: dict[str, str]) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http, http.post(

@@ -62,15 +62,7 @@ class Env:
         raise AssertionError(f"ticket {ticket_id} never became {status}")
 
     async def pay_card(self, intent_id: str, card: str = "4242424242424242") -> dict[str, object]:
-        """What Stripe.js does in the browser: attach a card and confirm."""
-        pm = await self.fake._post_ls("/v1/payment_methods", {"type": "card", "card[number]": card,
-                                                              "card[exp_month]": "12", "card[exp_year]": "2034",
-                                                              "card[cvc]": "123"})
-        await self.fake._post_ls(f"/v1/payment_intents/{intent_id}", {"payment_method": str(pm["id"])})
-        try:
-            return await self.fake._post_ls(f"/v1/payment_intents/{intent_id}/confirm", {})
-        except RuntimeError as e:
-            return {"error": str(e)}
+        return await self.fake.pay_intent(intent_id, card)
 
 
 @pytest.fixture

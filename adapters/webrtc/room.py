@@ -1,0 +1,256 @@
+"""The media room on aiortc: decode the speakers, mix once per 20 ms, encode once, fan out.
+
+Listeners all receive the same Opus packets (one encode per room); each speaker receives one
+extra encode of the mix without their own voice. Only accounts in ``publishers`` reach the mix:
+anyone else's audio is dropped here, at the server, whatever their client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from adapters.webrtc.fanout import FanOut, Subscriber
+from adapters.webrtc.mixer import Mixer, Pcm
+from core.errors import Invalid
+from core.ports import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+JITTER_FRAMES = 3
+MAX_SDP = 64 * 1024
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) ", re.MULTILINE)
+
+
+def restrict_candidates(sdp: str, allow: set[str] | None) -> str:
+    """Keep only ICE candidates on the allowed addresses (None keeps all): where this server is
+    reachable is a deployment fact aioice cannot guess (it also never offers 127.0.0.1)."""
+    if allow is None:
+        return sdp
+    lines = [ln for ln in sdp.split("\r\n")
+             if not ((m := _CANDIDATE.match(ln + " ")) and m.group(1) not in allow)]
+    return "\r\n".join(lines)
+
+
+class OpusEncoder:
+    """One libopus encoder: PCM frames in, ``av.Packet`` with RTP-ready timestamps out."""
+
+    def __init__(self, bit_rate: int = 48_000) -> None:
+        self.codec: Any = av.CodecContext.create("libopus", "w")
+        self.codec.sample_rate = SAMPLE_RATE
+        self.codec.layout = "mono"
+        self.codec.format = "s16"
+        self.codec.bit_rate = bit_rate
+        self.codec.time_base = TIME_BASE
+        self.codec.options = {"application": "voip", "frame_duration": str(FRAME_MS)}
+
+    def encode(self, pcm: Pcm, seq: int) -> list[Any]:
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = seq * FRAME_SAMPLES
+        frame.time_base = TIME_BASE
+        packets = list(self.codec.encode(frame))
+        for p in packets:
+            p.pts = seq * FRAME_SAMPLES
+            p.time_base = TIME_BASE
+        return packets
+
+
+class PacketTrack(MediaStreamTrack):
+    """What a participant hears: pre-encoded packets, re-pointed when their role changes."""
+
+    kind = "audio"
+
+    def __init__(self, source: Subscriber[Any]) -> None:
+        super().__init__()
+        self.source = source
+
+    async def recv(self) -> Any:
+        while True:
+            source = self.source
+            try:
+                return await source.next()
+            except EOFError:
+                if source is self.source:  # closed for good, not swapped
+                    raise MediaStreamError from None
+
+
+@dataclass
+class Participant:
+    pid: str
+    pc: RTCPeerConnection
+    out: PacketTrack
+    inbound: asyncio.Task[None] | None = None
+    buffer: deque[Pcm] = field(default_factory=lambda: deque(maxlen=JITTER_FRAMES))
+
+
+class MediaError(Invalid):
+    """Bad SDP, unknown participant: the code says which; the room goes on serving everyone else."""
+
+
+class Room:
+    def __init__(self, space_id: str, *, ice_servers: list[str] | None = None,
+                 announce: set[str] | None = None, depth: int = 10) -> None:
+        self.space_id = space_id
+        self.ice_servers = ice_servers or []
+        self.announce = announce
+        self.mixer = Mixer()
+        self.listeners: FanOut[Any] = FanOut(depth)
+        self.speaker_out: dict[str, FanOut[Any]] = {}
+        self.encoders: dict[str, OpusEncoder] = {}
+        self.room_encoder = OpusEncoder()
+        self.participants: dict[str, Participant] = {}
+        self.publishers: set[str] = set()
+        self.taps: FanOut[tuple[int, Pcm]] = FanOut(50)
+        self.seq = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- life --------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"room:{self.space_id}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for pid in list(self.participants):
+            await self.remove_participant(pid)
+        self.listeners.close()
+        self.taps.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += FRAME_MS / 1000
+            try:
+                self.tick()
+            except Exception:
+                log.exception("room %s: mixing failed this tick", self.space_id)
+            delay = next_tick - loop.time()
+            if delay < -0.2:  # fell far behind (machine paused): resynchronise, don't burst
+                next_tick = loop.time()
+                delay = 0
+            await asyncio.sleep(max(0.0, delay))
+
+    def tick(self) -> None:
+        """One 20 ms step: take a frame per publishing speaker, mix, encode once, hand out."""
+        frames = {pid: p.buffer.popleft() for pid, p in self.participants.items()
+                  if pid in self.publishers and p.buffer}
+        mix = self.mixer.mix(frames)
+        seq = self.seq
+        self.seq += 1
+        for packet in self.room_encoder.encode(mix.full, seq):
+            self.listeners.publish(packet)
+        self.taps.publish((seq, mix.full))
+        for pid, fan in self.speaker_out.items():
+            enc = self.encoders.setdefault(pid, OpusEncoder())
+            for packet in enc.encode(mix.minus.get(pid, mix.full), seq):
+                fan.publish(packet)
+
+    # ---- participants --------------------------------------------------------------------------
+    async def add_participant(self, pid: str, offer_sdp: str, publish: bool = False) -> str:
+        """Answer a participant's offer; returns the answer SDP."""
+        if not isinstance(offer_sdp, str) or not offer_sdp.startswith("v=0") or len(offer_sdp) > MAX_SDP:
+            raise MediaError("sdp.invalid", detail="an SDP offer starts with v=0 and is at most 64 KiB")
+        if pid in self.participants:
+            await self.remove_participant(pid)
+        config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.ice_servers])
+        pc = RTCPeerConnection(configuration=config)
+        out = PacketTrack(self.listeners.subscribe(pid))
+        part = Participant(pid, pc, out)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and part.inbound is None:
+                part.inbound = asyncio.create_task(self._read(part, track))
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            if not any(t.kind == "audio" for t in pc.getTransceivers()):
+                raise MediaError("sdp.no_audio", detail="the offer has no audio section")
+            pc.addTrack(out)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except MediaError:
+            await pc.close()
+            self.listeners.unsubscribe(pid)
+            raise
+        except Exception as e:
+            await pc.close()
+            self.listeners.unsubscribe(pid)
+            raise MediaError("sdp.invalid", detail=str(e)[:200]) from None
+        self.participants[pid] = part
+        if publish:
+            self.publishers.add(pid)
+            self._route(pid)
+        self.start()
+        return restrict_candidates(pc.localDescription.sdp, self.announce)
+
+    async def _read(self, part: Participant, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame: Any = await track.recv()
+            except MediaStreamError:
+                return
+            if part.pid not in self.publishers:
+                continue  # silenced at the server
+            pcm = frame.to_ndarray()
+            if pcm.shape[0] == 1 and frame.layout.name == "stereo":  # packed interleaved stereo
+                pcm = pcm.reshape(-1, 2).mean(axis=1)
+            mono = pcm.reshape(-1)[:FRAME_SAMPLES].astype(np.int16)
+            if mono.size == FRAME_SAMPLES:
+                part.buffer.append(mono)
+
+    def _route(self, pid: str) -> None:
+        """Publishers hear the mix without themselves; everyone else hears the room."""
+        part = self.participants.get(pid)
+        if part is None:
+            return
+        if pid in self.publishers:
+            fan = self.speaker_out.setdefault(pid, FanOut(self.listeners.depth))
+            new = fan.subscribe(pid)
+            self.listeners.unsubscribe(pid)
+        else:
+            new = self.listeners.subscribe(pid)
+            fan_old = self.speaker_out.pop(pid, None)
+            self.encoders.pop(pid, None)
+            if fan_old is not None:
+                fan_old.close()
+        old, part.out.source = part.out.source, new
+        old.close()
+
+    def set_publishers(self, ids: set[str]) -> None:
+        before = self.publishers
+        self.publishers = set(ids)
+        for pid in before ^ self.publishers:
+            if pid in self.participants:
+                self._route(pid)
+                if pid not in self.publishers:
+                    self.participants[pid].buffer.clear()
+
+    async def remove_participant(self, pid: str) -> None:
+        part = self.participants.pop(pid, None)
+        self.listeners.unsubscribe(pid)
+        fan = self.speaker_out.pop(pid, None)
+        if fan is not None:
+            fan.close()
+        self.encoders.pop(pid, None)
+        if part is None:
+            return
+        if part.inbound is not None:
+            part.inbound.cancel()
+        await part.pc.close()

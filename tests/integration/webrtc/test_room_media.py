@@ -1,0 +1,153 @@
+"""Real aiortc peers over loopback: what speakers and listeners hear in the room."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from adapters.webrtc.room import MediaError, Room, restrict_candidates
+from core.ports import FRAME_SAMPLES, SAMPLE_RATE
+
+LOOPBACK = "127.0.0.2"  # aioice skips 127.0.0.1; tests keep all ICE traffic on the loopback range
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_alias() -> None:
+    have = subprocess.run(["ip", "-4", "addr", "show", "lo"], capture_output=True, text=True).stdout
+    if LOOPBACK in have:
+        return
+    p = subprocess.run(["ip", "addr", "add", f"{LOOPBACK}/8", "dev", "lo"], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot add {LOOPBACK} to lo for loopback ICE ({p.stderr.strip()}); run as root")
+
+
+class Tone(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, hz: float) -> None:
+        super().__init__()
+        self.hz, self.n, self.t0 = hz, 0, time.monotonic()
+
+    async def recv(self) -> Any:
+        due = self.t0 + self.n * 0.02
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / SAMPLE_RATE
+        pcm = (0.3 * 32767 * np.sin(2 * np.pi * self.hz * t)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self.n * FRAME_SAMPLES, fractions.Fraction(
+            1, SAMPLE_RATE)
+        self.n += 1
+        return frame
+
+
+class Client:
+    """A participant: publishes a tone (or nothing) and records what it hears, with arrival times."""
+
+    def __init__(self, hz: float | None) -> None:
+        self.pc = RTCPeerConnection()
+        self.heard: list[tuple[float, np.ndarray]] = []  # type: ignore[type-arg]
+        self.tasks: list[asyncio.Task[None]] = []
+        if hz is None:
+            self.pc.addTransceiver("audio", direction="recvonly")
+        else:
+            self.pc.addTrack(Tone(hz))
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tasks.append(asyncio.ensure_future(self._listen(track)))
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame: Any = await track.recv()
+            except MediaStreamError:
+                return
+            pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
+            self.heard.append((time.monotonic(), pcm))
+
+    async def join(self, room: Room, pid: str, publish: bool) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = restrict_candidates(self.pc.localDescription.sdp, {LOOPBACK})
+        answer = await room.add_participant(pid, offer, publish=publish)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def spectrum_peaks(self, since: float, until: float | None = None) -> set[int]:
+        chunks = [pcm for t, pcm in self.heard if t >= since and (until is None or t < until)]
+        assert chunks, "heard nothing"
+        audio = np.concatenate(chunks)
+        spec = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+        freqs = np.fft.rfftfreq(audio.size, 1 / SAMPLE_RATE)
+        band = (freqs > 100) & (freqs < 2000)
+        strong = band & (spec > spec[band].max() * 0.1)
+        return {int(round(f / 10) * 10) for f in freqs[strong]}
+
+
+def has(peaks: set[int], hz: int) -> bool:
+    return any(abs(p - hz) <= 10 for p in peaks)
+
+
+@pytest.fixture
+async def room() -> AsyncIterator[Room]:
+    r = Room("space-test", announce={LOOPBACK})
+    yield r
+    await r.close()
+
+
+async def test_listener_hears_both_speakers_who_do_not_hear_themselves(room: Room) -> None:
+    a, b, listener = Client(440), Client(660), Client(None)
+    await a.join(room, "A", publish=True)
+    await b.join(room, "B", publish=True)
+    await listener.join(room, "L", publish=False)
+    await asyncio.sleep(3.0)
+    since = time.monotonic() - 1.5
+    heard = listener.spectrum_peaks(since)
+    assert has(heard, 440) and has(heard, 660), heard
+    a_heard, b_heard = a.spectrum_peaks(since), b.spectrum_peaks(since)
+    assert has(a_heard, 660) and not has(a_heard, 440), a_heard
+    assert has(b_heard, 440) and not has(b_heard, 660), b_heard
+    # A is muted at the server: gone from the listener's audio within 200 ms
+    room.set_publishers({"B"})
+    cut = time.monotonic()
+    await asyncio.sleep(1.5)
+    after = listener.spectrum_peaks(cut + 0.2)
+    assert has(after, 660) and not has(after, 440), after
+    for c in (a, b, listener):
+        await c.pc.close()
+
+
+async def test_listener_sending_media_is_not_heard(room: Room) -> None:
+    sneaky, listener = Client(880), Client(None)
+    await sneaky.join(room, "S", publish=False)
+    await listener.join(room, "L", publish=False)
+    await asyncio.sleep(2.0)
+    since = time.monotonic() - 1.0
+    chunks = np.concatenate([p for t, p in listener.heard if t >= since])
+    assert float(np.abs(chunks).max()) < 50, "a listener's audio reached the room"
+    for c in (sneaky, listener):
+        await c.pc.close()
+
+
+async def test_bad_sdp_is_refused_and_the_room_keeps_serving(room: Room) -> None:
+    speaker, listener = Client(440), Client(None)
+    await speaker.join(room, "A", publish=True)
+    await listener.join(room, "L", publish=False)
+    cases = (("hello", "sdp.invalid"), ("v=0\r\nnonsense", "sdp.no_audio"), ("v=0" + "x" * 70000, "sdp.invalid"))
+    for bad, code in cases:
+        with pytest.raises(MediaError) as e:
+            await room.add_participant("X", bad)
+        assert e.value.code == code
+    assert "X" not in room.participants
+    await asyncio.sleep(2.0)
+    assert has(listener.spectrum_peaks(time.monotonic() - 1.0), 440)
+    for c in (speaker, listener):
+        await c.pc.close()

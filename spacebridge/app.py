@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.webrtc.signaling import Rooms
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
 from billing.stripe_gateway import StripeGateway
@@ -26,6 +27,7 @@ from core.scheduler import JobRunner, make_deliver_handler
 from core.services import Core
 from core.storage import migrate
 from core.storage.engine import backend_name, make_engine, make_sessionmaker
+from core.tokens import JoinTokens
 from spacebridge.config import ConfigError, Settings
 
 log = logging.getLogger("spacebridge")
@@ -44,6 +46,8 @@ class Platform:
     notifiers: dict[str, Notifier] = field(default_factory=dict)
     gateways: dict[str, PaymentGateway] = field(default_factory=dict)
     ledger: Ledger = field(init=False)
+    rooms: Rooms = field(init=False)
+    tokens: JoinTokens = field(init=False)
     stripe: StripeGateway | None = None
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
@@ -83,6 +87,9 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     platform.core.wake_jobs = platform.wake
     platform.ledger = Ledger(platform.core, hold=timedelta(minutes=settings.ticket_hold_minutes),
                              fee_bps=settings.platform_fee_bps)
+    platform.rooms = Rooms(platform.core, ice_servers=settings.ice_servers,
+                           announce=set(settings.ice_announce) or None)
+    platform.tokens = JoinTokens(settings.resolved_secret())
     if settings.ticketing_enabled:
         assert settings.stripe_api_key is not None
         platform.stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
@@ -142,6 +149,7 @@ async def stop(platform: Platform) -> None:
             await r.stop()
     if platform._site_runner is not None:
         await platform._site_runner.cleanup()
+    await platform.rooms.close()
     if platform.stripe is not None:
         await platform.stripe.close()
     await platform.bus.close()

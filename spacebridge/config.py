@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("")
     redis_url: str = ""
     ice_servers: list[str] = Field(default_factory=list)
+    ice_announce: list[str] = Field(default_factory=list)  # only these host addresses go into answers
     job_workers: int = Field(1, ge=0, le=64)
     reaction_rate_per_s: float = Field(5.0, gt=0)
     log_level: str = "INFO"

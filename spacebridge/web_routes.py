@@ -62,6 +62,9 @@ async def billing_off(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     p = app[PLATFORM]
+    from adapters.webrtc.signaling import Signaling
+
+    app.router.add_get("/ws/{space_id}", Signaling(p.core, p.rooms, p.tokens).handle)
     if p.stripe is not None and p.settings.stripe_webhook_secret is not None:
         from billing.webhooks import StripeWebhooks
 

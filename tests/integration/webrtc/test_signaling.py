@@ -1,0 +1,172 @@
+"""The web room's signaling over a real WebSocket: tokens, commands, events and media together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiortc import RTCSessionDescription
+
+from adapters.webrtc.room import restrict_candidates
+from core.model.accounts import Actor
+from spacebridge.app import Platform, build, start, stop
+from spacebridge.config import load_settings
+from tests.integration.webrtc.test_room_media import LOOPBACK, Client, has, loopback_alias  # noqa: F401
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'w.sqlite3'}", ice_announce=[LOOPBACK],
+                             job_workers=0)
+    p = await build(settings)
+    await start(p, "127.0.0.1", 0)
+    yield p
+    await stop(p)
+
+
+class Peer:
+    """A browser tab, minus the browser: the signaling socket plus an aiortc peer."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, client: Client) -> None:
+        self.http, self.ws, self.client = http, ws, client
+        self.inbox: list[dict[str, Any]] = []
+        self._n = 0
+
+    async def recv(self, kind: str, timeout: float = 5, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.inbox:
+                if m.get("type") == kind and all(_get(m, k) == v for k, v in match.items()):
+                    self.inbox.remove(m)
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {kind} {match}; got {self.inbox[-5:]}")
+            msg = await self.ws.receive(timeout=left)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"socket ended: {msg}")
+            self.inbox.append(json.loads(msg.data))
+
+    async def command(self, name: str, **args: Any) -> dict[str, Any]:
+        self._n += 1
+        cid = f"c{self._n}"
+        await self.ws.send_json({"type": "command", "id": cid, "name": name, "args": args})
+        while True:
+            m = await self.recv_any(cid)
+            if m.get("id") == cid:
+                return m
+
+    async def recv_any(self, cid: str) -> dict[str, Any]:
+        for m in self.inbox:
+            if m.get("id") == cid:
+                self.inbox.remove(m)
+                return m
+        msg = await self.ws.receive(timeout=5)
+        data: dict[str, Any] = json.loads(msg.data)
+        if data.get("id") != cid:
+            self.inbox.append(data)
+        return data
+
+    async def media(self) -> dict[str, Any]:
+        pc = self.client.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.ws.send_json({"type": "offer", "sdp": restrict_candidates(pc.localDescription.sdp, {LOOPBACK})})
+        answer = await self.recv("answer")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        return answer
+
+
+def _get(m: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("__"):
+        m = m.get(part) if isinstance(m, dict) else None  # type: ignore[assignment]
+    return m
+
+
+async def connect(p: Platform, http: aiohttp.ClientSession, space_id: str, token: str, hz: float | None) -> Peer:
+    ws = await http.ws_connect(f"{p.url}/ws/{space_id}")
+    await ws.send_json({"type": "hello", "token": token})
+    peer = Peer(http, ws, Client(hz))
+    return peer
+
+
+async def test_room_flow_over_signaling(platform: Platform) -> None:
+    core = platform.core
+    host_acc = await core.ensure_account("web", "host", "Host")
+    fan_acc = await core.ensure_account("web", "fan", "Fan")
+    space = await core.create_space(Actor(account_id=host_acc.id, is_community_admin=True), "Live room")
+    now = core.now()
+    async with aiohttp.ClientSession() as http:
+        tokens = platform.tokens
+        host = await connect(platform, http, space.id, tokens.issue(space.id, host_acc.id, "speaker", now), 440)
+        assert (await host.recv("welcome"))["you"]["role"] == "host"
+        assert (await host.media())["publish"] is True
+        fan = await connect(platform, http, space.id, tokens.issue(space.id, fan_acc.id, "listener", now), None)
+        welcome = await fan.recv("welcome")
+        assert welcome["you"]["role"] == "listener" and welcome["space"]["title"] == "Live room"
+        assert (await fan.media())["publish"] is False
+        await asyncio.sleep(2.5)
+        assert has(fan.client.spectrum_peaks(time.monotonic() - 1.0), 440), "the listener does not hear the host"
+
+        assert (await fan.command("react", emoji="👏"))["type"] == "ok"
+        await host.recv("event", event__type="reaction.sent", event__emoji="👏")
+        assert (await fan.command("raise_hand"))["result"] == 1
+        await host.recv("event", event__type="hand.raised", event__account_id=fan_acc.id)
+        denied = await fan.command("approve", account_id=fan_acc.id)
+        assert denied["type"] == "error" and denied["code"] == "role.moderator_required"
+        assert (await host.command("approve", account_id=fan_acc.id))["type"] == "ok"
+        reneg = await fan.recv("renegotiate")
+        assert reneg == {"type": "renegotiate", "role": "speaker", "publish": True}
+
+        # bad input gets a clear error frame and the room keeps serving
+        await fan.ws.send_str("{nope")
+        assert (await fan.recv("error"))["code"] == "protocol.bad_json"
+        await fan.ws.send_json({"type": "teleport"})
+        assert (await fan.recv("error"))["code"] == "protocol.unknown_type"
+        assert (await fan.command("react", emoji="not an emoji"))["code"] == "reaction.not_an_emoji"
+        assert (await fan.command("fly"))["code"] == "protocol.unknown_command"
+        await fan.ws.send_json({"type": "offer", "sdp": "garbage"})
+        assert (await fan.recv("error"))["code"] == "sdp.invalid"
+        await fan.ws.send_str(json.dumps({"type": "ping", "pad": "x" * 70_000}))
+        closed = await fan.ws.receive(timeout=5)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        await host.ws.send_json({"type": "ping"})
+        assert (await host.recv("pong"))["type"] == "pong"
+
+        for c in (host.client, fan.client):
+            await c.pc.close()
+        await host.ws.close()
+
+
+@pytest.mark.parametrize("case", ["forged", "expired", "wrong_space", "none", "ended"])
+async def test_bad_tokens_are_refused(platform: Platform, case: str) -> None:
+    from core.tokens import JoinTokens
+
+    core = platform.core
+    host_acc = await core.ensure_account("web", "host", "Host")
+    host = Actor(account_id=host_acc.id, is_community_admin=True)
+    space = await core.create_space(host, "Guarded")
+    other = await core.create_space(host, "Other")
+    now = core.now()
+    token = {
+        "forged": JoinTokens(b"not-the-server-secret").issue(space.id, host_acc.id, "listener", now),
+        "expired": platform.tokens.issue(space.id, host_acc.id, "listener", now, ttl_s=-1),
+        "wrong_space": platform.tokens.issue(other.id, host_acc.id, "listener", now),
+        "none": "",
+        "ended": platform.tokens.issue(space.id, host_acc.id, "listener", now),
+    }[case]
+    if case == "ended":
+        await core.end_space(host, space.id)
+    expected = {"forged": "token.bad_signature", "expired": "token.expired", "wrong_space": "token.wrong_space",
+                "none": "token.malformed", "ended": "space.ended"}[case]
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{platform.url}/ws/{space.id}") as ws:
+        await ws.send_json({"type": "hello", "token": token})
+        err = json.loads((await ws.receive(timeout=5)).data)
+        assert err["type"] == "error" and err["code"] == expected and err["message"]
+        assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)

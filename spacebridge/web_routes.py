@@ -6,6 +6,7 @@ import html
 
 from aiohttp import web
 
+from adapters.webrtc import STATIC
 from core.errors import DomainError
 from core.messages import describe
 from spacebridge.app import PLATFORM, Platform, database_ok
@@ -54,6 +55,10 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+async def room_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "room.html", headers={"Cache-Control": "no-store"})
+
+
 async def billing_off(request: web.Request) -> web.Response:
     return web.json_response({"error": {"code": "billing.off", "message":
                                         "Ticket sales are off: set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET."}},
@@ -65,6 +70,8 @@ def setup(app: web.Application) -> None:
     from adapters.webrtc.signaling import Signaling
 
     app.router.add_get("/ws/{space_id}", Signaling(p.core, p.rooms, p.tokens).handle)
+    app.router.add_get("/s/{space_id}", room_page)
+    app.router.add_static("/static/", STATIC)
     if p.stripe is not None and p.settings.stripe_webhook_secret is not None:
         from billing.webhooks import StripeWebhooks
 

@@ -13,6 +13,7 @@ import fractions
 import logging
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,7 @@ class Room:
         self.taps: FanOut[tuple[int, Pcm]] = FanOut(50)
         self.seq = 0
         self._task: asyncio.Task[None] | None = None
+        self.on_levels: Callable[[dict[str, float]], None] | None = None  # ~5 times a second
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,6 +159,8 @@ class Room:
         for packet in self.room_encoder.encode(mix.full, seq):
             self.listeners.publish(packet)
         self.taps.publish((seq, mix.full))
+        if self.on_levels is not None and seq % 10 == 0:
+            self.on_levels({pid: round(db, 1) for pid, db in mix.levels.items()})
         for pid, fan in self.speaker_out.items():
             enc = self.encoders.setdefault(pid, OpusEncoder())
             for packet in enc.encode(mix.minus.get(pid, mix.full), seq):

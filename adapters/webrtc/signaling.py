@@ -39,13 +39,26 @@ class Rooms:
         self.announce = announce
         self.rooms: dict[str, Room] = {}
         self.sockets: dict[str, dict[str, web.WebSocketResponse]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
         core.bus.subscribe(self.on_event)
 
     def room(self, space_id: str) -> Room:
         r = self.rooms.get(space_id)
         if r is None:
             r = self.rooms[space_id] = Room(space_id, ice_servers=self.ice_servers, announce=self.announce)
+            r.on_levels = lambda levels: self._spawn(self._broadcast(space_id, {"type": "levels", "levels": levels}))
         return r
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _broadcast(self, space_id: str, message: dict[str, Any]) -> None:
+        frame = json.dumps(message)
+        for ws in list(self.sockets.get(space_id, {}).values()):
+            with contextlib.suppress(Exception):
+                await ws.send_str(frame)
 
     async def on_event(self, event: ev.Event) -> None:
         space_id = getattr(event, "space_id", None)
@@ -53,10 +66,7 @@ class Rooms:
             return
         if isinstance(event, ev.RoleChanged | ev.SpeakerMuted | ev.SpaceEnded | ev.ParticipantLeft):
             await self._sync_publishers(space_id)
-        frame = json.dumps({"type": "event", "event": event.to_dict()})
-        for ws in list(self.sockets.get(space_id, {}).values()):
-            with contextlib.suppress(Exception):
-                await ws.send_str(frame)
+        await self._broadcast(space_id, {"type": "event", "event": event.to_dict()})
         if isinstance(event, ev.RoleChanged):
             target = self.sockets.get(space_id, {}).get(event.account_id)
             if target is not None:

@@ -1,0 +1,194 @@
+// The Spacebridge web room: signaling over one WebSocket, audio over one RTCPeerConnection.
+// Protocol: docs/webrtc-protocol.md. No dependencies, no external resources.
+
+const REACTIONS = ["😂", "😲", "😢", "💜", "💯", "👏", "✊", "👍", "👎", "👋"];
+const ERRORS = {
+  "token.expired": "This join link has expired. Ask for a new one.",
+  "token.bad_signature": "This join link is not genuine. Ask for a new one.",
+  "token.malformed": "This join link is damaged or incomplete. Ask for a new one.",
+  "token.wrong_space": "This join link is for a different Space.",
+  "space.ended": "This Space has ended.",
+  "space.not_live": "This Space has not started yet.",
+  "ticket.required": "This Space needs a ticket.",
+  "space.blocked": "The host has blocked you from their Spaces.",
+  "mic.denied": "Microphone access was denied: you can listen, but others cannot hear you. Allow the microphone and rejoin to speak.",
+};
+const $ = (id) => document.getElementById(id);
+const spaceId = location.pathname.split("/").filter(Boolean).pop();
+const token = new URLSearchParams(location.hash.slice(1)).get("t") || "";
+
+const state = { me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {} };
+
+function say(message) { $("status").textContent = message || ""; }
+function name(id) { return state.names[id] || (id && id.startsWith("guest") ? "Guest" : id) || ""; }
+function onStage() { return ["host", "cohost", "speaker"].includes(state.role); }
+function moderator() { return ["host", "cohost"].includes(state.role); }
+
+function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
+function command(name, args = {}) {
+  const id = `c${++state.n}`;
+  send({ type: "command", id, name, args });
+  return new Promise((resolve) => { state.pending[id] = resolve; });
+}
+
+function render() {
+  const s = state.space; if (!s) return;
+  document.title = `${s.title} · Spacebridge`;
+  $("title").textContent = s.title;
+  $("host").textContent = `Hosted by ${s.host_name}`;
+  $("count").textContent = `${s.listener_count} listening`;
+  const stage = $("stage"); stage.replaceChildren();
+  const roles = [[s.host_id, "Host"], ...s.cohosts.map((a) => [a, "Co-host"]), ...s.speakers.map((a) => [a, "Speaker"])];
+  for (const [id, role] of roles) {
+    const li = document.createElement("li");
+    li.dataset.account = id;
+    if ((state.levels[id] ?? -90) > -45) li.classList.add("speaking");
+    const muted = s.muted.includes(id);
+    li.innerHTML = `<div class="avatar" aria-hidden="true"></div><div class="who"></div><div class="role"></div>`;
+    li.querySelector(".avatar").textContent = (name(id)[0] || "?").toUpperCase();
+    li.querySelector(".who").textContent = name(id);
+    li.querySelector(".role").textContent = role + (muted ? " · muted" : "");
+    li.setAttribute("aria-label", `${name(id)}, ${role}${muted ? ", muted" : ""}`);
+    if (moderator() && id !== state.me && id !== s.host_id) {
+      const b = document.createElement("button"); b.type = "button";
+      b.textContent = muted ? "Unmute" : "Mute"; b.setAttribute("aria-label", `${muted ? "Unmute" : "Mute"} ${name(id)}`);
+      b.onclick = () => command(muted ? "unmute" : "mute", { account_id: id }).then(show);
+      const d = document.createElement("button"); d.type = "button"; d.textContent = "To audience";
+      d.setAttribute("aria-label", `Move ${name(id)} to the audience`);
+      d.onclick = () => command("demote", { account_id: id }).then(show);
+      li.append(b, d);
+    }
+    stage.append(li);
+  }
+  const queue = $("queue"); queue.replaceChildren();
+  $("queue-box").hidden = !(s.queue.length && moderator());
+  for (const id of s.queue) {
+    const li = document.createElement("li"); li.textContent = name(id);
+    for (const [label, cmd] of [["Approve", "approve"], ["Deny", "deny"]]) {
+      const b = document.createElement("button"); b.type = "button"; b.textContent = label;
+      b.setAttribute("aria-label", `${label} ${name(id)}`);
+      b.onclick = () => command(cmd, { account_id: id }).then(show);
+      li.append(b);
+    }
+    queue.append(li);
+  }
+  const pins = $("pins"); pins.replaceChildren(); $("pins-box").hidden = !s.pins.length;
+  for (const p of s.pins) {
+    const li = document.createElement("li");
+    if (p.url) { const a = document.createElement("a"); a.href = p.url; a.rel = "noopener noreferrer"; a.target = "_blank"; a.textContent = p.title; li.append(a); }
+    else li.textContent = p.title;
+    pins.append(li);
+  }
+  $("captions-box").hidden = !s.captions_enabled;
+  const hand = $("hand");
+  const raised = s.queue.includes(state.me);
+  hand.hidden = onStage() || state.role === "guest";
+  hand.setAttribute("aria-pressed", String(raised));
+  hand.textContent = raised ? "✋ Lower hand" : "✋ Raise hand";
+  $("mic").hidden = !onStage();
+  const mutedMe = s.muted.includes(state.me);
+  $("mic").setAttribute("aria-pressed", String(mutedMe));
+  $("mic").textContent = mutedMe ? "🎙 Unmute" : "🎙 Mute";
+  $("app").setAttribute("aria-busy", "false");
+}
+
+function show(reply) { if (reply && reply.type === "error") say(reply.message); else say(""); }
+
+function float(emoji) {
+  const f = document.createElement("span"); f.className = "floater"; f.textContent = emoji;
+  f.style.left = `${10 + Math.random() * 80}%`;
+  $("floaters").append(f); setTimeout(() => f.remove(), 2300);
+}
+
+function caption(line) {
+  const p = document.createElement("p"); const b = document.createElement("b");
+  b.textContent = `${name(line.speaker_id)}: `; p.append(b, document.createTextNode(line.text));
+  const box = $("captions"); box.append(p); while (box.children.length > 6) box.firstChild.remove();
+}
+
+async function refresh() {
+  const r = await fetch(`/api/spaces/${spaceId}`); if (!r.ok) return;
+  const s = await r.json(); state.space = s; Object.assign(state.names, s.names || {}); render();
+}
+
+function onEvent(e) {
+  const s = state.space;
+  switch (e.type) {
+    case "reaction.sent": float(e.emoji); break;
+    case "participant.joined": case "participant.left": s.listener_count = e.listener_count; render(); break;
+    case "caption.line": caption(e); break;
+    case "space.ended": say("This Space has ended."); teardown(); break;
+    default: refresh();
+  }
+  if (e.type === "role.changed" && e.account_id === state.me) state.role = e.role === "host" ? "host" : e.role;
+}
+
+async function startMedia(publish) {
+  if (state.pc) state.pc.close();
+  const pc = new RTCPeerConnection({ iceServers: window.SPACEBRIDGE_ICE || [] });
+  state.pc = pc;
+  pc.ontrack = (ev) => { $("audio").srcObject = ev.streams[0] || new MediaStream([ev.track]); $("audio").play().catch(() => say("Press any button to start the audio.")); };
+  if (publish) {
+    try {
+      state.mic = state.mic || await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
+      for (const t of state.mic.getAudioTracks()) pc.addTrack(t, state.mic);
+    } catch (err) { say(ERRORS["mic.denied"]); pc.addTransceiver("audio", { direction: "recvonly" }); }
+  } else {
+    pc.addTransceiver("audio", { direction: "recvonly" });
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+    setTimeout(resolve, 2000);
+  });
+  send({ type: "offer", sdp: pc.localDescription.sdp });
+}
+
+function teardown() {
+  if (state.pc) state.pc.close(); state.pc = null;
+  if (state.mic) state.mic.getTracks().forEach((t) => t.stop()); state.mic = null;
+  for (const id of ["hand", "mic", "leave"]) $(id).disabled = true;
+}
+
+function connect() {
+  if (!token) { say("This link is missing its token. Ask the host or the bot for a personal join link."); return; }
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${spaceId}`);
+  state.ws = ws;
+  ws.onopen = () => send({ type: "hello", token });
+  ws.onmessage = async (m) => {
+    const msg = JSON.parse(m.data);
+    if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
+    switch (msg.type) {
+      case "welcome":
+        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space;
+        Object.assign(state.names, msg.space.names || {});
+        for (const line of msg.captions || []) caption(line);
+        render(); await startMedia(onStage()); break;
+      case "answer": await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }); break;
+      case "renegotiate": state.role = msg.role; await startMedia(msg.publish); await refresh(); break;
+      case "event": onEvent(msg.event); break;
+      case "levels": state.levels = msg.levels; render(); break;
+      case "error": if (!msg.id) say(ERRORS[msg.code] || msg.message); break;
+    }
+  };
+  ws.onclose = (ev) => { if (ev.code === 4000) say("This Space has ended."); else if (!$("status").textContent) say("Disconnected."); teardown(); };
+}
+
+function setup() {
+  const bar = $("reactions");
+  for (const e of REACTIONS) {
+    const b = document.createElement("button"); b.type = "button"; b.textContent = e; b.setAttribute("aria-label", `React ${e}`);
+    b.onclick = () => command("react", { emoji: e }).then(show); bar.append(b);
+  }
+  $("hand").onclick = () => command(state.space.queue.includes(state.me) ? "lower_hand" : "raise_hand").then(show);
+  $("mic").onclick = () => command(state.space.muted.includes(state.me) ? "unmute" : "mute", { account_id: state.me }).then(show);
+  $("share").onclick = async () => {
+    const url = `${location.origin}${location.pathname}`;
+    try { if (navigator.share) await navigator.share({ title: state.space?.title, url }); else { await navigator.clipboard.writeText(url); say("Link copied."); } }
+    catch { say(url); }
+  };
+  $("leave").onclick = () => { state.ws?.close(1000); teardown(); say("You left the Space."); };
+  connect();
+}
+setup();

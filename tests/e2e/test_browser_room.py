@@ -1,0 +1,103 @@
+"""Headless Chromium (Debian's) in the web room: a speaker and a listener, as people use it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.model.accounts import Actor
+from spacebridge.app import Platform, build, start, stop
+from spacebridge.config import load_settings
+from tests.integration.webrtc.test_room_media import LOOPBACK, loopback_alias  # noqa: F401
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+
+# Loudness of what the page's <audio> element receives, measured in the page with WebAudio.
+LEVEL_JS = """async () => {
+  const el = document.getElementById('audio');
+  if (!el.srcObject) return -1;
+  const ctx = new AudioContext();
+  const src = ctx.createMediaStreamSource(el.srcObject);
+  const an = ctx.createAnalyser(); an.fftSize = 2048; src.connect(an);
+  const buf = new Float32Array(an.fftSize);
+  let peak = 0;
+  for (let i = 0; i < 20; i++) {
+    await new Promise(r => setTimeout(r, 50));
+    an.getFloatTimeDomainData(buf);
+    for (const v of buf) peak = Math.max(peak, Math.abs(v));
+  }
+  ctx.close();
+  return peak;
+}"""
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing; .ci/run must install it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", ice_announce=[LOOPBACK],
+                             job_workers=0)
+    p = await build(settings)
+    await start(p, "127.0.0.1", 0)
+    yield p
+    await stop(p)
+
+
+async def test_speaker_and_listener_in_chromium(platform: Platform) -> None:
+    from playwright.async_api import async_playwright
+
+    core = platform.core
+    host_acc = await core.ensure_account("web", "host", "Hana Host")
+    fan_acc = await core.ensure_account("web", "fan", "Finn Fan")
+    space = await core.create_space(Actor(account_id=host_acc.id, is_community_admin=True), "Browser Space")
+    now = core.now()
+    host_url = f"{platform.url}/s/{space.id}#t={platform.tokens.issue(space.id, host_acc.id, 'speaker', now)}"
+    fan_url = f"{platform.url}/s/{space.id}#t={platform.tokens.issue(space.id, fan_acc.id, 'listener', now)}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        host = await (await browser.new_context()).new_page()
+        fan = await (await browser.new_context()).new_page()
+        await host.goto(host_url)
+        await host.wait_for_selector("text=Browser Space")
+        await fan.goto(fan_url)
+        await fan.wait_for_selector("text=Hosted by Hana Host")
+        await fan.wait_for_function("document.getElementById('audio').srcObject !== null", timeout=15_000)
+        await fan.wait_for_timeout(1500)
+        level = await fan.evaluate(LEVEL_JS)
+        assert level > 0.01, f"the listener's audio is silent (peak {level})"
+        await fan.get_by_role("button", name="React 👏").click()
+        await host.wait_for_selector(".floater:has-text('👏')", timeout=5_000)
+        await fan.get_by_role("button", name="✋ Raise hand").click()
+        await host.get_by_role("button", name="Approve Finn Fan").wait_for(timeout=5_000)
+        await host.get_by_role("button", name="Approve Finn Fan").click()
+        await fan.wait_for_selector("#stage li[aria-label^='Finn Fan, Speaker']", timeout=10_000)
+        await browser.close()
+
+
+async def test_expired_link_says_so(platform: Platform) -> None:
+    from playwright.async_api import async_playwright
+
+    host_acc = await platform.core.ensure_account("web", "host", "Hana Host")
+    space = await platform.core.create_space(Actor(account_id=host_acc.id, is_community_admin=True), "S")
+    token = platform.tokens.issue(space.id, host_acc.id, "listener", platform.core.now(), ttl_s=-1)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = await browser.new_page()
+        await page.goto(f"{platform.url}/s/{space.id}#t={token}")
+        await page.wait_for_selector("text=This join link has expired. Ask for a new one.", timeout=10_000)
+        await page.goto(f"{platform.url}/s/{space.id}")
+        await page.wait_for_selector("text=This link is missing its token", timeout=10_000)
+        await browser.close()

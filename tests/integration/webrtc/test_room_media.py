@@ -55,7 +55,7 @@ class Client:
 
     def __init__(self, hz: float | None) -> None:
         self.pc = RTCPeerConnection()
-        self.heard: list[tuple[float, np.ndarray]] = []  # type: ignore[type-arg]
+        self.heard: list[tuple[float, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
         if hz is None:
             self.pc.addTransceiver("audio", direction="recvonly")

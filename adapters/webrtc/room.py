@@ -113,7 +113,8 @@ class Room:
         self.room_encoder = OpusEncoder()
         self.participants: dict[str, Participant] = {}
         self.publishers: set[str] = set()
-        self.taps: FanOut[tuple[int, Pcm]] = FanOut(50)
+        self.taps: FanOut[tuple[int, Pcm]] = FanOut(50)  # the mix, for captions / recording / Discord
+        self.speaker_taps: FanOut[tuple[int, str, Pcm]] = FanOut(50 * 13)  # each speaker's own voice
         self.seq = 0
         self._task: asyncio.Task[None] | None = None
         self.on_levels: Callable[[dict[str, float]], None] | None = None  # ~5 times a second
@@ -133,6 +134,7 @@ class Room:
             await self.remove_participant(pid)
         self.listeners.close()
         self.taps.close()
+        self.speaker_taps.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,6 +161,9 @@ class Room:
         for packet in self.room_encoder.encode(mix.full, seq):
             self.listeners.publish(packet)
         self.taps.publish((seq, mix.full))
+        if len(self.speaker_taps):
+            for pid, pcm in frames.items():
+                self.speaker_taps.publish((seq, pid, pcm))
         if self.on_levels is not None and seq % 10 == 0:
             self.on_levels({pid: round(db, 1) for pid, db in mix.levels.items()})
         for pid, fan in self.speaker_out.items():

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -22,6 +23,7 @@ from core.errors import Conflict, DomainError, Forbidden, Invalid
 from core.messages import describe
 from core.model.accounts import Actor
 from core.model.space import SpaceState
+from core.ports import FRAME_SAMPLES, AudioFrame
 from core.services import Core
 from core.tokens import JoinTokens
 
@@ -40,6 +42,7 @@ class Rooms:
         self.rooms: dict[str, Room] = {}
         self.sockets: dict[str, dict[str, web.WebSocketResponse]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._tap_ids = itertools.count()
         core.bus.subscribe(self.on_event)
 
     def room(self, space_id: str) -> Room:
@@ -86,6 +89,35 @@ class Rooms:
         if room is not None:
             view = await self.core.view(space_id)
             room.set_publishers(view.space.publishers())
+
+    # ---- the AudioTap port (core/ports.py): the room's audio for captions, recording, Discord -----
+    async def mix(self, space_id: str) -> AsyncIterator[AudioFrame]:
+        room = self.room(space_id)
+        room.start()
+        sub = room.taps.subscribe(f"tap-{next(self._tap_ids)}")
+        with contextlib.suppress(EOFError):
+            while True:
+                seq, pcm = await sub.next()
+                yield AudioFrame(seq, pcm)
+
+    async def speakers(self, space_id: str) -> AsyncIterator[AudioFrame]:
+        room = self.room(space_id)
+        room.start()
+        sub = room.speaker_taps.subscribe(f"tap-{next(self._tap_ids)}")
+        with contextlib.suppress(EOFError):
+            while True:
+                seq, pid, pcm = await sub.next()
+                yield AudioFrame(seq, pcm, speaker_id=pid)
+
+    async def opus_packets(self, space_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        """The very packets listeners get (no re-encode), e.g. for Discord voice playback."""
+        room = self.room(space_id)
+        room.start()
+        sub = room.listeners.subscribe(f"tap-{next(self._tap_ids)}")
+        with contextlib.suppress(EOFError):
+            while True:
+                packet = await sub.next()
+                yield int(packet.pts) // FRAME_SAMPLES, bytes(packet)
 
     async def close(self) -> None:
         for room in list(self.rooms.values()):

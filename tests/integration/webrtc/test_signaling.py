@@ -170,3 +170,51 @@ async def test_bad_tokens_are_refused(platform: Platform, case: str) -> None:
         err = json.loads((await ws.receive(timeout=5)).data)
         assert err["type"] == "error" and err["code"] == expected and err["message"]
         assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def test_audio_tap_gives_the_mix_each_speaker_and_the_room_packets(platform: Platform) -> None:
+    """What captions, recording and Discord playback read: the tone a speaker sends comes back out."""
+    import av
+    import numpy as np
+
+    from core.ports import SAMPLE_RATE
+
+    core = platform.core
+    host_acc = await core.ensure_account("web", "host", "Host")
+    space = await core.create_space(Actor(account_id=host_acc.id, is_community_admin=True), "Tapped")
+    async with aiohttp.ClientSession() as http:
+        host = await connect(platform, http, space.id,
+                             platform.tokens.issue(space.id, host_acc.id, "speaker", core.now()), 440)
+        await host.recv("welcome")
+        await host.media()
+        await asyncio.sleep(1.5)
+
+        async def take(it: Any, n: int) -> list[Any]:
+            out = []
+            async for item in it:
+                out.append(item)
+                if len(out) == n:
+                    break
+            return out
+
+        mix, voices, packets = await asyncio.gather(take(platform.rooms.mix(space.id), 50),
+                                                    take(platform.rooms.speakers(space.id), 50),
+                                                    take(platform.rooms.opus_packets(space.id), 50))
+
+        def peak_hz(pcm: Any) -> float:
+            spec = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(pcm.size)))
+            return float(np.fft.rfftfreq(pcm.size, 1 / SAMPLE_RATE)[int(np.argmax(spec))])
+
+        assert abs(peak_hz(np.concatenate([f.pcm for f in mix])) - 440) < 5
+        assert {f.speaker_id for f in voices} == {host_acc.id}
+        assert abs(peak_hz(np.concatenate([f.pcm for f in voices])) - 440) < 5
+        seqs = [s for s, _ in packets]
+        assert seqs == list(range(seqs[0], seqs[0] + 50)), "packets out of order or missing"
+        decoder: Any = av.CodecContext.create("libopus", "r")
+        decoded = []
+        for _, data in packets:
+            for frame in decoder.decode(av.Packet(data)):
+                decoded.append(frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1))
+        assert abs(peak_hz(np.concatenate(decoded)) - 440) < 5
+        await host.client.pc.close()
+        await host.ws.close()

@@ -14,6 +14,8 @@ from core.services import Core
 from core.storage import migrate
 from core.storage.base import Base
 from core.storage.engine import make_engine, make_sessionmaker
+from spacebridge.app import Platform, build, start, stop
+from spacebridge.config import load_settings
 from tests.support import services
 
 
@@ -82,3 +84,18 @@ async def core(database_url: str, clock: FrozenClock) -> AsyncIterator[Core]:
     yield c
     await bus.close()
     await engine.dispose()
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+    """A whole running instance (web app, rooms, signaling) on SQLite and a free port; ICE on 127.0.0.2."""
+    from tests.support.loopback import LOOPBACK, ensure_loopback_alias
+
+    ensure_loopback_alias()
+    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'p.sqlite3'}", ice_announce=[LOOPBACK],
+                             job_workers=0)
+    p = await build(settings)
+    await start(p, "127.0.0.1", 0)
+    yield p
+    await stop(p)

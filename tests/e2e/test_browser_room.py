@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from core.model.accounts import Actor
-from spacebridge.app import Platform, build, start, stop
-from spacebridge.config import load_settings
-from tests.integration.webrtc.test_room_media import LOOPBACK, loopback_alias  # noqa: F401
+from spacebridge.app import Platform
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -41,19 +38,12 @@ LEVEL_JS = """async () => {
 }"""
 
 
-@pytest.fixture
-async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+@pytest.fixture(autouse=True)
+def chromium_present() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is missing; .ci/run must install it")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
-    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", ice_announce=[LOOPBACK],
-                             job_workers=0)
-    p = await build(settings)
-    await start(p, "127.0.0.1", 0)
-    yield p
-    await stop(p)
 
 
 async def test_speaker_and_listener_in_chromium(platform: Platform) -> None:

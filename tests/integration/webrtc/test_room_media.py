@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,18 +16,12 @@ from aiortc.mediastreams import MediaStreamError
 
 from adapters.webrtc.room import MediaError, Room, restrict_candidates
 from core.ports import FRAME_SAMPLES, SAMPLE_RATE
-
-LOOPBACK = "127.0.0.2"  # aioice skips 127.0.0.1; tests keep all ICE traffic on the loopback range
+from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 
 
 @pytest.fixture(scope="module", autouse=True)
 def loopback_alias() -> None:
-    have = subprocess.run(["ip", "-4", "addr", "show", "lo"], capture_output=True, text=True).stdout
-    if LOOPBACK in have:
-        return
-    p = subprocess.run(["ip", "addr", "add", f"{LOOPBACK}/8", "dev", "lo"], capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot add {LOOPBACK} to lo for loopback ICE ({p.stderr.strip()}); run as root")
+    ensure_loopback_alias()
 
 
 class Tone(MediaStreamTrack):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,20 +13,9 @@ from aiortc import RTCSessionDescription
 
 from adapters.webrtc.room import restrict_candidates
 from core.model.accounts import Actor
-from spacebridge.app import Platform, build, start, stop
-from spacebridge.config import load_settings
-from tests.integration.webrtc.test_room_media import LOOPBACK, Client, has, loopback_alias  # noqa: F401
-
-
-@pytest.fixture
-async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
-    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'w.sqlite3'}", ice_announce=[LOOPBACK],
-                             job_workers=0)
-    p = await build(settings)
-    await start(p, "127.0.0.1", 0)
-    yield p
-    await stop(p)
+from spacebridge.app import Platform
+from tests.integration.webrtc.test_room_media import Client, has
+from tests.support.loopback import LOOPBACK
 
 
 class Peer:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import eligibility
@@ -246,10 +247,8 @@ class Core:
 
         try:
             return await self.run(op)
-        except Exception as e:  # two first messages from the same new user at once
-            if "UNIQUE" in str(e).upper() or "duplicate key" in str(e):
-                return await self.run(op)
-            raise
+        except IntegrityError:  # two first messages from the same new user at once: the other won
+            return await self.run(op)
 
     async def create_account(self, display_name: str) -> Account:
         name = display_name.strip()

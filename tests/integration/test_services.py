@@ -303,3 +303,10 @@ async def test_reminder_only_for_scheduled(core: Core) -> None:
     assert await core.set_reminder(fan, later.id) is True
     assert await core.set_reminder(fan, later.id) is False
     assert await core.set_reminder(fan, later.id, on=False) is True
+
+
+async def test_first_contact_race_makes_one_account(core: Core) -> None:
+    accounts = await asyncio.gather(*(core.ensure_account("telegram", "555", "Racer") for _ in range(5)))
+    assert len({a.id for a in accounts}) == 1
+    with pytest.raises(Invalid, match="platform.unknown"):
+        await core.ensure_account("myspace", "1", "x")

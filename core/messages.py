@@ -113,6 +113,13 @@ _TEXT: dict[str, str] = {
     "community.not_found": "There is no community {community_id}.",
     "community.admin_required": "Only community admins can change its settings.",
     "community.bad_settings": "Those settings are not valid: {detail}",
+    "ticket.hold_expired": "Your seat was held for a limited time and that time is up; ask for a new ticket.",
+    "ticket.bad_ref": "That payment reference is not one of ours.",
+    "telegram.bad_mode": "The Telegram mode must be polling or webhook, not {mode}.",
+    "telegram.init_data_missing": "Open this page from the bot's Join button in Telegram.",
+    "telegram.init_data_malformed": "Telegram's sign-in data is damaged; open the Space again from the bot.",
+    "telegram.init_data_forged": "Telegram's sign-in data is not genuine; open the Space again from the bot.",
+    "telegram.init_data_expired": "This sign-in is too old; open the Space again from the bot.",
 }
 
 

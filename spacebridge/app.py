@@ -15,9 +15,11 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.webrtc.signaling import Rooms
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
+from billing.sales import TicketSales
 from billing.stripe_gateway import StripeGateway
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
@@ -49,6 +51,7 @@ class Platform:
     rooms: Rooms = field(init=False)
     tokens: JoinTokens = field(init=False)
     stripe: StripeGateway | None = None
+    telegram: TelegramAdapter | None = None
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
@@ -95,7 +98,27 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
         platform.stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
                                         api_base=settings.stripe_api_base or None, fee_bps=settings.platform_fee_bps)
         platform.gateways["stripe"] = platform.stripe
+    if settings.telegram_bot_token is not None:
+        platform.telegram = make_telegram(platform)
+        platform.notifiers["telegram"] = platform.telegram
+        platform.gateways["telegram_stars"] = platform.telegram
     return platform
+
+
+def make_telegram(platform: Platform) -> TelegramAdapter:
+    s = platform.settings
+    assert s.telegram_bot_token is not None
+    secret = s.telegram_webhook_secret.get_secret_value()
+    if s.telegram_mode == "webhook" and not (secret and s.public_url.startswith("https://")):
+        raise ConfigError("telegram_mode=webhook needs SPACEBRIDGE_TELEGRAM_WEBHOOK_SECRET and an https:// "
+                          "SPACEBRIDGE_PUBLIC_URL (Telegram only delivers webhooks over HTTPS)")
+    sales = TicketSales(platform.ledger, platform.stripe, s.base_url()) if platform.stripe is not None else None
+    return TelegramAdapter(
+        platform.core, platform.ledger, platform.tokens, s.base_url(),
+        TelegramConfig(token=s.telegram_bot_token.get_secret_value(), api_base=s.telegram_api_base or None,
+                       mode=s.telegram_mode, webhook_secret=secret, card_interval_s=s.telegram_card_interval_s,
+                       webapp_max_age_s=s.telegram_webapp_max_age_s),
+        stripe_sales=sales)
 
 
 def add_job_runners(platform: Platform, count: int) -> None:
@@ -141,12 +164,19 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
             break
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     platform.url = platform.settings.public_url.rstrip("/") or f"http://{shown}:{bound}"
+    if platform.telegram is not None:
+        if not platform.settings.public_url:
+            platform.telegram.public_url = platform.url
+        await platform.telegram.start()
 
 
 async def stop(platform: Platform) -> None:
     for r in platform.runners:
         with contextlib.suppress(Exception):
             await r.stop()
+    if platform.telegram is not None:
+        with contextlib.suppress(Exception):
+            await platform.telegram.stop()
     if platform._site_runner is not None:
         await platform._site_runner.cleanup()
     await platform.rooms.close()

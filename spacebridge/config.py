@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         "discord_bot_token", "DISCORD_BOT_TOKEN", "SPACEBRIDGE_DISCORD_BOT_TOKEN"))
     telegram_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "telegram_bot_token", "TELEGRAM_BOT_TOKEN", "SPACEBRIDGE_TELEGRAM_BOT_TOKEN"))
+    telegram_api_base: str = ""  # a local Bot API server (https://github.com/tdlib/telegram-bot-api) or a test fake
+    telegram_mode: str = Field("polling", pattern="^(polling|webhook)$")
+    telegram_webhook_secret: SecretStr = SecretStr("")
+    telegram_card_interval_s: float = Field(5.0, ge=0.0, le=600)
+    telegram_webapp_max_age_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     stripe_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "stripe_api_key", "STRIPE_API_KEY", "SPACEBRIDGE_STRIPE_API_KEY"))
     stripe_webhook_secret: SecretStr | None = Field(None, validation_alias=AliasChoices(
@@ -114,6 +119,14 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
         return path.read_text().strip().encode()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _tg_secret(cls, v: SecretStr) -> SecretStr:
+        raw = v.get_secret_value()
+        if raw and not (1 <= len(raw) <= 256 and all(c.isalnum() or c in "_-" for c in raw)):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return v
 
     @property
     def ticketing_enabled(self) -> bool:

@@ -79,6 +79,17 @@ def setup(app: web.Application) -> None:
         app.router.add_post("/webhooks/stripe", hooks.handle)
     else:
         app.router.add_post("/webhooks/stripe", billing_off)
+    if p.telegram is not None:
+        from adapters.telegram import STATIC as TG_STATIC
+
+        app.router.add_post("/telegram/webhook", p.telegram.handle_webhook)
+        app.router.add_post("/api/telegram/webapp", p.telegram.webapp_session)
+
+        async def mini_app(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(TG_STATIC / "app.html", headers={"Cache-Control": "no-store"})
+
+        app.router.add_get("/tg/app", mini_app)
+        app.router.add_static("/tg/static/", TG_STATIC)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)

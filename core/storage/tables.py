@@ -155,3 +155,16 @@ class CaptionRow(Base):
     end_s: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime]
     __table_args__ = (Index("ix_captions_space", "space_id", "id"),)
+
+
+class ChatCardRow(Base):
+    """A message in a chat that shows a Space and is kept up to date by its adapter (a "Space card")."""
+
+    __tablename__ = "chat_cards"
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
+    rendered: Mapped[str] = mapped_column(String(64), default="")  # hash of what the message shows now
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

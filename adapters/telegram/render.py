@@ -1,0 +1,101 @@
+"""What Spaces look like in Telegram: the live card, notices sent by DM, and the buttons under them.
+
+Everything here is pure (a view in, text and markup out), so the card's content can be hashed to
+decide whether an edit is needed at all, and so it reads the same in a test as in a chat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from core.model.space import SpaceState
+from core.services import SpaceView
+
+CARD_REACTIONS = ("👏", "😂", "❤️", "🔥", "🎉")
+MAX_LINE_NAMES = 12
+
+
+def when(dt: datetime | None) -> str:
+    return f"{dt:%a %d %b %H:%M} UTC" if dt else "soon"
+
+
+def join_link(bot_username: str, space_id: str) -> str:
+    """A deep link that opens a private chat with the bot, which answers with the Mini App button."""
+    return f"https://t.me/{bot_username}?start=join_{space_id}"
+
+
+def card(view: SpaceView, bot_username: str) -> tuple[str, InlineKeyboardMarkup | None]:
+    s = view.space
+    n = view.names
+    lines: list[str] = []
+    if s.state == SpaceState.LIVE:
+        lines.append(f"🔴 <b>LIVE</b> · <b>{escape(s.title)}</b>")
+    elif s.state == SpaceState.SCHEDULED:
+        lines.append(f"🗓 <b>{escape(s.title)}</b>\nStarts {when(s.scheduled_for)}")
+    else:
+        lines.append(f"⏹ <b>{escape(s.title)}</b> — {s.state.value}")
+    lines.append(f"Host: {escape(view.host_name)}")
+    if s.topics:
+        lines.append("Topics: " + ", ".join(escape(t) for t in s.topics))
+    if s.ticketing is not None:
+        price = (f"{s.ticketing.price_minor} ⭐" if s.ticketing.currency.upper() == "XTR"
+                 else f"{s.ticketing.price_minor / 100:.2f} {s.ticketing.currency.upper()}")
+        lines.append(f"🎟 Ticketed: {price}")
+    if s.state == SpaceState.LIVE:
+        stage = []
+        for a in [*s.cohosts, *s.speakers][:MAX_LINE_NAMES]:
+            tag = " (co-host)" if a in s.cohosts else ""
+            stage.append(escape(n.get(a, a)) + tag + (" 🔇" if a in s.muted else ""))
+        if stage:
+            lines.append("On stage: " + ", ".join(stage))
+        lines.append(f"👂 {view.listener_count} listening · ✋ {len(s.hands)} in queue")
+        tallies = sorted(view.reactions.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
+        if tallies:
+            lines.append("Reactions: " + " · ".join(f"{e} {c}" for e, c in tallies))
+        if s.captions_enabled:
+            lines.append("💬 Captions on")
+    for p in s.pins:
+        target = f" — {escape(p.url)}" if p.url else ""
+        lines.append(f"📌 {escape(p.title)}{target}")
+    text = "\n".join(lines)
+    if s.state == SpaceState.LIVE:
+        rows = [
+            [InlineKeyboardButton("🎧 Join", url=join_link(bot_username, s.id)),
+             InlineKeyboardButton("✋ Hand", callback_data=f"h:{s.id}")],
+            [InlineKeyboardButton(e, callback_data=f"r:{s.id}:{i}") for i, e in enumerate(CARD_REACTIONS)],
+        ]
+    elif s.state == SpaceState.SCHEDULED:
+        rows = [[InlineKeyboardButton("🔔 Remind me", callback_data=f"m:{s.id}"),
+                 InlineKeyboardButton("ℹ️ Details", url=join_link(bot_username, s.id))]]
+    else:
+        return text, None
+    return text, InlineKeyboardMarkup(rows)
+
+
+def fingerprint(text: str, markup: InlineKeyboardMarkup | None) -> str:
+    body = json.dumps([text, markup.to_dict() if markup else None], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def notice(template: str, data: dict[str, Any]) -> str:
+    """The DM for a durable delivery (go-live alert, reminders, changes of plan)."""
+    title = escape(str(data.get("title", "a Space")))
+    host = escape(str(data.get("host_name", "the host")))
+    starts = data.get("scheduled_for")
+    at = when(datetime.fromisoformat(starts)) if starts else "soon"
+    texts = {
+        "space.live": f"🔴 {host} is live now: <b>{title}</b>",
+        "space.reminder": f"🔔 <b>{title}</b> by {host} starts in {data.get('minutes', 0)} min ({at}).",
+        "space.host_reminder": f"⏰ Your Space <b>{title}</b> starts in {data.get('minutes', 0)} min. "
+                               f"Start it with /space start {data.get('space_id')}",
+        "space.cancelled": f"✖️ {host} cancelled <b>{title}</b>.",
+        "space.rescheduled": f"🗓 <b>{title}</b> by {host} moved to {at}. "
+                             f"Ticket holders may ask for a refund with /refund {data.get('space_id')}",
+    }
+    return texts.get(template, f"{title}: {escape(template)}")

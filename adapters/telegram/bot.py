@@ -179,6 +179,10 @@ class TelegramAdapter:
     async def stop(self) -> None:
         if not self._started:
             return
+        drain = getattr(self.core.bus, "drain", None)
+        if drain is not None:  # let cards being posted be recorded, so a restart does not post them again
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(drain(), 5.0)
         self._started = False
         for t in self._card_tasks.values():
             t.cancel()

@@ -124,14 +124,15 @@ class FakeBotAPI:
 
     async def send_text(self, chat_id: int, user_id: int, text: str, *, name: str = "",
                         title: str = "") -> int:
-        """A user types ``text`` in a chat (commands get their ``bot_command`` entity)."""
+        """A user types ``text`` in a chat (commands get their ``bot_command`` entity); returns its message id."""
         msg_id = self._next_msg(chat_id)
         message: dict[str, Any] = {"message_id": msg_id, "date": int(time.time()), "chat": self.chat(chat_id, title),
                                    "from": self.user(user_id, name), "text": text}
         if text.startswith("/"):
             cmd = text.split()[0]
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(cmd)}]
-        return await self.push({"message": message})
+        await self.push({"message": message})
+        return msg_id
 
     async def press(self, chat_id: int, user_id: int, message_id: int, data: str) -> int:
         """A user presses an inline button under the bot's message."""

@@ -13,7 +13,7 @@ from core.model.accounts import Actor
 from core.scheduler import JobRunner
 from spacebridge.app import Platform, add_job_runners, build, start, stop
 from spacebridge.config import load_settings
-from tests.support.telegram_fake import FakeBotAPI
+from tests.support.telegram_fake import Call, FakeBotAPI
 
 GROUP = -1001234567890
 HOST, FAN1, FAN2, FAN3 = 101, 102, 103, 104
@@ -34,8 +34,16 @@ class TG:
                   reply_chat: int | None = None) -> str:
         """``user`` types ``text``; returns the text of the bot's answer in that chat."""
         mark = len(self.fake.calls)
-        await self.fake.send_text(chat, user, text, name=name)
-        call = await self.fake.reply_to(chat if reply_chat is None else reply_chat, mark, method=expect)
+        msg_id = await self.fake.send_text(chat, user, text, name=name)
+        where = chat if reply_chat is None else reply_chat
+
+        def answer(c: Call) -> bool:
+            if c.method != expect or c.params.get("chat_id") != where:
+                return False
+            quoted = (c.params.get("reply_parameters") or {}).get("message_id")
+            return where > 0 or quoted == msg_id  # in groups the bot quotes the command it answers
+
+        call = await self.fake.wait_for(answer, after=mark)
         return str(call.params.get("text", ""))
 
     async def actor(self, user: int, name: str = "", admin: bool = False) -> Actor:

@@ -55,6 +55,7 @@ _TEXT: dict[str, str] = {
     "hand.on_stage": "You are on stage already; no need to raise your hand.",
     "hand.already_raised": "Your hand is already raised (position {position}).",
     "hand.not_raised": "There is no raised hand to act on.",
+    "hand.no_such_position": "There is no raised hand number {position} ({queued} in the queue).",
     "reaction.not_an_emoji": "A reaction must be a single emoji.",
     "reaction.rate_limited": "Slow down: try again in {retry_after_s} s.",
     "pin.title_length": "A pin title must be 1 to {max} characters.",

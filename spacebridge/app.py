@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.telegram.bot import TelegramAdapter, TelegramConfig
+from adapters.telegram.limits import FloodLimits
 from adapters.webrtc.signaling import Rooms
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
@@ -117,7 +118,9 @@ def make_telegram(platform: Platform) -> TelegramAdapter:
         platform.core, platform.ledger, platform.tokens, s.base_url(),
         TelegramConfig(token=s.telegram_bot_token.get_secret_value(), api_base=s.telegram_api_base or None,
                        mode=s.telegram_mode, webhook_secret=secret, card_interval_s=s.telegram_card_interval_s,
-                       webapp_max_age_s=s.telegram_webapp_max_age_s),
+                       webapp_max_age_s=s.telegram_webapp_max_age_s,
+                       limits=FloodLimits(overall_per_s=s.telegram_overall_per_s, chat_per_s=s.telegram_chat_per_s,
+                                          group_per_min=s.telegram_group_per_min)),
         stripe_sales=sales)
 
 

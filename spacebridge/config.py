@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     telegram_webhook_secret: SecretStr = SecretStr("")
     telegram_card_interval_s: float = Field(5.0, ge=0.0, le=600)
     telegram_webapp_max_age_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    # Telegram's flood limits (messages overall per second, per private chat per second, per group per minute)
+    telegram_overall_per_s: float = Field(30.0, gt=0, le=1000)
+    telegram_chat_per_s: float = Field(1.0, gt=0, le=1000)
+    telegram_group_per_min: int = Field(20, ge=1, le=100_000)
     stripe_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "stripe_api_key", "STRIPE_API_KEY", "SPACEBRIDGE_STRIPE_API_KEY"))
     stripe_webhook_secret: SecretStr | None = Field(None, validation_alias=AliasChoices(

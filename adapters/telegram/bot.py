@@ -47,7 +47,7 @@ from telegram.ext import (
 )
 
 from adapters.telegram import render
-from adapters.telegram.limits import FloodLimiter, FloodLimits
+from adapters.telegram.limits import FloodLimiter, FloodLimits, retry_seconds
 from adapters.telegram.webapp import DEFAULT_MAX_AGE_S, validate_init_data
 from billing.ledger import Ledger
 from core import events as ev
@@ -279,7 +279,9 @@ class TelegramAdapter:
                 return (await self.core.ensure_account(PLATFORM, str(u.id), u.full_name)).id
         if args:
             a = args.pop(0)
-            if a.isdigit() and space is not None and 1 <= int(a) <= len(space.hands):
+            if a.isdigit() and space is not None and len(a) < 6:
+                if not 1 <= int(a) <= len(space.hands):
+                    raise NotFound("hand.no_such_position", position=int(a), queued=len(space.hands))
                 return space.hands[int(a) - 1].account_id
             if len(a) == 12 and a.isalnum():
                 return (await self.core.account(a)).id
@@ -768,8 +770,7 @@ class TelegramAdapter:
         except Forbidden as e:
             return DeliveryResult("unreachable", detail=str(e))
         except RetryAfter as e:
-            wait = e.retry_after if isinstance(e.retry_after, int | float) else e.retry_after.total_seconds()
-            return DeliveryResult("retry", retry_after_s=float(wait), detail="Telegram asked us to slow down")
+            return DeliveryResult("retry", retry_after_s=retry_seconds(e), detail="Telegram asked us to slow down")
         except BadRequest as e:
             if "chat not found" in str(e).lower() or "user is deactivated" in str(e).lower():
                 return DeliveryResult("unreachable", detail=str(e))

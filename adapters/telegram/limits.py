@@ -17,12 +17,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
-__all__ = ["FloodLimiter", "FloodLimits"]
+__all__ = ["FloodLimiter", "FloodLimits", "retry_seconds"]
 
 LIMITED_PREFIXES = ("send", "edit", "copy", "forward", "pin")
 
@@ -34,6 +35,14 @@ class FloodLimits:
     group_per_min: int = 20
     margin: float = 0.03  # each window is this fraction longer than Telegram's
     max_retries: int = 3
+
+
+def retry_seconds(e: RetryAfter) -> float:
+    """``retry_after`` in seconds (read from the timedelta ptb keeps, avoiding its int/timedelta switch)."""
+    td = getattr(e, "_retry_after", None)
+    if isinstance(td, timedelta):
+        return td.total_seconds()
+    return float(td) if isinstance(td, int | float) else 1.0
 
 
 class _Window:
@@ -134,8 +143,7 @@ class FloodLimiter(BaseRateLimiter[int]):
                 return await callback(*args, **kwargs)
             except RetryAfter as e:
                 self.stats["retry_after"] += 1
-                wait = e.retry_after if isinstance(e.retry_after, int | float) else e.retry_after.total_seconds()
-                self._pause_until = max(self._pause_until, self.clock() + float(wait) + 0.1)
+                self._pause_until = max(self._pause_until, self.clock() + retry_seconds(e) + 0.1)
                 if attempt == retries:
                     raise
         raise AssertionError("unreachable")

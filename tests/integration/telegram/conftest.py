@@ -17,6 +17,9 @@ from tests.support.telegram_fake import Call, FakeBotAPI
 
 GROUP = -1001234567890
 HOST, FAN1, FAN2, FAN3 = 101, 102, 103, 104
+# Flow tests send dozens of messages into one group within seconds; Telegram's real limits (20 a
+# minute per group) are exercised by the limiter test and the broadcast benchmark instead.
+FLOW_LIMITS = {"telegram_group_per_min": 10_000, "telegram_chat_per_s": 100.0}
 
 
 @dataclass
@@ -60,7 +63,7 @@ async def make_tg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeBot
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
     settings = load_settings(database_url=db or f"sqlite:///{tmp_path / 'tg.sqlite3'}", job_workers=0,
                              telegram_bot_token=fake.token, telegram_api_base=fake.base_url,
-                             telegram_card_interval_s=0.05, **overrides)
+                             telegram_card_interval_s=0.05, **{**FLOW_LIMITS, **overrides})
     p = await build(settings, clock=clock)
     await start(p, "127.0.0.1", 0)
     return p

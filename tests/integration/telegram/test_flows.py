@@ -39,7 +39,7 @@ async def test_admin_adds_bot_schedules_and_followers_get_alerts(tg: TG) -> None
     text = await tg.say(GROUP, HOST, '/space new "Friday Jam" +2h', name="Hosty")
     assert "Friday Jam" in text and "scheduled" in text
     card = await card_for(tg, GROUP, lambda t: "Friday Jam" in t and "Starts" in t, mark)
-    assert [b["text"] for b in buttons(card)][0].endswith("Remind me")
+    assert next(b["text"] for b in buttons(card)).endswith("Remind me")
     space = (await tg.core.list_spaces(states=("scheduled",)))[0]
     for fan in (FAN1, FAN2, FAN3):  # FAN3 never started the bot: Telegram will refuse to DM them
         assert "follow Hosty" in await tg.say(GROUP, fan, "/follow")
@@ -53,11 +53,11 @@ async def test_admin_adds_bot_schedules_and_followers_get_alerts(tg: TG) -> None
     await tg.jobs()
     assert not [c for c in tg.fake.sent("sendMessage") if c.params["chat_id"] in (FAN1, FAN2) and
                 "Friday Jam" in c.params["text"] and "starts in" in c.params["text"]]
-    tg.clock.set(space.scheduled_for - timedelta(minutes=30))  # type: ignore[operator]
+    tg.clock.set(space.scheduled_for - timedelta(minutes=30))
     await tg.jobs()
     host_dm = tg.fake.sent("sendMessage", chat_id=HOST)
     assert any("Your Space" in c.params["text"] and "/space start" in c.params["text"] for c in host_dm)
-    tg.clock.set(space.scheduled_for - timedelta(minutes=10))  # type: ignore[operator]
+    tg.clock.set(space.scheduled_for - timedelta(minutes=10))
     await tg.jobs()
     reminders = [c for c in tg.fake.sent("sendMessage", chat_id=FAN1) if "starts in 10 min" in c.params["text"]]
     assert len(reminders) == 1
@@ -84,7 +84,7 @@ async def test_admin_adds_bot_schedules_and_followers_get_alerts(tg: TG) -> None
     room = await tg.fake.reply_to(FAN1, mark)
     web_app = [b for b in buttons(room) if "web_app" in b]
     assert web_app and web_app[0]["web_app"]["url"].endswith(f"/tg/app?space={space.id}")
-    browser = [b for b in buttons(room) if "url" in b][0]["url"]
+    browser = next(b for b in buttons(room) if "url" in b)["url"]
     assert f"/s/{space.id}#t=" in browser
 
     mark = len(tg.fake.calls)

@@ -137,6 +137,7 @@ def add_job_runners(platform: Platform, count: int) -> None:
         platform.runners.append(JobRunner(
             platform.sessionmaker, handlers, platform.clock,
             worker_id=f"{socket.gethostname()}:{os.getpid()}:{i}", grace=GRACE,
+            lease_s=platform.settings.job_lease_s,
         ))
 
 

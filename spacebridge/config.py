@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     ice_servers: list[str] = Field(default_factory=list)
     ice_announce: list[str] = Field(default_factory=list)  # only these host addresses go into answers
     job_workers: int = Field(1, ge=0, le=64)
+    job_lease_s: float = Field(60.0, ge=5.0, le=3600.0)  # how long a crashed worker's jobs wait before retry
     reaction_rate_per_s: float = Field(5.0, gt=0)
     log_level: str = "INFO"
     discord_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -65,7 +66,7 @@ def rate(times: list[float], gap_s: float = 2.0) -> float:
     """Messages per second while messages were flowing: pauses longer than ``gap_s`` are left out."""
     if len(times) < 2:
         return 0.0
-    busy = sum(b - a for a, b in zip(times, times[1:], strict=False) if b - a <= gap_s)
+    busy = sum(b - a for a, b in itertools.pairwise(times) if b - a <= gap_s)
     return (len(times) - 1) / busy if busy > 0 else 0.0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from telegram.error import InvalidToken, NetworkError
 
 from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.telegram.limits import FloodLimits
@@ -171,7 +172,13 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
     if platform.telegram is not None:
         if not platform.settings.public_url:
             platform.telegram.public_url = platform.url
-        await platform.telegram.start()
+        try:
+            await platform.telegram.start()
+        except InvalidToken:
+            raise ConfigError("Telegram refused TELEGRAM_BOT_TOKEN: check it with @BotFather") from None
+        except NetworkError as e:
+            raise ConfigError(f"cannot reach the Telegram Bot API ({e}); check the network or "
+                              "SPACEBRIDGE_TELEGRAM_API_BASE") from None
 
 
 async def stop(platform: Platform) -> None:

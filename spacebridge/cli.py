@@ -121,11 +121,12 @@ def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_event.set)
-        await start(platform, settings.host, settings.port)
-        typer.echo(f"Spacebridge is serving at {platform.url}  (database: {platform.engine.dialect.name}; "
-                   f"Ctrl-C to stop)")
-        sys.stdout.flush()
         try:
+            await start(platform, settings.host, settings.port)
+            adapters = ", ".join(["web", *sorted(platform.notifiers)])
+            typer.echo(f"Spacebridge is serving at {platform.url}  (database: {platform.engine.dialect.name}; "
+                       f"adapters: {adapters}; Ctrl-C to stop)")
+            sys.stdout.flush()
             await stop_event.wait()
         finally:
             await stop(platform)

@@ -44,13 +44,35 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
                        "detail": "not set: events stay in this process (set SPACEBRIDGE_REDIS_URL for several)"})
     for name, value, env in (("discord", settings.discord_bot_token, "DISCORD_BOT_TOKEN"),
                              ("telegram", settings.telegram_bot_token, "TELEGRAM_BOT_TOKEN")):
-        if value and value.get_secret_value().strip():
-            checks.append({"name": name, "ok": True, "detail": "token set"})
-        else:
+        if not (value and value.get_secret_value().strip()):
             checks.append({"name": name, "ok": False, "optional": True, "detail": f"off: set {env} to enable"})
+        elif name == "telegram":
+            checks.append(await _telegram(settings))
+        else:
+            checks.append({"name": name, "ok": True, "detail": "token set"})
     if settings.ticketing_enabled:
         checks.append({"name": "ticketing", "ok": True, "detail": "Stripe keys set"})
     else:
         checks.append({"name": "ticketing", "ok": False, "optional": True,
                        "detail": "off: set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET to sell tickets"})
     return checks
+
+
+async def _telegram(settings: Settings) -> dict[str, Any]:
+    """Ask Telegram who the token belongs to (getMe): proves the token and the network at once."""
+    from telegram import Bot
+    from telegram.error import InvalidToken, TelegramError
+
+    assert settings.telegram_bot_token is not None
+    try:
+        bot = Bot(settings.telegram_bot_token.get_secret_value(), base_url=settings.telegram_api_base or
+                  "https://api.telegram.org/bot")
+        async with bot:
+            me = await bot.get_me()
+        return {"name": "telegram", "ok": True,
+                "detail": f"token set; the bot is @{me.username} ({settings.telegram_mode})"}
+    except InvalidToken:
+        return {"name": "telegram", "ok": False,
+                "detail": "Telegram refused TELEGRAM_BOT_TOKEN: check it with @BotFather"}
+    except TelegramError as e:
+        return {"name": "telegram", "ok": False, "detail": f"cannot reach the Telegram Bot API: {e}"}

@@ -91,7 +91,8 @@ def notice(template: str, data: dict[str, Any]) -> str:
     at = when(datetime.fromisoformat(starts)) if starts else "soon"
     texts = {
         "space.live": f"🔴 {host} is live now: <b>{title}</b>",
-        "space.reminder": f"🔔 <b>{title}</b> by {host} starts in {data.get('minutes', 0)} min ({at}).",
+        "space.reminder": (f"🔔 <b>{title}</b> by {host} starts in {data.get('minutes')} min ({at})."
+                           if data.get("minutes") else f"🔔 <b>{title}</b> by {host} is about to start ({at})."),
         "space.host_reminder": f"⏰ Your Space <b>{title}</b> starts in {data.get('minutes', 0)} min. "
                                f"Start it with /space start {data.get('space_id')}",
         "space.cancelled": f"✖️ {host} cancelled <b>{title}</b>.",

@@ -47,7 +47,7 @@ from telegram.ext import (
 )
 
 from adapters.telegram import render
-from adapters.telegram.limits import FloodLimiter, FloodLimits, retry_seconds
+from adapters.telegram.limits import BULK, FloodLimiter, FloodLimits, retry_seconds
 from adapters.telegram.webapp import DEFAULT_MAX_AGE_S, validate_init_data
 from billing.ledger import Ledger
 from core import events as ev
@@ -766,7 +766,7 @@ class TelegramAdapter:
                 "🎧 Join", url=render.join_link(self.username, str(data["space_id"])))]])
         try:
             await self.app.bot.send_message(int(delivery.external_id), render.notice(delivery.template, data),
-                                            parse_mode=ParseMode.HTML, reply_markup=markup)
+                                            parse_mode=ParseMode.HTML, reply_markup=markup, rate_limit_args=BULK)
         except Forbidden as e:
             return DeliveryResult("unreachable", detail=str(e))
         except RetryAfter as e:

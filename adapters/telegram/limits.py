@@ -23,7 +23,7 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
-__all__ = ["FloodLimiter", "FloodLimits", "retry_seconds"]
+__all__ = ["BULK", "FloodLimiter", "FloodLimits", "Send", "retry_seconds"]
 
 LIMITED_PREFIXES = ("send", "edit", "copy", "forward", "pin")
 
@@ -61,14 +61,26 @@ class _Window:
         return 0.0 if len(self.times) < self.cap else self.times[0] + self.span - now
 
 
-class FloodLimiter(BaseRateLimiter[int]):
-    """Paces every message-sending call of one bot; ``rate_limit_args`` overrides ``max_retries``."""
+@dataclass(frozen=True)
+class Send:
+    """``rate_limit_args`` of a request: ``bulk`` for broadcasts that may wait behind replies."""
+
+    bulk: bool = False
+    max_retries: int | None = None
+
+
+BULK = Send(bulk=True)
+
+
+class FloodLimiter(BaseRateLimiter[Send]):
+    """Paces every message-sending call of one bot; replies go ahead of bulk sends (``BULK``)."""
 
     def __init__(self, limits: FloodLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or FloodLimits()
         self.clock = clock
         m = 1.0 + self.limits.margin
         self._overall = _Window(1, m / self.limits.overall_per_s)
+        self._bulk_gate = asyncio.Lock()
         self._chats: dict[int | str, _Window] = {}
         self._pause_until = 0.0
         self.stats = {"requests": 0, "waited_s": 0.0, "retry_after": 0}
@@ -113,10 +125,17 @@ class FloodLimiter(BaseRateLimiter[int]):
             self.stats["waited_s"] += d
             await asyncio.sleep(d)
 
-    async def _acquire(self, chat: _Window | None) -> None:
-        if chat is None:
+    async def _overall_slot(self, bulk: bool) -> None:
+        if bulk:  # at most one bulk sender queues for the overall slot: replies never wait behind a broadcast
+            async with self._bulk_gate, self._overall.lock:
+                await self._wait(self._overall)
+        else:
             async with self._overall.lock:
                 await self._wait(self._overall)
+
+    async def _acquire(self, chat: _Window | None, bulk: bool) -> None:
+        if chat is None:
+            await self._overall_slot(bulk)
             return
         async with chat.lock:  # waiting for one chat holds up nobody else
             while True:
@@ -124,8 +143,7 @@ class FloodLimiter(BaseRateLimiter[int]):
                 if d <= 0:
                     break
                 await asyncio.sleep(d)
-            async with self._overall.lock:
-                await self._wait(self._overall)
+            await self._overall_slot(bulk)
             chat.times.append(self.clock())
 
     async def process_request(
@@ -135,13 +153,14 @@ class FloodLimiter(BaseRateLimiter[int]):
         kwargs: dict[str, Any],
         endpoint: str,
         data: dict[str, Any],
-        rate_limit_args: int | None,
+        rate_limit_args: Send | None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         limited = endpoint.startswith(LIMITED_PREFIXES)
-        retries = self.limits.max_retries if rate_limit_args is None else rate_limit_args
+        send = rate_limit_args or Send()
+        retries = self.limits.max_retries if send.max_retries is None else send.max_retries
         for attempt in range(retries + 1):
             if limited:
-                await self._acquire(self._window_for(data.get("chat_id")))
+                await self._acquire(self._window_for(data.get("chat_id")), send.bulk)
                 self.stats["requests"] += 1
             try:
                 return await callback(*args, **kwargs)

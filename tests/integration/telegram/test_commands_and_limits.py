@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from telegram.ext import ExtBot
 
-from adapters.telegram.limits import FloodLimiter, FloodLimits
+from adapters.telegram.limits import BULK, FloodLimiter, FloodLimits
 from core.model.space import SpaceState
 from spacebridge.app import stop
 from tests.integration.telegram.conftest import FAN1, FAN2, GROUP, HOST, TG, make_tg
@@ -151,3 +151,20 @@ async def test_limiter_keeps_flood_limits_and_honours_retry_after() -> None:
     assert len(to_fan) == 3 and all(b - a >= 1.0 for a, b in itertools.pairwise(to_fan))
     assert elapsed >= (45 + 3 + 20 - 1) / 30  # paced, not burst
     assert group_sent == 20 and len(pending) == 2  # the 21st waits for the minute to pass
+
+
+async def test_replies_go_ahead_of_a_broadcast() -> None:
+    fake = await FakeBotAPI(limits=Limits()).start()
+    bot = ExtBot(fake.token, base_url=fake.base_url, rate_limiter=FloodLimiter(FloodLimits()))
+    try:
+        async with bot:
+            broadcast = asyncio.gather(*[bot.send_message(2000 + i, "alert", rate_limit_args=BULK)
+                                         for i in range(60)])
+            await asyncio.sleep(0.3)  # about ten alerts are out
+            await bot.send_message(FAN1, "your reply")
+            await asyncio.wait_for(broadcast, 30)
+    finally:
+        await fake.stop()
+    order = [c.params["chat_id"] for c in fake.sent("sendMessage")]
+    assert fake.rejected_429 == 0 and len(order) == 61
+    assert order.index(FAN1) < 20, f"the reply waited behind {order.index(FAN1)} alerts"

@@ -155,7 +155,6 @@ class TelegramAdapter:
         self._admins: dict[tuple[int, int], tuple[bool, float]] = {}
         self._dirty: dict[str, asyncio.Event] = {}
         self._card_tasks: dict[str, asyncio.Task[None]] = {}
-        self._card_lock: dict[str, asyncio.Lock] = {}
         self._started = False
         self._register()
 
@@ -830,7 +829,9 @@ class TelegramAdapter:
             except Exception:
                 log.exception("updating the cards of %s failed", space_id)
             await asyncio.sleep(self.config.card_interval_s)
+        # no await between the loop's end and here, so no _mark() can slip in and be lost
         self._card_tasks.pop(space_id, None)
+        self._dirty.pop(space_id, None)
 
     async def _refresh_cards(self, space_id: str) -> bool:
         """Edit every card of the Space that shows something out of date; True once it has closed."""

@@ -47,6 +47,11 @@ BAD = [
     (FAN1, "/link ABCDEFGH", "not valid"),
     (FAN1, "/follow {me}", "cannot follow yourself"),
     (FAN1, "/frobnicate", "I don't know /frobnicate"),
+    (HOST, "/deny", "Say who"),
+    (HOST, "/invite", "Say who"),
+    (HOST, "/remove", "Say who"),
+    (FAN1, "/remind", "Which Space"),
+    (FAN1, "/unfollow zzzzzzzzzzzz", "no account zzzzzzzzzzzz"),
 ]
 
 
@@ -62,8 +67,22 @@ async def test_bad_arguments_get_clear_answers_and_change_nothing(tg: TG) -> Non
     after = (await tg.core.view(space.id)).as_dict()
     assert after == before
     assert [s.id for s in await tg.core.list_spaces()] == [space.id]
+    # deep links arrive in private chats; one to a Space that does not exist says so
+    assert "no Space zzzzzzzzzzzz" in await tg.say(FAN1, FAN1, "/start join_zzzzzzzzzzzz")
+    assert "not valid" in await tg.say(FAN1, FAN1, "/start link_ZZZZZZZZ")
     # the help lists every command and answers in private too
     assert "/approve" in await tg.say(FAN2, FAN2, "/help")
+
+
+def test_bad_telegram_settings_are_named() -> None:
+    from spacebridge.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="telegram_webhook_secret"):
+        load_settings(telegram_webhook_secret="has spaces!")
+    with pytest.raises(ConfigError, match="telegram_mode"):
+        load_settings(telegram_mode="carrier-pigeon")
+    with pytest.raises(ConfigError, match="telegram_group_per_min"):
+        load_settings(telegram_group_per_min=0)
 
 
 async def test_group_admin_rights_come_from_telegram(tg: TG) -> None:
@@ -89,7 +108,6 @@ async def test_webhook_mode_checks_the_secret_token(tmp_path: Path, monkeypatch:
         update = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": fake.chat(FAN1),
                                                "from": fake.user(FAN1), "text": "/help",
                                                "entities": [{"type": "bot_command", "offset": 0, "length": 5}]}}
-        local = p.url.replace("https://spaces.example.org", "")
         async with aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{p._site_runner.addresses[0][1]}/telegram/webhook"  # type: ignore[union-attr]
             for headers, status in (({}, 403), ({"X-Telegram-Bot-Api-Secret-Token": "wrong"}, 403)):
@@ -103,7 +121,6 @@ async def test_webhook_mode_checks_the_secret_token(tmp_path: Path, monkeypatch:
                 assert r.status == 200
         reply = await fake.wait_for(lambda c: c.method == "sendMessage" and c.params["chat_id"] == FAN1)
         assert "/approve" in reply.params["text"]
-        del local
     finally:
         await stop(p)
         await fake.stop()

@@ -7,6 +7,10 @@ a second card for the same Space in the same chat.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -15,6 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from core.model.accounts import check_platform
 from core.services import Core
 from core.storage.tables import ChatCardRow, SpaceRow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,64 @@ class CardStore:
                 ChatCardRow.platform == self.platform, ChatCardRow.chat_id == card.chat_id,
                 ChatCardRow.message_id == card.message_id))
             await uow.commit()
+
+    async def find(self, chat_id: str, message_id: str) -> Card | None:
+        async with self.core.uow() as uow:
+            row = await uow.session.get(ChatCardRow, (self.platform, chat_id, message_id))
+            return None if row is None else _card(row)
+
+
+class CardRefresher:
+    """Coalesces a Space's changes into at most one ``refresh(space_id)`` per interval.
+
+    ``mark`` is called for every event; one task per changed Space refreshes, sleeps the interval,
+    and refreshes again only if something changed meanwhile. ``refresh`` returns True once the
+    Space is closed for good, which ends its task. Idle tasks end after a few quiet minutes.
+    """
+
+    def __init__(self, refresh: Callable[[str], Awaitable[bool]], interval_s: float) -> None:
+        self.refresh = refresh
+        self.interval_s = interval_s
+        self.running = False
+        self._dirty: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def mark(self, space_id: str) -> None:
+        if not self.running:
+            return
+        flag = self._dirty.setdefault(space_id, asyncio.Event())
+        flag.set()
+        task = self._tasks.get(space_id)
+        if task is None or task.done():
+            self._tasks[space_id] = asyncio.create_task(self._loop(space_id, flag), name=f"cards:{space_id}")
+
+    async def _loop(self, space_id: str, flag: asyncio.Event) -> None:
+        idle_rounds = 0
+        while self.running:
+            if not flag.is_set():
+                idle_rounds += 1
+                if idle_rounds > 3:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flag.wait(), 60)
+                continue
+            idle_rounds = 0
+            flag.clear()
+            try:
+                if await self.refresh(space_id):
+                    break
+            except Exception:
+                log.exception("updating the cards of %s failed", space_id)
+            await asyncio.sleep(self.interval_s)
+        # no await between the loop's end and here, so no mark() can slip in and be lost
+        self._tasks.pop(space_id, None)
+        self._dirty.pop(space_id, None)
+
+    async def stop(self) -> None:
+        self.running = False
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

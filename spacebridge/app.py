@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
+import discord
 from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from telegram.error import InvalidToken, NetworkError
 
+from adapters.discord.bot import DiscordAdapter, DiscordConfig
 from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.telegram.limits import FloodLimits
 from adapters.webrtc.signaling import Rooms
@@ -54,6 +57,7 @@ class Platform:
     tokens: JoinTokens = field(init=False)
     stripe: StripeGateway | None = None
     telegram: TelegramAdapter | None = None
+    discord: DiscordAdapter | None = None
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
@@ -104,7 +108,24 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
         platform.telegram = make_telegram(platform)
         platform.notifiers["telegram"] = platform.telegram
         platform.gateways["telegram_stars"] = platform.telegram
+    if settings.discord_bot_token is not None:
+        platform.discord = make_discord(platform)
+        platform.notifiers["discord"] = platform.discord
     return platform
+
+
+def make_discord(platform: Platform) -> DiscordAdapter:
+    s = platform.settings
+    assert s.discord_bot_token is not None
+    sales = TicketSales(platform.ledger, platform.stripe, s.base_url()) if platform.stripe is not None else None
+    return DiscordAdapter(
+        platform.core, platform.ledger, platform.tokens, s.base_url(),
+        DiscordConfig(token=s.discord_bot_token.get_secret_value(), api_base=s.discord_api_base or None,
+                      gateway_url=s.discord_gateway_url or None, ca_file=s.discord_ca_file or None,
+                      card_interval_s=s.discord_card_interval_s, global_per_s=s.discord_global_per_s,
+                      guild_ready_timeout_s=s.discord_guild_ready_timeout_s, voice=s.discord_voice,
+                      interested_sync_s=s.discord_interested_sync_s),
+        audio=platform.rooms, stripe_sales=sales)
 
 
 def make_telegram(platform: Platform) -> TelegramAdapter:
@@ -179,6 +200,17 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
         except NetworkError as e:
             raise ConfigError(f"cannot reach the Telegram Bot API ({e}); check the network or "
                               "SPACEBRIDGE_TELEGRAM_API_BASE") from None
+    if platform.discord is not None:
+        if not platform.settings.public_url:
+            platform.discord.public_url = platform.url
+        try:
+            await platform.discord.start()
+        except discord.LoginFailure:
+            raise ConfigError("Discord refused DISCORD_BOT_TOKEN: check it in the Developer Portal (Bot → Token)") \
+                from None
+        except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise ConfigError(f"cannot reach Discord ({e}); check the network or SPACEBRIDGE_DISCORD_API_BASE") \
+                from None
 
 
 async def stop(platform: Platform) -> None:
@@ -188,6 +220,9 @@ async def stop(platform: Platform) -> None:
     if platform.telegram is not None:
         with contextlib.suppress(Exception):
             await platform.telegram.stop()
+    if platform.discord is not None:
+        with contextlib.suppress(Exception):
+            await platform.discord.stop()
     if platform._site_runner is not None:
         await platform._site_runner.cleanup()
     await platform.rooms.close()

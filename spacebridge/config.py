@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     discord_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "discord_bot_token", "DISCORD_BOT_TOKEN", "SPACEBRIDGE_DISCORD_BOT_TOKEN"))
+    discord_api_base: str = ""  # REST base (an API proxy, or a local fake): https://discord.com/api/v10 if empty
+    discord_gateway_url: str = ""  # gateway WebSocket (wss://gateway.discord.gg/ if empty)
+    discord_ca_file: str = ""  # an extra CA bundle to trust (a TLS-inspecting proxy; the test fake's voice server)
+    discord_card_interval_s: float = Field(5.0, ge=0.0, le=600)
+    discord_global_per_s: float = Field(50.0, gt=0, le=10_000)  # Discord's global request limit per bot
+    discord_voice: bool = True  # play the room's mix on the Stage
+    discord_guild_ready_timeout_s: float = Field(2.0, ge=0.0, le=60)
+    discord_interested_sync_s: float = Field(300.0, ge=1.0, le=86_400)
     telegram_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "telegram_bot_token", "TELEGRAM_BOT_TOKEN", "SPACEBRIDGE_TELEGRAM_BOT_TOKEN"))
     telegram_api_base: str = ""  # a local Bot API server (https://github.com/tdlib/telegram-bot-api) or a test fake

@@ -51,7 +51,7 @@ from adapters.telegram.limits import BULK, FloodLimiter, FloodLimits, retry_seco
 from adapters.telegram.webapp import DEFAULT_MAX_AGE_S, validate_init_data
 from billing.ledger import Ledger
 from core import events as ev
-from core.cards import Card, CardStore
+from core.cards import Card, CardRefresher, CardStore
 from core.errors import Conflict, DomainError, Invalid, NotFound
 from core.messages import describe
 from core.model.accounts import Actor
@@ -153,8 +153,7 @@ class TelegramAdapter:
         self.cards = CardStore(core, PLATFORM)
         self.username = ""
         self._admins: dict[tuple[int, int], tuple[bool, float]] = {}
-        self._dirty: dict[str, asyncio.Event] = {}
-        self._card_tasks: dict[str, asyncio.Task[None]] = {}
+        self.refresher = CardRefresher(self._refresh_cards, config.card_interval_s)
         self._started = False
         self._register()
 
@@ -172,6 +171,7 @@ class TelegramAdapter:
             await self.app.bot.set_webhook(f"{self.public_url}/telegram/webhook", allowed_updates=Update.ALL_TYPES,
                                            secret_token=self.config.webhook_secret or None)
         self._started = True
+        self.refresher.running = True
         for space_id in await self.cards.open_spaces():  # catch up on what changed while we were down
             self._mark(space_id)
 
@@ -183,11 +183,7 @@ class TelegramAdapter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(drain(), 5.0)
         self._started = False
-        for t in self._card_tasks.values():
-            t.cancel()
-        for t in list(self._card_tasks.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self.refresher.stop()
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
         await self.app.stop()
@@ -805,33 +801,7 @@ class TelegramAdapter:
 
     def _mark(self, space_id: str) -> None:
         """A Space changed: its cards are edited once the coalescing interval has passed."""
-        flag = self._dirty.setdefault(space_id, asyncio.Event())
-        flag.set()
-        task = self._card_tasks.get(space_id)
-        if task is None or task.done():
-            self._card_tasks[space_id] = asyncio.create_task(self._card_loop(space_id, flag))
-
-    async def _card_loop(self, space_id: str, flag: asyncio.Event) -> None:
-        idle_rounds = 0
-        while self._started:
-            if not flag.is_set():
-                idle_rounds += 1
-                if idle_rounds > 3:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(flag.wait(), 60)
-                continue
-            idle_rounds = 0
-            flag.clear()
-            try:
-                if await self._refresh_cards(space_id):
-                    break
-            except Exception:
-                log.exception("updating the cards of %s failed", space_id)
-            await asyncio.sleep(self.config.card_interval_s)
-        # no await between the loop's end and here, so no _mark() can slip in and be lost
-        self._card_tasks.pop(space_id, None)
-        self._dirty.pop(space_id, None)
+        self.refresher.mark(space_id)
 
     async def _refresh_cards(self, space_id: str) -> bool:
         """Edit every card of the Space that shows something out of date; True once it has closed."""

@@ -27,6 +27,8 @@ class CommunitySettings(BaseModel):
     announce_channel: str | None = None
     stage_channel: str | None = None
     announce_role: str | None = None
+    ticket_role: str | None = None  # given to ticket holders on platforms with roles (Discord)
+    stage_notify: bool = True  # Discord: notify the server when the Stage goes live
     plugins_disabled: list[str] = Field(default_factory=list)
 
     @field_validator("reminder_offsets_min")

@@ -1,0 +1,130 @@
+"""What Spaces look like on Discord: the card (an embed with buttons), DMs, scheduled-event text.
+
+Pure functions from a ``SpaceView`` to plain Discord payload pieces, so a card can be hashed to
+decide whether an edit is needed, and reads the same in a test as in a server. Buttons carry
+``sb:<kind>:<space id>[:<arg>]`` custom ids that the bot routes back to core commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import discord
+
+from core.model.space import SpaceState
+from core.services import SpaceView
+
+CARD_REACTIONS = ("👏", "😂", "❤️", "🔥", "🎉")
+MAX_LINE_NAMES = 12
+LIVE_COLOUR = 0xE0245E
+SCHEDULED_COLOUR = 0x1D9BF0
+CLOSED_COLOUR = 0x71767B
+
+
+def when(dt: datetime | None) -> str:
+    """Discord renders ``<t:…:F>`` in each reader's own time zone."""
+    return f"<t:{int(dt.timestamp())}:F> (<t:{int(dt.timestamp())}:R>)" if dt else "soon"
+
+
+def price(view: SpaceView) -> str | None:
+    t = view.space.ticketing
+    if t is None:
+        return None
+    return f"{t.price_minor} ⭐" if t.currency.upper() == "XTR" else f"{t.price_minor / 100:.2f} {t.currency.upper()}"
+
+
+@dataclass(frozen=True)
+class CardContent:
+    embed: discord.Embed
+    view: discord.ui.View | None
+
+    def fingerprint(self) -> str:
+        rows = [[(getattr(c, "custom_id", None), getattr(c, "url", None), getattr(c, "label", None),
+                  str(getattr(c, "emoji", None) or ""), getattr(c, "disabled", False))
+                 for c in self.view.children]] if self.view else []
+        body = json.dumps([self.embed.to_dict(), rows], sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def card(view: SpaceView, web_url: str) -> CardContent:
+    s = view.space
+    n = view.names
+    if s.state == SpaceState.LIVE:
+        colour, head = LIVE_COLOUR, "🔴 LIVE"
+    elif s.state == SpaceState.SCHEDULED:
+        colour, head = SCHEDULED_COLOUR, f"🗓 Starts {when(s.scheduled_for)}"
+    else:
+        colour, head = CLOSED_COLOUR, f"⏹ {s.state.value.capitalize()}"
+    lines = [head, f"Host: **{discord.utils.escape_markdown(view.host_name)}**"]
+    if s.topics:
+        lines.append("Topics: " + ", ".join(s.topics))
+    p = price(view)
+    if p:
+        lines.append(f"🎟 Ticketed: {p}")
+    embed = discord.Embed(title=s.title[:256], description="\n".join(lines), colour=colour, url=web_url)
+    if s.state == SpaceState.LIVE:
+        stage = []
+        for a in [*s.cohosts, *s.speakers][:MAX_LINE_NAMES]:
+            tag = " (co-host)" if a in s.cohosts else ""
+            stage.append(discord.utils.escape_markdown(n.get(a, a)) + tag + (" 🔇" if a in s.muted else ""))
+        if stage:
+            embed.add_field(name="On stage", value=", ".join(stage)[:1024], inline=False)
+        embed.add_field(name="Listening", value=str(view.listener_count))
+        embed.add_field(name="Hands up", value=str(len(s.hands)))
+        tallies = sorted(view.reactions.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
+        if tallies:
+            embed.add_field(name="Reactions", value=" · ".join(f"{e} {c}" for e, c in tallies), inline=False)
+        if s.captions_enabled:
+            embed.add_field(name="Captions", value="💬 on")
+    if s.pins:
+        embed.add_field(name="Pinned", value="\n".join(
+            f"📌 [{p.title}]({p.url})" if p.url else f"📌 {p.title}" for p in s.pins)[:1024], inline=False)
+    embed.set_footer(text=f"Space {s.id}")
+    buttons = discord.ui.View(timeout=None)
+    if s.state == SpaceState.LIVE:
+        buttons.add_item(discord.ui.Button(label="Join web room", emoji="🎧", custom_id=f"sb:j:{s.id}",
+                                           style=discord.ButtonStyle.primary, row=0))
+        buttons.add_item(discord.ui.Button(label="Hand", emoji="✋", custom_id=f"sb:h:{s.id}", row=0))
+        for i, e in enumerate(CARD_REACTIONS):
+            buttons.add_item(discord.ui.Button(emoji=e, custom_id=f"sb:r:{s.id}:{i}", row=1))
+    elif s.state == SpaceState.SCHEDULED:
+        buttons.add_item(discord.ui.Button(label="Remind me", emoji="🔔", custom_id=f"sb:m:{s.id}",
+                                           style=discord.ButtonStyle.primary))
+        buttons.add_item(discord.ui.Button(label="Details", url=web_url))
+    else:
+        return CardContent(embed, None)
+    return CardContent(embed, buttons)
+
+
+def event_description(view: SpaceView, web_url: str) -> str:
+    s = view.space
+    parts = [f"A live audio Space hosted by {view.host_name}."]
+    if s.topics:
+        parts.append("Topics: " + ", ".join(s.topics) + ".")
+    p = price(view)
+    if p:
+        parts.append(f"Ticketed: {p} (buy with /space ticket).")
+    parts.append(f"Listen here on the Stage or in the browser: {web_url}")
+    return " ".join(parts)[:1000]
+
+
+def notice(template: str, data: dict[str, Any]) -> str:
+    """The DM for a durable delivery (go-live alert, reminders, changes of plan)."""
+    title = discord.utils.escape_markdown(str(data.get("title", "a Space")))
+    host = discord.utils.escape_markdown(str(data.get("host_name", "the host")))
+    starts = data.get("scheduled_for")
+    at = when(datetime.fromisoformat(starts)) if starts else "soon"
+    texts = {
+        "space.live": f"🔴 {host} is live now: **{title}**",
+        "space.reminder": (f"🔔 **{title}** by {host} starts in {data.get('minutes')} min ({at})."
+                           if data.get("minutes") else f"🔔 **{title}** by {host} is about to start ({at})."),
+        "space.host_reminder": f"⏰ Your Space **{title}** starts in {data.get('minutes', 0)} min. "
+                               f"Start it with `/space start space:{data.get('space_id')}`",
+        "space.cancelled": f"✖️ {host} cancelled **{title}**.",
+        "space.rescheduled": f"🗓 **{title}** by {host} moved to {at}. Ticket holders may ask for a refund.",
+    }
+    return texts.get(template, f"{title}: {template}")

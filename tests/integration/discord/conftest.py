@@ -27,6 +27,7 @@ class DC:
     host: int
     fan: int
     admin: int
+    last: int = 0  # the last interaction a helper made
 
     @property
     def core(self) -> Any:

@@ -150,7 +150,7 @@ class FakeDiscord:
             self.buckets["POST /users/@me/channels"] = (dm_open_per_s, 1.0)
         self.forced_429: dict[str, float] = {}  # route -> retry_after, answered once
         self._global: deque[float] = deque()
-        self._bucket_hits: dict[str, deque[float]] = {}
+        self._windows: dict[str, list[float]] = {}  # route -> [window start, requests in it]
         self.rate_limited: list[Call] = []
         self.gateways: list[web.WebSocketResponse] = []
         self.identified = asyncio.Event()
@@ -519,20 +519,21 @@ class FakeDiscord:
         if rule is None:
             return
         limit, per = rule
-        hits = self._bucket_hits.setdefault(key, deque())
-        while hits and now - hits[0] >= per:
-            hits.popleft()
-        reset_after = per - (now - hits[0]) if hits else per
+        # Discord's buckets are fixed windows: the first request opens one, and all of it resets at once
+        window = self._windows.get(key)
+        if window is None or now >= window[0] + per:
+            window = self._windows[key] = [now, 0]
+        reset_after = window[0] + per - now
         headers.update({"X-RateLimit-Limit": str(limit), "X-RateLimit-Bucket": f"b-{abs(hash(key)) % 10**8}",
                         "X-RateLimit-Reset-After": f"{reset_after:.3f}",
                         "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}"})
-        if len(hits) >= limit:
+        if window[1] >= limit:
             headers.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Scope": "user",
                             "Retry-After": f"{reset_after:.3f}"})
             self.rate_limited.append(call)
             raise Denied(429, 0, f"{reset_after:.3f}")
-        hits.append(now)
-        headers["X-RateLimit-Remaining"] = str(limit - len(hits))
+        window[1] += 1
+        headers["X-RateLimit-Remaining"] = str(limit - int(window[1]))
 
     def _need(self, g: Guild, *bits: int) -> None:
         have = g.perms(BOT_ID)

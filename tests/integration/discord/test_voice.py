@@ -1,0 +1,86 @@
+"""The Space's audio on the Stage: a web speaker's tone reaches Discord as the room's own Opus.
+
+The bot joins the Stage through discord.py's real voice client (voice gateway over TLS, UDP with IP
+discovery, ``aead_xchacha20_poly1305_rtpsize``); the fake voice server decrypts what arrives and
+the test decodes it. DAVE is negotiated at version 0 by the fake (see its docstring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+
+from core.clock import FrozenClock
+from core.ports import SAMPLE_RATE
+from spacebridge.app import stop
+from tests.integration.discord.conftest import make_dc
+from tests.integration.webrtc.test_signaling import connect
+from tests.support.discord_fake import BOT_ID, STAGE, TEXT, FakeDiscord, Mention
+from tests.support.loopback import LOOPBACK, ensure_loopback_alias
+
+
+def peak_hz(pcm: Any) -> float:
+    spec = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(pcm.size)))
+    return float(np.fft.rfftfreq(pcm.size, 1 / SAMPLE_RATE)[int(np.argmax(spec))])
+
+
+@pytest.mark.slow
+async def test_a_web_speakers_tone_reaches_the_stage_as_opus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ensure_loopback_alias()
+    fake = await FakeDiscord().start()
+    guild = fake.add_guild("Voice")
+    host = 300000000000000020
+    fake.add_member(guild, host, "Hana")
+    p = await make_dc(tmp_path, monkeypatch, fake, FrozenClock(), ice_announce=[LOOPBACK])
+    try:
+        stage, text = fake.channel_of(guild, STAGE), fake.channel_of(guild, TEXT)
+        await fake.reply(await fake.interact(guild, guild.owner_id, "spacebridge", "setup", {
+            "stage_channel": Mention("channel", stage), "announce_channel": Mention("channel", text),
+            "host_rule": "everyone"}))
+        await fake.reply(await fake.interact(guild, host, "space", "start", {"title": "On air"}))
+        space = (await p.core.list_spaces(states=("live",)))[0]
+        await asyncio.wait_for(fake.voice_ready.wait(), 20)
+        # the bot asked to speak on the Stage (it is a stage moderator) and plays the room
+        unsuppress = await fake.wait_for(lambda c: c.method == "PATCH" and c.path.endswith("/voice-states/@me"))
+        assert unsuppress.body["suppress"] is False
+        assert fake.voice_sessions[0]["mode"] == "aead_xchacha20_poly1305_rtpsize"
+
+        host_acc = await p.core.ensure_account("discord", str(host), "Hana")
+        async with aiohttp.ClientSession() as http:
+            speaker = await connect(p, http, space.id, p.tokens.issue(space.id, host_acc.id, "speaker",
+                                                                     p.core.now()), 440)
+            await speaker.recv("welcome")
+            await speaker.media()
+            await asyncio.sleep(3.0)
+            packets = list(fake.voice_packets)
+            await speaker.client.pc.close()
+            await speaker.ws.close()
+        assert len(packets) > 100, "the bot streams 50 packets a second"
+        seqs = [s for _, s, _ in packets[-100:]]
+        assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "RTP sequence has gaps"
+        decoder: Any = av.CodecContext.create("libopus", "r")
+        pcm = []
+        for _, _, opus in packets[-50:]:
+            for frame in decoder.decode(av.Packet(opus)):
+                pcm.append(frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1))
+        assert abs(peak_hz(np.concatenate(pcm)) - 440) < 5, "Discord does not hear the web speaker"
+        source = p.discord.voice_source(guild.id) if p.discord else None
+        assert source is not None and source.played > 50
+
+        await fake.reply(await fake.interact(guild, host, "space", "end", {}))
+        left = await fake.wait_for(lambda c: c.method == "DELETE" and c.path == f"/stage-instances/{stage}")
+        assert left
+        for _ in range(100):
+            if guild.voice.get(BOT_ID) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert guild.voice.get(BOT_ID) is None, "the bot left the Stage when the Space ended"
+    finally:
+        await stop(p)
+        await fake.stop()

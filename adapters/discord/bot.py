@@ -362,7 +362,7 @@ class DiscordAdapter:
             self._require(announce, ANNOUNCE_NEEDS)
 
     # ---- commands ------------------------------------------------------------------------------
-    def _register(self, tree: app_commands.CommandTree[discord.Client]) -> None:  # noqa: C901 - the command table
+    def _register(self, tree: app_commands.CommandTree[discord.Client]) -> None:
         space = app_commands.Group(name="space", description="Live audio Spaces")
         admin = app_commands.Group(name="spacebridge", description="Set Spacebridge up for this server",
                                    default_permissions=discord.Permissions(manage_guild=True), guild_only=True)
@@ -891,7 +891,8 @@ class DiscordAdapter:
             log.warning("cannot play %s on %s: missing %s", session.space_id, stage, ", ".join(missing))
             return
         try:
-            vc = await stage.connect(timeout=self.config.voice_timeout_s, reconnect=True, self_deaf=True)
+            vc: discord.VoiceClient = await stage.connect(timeout=self.config.voice_timeout_s, reconnect=True,
+                                                          self_deaf=True)
         except (discord.ClientException, TimeoutError, discord.HTTPException) as e:
             log.warning("could not join the Stage %s: %s", stage, e)
             return
@@ -1052,8 +1053,8 @@ class DiscordAdapter:
         channel = guild.system_channel
         if channel is not None and not self._missing(channel, ("view_channel", "send_messages")):
             with contextlib.suppress(discord.HTTPException):
-                await channel.send("👋 Spacebridge is here. An admin can run `/spacebridge setup` to pick the Stage and "
-                                   "announcement channel; then anyone allowed can go live with `/space start`.")
+                await channel.send("👋 Spacebridge is here. An admin can run `/spacebridge setup` to pick the Stage "
+                                   "and announcement channel; then anyone allowed can go live with `/space start`.")
 
     async def _live_discord_spaces(self) -> list[Space]:
         out = []

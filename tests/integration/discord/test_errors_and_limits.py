@@ -24,7 +24,8 @@ async def test_missing_bot_permissions_are_named_and_nothing_starts(tmp_path: Pa
     try:
         stage, text = fake.channel_of(guild, STAGE), fake.channel_of(guild, TEXT)
         iid = await fake.interact(guild, guild.owner_id, "spacebridge", "setup",
-                                  {"stage_channel": Mention("channel", stage), "announce_channel": Mention("channel", text),
+                                  {"stage_channel": Mention("channel", stage),
+                                   "announce_channel": Mention("channel", text),
                                    "host_rule": "everyone"})
         r = await fake.reply(iid)
         assert "missing" in r["content"] and "Manage Channels" in r["content"] and "Mute Members" in r["content"]

@@ -170,7 +170,8 @@ async def test_scheduled_space_becomes_a_stage_event_kept_in_sync_and_interested
     dm = await dc.fake.wait_for(lambda c: c.method == "POST" and c.path == "/users/@me/channels"
                                 and str(c.body["recipient_id"]) == str(dc.fan))
     assert dm
-    await dc.fake.wait_for(lambda c: c.method == "POST" and c.path == f"/channels/{dc.fake.dm_channels[dc.fan]}/messages"
+    dm_channel = dc.fake.dm_channels[dc.fan]
+    await dc.fake.wait_for(lambda c: c.method == "POST" and c.path == f"/channels/{dm_channel}/messages"
                            and "Launch party" in c.body["content"])
 
     # starting it starts the event and links the stage instance to it; cancelling another cancels its event

@@ -8,6 +8,7 @@ the test decodes it. DAVE is negotiated at version 0 by the fake (see its docstr
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ async def test_a_web_speakers_tone_reaches_the_stage_as_opus(tmp_path: Path, mon
             await speaker.ws.close()
         assert len(packets) > 100, "the bot streams 50 packets a second"
         seqs = [s for _, s, _ in packets[-100:]]
-        assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "RTP sequence has gaps"
+        assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs)), "RTP sequence has gaps"
         decoder: Any = av.CodecContext.create("libopus", "r")
         pcm = []
         for _, _, opus in packets[-50:]:

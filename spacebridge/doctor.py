@@ -9,6 +9,11 @@ from core.storage.engine import make_engine
 from spacebridge.config import Settings
 
 
+# View Channel, Send Messages, Embed Links, Connect, Speak, Mute Members, Move Members, Manage Channels,
+# Manage Roles (ticket role), Manage Events (scheduled Spaces): what the Discord adapter asks for.
+DISCORD_PERMISSIONS = 8_882_506_768
+
+
 async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = [{"name": "config", "ok": True, "detail": "valid"}]
     url = settings.resolved_database_url()
@@ -49,7 +54,7 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
         elif name == "telegram":
             checks.append(await _telegram(settings))
         else:
-            checks.append({"name": name, "ok": True, "detail": "token set"})
+            checks.append(await _discord(settings))
     if settings.ticketing_enabled:
         checks.append({"name": "ticketing", "ok": True, "detail": "Stripe keys set"})
     else:
@@ -76,3 +81,26 @@ async def _telegram(settings: Settings) -> dict[str, Any]:
                 "detail": "Telegram refused TELEGRAM_BOT_TOKEN: check it with @BotFather"}
     except TelegramError as e:
         return {"name": "telegram", "ok": False, "detail": f"cannot reach the Telegram Bot API: {e}"}
+
+
+async def _discord(settings: Settings) -> dict[str, Any]:
+    """Ask Discord who the token belongs to (GET /users/@me), as discord.py's login does."""
+    import aiohttp
+
+    assert settings.discord_bot_token is not None
+    base = (settings.discord_api_base or "https://discord.com/api/v10").rstrip("/")
+    headers = {"Authorization": f"Bot {settings.discord_bot_token.get_secret_value().strip()}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
+                http.get(f"{base}/users/@me", headers=headers) as r:
+            if r.status == 401:
+                return {"name": "discord", "ok": False,
+                        "detail": "Discord refused DISCORD_BOT_TOKEN: check it in the Developer Portal (Bot → Token)"}
+            r.raise_for_status()
+            me = await r.json()
+    except (aiohttp.ClientError, TimeoutError) as e:
+        return {"name": "discord", "ok": False, "detail": f"cannot reach Discord at {base}: {e}"}
+    invite = (f"https://discord.com/oauth2/authorize?client_id={me.get('id')}&scope=bot+applications.commands"
+              f"&permissions={DISCORD_PERMISSIONS}")
+    return {"name": "discord", "ok": True,
+            "detail": f"token set; the bot is {me.get('username')}; add it to a server: {invite}"}

@@ -200,7 +200,12 @@ class DiscordAdapter:
     async def start(self) -> None:
         """Log in (a bad token raises ``discord.LoginFailure``), connect, and wait until ready."""
         client = self.client = self._make_client()
-        await client.login(self.config.token)
+        try:
+            await client.login(self.config.token)
+        except BaseException:
+            await client.close()
+            self.client = None
+            raise
         self._runner = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
         self._runner.add_done_callback(self._gateway_done)
         ready = asyncio.create_task(client.wait_until_ready())

@@ -57,10 +57,11 @@ class DC:
 async def make_dc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeDiscord, clock: FrozenClock,
                   **overrides: object) -> Platform:
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'dc.sqlite3'}", job_workers=0,
-                             discord_bot_token=fake.token, discord_api_base=fake.api_base,
-                             discord_gateway_url=f"ws://127.0.0.1:{fake.port}/gateway", discord_ca_file=fake.ca_file,
-                             discord_card_interval_s=0.05, discord_guild_ready_timeout_s=0.2, **overrides)
+    settings = load_settings(**{
+        "database_url": f"sqlite:///{tmp_path / 'dc.sqlite3'}", "job_workers": 0, "discord_bot_token": fake.token,
+        "discord_api_base": fake.api_base, "discord_gateway_url": f"ws://127.0.0.1:{fake.port}/gateway",
+        "discord_ca_file": fake.ca_file, "discord_card_interval_s": 0.05, "discord_guild_ready_timeout_s": 0.2,
+        **overrides})
     p = await build(settings, clock=clock)
     await start(p, "127.0.0.1", 0)
     return p

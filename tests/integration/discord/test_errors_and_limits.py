@@ -104,3 +104,28 @@ async def test_go_live_dms_are_paced_under_the_global_limit_and_closed_dms_mark_
         p.runners.clear()
         await stop(p)
         await fake.stop()
+
+
+async def test_doctor_asks_discord_who_the_bot_is(dc: DC) -> None:
+    from spacebridge.config import load_settings
+    from spacebridge.doctor import run_checks
+
+    db = dc.platform.settings.database_url
+    good = load_settings(database_url=db, discord_bot_token=dc.fake.token, discord_api_base=dc.fake.api_base)
+    check = next(c for c in await run_checks(good) if c["name"] == "discord")
+    assert check["ok"] and "Spacebridge" in check["detail"]
+    bad = load_settings(database_url=db, discord_bot_token="not-a-token", discord_api_base=dc.fake.api_base)
+    check = next(c for c in await run_checks(bad) if c["name"] == "discord")
+    assert not check["ok"] and "refused DISCORD_BOT_TOKEN" in check["detail"]
+
+
+async def test_a_refused_token_is_a_clear_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spacebridge.config import ConfigError
+
+    fake = await FakeDiscord().start()
+    try:
+        with pytest.raises(ConfigError, match="Discord refused DISCORD_BOT_TOKEN"):
+            await make_dc(tmp_path, monkeypatch, fake, FrozenClock(), discord_voice=False,
+                          discord_bot_token="MTIz.wrong.token")
+    finally:
+        await fake.stop()

@@ -8,7 +8,6 @@ from core.storage import migrate
 from core.storage.engine import make_engine
 from spacebridge.config import Settings
 
-
 # View Channel, Send Messages, Embed Links, Connect, Speak, Mute Members, Move Members, Manage Channels,
 # Manage Roles (ticket role), Manage Events (scheduled Spaces): what the Discord adapter asks for.
 DISCORD_PERMISSIONS = 8_882_506_768

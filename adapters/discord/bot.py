@@ -240,8 +240,15 @@ class DiscordAdapter:
             self._sync_task.cancel()
         for guild_id in list(self._state.voice):
             await self._leave_voice(guild_id)
-        for t in list(self._state.tasks):
+        # wait for cancelled work to unwind before the database goes away: a task cancelled in the middle
+        # of a transaction must roll back on a live connection, or it never finishes
+        tasks = [t for t in self._state.tasks if not t.done()]
+        for t in tasks:
             t.cancel()
+        if self._sync_task is not None:
+            tasks.append(self._sync_task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
         if self.client is not None:
             await self.client.close()
         if self._runner is not None:

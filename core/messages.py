@@ -6,6 +6,7 @@ sentences, so Discord, Telegram, the web room and the CLI say the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from core.errors import DomainError
@@ -124,11 +125,12 @@ _TEXT: dict[str, str] = {
 }
 
 
-def describe(error: DomainError) -> str:
+def describe(error: DomainError, extra: Mapping[str, str] | None = None) -> str:
+    """The sentence for ``error``; ``extra`` holds an adapter's own codes (e.g. "telegram.dm_first")."""
     if error.code == "eligibility.failed":
         parts = [_RULES.get(f["rule"], f["rule"]).format(**_fmt(f)) for f in error.data.get("failures", [])]
         return "You cannot do that here yet: " + "; ".join(parts) + "."
-    template = _TEXT.get(error.code)
+    template = (extra or {}).get(error.code) or _TEXT.get(error.code)
     if template is None:
         return f"Refused ({error.code})."
     try:

@@ -74,13 +74,7 @@ _MISC_TEXT = {
 
 
 def say(error: DomainError) -> str:
-    text = _MISC_TEXT.get(error.code)
-    if text is not None:
-        try:
-            return text.format(**{k: (", ".join(v) if isinstance(v, list) else v) for k, v in error.data.items()})
-        except KeyError:
-            return text
-    return describe(error)
+    return describe(error, _MISC_TEXT)
 
 
 @dataclass
@@ -679,7 +673,8 @@ class DiscordAdapter:
         custom_id = str(interaction.data.get("custom_id", ""))
         if not custom_id.startswith("sb:"):
             return
-        _, kind, rest = custom_id.split(":", 2)
+        _, _, rest = custom_id.partition(":")
+        kind, _, rest = rest.partition(":")
         space_id, _, arg = rest.partition(":")
         try:
             actor = await self._actor(interaction.user)
@@ -832,10 +827,7 @@ class DiscordAdapter:
         if event is not None and event.status == discord.EventStatus.scheduled:
             with contextlib.suppress(discord.HTTPException):
                 await event.start(reason="Spacebridge: the Space went live")
-        instance = stage.instance
-        if instance is None:
-            with contextlib.suppress(discord.NotFound):
-                instance = await stage.fetch_instance()
+        instance = await self._instance(stage)
         topic = space.title[:120]
         if instance is None:
             kwargs: dict[str, Any] = {}
@@ -852,9 +844,22 @@ class DiscordAdapter:
         if found is None:
             return
         stage, _ = self._channels(*found)
-        if stage is not None and stage.instance is not None and view.space.state == SpaceState.LIVE:
+        if stage is None or view.space.state != SpaceState.LIVE:
+            return
+        instance = await self._instance(stage)
+        if instance is not None and instance.topic != view.space.title[:120]:
             with contextlib.suppress(discord.HTTPException):
-                await stage.instance.edit(topic=view.space.title[:120])
+                await instance.edit(topic=view.space.title[:120])
+
+    @staticmethod
+    async def _instance(stage: discord.StageChannel) -> discord.StageInstance | None:
+        """The Stage's live instance, from the cache or, after a restart, from Discord."""
+        if stage.instance is not None:
+            return stage.instance
+        try:
+            return await stage.fetch_instance()
+        except discord.HTTPException:
+            return None
 
     async def _closed(self, space_id: str) -> None:
         view = await self.core.view(space_id)
@@ -866,10 +871,7 @@ class DiscordAdapter:
             await self._leave_voice(guild.id)
         stage, _ = self._channels(guild, settings)
         if stage is not None and view.space.state == SpaceState.ENDED:
-            instance = stage.instance
-            if instance is None:
-                with contextlib.suppress(discord.HTTPException):
-                    instance = await stage.fetch_instance()
+            instance = await self._instance(stage)
             if instance is not None:
                 with contextlib.suppress(discord.NotFound):
                     await instance.delete(reason="Spacebridge: the Space ended")

@@ -108,13 +108,7 @@ _MISC_TEXT = {
 
 
 def say(error: DomainError) -> str:
-    text = _MISC_TEXT.get(error.code)
-    if text is not None:
-        try:
-            return text.format(**error.data)
-        except KeyError:
-            return text
-    return describe(error)
+    return describe(error, _MISC_TEXT)
 
 
 @dataclass

@@ -20,6 +20,7 @@ It implements the parts of Discord's API v10 the adapter uses, the way Discord a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import itertools
@@ -421,36 +422,35 @@ class FakeDiscord:
                 channels[str(v.id)] = {**c, "permissions": str(g.perms(BOT_ID))}
         return {"users": users, "members": members, "roles": roles, "channels": channels}
 
+    async def _until(self, look: Callable[[], Any], timeout: float, why: Callable[[], str]) -> Any:
+        """Wait until ``look()`` returns something other than None, re-checking after every request."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with self._changed:
+            while (found := look()) is None:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise TimeoutError(f"{why()}; last calls: "
+                                       f"{[(c.method, c.path, c.status) for c in self.calls[-10:]]}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), left)
+            return found
+
     async def reply(self, iid: int, timeout: float = 10.0, index: int = 0) -> dict[str, Any]:
         """The ``index``-th message the bot answered interaction ``iid`` with (callback or follow-up)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with self._changed:
-            while len([r for r in self.responses[iid] if r.get("content") is not None or r.get("embeds")]) <= index:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    raise TimeoutError(f"no reply {index} to interaction {iid}; got {self.responses[iid]}; "
-                                       f"last calls {[(c.method, c.path, c.status) for c in self.calls[-6:]]}")
-                try:
-                    await asyncio.wait_for(self._changed.wait(), left)
-                except TimeoutError:
-                    pass
-            return [r for r in self.responses[iid] if r.get("content") is not None or r.get("embeds")][index]
+        def look() -> dict[str, Any] | None:
+            msgs = [r for r in self.responses[iid] if r.get("content") is not None or r.get("embeds")]
+            return msgs[index] if len(msgs) > index else None
+
+        return dict(await self._until(look, timeout, lambda: f"no reply {index} to interaction {iid}: "
+                                                            f"{self.responses[iid]}"))
 
     async def wait_for(self, pred: Callable[[Call], bool], timeout: float = 10.0, after: int = 0) -> Call:
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with self._changed:
-            while True:
-                for c in self.calls[after:]:
-                    if c.status < 300 and pred(c):
-                        return c
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    raise TimeoutError(f"no matching Discord call in {timeout}s; last calls: "
-                                       f"{[(c.method, c.path, c.status) for c in self.calls[-10:]]}")
-                try:
-                    await asyncio.wait_for(self._changed.wait(), left)
-                except TimeoutError:
-                    pass
+        """The first successful call (from index ``after``) matching ``pred``."""
+        def look() -> Call | None:
+            return next((c for c in self.calls[after:] if c.status < 300 and pred(c)), None)
+
+        found: Call = await self._until(look, timeout, lambda: f"no matching Discord call in {timeout}s")
+        return found
 
     def find(self, method: str, prefix: str, after: int = 0) -> list[Call]:
         return [c for c in self.calls[after:] if c.method == method and c.path.startswith(prefix) and c.status < 300]
@@ -671,6 +671,8 @@ class FakeDiscord:
         inst = g.stages.get(cid)
         if inst is None:
             raise Denied(404, 10067, "Unknown Stage Instance")
+        if m == "GET":
+            return 200, inst
         if m == "PATCH":
             inst.update({k: v for k, v in b.items() if k in ("topic", "privacy_level")})
             await self.dispatch("STAGE_INSTANCE_UPDATE", inst)

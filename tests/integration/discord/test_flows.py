@@ -141,6 +141,28 @@ async def test_card_buttons_react_raise_hands_and_hand_out_personal_links(dc: DC
     iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id=f"sb:r:{space_id}:9", message_id=card)
     assert "⚠️" in (await dc.fake.reply(iid))["content"]
     assert (await dc.core.view(space_id)).reactions == {"👏": 1}
+    iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id="sb:zz", message_id=card)
+    assert "⚠️" in (await dc.fake.reply(iid))["content"], "a malformed button gets a clear answer"
+
+
+async def test_renaming_a_live_space_retitles_the_stage_and_demoting_suppresses(dc: DC) -> None:
+    await setup_guild(dc)
+    space_id = await live(dc)
+    host = await dc.actor(dc.host)
+    await dc.core.edit_space(host, space_id, title="Evening show")
+    patch = await dc.fake.wait_for(lambda c: c.method == "PATCH" and c.path == f"/stage-instances/{dc.stage}")
+    assert patch.body["topic"] == "Evening show"
+    fan = await dc.actor(dc.fan)
+    await dc.fake.join_voice(dc.guild, dc.fan, dc.stage)
+    await until(lambda: _present(dc, space_id, fan.account_id))
+    await dc.core.promote(host, space_id, fan.account_id, "speaker")
+    up = await dc.fake.wait_for(lambda c: c.method == "PATCH" and c.path.endswith(f"/voice-states/{dc.fan}"))
+    assert up.body["suppress"] is False
+    mark = len(dc.fake.calls)
+    await dc.core.demote(host, space_id, fan.account_id)
+    down = await dc.fake.wait_for(lambda c: c.method == "PATCH" and c.path.endswith(f"/voice-states/{dc.fan}"),
+                                  after=mark)
+    assert down.body["suppress"] is True
 
 
 async def test_scheduled_space_becomes_a_stage_event_kept_in_sync_and_interested_get_reminders(dc: DC) -> None:

@@ -123,6 +123,8 @@ class ParticipantLeft(SpaceEvent):
     account_id: str
     reason: str  # "left" | "removed" | "blocked"
     listener_count: int
+    by: str | None = None  # who removed them
+    why: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,6 +213,36 @@ class CaptionLine(SpaceEvent):
     text: str
     start_s: float
     end_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommentPosted(SpaceEvent):
+    """A line of text chat from someone in the web room."""
+
+    name: ClassVar[str] = "comment.posted"
+    account_id: str
+    text: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpaceNotice(SpaceEvent):
+    """Something everyone in the Space (or one person in it) should be told, e.g. "recording started"."""
+
+    name: ClassVar[str] = "space.notice"
+    source: str  # the plugin (or "core") that speaks
+    text: str
+    account_id: str | None = None  # only this person, where the platform can single them out
+    kind: str = "info"  # info | recording | moderation: lets clients show a matching control
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpaceBadge(SpaceEvent):
+    """A status shown with the Space on every platform (e.g. "Recording"), set by a plugin."""
+
+    name: ClassVar[str] = "space.badge"
+    source: str
+    text: str | None  # None: badge removed
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,7 +58,25 @@ _TEXT: dict[str, str] = {
     "hand.not_raised": "There is no raised hand to act on.",
     "hand.no_such_position": "There is no raised hand number {position} ({queued} in the queue).",
     "reaction.not_an_emoji": "A reaction must be a single emoji.",
+    "comment.length": "A comment is 1 to {max} characters (this one has {length}).",
     "reaction.rate_limited": "Slow down: try again in {retry_after_s} s.",
+    "plugin.unknown_command": "There is no command {name}.",
+    "plugin.disabled": "The {plugin} plugin is turned off in this community.",
+    "plugin.failed": "The {plugin} plugin ran into a problem; nothing was changed. Please try again later.",
+    "plugin.missing_option": "{command} needs {option}.",
+    "plugin.bad_option": "{option}: {problem}.",
+    "plugin.command_taken": "The command name {name} is already taken.",
+    "plugin.bad_command_name": "Command names are 2-32 characters of a-z, 0-9 and _ ({name!r} is not).",
+    "store.bad_key": "Store keys are 1 to {max} characters.",
+    "store.value_too_big": "Stored values are at most {max} bytes.",
+    "moderation.rate_limited": "Slow down: you can {action} again in {retry_after_s} s.",
+    "moderation.filtered": "That contains words this community does not allow.",
+    "recording.already": "This Space is already being recorded.",
+    "recording.not_recording": "This Space is not being recorded.",
+    "recording.not_live": "Only a live Space can be recorded.",
+    "recording.no_clip": "Clips can only be made while the Space is being recorded.",
+    "recording.not_found": "There is no recording {recording_id}.",
+    "captions.backend_unavailable": "Captions are not available here: {detail}.",
     "pin.title_length": "A pin title must be 1 to {max} characters.",
     "pin.target": "Pin a link or a message: {hint}.",
     "pin.bad_url": "That is not a web link (http:// or https://).",
@@ -123,6 +141,12 @@ _TEXT: dict[str, str] = {
     "telegram.init_data_forged": "Telegram's sign-in data is not genuine; open the Space again from the bot.",
     "telegram.init_data_expired": "This sign-in is too old; open the Space again from the bot.",
 }
+
+
+def add_wording(texts: Mapping[str, str]) -> None:
+    """Plugins bring the sentences for their own error codes (existing codes keep theirs)."""
+    for code, text in texts.items():
+        _TEXT.setdefault(code, text)
 
 
 def describe(error: DomainError, extra: Mapping[str, str] | None = None) -> str:

@@ -17,6 +17,7 @@ from core.clock import Clock
 __all__ = [
     "AudioFrame",
     "AudioTap",
+    "AudioTick",
     "Clock",
     "Delivery",
     "DeliveryResult",
@@ -39,6 +40,19 @@ class AudioFrame:
     speaker_id: str | None = None  # None for the room mix
 
 
+@dataclass(frozen=True, slots=True)
+class AudioTick:
+    """One 20 ms step of a room: the mix and each publishing speaker's own frame, on one clock.
+
+    ``seq`` counts 20 ms steps since the room opened, so ``seq * 0.02`` is a position in time that
+    every consumer (captions, recording, timeline) shares.
+    """
+
+    seq: int
+    mix: npt.NDArray[np.int16]
+    speakers: dict[str, npt.NDArray[np.int16]]
+
+
 class AudioTap(Protocol):
     """The room's audio, for Discord playback, captions and recording.
 
@@ -48,6 +62,10 @@ class AudioTap(Protocol):
     def mix(self, space_id: str) -> AsyncIterator[AudioFrame]: ...
 
     def speakers(self, space_id: str) -> AsyncIterator[AudioFrame]: ...
+
+    def ticks(self, space_id: str) -> AsyncIterator[AudioTick]:
+        """Every tick, with silence included, so consumers can keep time (recording, captions)."""
+        ...
 
     def opus_packets(self, space_id: str) -> AsyncIterator[tuple[int, bytes]]:
         """The room's single Opus encode as (seq, packet): what listeners receive, unmodified."""

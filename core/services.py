@@ -22,6 +22,7 @@ from core.bus import EventBus
 from core.clock import Clock
 from core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from core.ids import new_code, new_id
+from core.kv import KeyValueStore
 from core.model.accounts import LINK_CODE_TTL_S, Account, Actor, Identity, LinkCode, Tier, check_platform
 from core.model.community import WEB_COMMUNITY_EXTERNAL_ID, Community, CommunitySettings
 from core.model.space import MAX_SCHEDULED_PER_HOST, Role, Space, SpaceState, Ticketing, Visibility
@@ -33,6 +34,12 @@ from core.storage.uow import UnitOfWork
 T = TypeVar("T")
 
 HOST_REMINDER_MIN = 30
+CARD_CAPTION_LINES = 3
+MAX_COMMENT = 300
+
+# Hooks plugins add through their context (plugins/api.py); the core calls them, never imports them.
+Guard = Callable[[Actor, str, str], Awaitable[None]]  # (actor, space_id, action) -> raise to refuse
+TextFilter = Callable[[str, str, str], Awaitable[str]]  # (kind: caption|pin|notice|comment, space_id, text)
 MAX_COMMAND_RETRIES = 8
 
 
@@ -45,6 +52,8 @@ class SpaceView:
     listener_count: int
     reactions: dict[str, int]
     names: dict[str, str] = field(default_factory=dict)
+    badges: dict[str, str] = field(default_factory=dict)  # source -> text ("recording": "🔴 Recording")
+    captions: list[dict[str, Any]] = field(default_factory=list)  # the last few lines while captions are on
 
     def as_dict(self) -> dict[str, Any]:
         s = self.space
@@ -58,7 +67,7 @@ class SpaceView:
             "queue": [h.account_id for h in s.hands],
             "pins": [{"id": p.id, "title": p.title, "url": p.url, "message_ref": p.message_ref} for p in s.pins],
             "captions_enabled": s.captions_enabled, "listener_count": self.listener_count,
-            "reactions": self.reactions, "names": self.names,
+            "reactions": self.reactions, "names": self.names, "badges": self.badges,
             "ticketing": None if s.ticketing is None else {
                 "price_minor": s.ticketing.price_minor, "currency": s.ticketing.currency,
                 "capacity": s.ticketing.capacity},
@@ -199,6 +208,18 @@ class Core:
         self._joins = _GroupCommit(self._join_batch)
         bus.subscribe(self._on_event, names=AccessCache.REVOKING)
         self._live: dict[str, float] = {}
+        self.guards: list[Guard] = []
+        self.text_filters: list[TextFilter] = []
+        self._platform_kv = KeyValueStore(sessionmaker, clock, "spacebridge")
+
+    async def _guard(self, actor: Actor, space_id: str, action: str) -> None:
+        for g in list(self.guards):
+            await g(actor, space_id, action)
+
+    async def filter_text(self, kind: str, space_id: str, text: str) -> str:
+        for f in list(self.text_filters):
+            text = await f(kind, space_id, text)
+        return text
 
     # ---- plumbing --------------------------------------------------------------------------
     def uow(self) -> UnitOfWork:
@@ -656,6 +677,7 @@ class Core:
 
     # ---- stage and queue ---------------------------------------------------------------------
     async def raise_hand(self, actor: Actor, space_id: str) -> int:
+        await self._guard(actor, space_id, "hand")
         async def op(uow: UnitOfWork) -> int:
             space = await uow.spaces.get(space_id)
             await self._check_access(uow, space, actor.account_id)
@@ -746,7 +768,8 @@ class Core:
                 await uow.session.flush()
                 uow.emit(ev.ParticipantLeft(space_id=space_id, account_id=account_id,
                                             reason="blocked" if block else "removed",
-                                            listener_count=await uow.spaces.present_count(space_id), at=now))
+                                            listener_count=await uow.spaces.present_count(space_id), at=now,
+                                            by=actor.account_id, why=reason))
             return space
 
         space = await self.run(op)
@@ -766,6 +789,7 @@ class Core:
     async def react(self, actor: Actor, space_id: str, emoji: str) -> dict[str, int]:
         """Validate, rate-limit, tally and broadcast; no database write per reaction."""
         emoji = validate_emoji(emoji)
+        await self._guard(actor, space_id, "react")
         now = time.monotonic()
         if not self._access.allowed(space_id, actor.account_id, now):
             async with self.uow() as uow:
@@ -779,6 +803,7 @@ class Core:
     # ---- pins and captions ---------------------------------------------------------------------
     async def pin(self, actor: Actor, space_id: str, title: str, url: str | None = None,
                   message_ref: str | None = None) -> Space:
+        title = await self.filter_text("pin", space_id, title)
         return await self._mutate(space_id, lambda s: s.pin(actor.account_id, self.now(), title, url, message_ref,
                                                             override=actor.is_operator))
 
@@ -792,7 +817,7 @@ class Core:
 
     async def add_caption(self, space_id: str, speaker_id: str, text: str, start_s: float, end_s: float) -> bool:
         """From the captions plugin: kept for late joiners and broadcast; dropped if captions are off."""
-        text = " ".join(text.split())[:1000]
+        text = await self.filter_text("caption", space_id, " ".join(text.split())[:1000])
         if not text:
             return False
 
@@ -807,11 +832,58 @@ class Core:
 
         return await self.run(op)
 
+    # ---- comments (text chat in the web room) ---------------------------------------------------
+    async def comment(self, actor: Actor, space_id: str, text: str) -> dict[str, Any]:
+        """Anyone in a live Space may write; guards (spam limits) and text filters apply first."""
+        text = " ".join(str(text).split())
+        if not 1 <= len(text) <= MAX_COMMENT:
+            raise Invalid("comment.length", length=len(text), max=MAX_COMMENT)
+        async with self.uow() as uow:
+            space = await uow.spaces.get(space_id)
+            if space.state != SpaceState.LIVE:
+                raise Conflict("space.not_live", space_id=space_id, state=space.state.value)
+            await self._check_access(uow, space, actor.account_id)
+            who = (await uow.accounts.get(actor.account_id)).display_name
+        await self._guard(actor, space_id, "comment")
+        text = await self.filter_text("comment", space_id, text)
+        now = self.now()
+        line = {"account_id": actor.account_id, "display_name": who, "text": text, "at": now.isoformat()}
+        await self._platform_kv.put(f"comment:{space_id}:{int(now.timestamp() * 1_000_000):017d}:"
+                                    f"{actor.account_id}", line)
+        await self.bus.publish([ev.CommentPosted(space_id=space_id, account_id=actor.account_id, text=text,
+                                                 display_name=who, at=now)])
+        return line
+
+    async def recent_comments(self, space_id: str, limit: int = 30) -> list[dict[str, Any]]:
+        """The last comments, oldest first, for people who join late."""
+        rows = await self._platform_kv.scan(f"comment:{space_id}:", limit=limit, newest_first=True)
+        return [e.value for e in reversed(rows)]
+
     async def recent_captions(self, space_id: str, limit: int = 20) -> list[dict[str, Any]]:
         async with self.uow() as uow:
             rows = await uow.spaces.recent_captions(space_id, limit)
             return [{"speaker_id": r.speaker_id, "text": r.text, "start_s": r.start_s, "end_s": r.end_s,
                      "at": r.at.isoformat()} for r in rows]
+
+    # ---- badges and notices (set by plugins, shown by every adapter) -----------------------------
+    async def set_badge(self, space_id: str, source: str, text: str | None) -> None:
+        """Show (or with None, remove) a status next to the Space everywhere, late joiners included."""
+        key = f"badge:{space_id}:{source}"
+        if text is None:
+            await self._platform_kv.delete(key)
+        else:
+            await self._platform_kv.put(key, {"text": text[:64]})
+        await self.bus.publish([ev.SpaceBadge(space_id=space_id, source=source, text=text, at=self.now())])
+
+    async def badges(self, space_id: str) -> dict[str, str]:
+        prefix = f"badge:{space_id}:"
+        return {e.key[len(prefix):]: str(e.value.get("text", "")) for e in await self._platform_kv.scan(prefix)}
+
+    async def notice(self, space_id: str, source: str, text: str, *, account_id: str | None = None,
+                     kind: str = "info") -> None:
+        text = await self.filter_text("notice", space_id, " ".join(text.split())[:500])
+        await self.bus.publish([ev.SpaceNotice(space_id=space_id, source=source, text=text, account_id=account_id,
+                                               kind=kind, at=self.now())])
 
     # ---- queries ---------------------------------------------------------------------------------
     async def view(self, space_id: str) -> SpaceView:
@@ -825,8 +897,20 @@ class Core:
                 except NotFound:
                     names[a] = a
             count = await uow.spaces.present_count(space_id)
+            captions: list[dict[str, Any]] = []
+            if space.captions_enabled and space.state == SpaceState.LIVE:
+                rows = await uow.spaces.recent_captions(space_id, CARD_CAPTION_LINES)
+                captions = [{"speaker_id": r.speaker_id, "text": r.text} for r in rows]
+                for r in rows:
+                    if r.speaker_id not in names:
+                        try:
+                            names[r.speaker_id] = (await uow.accounts.get(r.speaker_id)).display_name
+                        except NotFound:
+                            names[r.speaker_id] = r.speaker_id
+        badges = await self.badges(space_id) if space.state == SpaceState.LIVE else {}
         return SpaceView(space=space, host_name=names.get(space.host_id, space.host_id), listener_count=count,
-                         reactions=self.reactions.tallies(space_id, 60), names=names)
+                         reactions=self.reactions.tallies(space_id, 60), names=names, badges=badges,
+                         captions=captions)
 
     async def list_spaces(self, *, states: Sequence[str] = ("live", "scheduled"), host_id: str | None = None,
                           community_id: str | None = None, include_unlisted: bool = True,

@@ -35,7 +35,8 @@ from core.services import Core
 from core.storage import migrate
 from core.storage.engine import backend_name, make_engine, make_sessionmaker
 from core.tokens import JoinTokens
-from spacebridge.config import ConfigError, Settings
+from plugins.manager import PluginManager
+from spacebridge.config import ConfigError, Settings, data_dir
 
 log = logging.getLogger("spacebridge")
 
@@ -58,6 +59,7 @@ class Platform:
     stripe: StripeGateway | None = None
     telegram: TelegramAdapter | None = None
     discord: DiscordAdapter | None = None
+    plugins: PluginManager = field(init=False)
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
@@ -99,6 +101,10 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     platform.rooms = Rooms(platform.core, ice_servers=settings.ice_servers,
                            announce=set(settings.ice_announce) or None)
     platform.tokens = JoinTokens(settings.resolved_secret())
+    platform.plugins = PluginManager(
+        platform.core, audio=platform.rooms, config=settings.plugins, data_dir=data_dir(),
+        public_url=settings.base_url(), disabled=settings.plugins_disabled, reserved=reserved_command_names(),
+        setup_timeout_s=settings.plugin_setup_timeout_s)
     if settings.ticketing_enabled:
         assert settings.stripe_api_key is not None
         platform.stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
@@ -114,6 +120,14 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     return platform
 
 
+def reserved_command_names() -> set[str]:
+    """Names the platforms already use for core commands; a plugin may not take them."""
+    from adapters.telegram.bot import COMMANDS as TELEGRAM_COMMANDS
+    from adapters.webrtc.signaling import COMMANDS as WEB_COMMANDS
+
+    return {"space", "spacebridge", "start", "help", *WEB_COMMANDS, *(c for c, _ in TELEGRAM_COMMANDS)}
+
+
 def make_discord(platform: Platform) -> DiscordAdapter:
     s = platform.settings
     assert s.discord_bot_token is not None
@@ -125,7 +139,7 @@ def make_discord(platform: Platform) -> DiscordAdapter:
                       card_interval_s=s.discord_card_interval_s, global_per_s=s.discord_global_per_s,
                       guild_ready_timeout_s=s.discord_guild_ready_timeout_s, voice=s.discord_voice,
                       interested_sync_s=s.discord_interested_sync_s),
-        audio=platform.rooms, stripe_sales=sales)
+        audio=platform.rooms, stripe_sales=sales, plugins=platform.plugins)
 
 
 def make_telegram(platform: Platform) -> TelegramAdapter:
@@ -143,7 +157,7 @@ def make_telegram(platform: Platform) -> TelegramAdapter:
                        webapp_max_age_s=s.telegram_webapp_max_age_s,
                        limits=FloodLimits(overall_per_s=s.telegram_overall_per_s, chat_per_s=s.telegram_chat_per_s,
                                           group_per_min=s.telegram_group_per_min)),
-        stripe_sales=sales)
+        stripe_sales=sales, plugins=platform.plugins)
 
 
 def add_job_runners(platform: Platform, count: int) -> None:
@@ -177,6 +191,7 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
     add_job_runners(platform, platform.settings.job_workers if jobs is None else jobs)
     for r in platform.runners:
         await r.start()
+    await platform.plugins.load_installed()  # before the web app and bots, which show plugin commands
     platform.web_app = make_web_app(platform)
     runner = web.AppRunner(platform.web_app, access_log=None)
     await runner.setup()
@@ -190,6 +205,7 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
             break
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     platform.url = platform.settings.public_url.rstrip("/") or f"http://{shown}:{bound}"
+    platform.plugins.set_public_url(platform.url)
     if platform.telegram is not None:
         if not platform.settings.public_url:
             platform.telegram.public_url = platform.url
@@ -223,11 +239,17 @@ async def stop(platform: Platform) -> None:
     if platform.discord is not None:
         with contextlib.suppress(Exception):
             await platform.discord.stop()
+    with contextlib.suppress(Exception):
+        await platform.plugins.unload_all()
     if platform._site_runner is not None:
         await platform._site_runner.cleanup()
     await platform.rooms.close()
     if platform.stripe is not None:
         await platform.stripe.close()
+    drain = getattr(platform.bus, "drain", None)
+    if drain is not None:  # handlers cut off mid-query would leave connections the engine cannot close
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain(), 5.0)
     await platform.bus.close()
     await platform.engine.dispose()
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -532,6 +533,96 @@ def community_set(community_id: str,
             changes[key] = raw
     c = _with_core(lambda core: core.update_community(_operator("operator"), community_id, changes))
     typer.echo(json.dumps(c.settings.model_dump(mode="json"), indent=2))
+
+
+# ---- plugins -----------------------------------------------------------------------------------
+plugins_app = typer.Typer(help="Installed plugins (entry-point group spacebridge.plugins).", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.command("list")
+def plugins_list(as_json: JsonOpt = False) -> None:
+    """Installed plugins, whether the serving process loaded them, and where they are turned off."""
+    from plugins.manager import PluginManager, discover
+
+    settings = _settings()
+
+    async def run(core: Any) -> list[dict[str, Any]]:
+        manager = PluginManager(core, data_dir=Path("."))
+        last = {s["name"]: s for s in await manager.last_statuses()}
+        off = {c.id: set(c.settings.plugins_disabled) for c in await core.communities()}
+        rows = []
+        for ep in discover():
+            seen = last.get(ep.name, {})
+            state = "disabled" if ep.name in settings.plugins_disabled else seen.get("state", "not loaded yet")
+            rows.append({"name": ep.name, "source": ep.value, "version": seen.get("version", ""), "state": state,
+                         "error": seen.get("error", ""), "at": seen.get("at"),
+                         "off_in": sorted(cid for cid, names in off.items() if ep.name in names)})
+        return rows
+
+    rows = _with_core(run, as_json)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("No plugins installed.")
+    for r in rows:
+        extra = f"  ({r['error']})" if r["error"] else ""
+        off = f"  off in: {', '.join(r['off_in'])}" if r["off_in"] else ""
+        typer.echo(f"{r['name']:<14} {r['version'] or '-':<8} {r['state']:<14} {r['source']}{extra}{off}")
+
+
+def _switch(name: str, community_id: str, on: bool) -> None:
+    from plugins.manager import discover
+
+    if name not in {ep.name for ep in discover()}:
+        _fail(f"no installed plugin is called {name!r} (see `spacebridge plugins list`)", 2)
+
+    async def run(core: Any) -> Any:
+        c = await core.community(community_id)
+        off = [n for n in c.settings.plugins_disabled if n != name] + ([] if on else [name])
+        return await core.update_community(_operator("operator"), community_id, {"plugins_disabled": sorted(off)})
+
+    c = _with_core(run)
+    typer.echo(f"{name} is {'on' if on else 'off'} in {c.name} ({c.id}).")
+
+
+@plugins_app.command("enable")
+def plugins_enable(name: str, community: Annotated[str, typer.Option(help="Community id.")]) -> None:
+    """Turn a plugin on in one Community (plugins are on everywhere unless turned off)."""
+    _switch(name, community, True)
+
+
+@plugins_app.command("disable")
+def plugins_disable(name: str, community: Annotated[str, typer.Option(help="Community id.")]) -> None:
+    """Turn a plugin off in one Community: its commands are refused there and it sees none of its events."""
+    _switch(name, community, False)
+
+
+@app.command()
+def audit(space: str, limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+          actor: Annotated[str | None, typer.Option("--by", help="Only this account's actions.")] = None,
+          as_json: JsonOpt = False) -> None:
+    """The moderation audit log of a Space: who did what to whom, when and why."""
+    from plugins.moderation import AUDIT_PLUGIN, read_audit
+
+    async def run(core: Any) -> list[dict[str, Any]]:
+        from core.kv import KeyValueStore
+
+        await core.view(space)  # a clear error for an unknown Space
+        return await read_audit(KeyValueStore(core.sessionmaker, core.clock, AUDIT_PLUGIN), space, limit=limit,
+                                actor=actor)
+
+    entries = _with_core(run, as_json)
+    if as_json:
+        typer.echo(json.dumps(entries))
+        return
+    if not entries:
+        typer.echo("No moderation actions recorded for this Space.")
+    for e in entries:
+        whom = f" -> {e['whom_name']}" if e.get("whom") else ""
+        why = f"  ({e['why']})" if e.get("why") else ""
+        typer.echo(f"{e['at'][:19]}  {e['who_name']}: {e['what']}{whom}{why}")
 
 
 def main() -> None:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     stripe_api_base: str = ""
     platform_fee_bps: int = Field(500, ge=0, le=10_000)
     ticket_hold_minutes: int = Field(15, ge=1, le=24 * 60)
+    plugins_disabled: list[str] = Field(default_factory=list)  # installed plugins not to load
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-plugin settings ([plugins.NAME])
+    plugin_setup_timeout_s: float = Field(30.0, gt=0, le=600)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -54,12 +54,53 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
             checks.append(await _telegram(settings))
         else:
             checks.append(await _discord(settings))
+    checks.extend(await _plugins(settings))
     if settings.ticketing_enabled:
         checks.append({"name": "ticketing", "ok": True, "detail": "Stripe keys set"})
     else:
         checks.append({"name": "ticketing", "ok": False, "optional": True,
                        "detail": "off: set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET to sell tickets"})
     return checks
+
+
+async def _plugins(settings: Settings) -> list[dict[str, Any]]:
+    """Each installed plugin: importable here, and how it fared in the serving process last time."""
+    from core.clock import SystemClock
+    from core.kv import KeyValueStore
+    from core.storage.engine import make_sessionmaker
+    from plugins.api import Plugin
+    from plugins.manager import STATUS_NS, discover, instantiate
+
+    last: dict[str, dict[str, Any]] = {}
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        kv = KeyValueStore(make_sessionmaker(engine), SystemClock(), STATUS_NS)
+        last = {e.value["name"]: e.value for e in await kv.scan("plugin:")}
+    except Exception:
+        pass  # no schema yet: the database check above says so
+    finally:
+        await engine.dispose()
+    out: list[dict[str, Any]] = []
+    for ep in discover():
+        name = f"plugin {ep.name}"
+        if ep.name in settings.plugins_disabled:
+            out.append({"name": name, "ok": False, "optional": True, "detail": "off (SPACEBRIDGE_PLUGINS_DISABLED)"})
+            continue
+        try:
+            plugin = instantiate(ep.load())
+            if not isinstance(plugin, Plugin):
+                raise TypeError("not a plugin: needs name, version, setup(ctx), teardown()")
+        except Exception as e:
+            out.append({"name": name, "ok": False, "detail": f"{ep.value} cannot be loaded: {e!r}"[:300]})
+            continue
+        seen = last.get(ep.name)
+        if seen is not None and seen.get("state") == "failed":
+            out.append({"name": name, "ok": False, "detail": f"failed in serve at {seen.get('at', '?')[:19]}: "
+                                                             f"{seen.get('error', '')}"[:300]})
+        else:
+            state = "loaded by serve" if seen else "importable (not served yet)"
+            out.append({"name": name, "ok": True, "detail": f"{plugin.version} {state}"})
+    return out
 
 
 async def _telegram(settings: Settings) -> dict[str, Any]:

@@ -69,7 +69,9 @@ def setup(app: web.Application) -> None:
     p = app[PLATFORM]
     from adapters.webrtc.signaling import Signaling
 
-    app.router.add_get("/ws/{space_id}", Signaling(p.core, p.rooms, p.tokens).handle)
+    app.router.add_get("/ws/{space_id}", Signaling(p.core, p.rooms, p.tokens, plugins=p.plugins).handle)
+    for method, path, handler in p.plugins.routes:
+        app.router.add_route(method, path, handler)
     app.router.add_get("/s/{space_id}", room_page)
     app.router.add_static("/static/", STATIC)
     if p.stripe is not None and p.settings.stripe_webhook_secret is not None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import aiohttp
 import discord
@@ -45,6 +46,10 @@ from core.ports import AudioTap, Delivery, DeliveryResult
 from core.services import Core
 from core.timeparse import parse_when
 from core.tokens import JoinTokens
+
+if TYPE_CHECKING:
+    from plugins.api import CommandSpec
+    from plugins.manager import PluginManager
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +149,10 @@ class DiscordAdapter:
     platform = PLATFORM
 
     def __init__(self, core: Core, ledger: Ledger, tokens: JoinTokens, public_url: str, config: DiscordConfig,
-                 *, audio: AudioTap | None = None, stripe_sales: Any = None) -> None:
+                 *, audio: AudioTap | None = None, stripe_sales: Any = None,
+                 plugins: PluginManager | None = None) -> None:
         self.core, self.ledger, self.tokens = core, ledger, tokens
+        self.plugins = plugins
         self.public_url = public_url.rstrip("/")
         self.config = config
         self.audio = audio if config.voice else None
@@ -183,6 +190,9 @@ class DiscordAdapter:
         self.tree = app_commands.CommandTree(client)
         self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
         self._register(self.tree)
+        if self.plugins is not None:
+            for spec in self.plugins.command_list():
+                self.tree.add_command(self._plugin_command(spec))
         client.event(self.on_voice_state_update)
         client.event(self.on_interaction)
         client.event(self.on_scheduled_event_user_add)
@@ -544,6 +554,39 @@ class DiscordAdapter:
         tree.add_command(space)
         tree.add_command(admin)
 
+    def _plugin_command(self, spec: CommandSpec) -> app_commands.Command[Any, Any, None]:
+        """A plugin's command as a top-level app command; its options become typed Discord options."""
+        kinds: dict[str, Any] = {"text": str, "number": int, "flag": bool, "member": discord.Member}
+        P = inspect.Parameter
+        params = [P("interaction", P.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)]
+        described = {"space": "Id of the Space (default: the one live here)"}
+        for o in sorted(spec.options, key=lambda o: not o.required):
+            kind = Literal.__getitem__(o.choices) if o.kind == "text" and o.choices else kinds[o.kind]
+            params.append(P(o.name, P.POSITIONAL_OR_KEYWORD, annotation=kind if o.required else Optional[kind],  # noqa: UP045
+                            default=P.empty if o.required else None))
+            described[o.name] = o.description[:100] or o.name
+        params.append(P("space", P.POSITIONAL_OR_KEYWORD, annotation=Optional[str], default=None))  # noqa: UP045
+        me = self
+
+        async def callback(interaction: discord.Interaction, /, **values: Any) -> None:
+            await me.cmd_plugin(interaction, spec, values)
+
+        callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        callback.__discord_app_commands_param_description__ = described  # type: ignore[attr-defined]
+        return app_commands.Command(name=spec.name, description=spec.description or spec.name, callback=callback)
+
+    async def cmd_plugin(self, interaction: discord.Interaction, spec: CommandSpec, values: dict[str, Any]) -> None:
+        assert self.plugins is not None
+        actor = await self._actor(interaction.user)
+        space = await self._space(interaction, values.pop("space", None), states=("live", "scheduled"), actor=actor)
+        args: dict[str, Any] = {}
+        for k, v in values.items():
+            if v is None:
+                continue
+            args[k] = await self._account(v) if isinstance(v, discord.abc.User) else v
+        reply = await self.plugins.invoke(spec.name, actor, space.id, args, PLATFORM)
+        await self._reply(interaction, reply.text + (f"\n{reply.url}" if reply.url else ""), ephemeral=True)
+
     async def cmd_start(self, interaction: discord.Interaction, title: str | None, space_id: str | None,
                         topic: str | None) -> None:
         actor = await self._actor(interaction.user)
@@ -791,7 +834,28 @@ class DiscordAdapter:
             self._spawn(self._retopic(event.space_id))
         elif isinstance(event, ev.ParticipantLeft) and event.reason in ("removed", "blocked"):
             self._spawn(self._disconnect_member(event.space_id, event.account_id))
+        elif isinstance(event, ev.SpaceNotice):
+            if event.account_id is None:
+                self._spawn(self._post_notice(event))
+            return
         self.refresher.mark(event.space_id)
+
+    async def _post_notice(self, event: ev.SpaceNotice) -> None:
+        """Tell the channels showing the Space (a notice for one person is shown to them in the web room)."""
+        if self.client is None:
+            return
+        for card in await self.cards.for_space(event.space_id):
+            if card.chat_id.startswith("event:"):
+                continue  # a scheduled event, not a channel
+            channel = self.client.get_channel(int(card.chat_id))
+            if isinstance(channel, discord.TextChannel | discord.Thread):
+                try:
+                    await channel.send(f"ℹ️ {discord.utils.escape_mentions(event.text)}",
+                                       reference=discord.MessageReference(message_id=int(card.message_id),
+                                                                          channel_id=channel.id,
+                                                                          fail_if_not_exists=False))
+                except discord.HTTPException as e:
+                    log.warning("could not post a notice for %s in %s: %s", event.space_id, card.chat_id, e)
 
     async def _guild_of(self, space: Space) -> tuple[discord.Guild, Any] | None:
         if self.client is None or not space.community_id:

@@ -78,8 +78,12 @@ def card(view: SpaceView, web_url: str) -> CardContent:
         tallies = sorted(view.reactions.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
         if tallies:
             embed.add_field(name="Reactions", value=" · ".join(f"{e} {c}" for e, c in tallies), inline=False)
+        for badge in view.badges.values():
+            embed.add_field(name="Status", value=badge[:1024])
         if s.captions_enabled:
-            embed.add_field(name="Captions", value="💬 on")
+            said = "\n".join(f"**{discord.utils.escape_markdown(n.get(c['speaker_id'], c['speaker_id']))}:** "
+                             f"{discord.utils.escape_markdown(c['text'][-300:])}" for c in view.captions)
+            embed.add_field(name="Captions", value=(said or "💬 on")[-1024:], inline=False)
     if s.pins:
         embed.add_field(name="Pinned", value="\n".join(
             f"📌 [{p.title}]({p.url})" if p.url else f"📌 {p.title}" for p in s.pins)[:1024], inline=False)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from telegram import (
@@ -61,6 +61,10 @@ from core.ports import Delivery, DeliveryResult
 from core.services import Core
 from core.timeparse import parse_when
 from core.tokens import JoinTokens
+
+if TYPE_CHECKING:
+    from plugins.api import CommandSpec
+    from plugins.manager import PluginManager
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +134,14 @@ class TelegramAdapter:
     provider = Provider.TELEGRAM_STARS.value
 
     def __init__(self, core: Core, ledger: Ledger, tokens: JoinTokens, public_url: str, config: TelegramConfig,
-                 *, stripe_sales: Any = None) -> None:
+                 *, stripe_sales: Any = None, plugins: PluginManager | None = None) -> None:
         if config.mode not in ("polling", "webhook"):
             raise Invalid("telegram.bad_mode", mode=config.mode)
         self.core, self.ledger, self.tokens = core, ledger, tokens
         self.public_url = public_url.rstrip("/")
         self.config = config
         self.stripe_sales = stripe_sales
+        self.plugins = plugins
         self.limiter = FloodLimiter(config.limits)
         builder = ApplicationBuilder().token(config.token).rate_limiter(self.limiter).concurrent_updates(32)
         if config.api_base:
@@ -155,7 +160,8 @@ class TelegramAdapter:
     async def start(self) -> None:
         await self.app.initialize()
         self.username = self.app.bot.username
-        await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+        await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS] +
+                                           [BotCommand(c.name, c.description) for c in self._plugin_commands()])
         self.core.bus.subscribe(self._on_event, names=CARD_EVENTS)
         await self.app.start()
         if self.config.mode == "polling":
@@ -323,14 +329,48 @@ class TelegramAdapter:
             with contextlib.suppress(TelegramError):
                 await update.effective_message.reply_text("Something went wrong on our side; please try again.")
 
+    def _plugin_commands(self) -> list[CommandSpec]:
+        return self.plugins.command_list() if self.plugins is not None else []
+
     async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Commands the core does not know: a plugin's (registered at start), or a helpful list."""
         msg = update.effective_message
         if msg is None or not msg.text:
             return
-        cmd = msg.text.split()[0]
+        cmd, *args = msg.text.split()
         if "@" in cmd and cmd.split("@", 1)[1].lower() != self.username.lower():
             return  # addressed to another bot in the group
-        await self._reply(msg, f"I don't know {cmd.split('@')[0]}. Here is what I can do:\n{HELP}", html=False)
+        name = cmd.split("@")[0].lstrip("/").lower()
+        if self.plugins is not None and name in self.plugins.commands and update.effective_user is not None:
+            try:
+                await self.cmd_plugin(update, await self._actor(update), self.plugins.commands[name], args)
+            except DomainError as e:
+                await self._reply(msg, "⚠️ " + say(e), html=False)
+            return
+        extra = "".join(f"\n/{c.name} — {c.description}" for c in self._plugin_commands())
+        await self._reply(msg, f"I don't know {cmd.split('@')[0]}. Here is what I can do:\n{HELP}{extra}", html=False)
+
+    async def cmd_plugin(self, update: Update, actor: Actor, spec: CommandSpec, args: list[str]) -> None:
+        """A plugin command: words after it fill its options in order (a member: reply, queue number or id)."""
+        assert self.plugins is not None and update.effective_message is not None
+        space = await self._space(update, args, spec.name, actor=actor, states=("live", "scheduled"))
+        values: dict[str, Any] = {}
+        texts = [o for o in spec.options if o.kind == "text"]
+        for o in spec.options:
+            if o.kind == "member":
+                msg = update.effective_message
+                if args or (msg.reply_to_message is not None):
+                    values[o.name] = await self._who(update, args, space)
+            elif not args:
+                break
+            elif o.kind == "text" and o is texts[-1]:
+                values[o.name] = " ".join(args)
+                args = []
+            else:
+                values[o.name] = args.pop(0)
+        reply = await self.plugins.invoke(spec.name, actor, space.id, values, PLATFORM)
+        text = reply.text + (f"\n{reply.url}" if reply.url else "")
+        await self._reply(update.effective_message, text, html=False)
 
     async def on_my_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         m = update.my_chat_member
@@ -791,7 +831,22 @@ class TelegramAdapter:
                         await self._post_card(int(community.external_id), event.space_id)
             except (DomainError, TelegramError) as e:
                 log.warning("could not post the card for %s: %s", event.space_id, e)
+        if isinstance(event, ev.SpaceNotice):
+            await self._post_notice(event)
+            return
         self._mark(event.space_id)
+
+    async def _post_notice(self, event: ev.SpaceNotice) -> None:
+        """Tell the chats showing the Space (a notice for one person is shown to them in the web room)."""
+        if event.account_id is not None:
+            return
+        for card in await self.cards.for_space(event.space_id):
+            try:
+                await self.app.bot.send_message(int(card.chat_id), f"ℹ️ {event.text}",
+                                                reply_to_message_id=int(card.message_id),
+                                                allow_sending_without_reply=True)
+            except TelegramError as e:
+                log.warning("could not post a notice for %s in %s: %s", event.space_id, card.chat_id, e)
 
     def _mark(self, space_id: str) -> None:
         """A Space changed: its cards are edited once the coalescing interval has passed."""
@@ -862,5 +917,6 @@ class TelegramAdapter:
 CARD_EVENTS = (
     "space.scheduled", "space.rescheduled", "space.started", "space.ended", "space.cancelled", "space.updated",
     "participant.joined", "participant.left", "role.changed", "speaker.muted", "hand.raised", "hand.lowered",
-    "reaction.sent", "pin.added", "pin.removed", "captions.toggled", "account.blocked",
+    "reaction.sent", "pin.added", "pin.removed", "captions.toggled", "account.blocked", "caption.line",
+    "space.badge", "space.notice",
 )

@@ -58,8 +58,12 @@ def card(view: SpaceView, bot_username: str) -> tuple[str, InlineKeyboardMarkup 
         tallies = sorted(view.reactions.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
         if tallies:
             lines.append("Reactions: " + " · ".join(f"{e} {c}" for e, c in tallies))
+        for badge in view.badges.values():
+            lines.append(escape(badge))
         if s.captions_enabled:
-            lines.append("💬 Captions on")
+            lines.append("💬 Captions on" + "".join(
+                f"\n<i>{escape(n.get(c['speaker_id'], c['speaker_id']))}:</i> {escape(c['text'][-300:])}"
+                for c in view.captions))
     for p in s.pins:
         target = f" — {escape(p.url)}" if p.url else ""
         lines.append(f"📌 {escape(p.title)}{target}")

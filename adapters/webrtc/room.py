@@ -115,6 +115,7 @@ class Room:
         self.publishers: set[str] = set()
         self.taps: FanOut[tuple[int, Pcm]] = FanOut(50)  # the mix, for captions / recording / Discord
         self.speaker_taps: FanOut[tuple[int, str, Pcm]] = FanOut(50 * 13)  # each speaker's own voice
+        self.tick_taps: FanOut[tuple[int, Pcm, dict[str, Pcm]]] = FanOut(100)  # both, per tick (plugins)
         self.seq = 0
         self._task: asyncio.Task[None] | None = None
         self.on_levels: Callable[[dict[str, float]], None] | None = None  # ~5 times a second
@@ -135,6 +136,7 @@ class Room:
         self.listeners.close()
         self.taps.close()
         self.speaker_taps.close()
+        self.tick_taps.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,6 +166,8 @@ class Room:
         if len(self.speaker_taps):
             for pid, pcm in frames.items():
                 self.speaker_taps.publish((seq, pid, pcm))
+        if len(self.tick_taps):
+            self.tick_taps.publish((seq, mix.full, frames))
         if self.on_levels is not None and seq % 10 == 0:
             self.on_levels({pid: round(db, 1) for pid, db in mix.levels.items()})
         for pid, fan in self.speaker_out.items():

@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -23,9 +23,12 @@ from core.errors import Conflict, DomainError, Forbidden, Invalid
 from core.messages import describe
 from core.model.accounts import Actor
 from core.model.space import SpaceState
-from core.ports import FRAME_SAMPLES, AudioFrame
+from core.ports import FRAME_SAMPLES, AudioFrame, AudioTick
 from core.services import Core
 from core.tokens import JoinTokens
+
+if TYPE_CHECKING:
+    from plugins.manager import PluginManager
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 64 * 1024
@@ -69,6 +72,12 @@ class Rooms:
             return
         if isinstance(event, ev.RoleChanged | ev.SpeakerMuted | ev.SpaceEnded | ev.ParticipantLeft):
             await self._sync_publishers(space_id)
+        if isinstance(event, ev.SpaceNotice) and event.account_id is not None:
+            target = self.sockets.get(space_id, {}).get(event.account_id)
+            if target is not None:
+                with contextlib.suppress(Exception):
+                    await target.send_json({"type": "event", "event": event.to_dict()})
+            return
         await self._broadcast(space_id, {"type": "event", "event": event.to_dict()})
         if isinstance(event, ev.RoleChanged):
             target = self.sockets.get(space_id, {}).get(event.account_id)
@@ -109,6 +118,19 @@ class Rooms:
                 seq, pid, pcm = await sub.next()
                 yield AudioFrame(seq, pcm, speaker_id=pid)
 
+    async def ticks(self, space_id: str) -> AsyncIterator[AudioTick]:
+        room = self.room(space_id)
+        room.start()
+        key = f"tap-{next(self._tap_ids)}"
+        sub = room.tick_taps.subscribe(key)
+        try:
+            with contextlib.suppress(EOFError):
+                while True:
+                    seq, mix, frames = await sub.next()
+                    yield AudioTick(seq, mix, frames)
+        finally:
+            room.tick_taps.unsubscribe(key)  # a consumer that stops must not keep a queue filling
+
     async def opus_packets(self, space_id: str) -> AsyncIterator[tuple[int, bytes]]:
         """The very packets listeners get (no re-encode), e.g. for Discord voice playback."""
         room = self.room(space_id)
@@ -139,6 +161,7 @@ COMMANDS: dict[str, Command] = {
     "raise_hand": lambda c, a, s, _: c.raise_hand(a, s),
     "lower_hand": lambda c, a, s, _: c.lower_hand(a, s),
     "react": lambda c, a, s, x: c.react(a, s, _arg(x, "emoji")),
+    "comment": lambda c, a, s, x: c.comment(a, s, _arg(x, "text")),
     "approve": lambda c, a, s, x: c.approve(a, s, _arg(x, "account_id")),
     "deny": lambda c, a, s, x: c.deny(a, s, _arg(x, "account_id")),
     "invite": lambda c, a, s, x: c.invite(a, s, _arg(x, "account_id")),
@@ -165,8 +188,12 @@ def _result(value: Any) -> Any:
 
 
 class Signaling:
-    def __init__(self, core: Core, rooms: Rooms, tokens: JoinTokens) -> None:
+    def __init__(self, core: Core, rooms: Rooms, tokens: JoinTokens, *, plugins: PluginManager | None = None) -> None:
         self.core, self.rooms, self.tokens = core, rooms, tokens
+        self.plugins = plugins
+
+    def _plugin_commands(self) -> list[dict[str, Any]]:
+        return [c.public() for c in self.plugins.command_list()] if self.plugins is not None else []
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         space_id = request.match_info["space_id"]
@@ -215,13 +242,15 @@ class Signaling:
                 code = "space.not_live" if view.space.state == SpaceState.SCHEDULED else "space.ended"
                 raise Conflict(code, space_id=space_id, state=view.space.state.value)
             await ws.send_json({"type": "welcome", "you": {"account_id": None, "role": "guest"},
-                                "space": view.as_dict()})
+                                "space": view.as_dict(), "commands": []})
             return actor, "guest"
         actor = Actor(account_id=grant.account_id, platform="web")
         joined = await self.core.join(actor, space_id)
         view = await self.core.view(space_id)
         await ws.send_json({"type": "welcome", "you": {"account_id": actor.account_id, "role": joined.role.value},
-                            "space": view.as_dict(), "captions": await self.core.recent_captions(space_id)})
+                            "space": view.as_dict(), "captions": await self.core.recent_captions(space_id),
+                            "comments": await self.core.recent_comments(space_id),
+                            "commands": self._plugin_commands()})
         return actor, joined.role.value
 
     async def _serve(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str) -> None:
@@ -267,12 +296,17 @@ class Signaling:
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
                        data: dict[str, Any]) -> None:
         name, args = data.get("name"), data.get("args") or {}
-        if not isinstance(name, str) or name not in COMMANDS:
-            raise Invalid("protocol.unknown_command", name=str(name)[:40], known=sorted(COMMANDS))
+        plugin_names = set(self.plugins.commands) if self.plugins is not None else set()
+        if not isinstance(name, str) or (name not in COMMANDS and name not in plugin_names):
+            raise Invalid("protocol.unknown_command", name=str(name)[:40], known=sorted({*COMMANDS, *plugin_names}))
         if not isinstance(args, dict):
             raise Invalid("protocol.bad_argument", argument="args")
         if role == "guest" and name not in GUEST_COMMANDS:
             raise Forbidden("guest.link_account", command=name)
+        if name not in COMMANDS and self.plugins is not None:
+            reply = await self.plugins.invoke(name, actor, space_id, args, "web")
+            await ws.send_json({"type": "ok", "id": data.get("id"), "result": {"text": reply.text, "url": reply.url}})
+            return
         result = await COMMANDS[name](self.core, actor, space_id, args)
         await ws.send_json({"type": "ok", "id": data.get("id"), "result": _result(result)})
 

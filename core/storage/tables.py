@@ -168,3 +168,17 @@ class ChatCardRow(Base):
     rendered: Mapped[str] = mapped_column(String(64), default="")  # hash of what the message shows now
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class PluginDataRow(Base):
+    """A plugin's small store: JSON values under string keys, scanned by prefix in key order.
+
+    Plugins own their key space (``plugin`` column); the platform keeps its own rows under the
+    plugin name ``spacebridge`` (load status, per-Space badges).
+    """
+
+    __tablename__ = "plugin_data"
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]

@@ -17,7 +17,9 @@ const $ = (id) => document.getElementById(id);
 const spaceId = location.pathname.split("/").filter(Boolean).pop();
 const token = new URLSearchParams(location.hash.slice(1)).get("t") || "";
 
-const state = { me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {} };
+const state = { me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [] };
+const RANK = { listener: 0, speaker: 1, cohost: 2, host: 3 };
+const NEEDS = { anyone: 0, speaker: 1, moderator: 2, host: 3 };
 
 function say(message) { $("status").textContent = message || ""; }
 function name(id) { return state.names[id] || (id && id.startsWith("guest") ? "Guest" : id) || ""; }
@@ -89,7 +91,32 @@ function render() {
   const mutedMe = s.muted.includes(state.me);
   $("mic").setAttribute("aria-pressed", String(mutedMe));
   $("mic").textContent = mutedMe ? "🎙 Unmute" : "🎙 Mute";
+  $("badges").textContent = Object.values(s.badges || {}).join(" · ");
+  const more = $("plugins"); more.replaceChildren();
+  for (const c of state.commands) {
+    if (!c.button || state.role === "guest" || (RANK[state.role] ?? 0) < NEEDS[c.min_role]) continue;
+    const b = document.createElement("button"); b.type = "button"; b.textContent = c.button; b.dataset.command = c.name;
+    b.title = c.description; b.onclick = () => command(c.name).then(result);
+    more.append(b);
+  }
   $("app").setAttribute("aria-busy", "false");
+}
+
+// A plugin command's reply: text and maybe a link (a clip, a replay).
+function result(reply) {
+  if (!reply || reply.type === "error") { show(reply); return; }
+  const r = reply.result || {}; const box = $("status"); box.replaceChildren(document.createTextNode(r.text || ""));
+  if (r.url) { const a = document.createElement("a"); a.href = r.url; a.target = "_blank"; a.rel = "noopener"; a.textContent = ` ${r.url}`; box.append(a); }
+}
+
+// A plugin's notice (e.g. "this Space is being recorded"); a recording notice offers the opt-out at once.
+function notice(e) {
+  const box = $("notice"); box.replaceChildren(document.createTextNode(e.text)); box.hidden = false;
+  if (e.kind === "recording" && onStage() && state.commands.some((c) => c.name === "optout")) {
+    const b = document.createElement("button"); b.type = "button"; b.textContent = "Leave my voice out";
+    b.onclick = () => command("optout", { out: true }).then((r) => { result(r); box.hidden = true; });
+    box.append(" ", b);
+  }
 }
 
 function show(reply) { if (reply && reply.type === "error") say(reply.message); else say(""); }
@@ -106,6 +133,13 @@ function caption(line) {
   const box = $("captions"); box.append(p); while (box.children.length > 6) box.firstChild.remove();
 }
 
+function comment(c) {
+  const li = document.createElement("li"); const b = document.createElement("b");
+  b.textContent = `${c.display_name || name(c.account_id)}: `; li.append(b, document.createTextNode(c.text));
+  const box = $("comments"); box.append(li); while (box.children.length > 50) box.firstChild.remove();
+  box.scrollTop = box.scrollHeight;
+}
+
 async function refresh() {
   const r = await fetch(`/api/spaces/${spaceId}`); if (!r.ok) return;
   const s = await r.json(); state.space = s; Object.assign(state.names, s.names || {}); render();
@@ -117,6 +151,9 @@ function onEvent(e) {
     case "reaction.sent": float(e.emoji); break;
     case "participant.joined": case "participant.left": s.listener_count = e.listener_count; render(); break;
     case "caption.line": caption(e); break;
+    case "comment.posted": comment(e); break;
+    case "space.notice": notice(e); break;
+    case "space.badge": s.badges = s.badges || {}; if (e.text) s.badges[e.source] = e.text; else delete s.badges[e.source]; render(); break;
     case "space.ended": say("This Space has ended."); teardown(); break;
     default: refresh();
   }
@@ -161,9 +198,11 @@ function connect() {
     if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
     switch (msg.type) {
       case "welcome":
-        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space;
+        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || [];
         Object.assign(state.names, msg.space.names || {});
         for (const line of msg.captions || []) caption(line);
+        for (const c of msg.comments || []) comment(c);
+        $("comment-form").hidden = state.role === "guest";
         render(); await startMedia(onStage()); break;
       case "answer": await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }); break;
       case "renegotiate": state.role = msg.role; await startMedia(msg.publish); await refresh(); break;
@@ -187,6 +226,11 @@ function setup() {
     const url = `${location.origin}${location.pathname}`;
     try { if (navigator.share) await navigator.share({ title: state.space?.title, url }); else { await navigator.clipboard.writeText(url); say("Link copied."); } }
     catch { say(url); }
+  };
+  $("comment-form").onsubmit = (ev) => {
+    ev.preventDefault();
+    const input = $("comment-text"); const text = input.value.trim(); if (!text) return;
+    command("comment", { text }).then((r) => { show(r); if (r.type === "ok") input.value = ""; });
   };
   $("leave").onclick = () => { state.ws?.close(1000); teardown(); say("You left the Space."); };
   connect();

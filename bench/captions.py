@@ -8,8 +8,10 @@ activity segmentation, recognition) is fed twice:
 
 * as fast as it goes, for the real-time factor: CPU seconds per second of audio (``rtf``), and so
   ``speakers_per_core`` = 1 / rtf;
-* at real-time pace in 200 ms batches (as the plugin hands them over), for latency: the time from
-  the end of a spoken line to its caption line coming out (``latency_p50_s``).
+* at real-time pace in 200 ms batches through the plugin's worker processes, from an asyncio loop
+  as the server does, for latency: the time from the end of a spoken line to its caption line
+  coming out (``latency_p50_s``); and for the longest the event loop was held up meanwhile
+  (``loop_stall_max_ms``: the room mixes every 20 ms with a 60 ms jitter buffer).
 
 ``wer`` is the word error rate over all lines. Targets with PocketSphinx: rtf <= 0.3, latency p50 < 2 s.
 """
@@ -17,9 +19,9 @@ activity segmentation, recognition) is fed twice:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
-import threading
 import time
 
 import numpy as np
@@ -27,6 +29,7 @@ import numpy.typing as npt
 
 from bench.speech import speak, word_error_rate
 from plugins.captions.engine import Line, SpeakerStream, recognizer_factory
+from plugins.captions.worker import WorkerConfig, WorkerPool
 
 LINES = [
     "please raise your hand if you want to speak",
@@ -57,16 +60,33 @@ def run_fast(stream: SpeakerStream, frames: list[npt.NDArray[np.int16]]) -> tupl
     return out, time.thread_time() - cpu
 
 
-def run_paced(stream: SpeakerStream, frames: list[npt.NDArray[np.int16]]) -> list[tuple[Line, float]]:
-    """Feed in real time; each line with the wall-clock second (from the start) it came out."""
+async def run_paced(config: WorkerConfig, frames: list[npt.NDArray[np.int16]]) \
+        -> tuple[list[tuple[Line, float]], float]:
+    """Feed in real time through a worker process; each line with the wall-clock second (from the
+    start) it came out, and the event loop's longest stall (ms) while that went on."""
     out: list[tuple[Line, float]] = []
-    t0 = time.monotonic()
-    for i in range(0, len(frames), BATCH):
-        due = t0 + (i + BATCH) * 0.02  # a batch is handed over once its last frame has arrived
-        time.sleep(max(0.0, due - time.monotonic()))
-        for line in stream.feed(i, frames[i:i + BATCH]):
-            out.append((line, time.monotonic() - t0))
-    return out
+    pool = WorkerPool(config, 1)
+    await pool.start()
+    stalls: list[float] = []
+
+    async def watch() -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stalls.append(time.perf_counter() - t - 0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        t0 = time.monotonic()
+        for i in range(0, len(frames), BATCH):
+            due = t0 + (i + BATCH) * 0.02  # a batch is handed over once its last frame has arrived
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            for line in await pool.feed("bench", i, frames[i:i + BATCH]):
+                out.append((line, time.monotonic() - t0))
+    finally:
+        watcher.cancel()
+        await pool.close()
+    return out, max(stalls) * 1000
 
 
 def main() -> None:
@@ -89,16 +109,14 @@ def main() -> None:
     said = " ".join(line.text for line in fast)
     wer = word_error_rate(" ".join(lines), said)
 
-    paced: list[tuple[Line, float]] = []
-    worker = threading.Thread(target=lambda: paced.extend(run_paced(SpeakerStream(make), frames)))
-    worker.start()
-    worker.join()
+    paced, stall_ms = asyncio.run(run_paced(WorkerConfig(args.backend, args.model), frames))
     latencies = [max(0.0, at - line.end_s) for line, at in paced]
     result = {
         "backend": args.backend,
         "rtf": round(rtf, 3),
         "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_max_s": round(max(latencies), 3) if latencies else None,
+        "loop_stall_max_ms": round(stall_ms, 1),
         "wer": round(wer, 3),
         "speakers_per_core": round(1 / rtf, 1) if rtf > 0 else None,
         "audio_s": round(audio_s, 1),

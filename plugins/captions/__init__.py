@@ -1,5 +1,5 @@
 """Live captions: each speaker's voice from the room, segmented by voice activity and recognised
-off the event loop, posted to the core as caption lines that every adapter shows.
+in worker processes (``worker.py`` says why not threads), posted to the core as caption lines that every adapter shows.
 
 The stage turns captions on per Space (``captions`` command on every platform, core-owned); this
 plugin follows that switch, and picks up live captioned Spaces again after a restart.
@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,10 +18,12 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import events as ev
+from core.errors import Invalid
 from plugins.api import PluginContext
-from plugins.captions.engine import Line, Recognizer, SpeakerStream, recognizer_factory
+from plugins.captions.engine import recognizer_factory
+from plugins.captions.worker import RecognitionFailed, WorkerConfig, WorkerGone, WorkerPool
 
-BATCH_TICKS = 10  # 200 ms of audio per hand-off to the worker thread
+BATCH_TICKS = 10  # 200 ms of audio per hand-off to a worker process
 QUIET_TICKS = 60  # a speaker absent this long (1.2 s) is treated as having stopped talking
 MAX_BACKLOG = 50  # batches (10 s) a slow recogniser may lag before old audio is dropped
 
@@ -36,12 +36,11 @@ class CaptionsConfig(BaseModel):
     model_path: str = ""  # a local model directory (required for vosk and faster-whisper)
     language: str = "en"
     max_utterance_s: float = Field(8.0, ge=1.0, le=30.0)
-    workers: int = Field(0, ge=0, le=64)  # recognition threads; 0 = one per core
+    workers: int = Field(0, ge=0, le=64)  # recognition processes; 0 = one per core
 
 
 @dataclass
 class _Speaker:
-    stream: SpeakerStream | None = None
     batch: list[npt.NDArray[np.int16]] = field(default_factory=list)
     batch_seq: int = 0
     last_heard: int = 0
@@ -58,18 +57,22 @@ class CaptionsPlugin:
     def __init__(self) -> None:
         self.ctx: PluginContext | None = None
         self.config = CaptionsConfig()
-        self.make: Callable[[], Recognizer] | None = None
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool: WorkerPool | None = None
         self.rooms: dict[str, asyncio.Task[None]] = {}
 
     async def setup(self, ctx: PluginContext) -> None:
         self.ctx = ctx
         self.config = CaptionsConfig.model_validate(ctx.config)
-        self.make = recognizer_factory(self.config.backend, self.config.model_path, self.config.language)
-        workers = self.config.workers or os.cpu_count() or 1
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="captions")
-        # a first recogniser proves the model loads, before the plugin counts as set up
-        await asyncio.get_running_loop().run_in_executor(self.pool, self.make)
+        cfg = self.config
+        recognizer_factory(cfg.backend, cfg.model_path, cfg.language)  # the back-end is installed
+        self.pool = WorkerPool(WorkerConfig(cfg.backend, cfg.model_path, cfg.language, cfg.max_utterance_s),
+                               cfg.workers or os.cpu_count() or 1)
+        if cfg.model_path:  # a model of one's own: prove it loads before the plugin counts as set up
+            try:
+                await self.pool.start()
+            except WorkerGone as e:
+                await self.pool.close()
+                raise Invalid("captions.backend_unavailable", detail=str(e)) from None
         ctx.subscribe(self.on_event, "captions.toggled", "space.ended", "space.started")
         for space in await ctx.queries.live_spaces():
             if space.captions_enabled and await ctx.enabled_for(space.id):
@@ -82,7 +85,7 @@ class CaptionsPlugin:
                 await task
         self.rooms.clear()
         if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            await self.pool.close()
 
     async def on_event(self, e: ev.Event) -> None:
         if isinstance(e, ev.CaptionsToggled):
@@ -97,6 +100,16 @@ class CaptionsPlugin:
         assert self.ctx is not None
         if space_id not in self.rooms and self.ctx.audio is not None:
             self.rooms[space_id] = self.ctx.spawn(self._caption(space_id), f"captions for {space_id}")
+            self.ctx.spawn(self._warm(), "starting a captions worker")
+
+    async def _warm(self) -> None:
+        """A worker takes a moment to load its model: start it before the first words arrive."""
+        assert self.pool is not None
+        try:
+            await self.pool.start()
+        except WorkerGone as e:
+            assert self.ctx is not None
+            self.ctx.log.warning("captions: %s", e)
 
     async def _stop(self, space_id: str) -> None:
         task = self.rooms.pop(space_id, None)
@@ -158,18 +171,20 @@ class CaptionsPlugin:
         sp.queue.put_nowait(item)
 
     async def _work(self, space_id: str, pid: str, sp: _Speaker) -> None:
-        assert self.ctx is not None and self.make is not None
-        loop = asyncio.get_running_loop()
-        if sp.stream is None:
-            make, cfg = self.make, self.config
-            sp.stream = await loop.run_in_executor(
-                self.pool, lambda: SpeakerStream(make, max_utterance_s=cfg.max_utterance_s))
-        stream = sp.stream
-        while True:
-            item = await sp.queue.get()
-            if item is None:
-                return
-            seq, frames = item
-            lines: list[Line] = await loop.run_in_executor(self.pool, stream.feed, seq, frames)
-            for line in lines:
-                await self.ctx.actions.post_caption(space_id, pid, line.text, line.start_s, line.end_s)
+        assert self.ctx is not None and self.pool is not None
+        key = f"{space_id}/{pid}"
+        try:
+            while True:
+                item = await sp.queue.get()
+                if item is None:
+                    return
+                seq, frames = item
+                try:
+                    lines = await self.pool.feed(key, seq, frames)
+                except (WorkerGone, RecognitionFailed) as e:  # this batch is lost; the next one tries again
+                    self.ctx.log.warning("captions for %s: %s", pid, e)
+                    continue
+                for line in lines:
+                    await self.ctx.actions.post_caption(space_id, pid, line.text, line.start_s, line.end_s)
+        finally:
+            await asyncio.shield(self.pool.forget(key))

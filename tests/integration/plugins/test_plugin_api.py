@@ -128,14 +128,17 @@ async def test_a_community_turns_a_plugin_off(plugged: Platform, third_party_sit
 
 async def test_captions_backend_misconfigured_is_reported_and_the_platform_serves(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Vosk and faster-whisper need a local model: without one (or without the package) the plugin
-    does not load, says why, and everything else runs."""
+    """Vosk and faster-whisper need a local model: without one (or without the package), or with a
+    model that does not load in the recognition worker, the plugin does not load, says why, and
+    everything else runs."""
     from spacebridge.app import stop
     from tests.integration.plugins.conftest import make_platform
 
     for config, why in (({"backend": "vosk"}, "needs model_path"),
                         ({"backend": "faster-whisper", "model_path": str(tmp_path)}, "pip install faster-whisper"),
-                        ({"backend": "whisperish"}, "Input should be")):
+                        ({"backend": "whisperish"}, "Input should be"),
+                        ({"backend": "pocketsphinx", "model_path": str(tmp_path / "nothing-here")},
+                         "pocketsphinx could not load its model from")):
         p = await make_platform(tmp_path / config["backend"], monkeypatch, plugins={"captions": config})
         try:
             status = p.plugins.statuses["captions"]

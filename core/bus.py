@@ -28,7 +28,7 @@ class EventBus(Protocol):
     async def publish(self, events: Sequence[Event]) -> None: ...
 
     def subscribe(self, handler: Handler, names: Iterable[str] | None = None,
-                  max_queue: int = 10_000) -> Subscription: ...
+                  max_queue: int = 10_000, *, local_only: bool = False) -> Subscription: ...
 
     async def start(self) -> None: ...
 
@@ -42,6 +42,9 @@ class Subscription:
     handler: Handler
     names: frozenset[str] | None
     queue: asyncio.Queue[Event]
+    # Only events committed in this process: for durable side effects (an audit entry, a job) that must
+    # happen once however many processes share the bus. Screens and rooms want every event.
+    local_only: bool = False
     dropped: int = 0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -74,8 +77,9 @@ class InProcessBus:
         self._started = False
 
     def subscribe(self, handler: Handler, names: Iterable[str] | None = None,
-                  max_queue: int = 10_000) -> Subscription:
-        sub = Subscription(handler, frozenset(names) if names is not None else None, asyncio.Queue(max_queue))
+                  max_queue: int = 10_000, *, local_only: bool = False) -> Subscription:
+        sub = Subscription(handler, frozenset(names) if names is not None else None, asyncio.Queue(max_queue),
+                           local_only)
         self._subs.append(sub)
         if self._started:
             sub.task = asyncio.create_task(sub.run())
@@ -93,10 +97,10 @@ class InProcessBus:
             if s.task is None:
                 s.task = asyncio.create_task(s.run())
 
-    def deliver_local(self, events: Sequence[Event]) -> None:
+    def deliver_local(self, events: Sequence[Event], *, remote: bool = False) -> None:
         for e in events:
             for s in self._subs:
-                if s.wants(e):
+                if s.wants(e) and not (remote and s.local_only):
                     s.offer(e)
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -149,7 +153,7 @@ class RedisBus(InProcessBus):
                     data = json.loads(msg["data"])
                     if data.get("origin") == self.origin:
                         continue
-                    self.deliver_local([event_from_dict(e) for e in data["events"]])
+                    self.deliver_local([event_from_dict(e) for e in data["events"]], remote=True)
                 except Exception:
                     log.exception("bad event on %s", self.channel)
         finally:

@@ -184,8 +184,12 @@ class PluginContext:
         self.active = False  # True once setup succeeded; only what setup registered is ever made live
 
     # ---- events ------------------------------------------------------------------------------
-    def subscribe(self, handler: Callable[[ev.Event], Awaitable[None]], *names: str) -> None:
-        """Domain events (all, or only these names), only for Spaces of Communities that enabled it."""
+    def subscribe(self, handler: Callable[[ev.Event], Awaitable[None]], *names: str,
+                  local_only: bool = False) -> None:
+        """Domain events (all, or only these names), only for Spaces of Communities that enabled it.
+
+        With several processes on one bus every process sees every event; ``local_only`` takes only
+        those committed here, so a durable side effect (an audit entry) happens once."""
 
         async def deliver(event: ev.Event) -> None:
             if not self.active:  # not until setup has succeeded: a plugin that fails never sees an event
@@ -199,7 +203,8 @@ class PluginContext:
                 self.log.exception("plugin %s failed on %s", self.name, event.name)
 
         deliver.__qualname__ = f"plugin:{self.name}:{getattr(handler, '__qualname__', 'handler')}"
-        self.registered.subscriptions.append(self._core.bus.subscribe(deliver, names or None))
+        self.registered.subscriptions.append(self._core.bus.subscribe(deliver, names or None,
+                                                                      local_only=local_only))
 
     # ---- commands, hooks, routes ---------------------------------------------------------------
     def command(self, name: str, description: str, handler: CommandHandler, *, options: Iterable[Option] = (),

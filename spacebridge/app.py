@@ -21,6 +21,7 @@ from telegram.error import InvalidToken, NetworkError
 from adapters.discord.bot import DiscordAdapter, DiscordConfig
 from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.telegram.limits import FloodLimits
+from adapters.webrtc.placement import Node, Placement, RedisPlacement, new_node_id
 from adapters.webrtc.signaling import Rooms
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
@@ -63,7 +64,8 @@ class Platform:
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
-    url: str = ""
+    url: str = ""  # the public address (links); bound_url is where this process listens
+    bound_url: str = ""
 
     def wake(self) -> None:
         for r in self.runners:
@@ -90,6 +92,9 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     engine = make_engine(settings.resolved_database_url())
     if upgrade:
         await ensure_schema(settings, engine)
+    if set(settings.roles) != {"web", "jobs", "discord", "telegram", "media"} and not settings.redis_url:
+        raise ConfigError("running only some roles means other processes run the rest: they share events "
+                          "and media placement through Redis, so set SPACEBRIDGE_REDIS_URL (docs/deploy.md)")
     bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
     clock = clock or SystemClock()
     sm = make_sessionmaker(engine)
@@ -98,8 +103,13 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     platform.core.wake_jobs = platform.wake
     platform.ledger = Ledger(platform.core, hold=timedelta(minutes=settings.ticket_hold_minutes),
                              fee_bps=settings.platform_fee_bps)
+    placement: Placement | None = None
+    if settings.redis_url:
+        placement = RedisPlacement(settings.redis_url, Node(new_node_id(), settings.internal_url),
+                                   media="media" in settings.roles, ttl_s=settings.media_lease_s)
     platform.rooms = Rooms(platform.core, ice_servers=settings.ice_servers,
-                           announce=set(settings.ice_announce) or None)
+                           announce=set(settings.ice_announce) or None, placement=placement,
+                           internal_key=settings.resolved_secret().decode())
     platform.tokens = JoinTokens(settings.resolved_secret())
     platform.plugins = PluginManager(
         platform.core, audio=platform.rooms, config=settings.plugins, data_dir=data_dir(),
@@ -110,11 +120,11 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
         platform.stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
                                         api_base=settings.stripe_api_base or None, fee_bps=settings.platform_fee_bps)
         platform.gateways["stripe"] = platform.stripe
-    if settings.telegram_bot_token is not None:
+    if settings.telegram_bot_token is not None and "telegram" in settings.roles:
         platform.telegram = make_telegram(platform)
         platform.notifiers["telegram"] = platform.telegram
         platform.gateways["telegram_stars"] = platform.telegram
-    if settings.discord_bot_token is not None:
+    if settings.discord_bot_token is not None and "discord" in settings.roles:
         platform.discord = make_discord(platform)
         platform.notifiers["discord"] = platform.discord
     return platform
@@ -187,24 +197,32 @@ def make_web_app(platform: Platform) -> web.Application:
 
 
 async def start(platform: Platform, host: str, port: int, *, jobs: int | None = None) -> None:
+    roles = set(platform.settings.roles)
     await platform.bus.start()
-    add_job_runners(platform, platform.settings.job_workers if jobs is None else jobs)
+    if "jobs" in roles:
+        add_job_runners(platform, platform.settings.job_workers if jobs is None else jobs)
     for r in platform.runners:
         await r.start()
     await platform.plugins.load_installed()  # before the web app and bots, which show plugin commands
-    platform.web_app = make_web_app(platform)
-    runner = web.AppRunner(platform.web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    platform._site_runner = runner
-    bound = port
-    for addr in runner.addresses:
-        if isinstance(addr, tuple) and len(addr) >= 2:
-            bound = int(addr[1])
-            break
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    platform.url = platform.settings.public_url.rstrip("/") or f"http://{shown}:{bound}"
+    if roles & {"web", "media"}:  # media processes answer other processes' offers over HTTP
+        platform.web_app = make_web_app(platform)
+        runner = web.AppRunner(platform.web_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        platform._site_runner = runner
+        for addr in runner.addresses:
+            if isinstance(addr, tuple) and len(addr) >= 2:
+                port = int(addr[1])
+                break
+    platform.bound_url = f"http://{shown}:{port}"
+    platform.url = platform.settings.public_url.rstrip("/") or platform.bound_url
+    placement = platform.rooms.placement
+    if not placement.node.url:  # other processes on other hosts need internal_url set (docs/deploy.md)
+        reach = socket.gethostbyname(socket.gethostname()) if host in ("0.0.0.0", "::", "") else host
+        placement.node = Node(placement.node.id, f"http://{reach}:{port}")
+    await platform.rooms.start()
     platform.plugins.set_public_url(platform.url)
     if platform.telegram is not None:
         if not platform.settings.public_url:

@@ -106,12 +106,15 @@ def _print_space(s: Space, as_json: bool) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (0 picks a free one).")] = None,
+    role: Annotated[str | None, typer.Option(
+        "--role", help="What this process runs, comma-separated: web,jobs,discord,telegram,media "
+                       "(all by default; a subset needs SPACEBRIDGE_REDIS_URL, see docs/deploy.md).")] = None,
 ) -> None:
     """Serve the web room, every configured adapter and the job workers."""
     from spacebridge.app import build, start, stop
 
     try:
-        settings = load_settings(host=host, port=port)
+        settings = load_settings(host=host, port=port, roles=role)
     except ConfigError as e:
         _fail(str(e), 2)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -125,8 +128,10 @@ def serve(
         try:
             await start(platform, settings.host, settings.port)
             adapters = ", ".join(["web", *sorted(platform.notifiers)])
-            typer.echo(f"Spacebridge is serving at {platform.url}  (database: {platform.engine.dialect.name}; "
-                       f"adapters: {adapters}; Ctrl-C to stop)")
+            roles = "" if len(settings.roles) == 5 else f"roles: {','.join(settings.roles)}; "
+            public = f" as {platform.url}" if platform.url != platform.bound_url else ""
+            typer.echo(f"Spacebridge is serving at {platform.bound_url}{public}  (database: "
+                       f"{platform.engine.dialect.name}; {roles}adapters: {adapters}; Ctrl-C to stop)")
             sys.stdout.flush()
             await stop_event.wait()
         finally:

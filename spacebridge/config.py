@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -29,6 +30,9 @@ def _config_file() -> Path | None:
     return Path(p) if p else None
 
 
+ROLES = ("web", "jobs", "discord", "telegram", "media")
+
+
 class ConfigError(Exception):
     """Bad configuration, with a message that names the setting and what is wrong."""
 
@@ -42,6 +46,11 @@ class Settings(BaseSettings):
     public_url: str = ""
     secret_key: SecretStr = SecretStr("")
     redis_url: str = ""
+    # What this process runs (several processes share PostgreSQL and Redis; docs/deploy.md): the web
+    # room and API, durable jobs, the Discord bot, the Telegram bot, media rooms. All by default.
+    roles: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(ROLES))
+    internal_url: str = ""  # how other processes reach this one (media offers); http://host:port if empty
+    media_lease_s: float = Field(5.0, ge=1.0, le=120.0)  # a dead media process's Spaces move after this
     ice_servers: list[str] = Field(default_factory=list)
     ice_announce: list[str] = Field(default_factory=list)  # only these host addresses go into answers
     job_workers: int = Field(1, ge=0, le=64)
@@ -105,6 +114,18 @@ class Settings(BaseSettings):
     def _redis(cls, v: str) -> str:
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis:// URL")
+        return v
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [r.strip() for r in v.split(",") if r.strip()]
+        if isinstance(v, list):
+            bad = [r for r in v if r not in ROLES]
+            if bad or not v:
+                raise ValueError(f"roles are a comma-separated list of {', '.join(ROLES)}" +
+                                 (f" (not {', '.join(map(str, bad))})" if bad else ""))
         return v
 
     @field_validator("log_level")

@@ -92,6 +92,8 @@ def setup(app: web.Application) -> None:
 
         app.router.add_get("/tg/app", mini_app)
         app.router.add_static("/tg/static/", TG_STATIC)
+    app.router.add_post("/internal/media/{space_id}/offer", p.rooms.internal_offer)
+    app.router.add_post("/internal/media/{space_id}/leave", p.rooms.internal_leave)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)

@@ -163,6 +163,8 @@ class DiscordAdapter:
         self.client: discord.Client | None = None
         self.tree: app_commands.CommandTree[discord.Client] | None = None
         self._state = _State()
+        # Per Space: a notice waits for the go-live card it replies to (both are spawned tasks).
+        self._posting: dict[str, asyncio.Lock] = {}
         self._runner: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._started = False
@@ -844,7 +846,9 @@ class DiscordAdapter:
         """Tell the channels showing the Space (a notice for one person is shown to them in the web room)."""
         if self.client is None:
             return
-        for card in await self.cards.for_space(event.space_id):
+        async with self._posting.setdefault(event.space_id, asyncio.Lock()):  # the card is posted by now
+            cards = await self.cards.for_space(event.space_id)
+        for card in cards:
             if card.chat_id.startswith("event:"):
                 continue  # a scheduled event, not a channel
             channel = self.client.get_channel(int(card.chat_id))
@@ -867,6 +871,10 @@ class DiscordAdapter:
         return None if guild is None else (guild, community.settings)
 
     async def _go_live(self, space_id: str, *, announce: bool) -> None:
+        async with self._posting.setdefault(space_id, asyncio.Lock()):
+            await self._go_live_locked(space_id, announce=announce)
+
+    async def _go_live_locked(self, space_id: str, *, announce: bool) -> None:
         view = await self.core.view(space_id)
         found = await self._guild_of(view.space)
         if found is None or view.space.state != SpaceState.LIVE:
@@ -926,6 +934,7 @@ class DiscordAdapter:
             return None
 
     async def _closed(self, space_id: str) -> None:
+        self._posting.pop(space_id, None)
         view = await self.core.view(space_id)
         found = await self._guild_of(view.space)
         if found is None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
+from adapters.webrtc.placement import LocalPlacement, Node, Placement
 from adapters.webrtc.room import MediaError, Room
 from core import events as ev
 from core.errors import Conflict, DomainError, Forbidden, Invalid
@@ -33,27 +36,63 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 64 * 1024
 HELLO_TIMEOUT_S = 10.0
+WATCH_EVERY_S = 1.0  # how often a process checks that the Spaces it has sockets for still have media
+INTERNAL_HEADER = "X-Spacebridge-Internal"
+
+
+class MediaMoved(Exception):
+    def __init__(self, owner: Node) -> None:
+        super().__init__(owner.id)
+        self.owner = owner
 
 
 class Rooms:
-    """The media rooms this process serves, opened on first join and closed when the Space ends."""
+    """The media rooms of this process, and the way to the room of a Space another process owns.
 
-    def __init__(self, core: Core, *, ice_servers: list[str] | None = None, announce: set[str] | None = None) -> None:
+    Rooms open on first join (or when an audio consumer asks for one) on the process that owns the
+    Space (``placement.py``) and close when the Space ends."""
+
+    def __init__(self, core: Core, *, ice_servers: list[str] | None = None, announce: set[str] | None = None,
+                 placement: Placement | None = None, internal_key: str = "") -> None:
         self.core = core
         self.ice_servers = ice_servers or []
         self.announce = announce
+        self.placement: Placement = placement or LocalPlacement()
+        self.internal_key = internal_key
         self.rooms: dict[str, Room] = {}
         self.sockets: dict[str, dict[str, web.WebSocketResponse]] = {}
+        self.media_at: dict[str, str] = {}  # Space -> the node our sockets' media went to
         self._tasks: set[asyncio.Future[None]] = set()
         self._tap_ids = itertools.count()
+        self._http: aiohttp.ClientSession | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
+        self.placement.on_lost = self._lost
+        self.placement.on_relay = self._broadcast
         core.bus.subscribe(self.on_event)
+
+    @property
+    def distributed(self) -> bool:
+        return not isinstance(self.placement, LocalPlacement)
+
+    async def start(self) -> None:
+        await self.placement.start()
+        if self.distributed:
+            self._watcher = asyncio.create_task(self._watch())
 
     def room(self, space_id: str) -> Room:
         r = self.rooms.get(space_id)
         if r is None:
             r = self.rooms[space_id] = Room(space_id, ice_servers=self.ice_servers, announce=self.announce)
-            r.on_levels = lambda levels: self._spawn(self._broadcast(space_id, {"type": "levels", "levels": levels}))
+            r.on_levels = lambda levels: self._spawn(self._levels(space_id, levels))
         return r
+
+    async def _levels(self, space_id: str, levels: dict[str, float]) -> None:
+        message = {"type": "levels", "levels": levels}
+        await self._broadcast(space_id, message)
+        if self.distributed:
+            with contextlib.suppress(Exception):
+                await self.placement.relay(space_id, message)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -89,9 +128,158 @@ class Rooms:
             room = self.rooms.pop(space_id, None)
             if room is not None:
                 await room.close()
+            if self.placement.owns(space_id) and self.distributed:
+                with contextlib.suppress(Exception):
+                    await self.placement.release(space_id)
+            self.media_at.pop(space_id, None)
             for ws in list(self.sockets.pop(space_id, {}).values()):
                 with contextlib.suppress(Exception):
                     await ws.close(code=4000, message=b"space ended")
+
+    # ---- placement: which process's room a participant's media goes to ------------------------------
+    async def offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
+        """Answer a participant's offer in the room that owns the Space, wherever it runs."""
+        for _ in range(4):
+            owner = await self.placement.owner(space_id)
+            if owner is None:
+                owner = await self.placement.claim(space_id) if self.placement.media else await self.placement.pick()
+                if owner is None:
+                    raise MediaError("media.unavailable", detail="no media process is running")
+            try:
+                if owner.id == self.placement.node.id:
+                    result = await self.local_offer(space_id, pid, sdp)
+                else:
+                    result = await self._forward(owner, f"/internal/media/{space_id}/offer", {"pid": pid, "sdp": sdp})
+            except MediaMoved:
+                continue  # it changed hands while we asked: ask the new owner
+            self.media_at[space_id] = owner.id
+            return result
+        raise MediaError("media.unavailable", detail="the Space's media is moving; try again")
+
+    async def local_offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
+        owner = await self.placement.claim(space_id)
+        if owner.id != self.placement.node.id:
+            raise MediaMoved(owner)
+        view = await self.core.view(space_id)
+        if view.space.state != SpaceState.LIVE:
+            raise Conflict("space.ended" if view.space.state == SpaceState.ENDED else "space.not_live",
+                           space_id=space_id)
+        room = self.room(space_id)
+        room.set_publishers(view.space.publishers())
+        publish = pid in view.space.publishers()
+        return {"sdp": await room.add_participant(pid, sdp, publish=publish), "publish": publish}
+
+    async def leave(self, space_id: str, pid: str) -> None:
+        room = self.rooms.get(space_id)
+        if room is not None:
+            await room.remove_participant(pid)
+            return
+        owner_id = self.media_at.get(space_id)
+        if owner_id is None or owner_id == self.placement.node.id:
+            return
+        owner = await self.placement.owner(space_id)
+        if owner is not None and owner.id == owner_id:
+            with contextlib.suppress(aiohttp.ClientError, MediaError, MediaMoved, TimeoutError):
+                await self._forward(owner, f"/internal/media/{space_id}/leave", {"pid": pid})
+
+    def _internal_token(self) -> str:
+        return hmac.new(self.internal_key.encode(), b"spacebridge-internal", "sha256").hexdigest()
+
+    def check_internal(self, request: web.Request) -> None:
+        if not self.internal_key or not hmac.compare_digest(request.headers.get(INTERNAL_HEADER, ""),
+                                                            self._internal_token()):
+            raise web.HTTPForbidden(text="internal endpoint")
+
+    async def _forward(self, owner: Node, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        try:
+            async with self._http.post(owner.url.rstrip("/") + path, json=body,
+                                       headers={INTERNAL_HEADER: self._internal_token()}) as r:
+                data: dict[str, Any] = await r.json(content_type=None)
+                if r.status == 409 and "owner" in data:
+                    raise MediaMoved(Node.decode(json.dumps(data["owner"])))
+                if r.status >= 400:
+                    raise MediaError(str(data.get("code", "media.unavailable")),
+                                     detail=str(data.get("detail", f"the media process said {r.status}")))
+                return data
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise MediaError("media.unavailable", detail=f"the Space's media process is unreachable ({e})") from None
+
+    async def internal_offer(self, request: web.Request) -> web.Response:
+        """POST /internal/media/{space_id}/offer from another process's signaling."""
+        self.check_internal(request)
+        space_id = request.match_info["space_id"]
+        body = await request.json()
+        try:
+            return web.json_response(await self.local_offer(space_id, str(body["pid"]), str(body["sdp"])))
+        except MediaMoved as m:
+            return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
+        except DomainError as e:
+            return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
+
+    async def internal_leave(self, request: web.Request) -> web.Response:
+        self.check_internal(request)
+        room = self.rooms.get(request.match_info["space_id"])
+        if room is not None:
+            await room.remove_participant(str((await request.json())["pid"]))
+        return web.json_response({})
+
+    async def _watch(self) -> None:
+        """Sockets here whose media process went away (or gave the Space up) are told to reconnect
+        their media; their offers then land on whichever media process takes the Space over."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            for space_id, was in list(self.media_at.items()):
+                if not self.sockets.get(space_id):
+                    self.media_at.pop(space_id, None)
+                    continue
+                try:
+                    now = await self.placement.owner(space_id)
+                except Exception:
+                    log.exception("cannot read who serves %s", space_id)
+                    continue
+                if now is not None and now.id == was:
+                    continue
+                log.info("media for %s moved from %s; asking %d clients to reconnect", space_id, was,
+                         len(self.sockets.get(space_id, {})))
+                self.media_at.pop(space_id, None)
+                await self._broadcast(space_id, {"type": "reconnect_media"})
+
+    async def _lost(self, space_id: str) -> None:
+        room = self.rooms.pop(space_id, None)
+        if room is not None:
+            await room.close()
+
+    async def _local_room(self, space_id: str) -> Room | None:
+        """The Space's room in this process, once this process owns it; None when it never will."""
+        while not self._closed:
+            if self.placement.owns(space_id):
+                return self.room(space_id)
+            if self.placement.media and await self.placement.owner(space_id) is None:
+                view = await self.core.view(space_id)
+                if view.space.state == SpaceState.ENDED:
+                    return None
+                if (await self.placement.claim(space_id)).id == self.placement.node.id:
+                    return self.room(space_id)
+            if not self.placement.media:
+                return None
+            await asyncio.sleep(WATCH_EVERY_S)
+        return None
+
+    async def _rooms_of(self, space_id: str) -> AsyncIterator[Room]:
+        """The Space's room here, again after it moves back here, until the Space ends."""
+        while True:
+            room = await self._local_room(space_id)
+            if room is None:
+                return
+            room.start()
+            yield room
+            if self._closed:
+                return
+            view = await self.core.view(space_id)
+            if view.space.state == SpaceState.ENDED:
+                return
 
     async def _sync_publishers(self, space_id: str) -> None:
         room = self.rooms.get(space_id)
@@ -100,51 +288,69 @@ class Rooms:
             room.set_publishers(view.space.publishers())
 
     # ---- the AudioTap port (core/ports.py): the room's audio for captions, recording, Discord -----
+    # Each yields from the Space's room while this process owns it (always, on one process), waits
+    # while another process does, and ends with the Space: consumers run where the audio is.
     async def mix(self, space_id: str) -> AsyncIterator[AudioFrame]:
-        room = self.room(space_id)
-        room.start()
-        sub = room.taps.subscribe(f"tap-{next(self._tap_ids)}")
-        with contextlib.suppress(EOFError):
-            while True:
-                seq, pcm = await sub.next()
-                yield AudioFrame(seq, pcm)
+        async for room in self._rooms_of(space_id):
+            key = f"tap-{next(self._tap_ids)}"
+            sub = room.taps.subscribe(key)
+            try:
+                with contextlib.suppress(EOFError):
+                    while True:
+                        seq, pcm = await sub.next()
+                        yield AudioFrame(seq, pcm)
+            finally:
+                room.taps.unsubscribe(key)
 
     async def speakers(self, space_id: str) -> AsyncIterator[AudioFrame]:
-        room = self.room(space_id)
-        room.start()
-        sub = room.speaker_taps.subscribe(f"tap-{next(self._tap_ids)}")
-        with contextlib.suppress(EOFError):
-            while True:
-                seq, pid, pcm = await sub.next()
-                yield AudioFrame(seq, pcm, speaker_id=pid)
+        async for room in self._rooms_of(space_id):
+            key = f"tap-{next(self._tap_ids)}"
+            sub = room.speaker_taps.subscribe(key)
+            try:
+                with contextlib.suppress(EOFError):
+                    while True:
+                        seq, pid, pcm = await sub.next()
+                        yield AudioFrame(seq, pcm, speaker_id=pid)
+            finally:
+                room.speaker_taps.unsubscribe(key)
 
     async def ticks(self, space_id: str) -> AsyncIterator[AudioTick]:
-        room = self.room(space_id)
-        room.start()
-        key = f"tap-{next(self._tap_ids)}"
-        sub = room.tick_taps.subscribe(key)
-        try:
-            with contextlib.suppress(EOFError):
-                while True:
-                    seq, mix, frames = await sub.next()
-                    yield AudioTick(seq, mix, frames)
-        finally:
-            room.tick_taps.unsubscribe(key)  # a consumer that stops must not keep a queue filling
+        async for room in self._rooms_of(space_id):
+            key = f"tap-{next(self._tap_ids)}"
+            sub = room.tick_taps.subscribe(key)
+            try:
+                with contextlib.suppress(EOFError):
+                    while True:
+                        seq, mix, frames = await sub.next()
+                        yield AudioTick(seq, mix, frames)
+            finally:
+                room.tick_taps.unsubscribe(key)  # a consumer that stops must not keep a queue filling
 
     async def opus_packets(self, space_id: str) -> AsyncIterator[tuple[int, bytes]]:
         """The very packets listeners get (no re-encode), e.g. for Discord voice playback."""
-        room = self.room(space_id)
-        room.start()
-        sub = room.listeners.subscribe(f"tap-{next(self._tap_ids)}")
-        with contextlib.suppress(EOFError):
-            while True:
-                packet = await sub.next()
-                yield int(packet.pts) // FRAME_SAMPLES, bytes(packet)
+        async for room in self._rooms_of(space_id):
+            key = f"tap-{next(self._tap_ids)}"
+            sub = room.listeners.subscribe(key)
+            try:
+                with contextlib.suppress(EOFError):
+                    while True:
+                        packet = await sub.next()
+                        yield int(packet.pts) // FRAME_SAMPLES, bytes(packet)
+            finally:
+                room.listeners.unsubscribe(key)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         for room in list(self.rooms.values()):
             await room.close()
         self.rooms.clear()
+        await self.placement.close()
+        if self._http is not None:
+            await self._http.close()
 
 
 Command = Callable[[Core, Actor, str, dict[str, Any]], Awaitable[Any]]
@@ -217,9 +423,8 @@ class Signaling:
         finally:
             if self.rooms.sockets.get(space_id, {}).get(pid) is ws:
                 del self.rooms.sockets[space_id][pid]
-            room = self.rooms.rooms.get(space_id)
-            if room is not None:
-                await room.remove_participant(pid)
+            with contextlib.suppress(Exception):  # the media side may be gone already (moved, ended)
+                await self.rooms.leave(space_id, pid)
             if role != "guest":
                 with contextlib.suppress(DomainError):
                     await self.core.leave(actor, space_id)
@@ -286,12 +491,8 @@ class Signaling:
         sdp = data.get("sdp")
         if not isinstance(sdp, str):
             raise MediaError("sdp.invalid", detail="offer needs an sdp string")
-        view = await self.core.view(space_id)
-        room = self.rooms.room(space_id)
-        room.set_publishers(view.space.publishers())
-        publish = actor.account_id in view.space.publishers()
-        answer = await room.add_participant(actor.account_id, sdp, publish=publish)
-        await ws.send_json({"type": "answer", "sdp": answer, "publish": publish})
+        result = await self.rooms.offer(space_id, actor.account_id, sdp)
+        await ws.send_json({"type": "answer", "sdp": result["sdp"], "publish": result["publish"]})
 
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
                        data: dict[str, Any]) -> None:

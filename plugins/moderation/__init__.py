@@ -78,7 +78,7 @@ class ModerationPlugin:
         self.config = ModerationConfig.model_validate(ctx.config)
         ctx.subscribe(self.on_event, "role.changed", "speaker.muted", "speaker.invited", "hand.lowered",
                       "participant.left", "account.blocked", "pin.added", "pin.removed", "captions.toggled",
-                      "space.ended", "space.updated")
+                      "space.ended", "space.updated", local_only=True)  # each entry once, by the process that acted
         ctx.guard(self.limit)
         ctx.text_filter(self.filter)
         ctx.command("audit", "Recent moderation actions in this Space (host, co-hosts)", self.cmd_audit,

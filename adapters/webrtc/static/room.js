@@ -17,7 +17,7 @@ const $ = (id) => document.getElementById(id);
 const spaceId = location.pathname.split("/").filter(Boolean).pop();
 const token = new URLSearchParams(location.hash.slice(1)).get("t") || "";
 
-const state = { me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [] };
+const state = { me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], retries: 0, left: false, timer: null };
 const RANK = { listener: 0, speaker: 1, cohost: 2, host: 3 };
 const NEEDS = { anyone: 0, speaker: 1, moderator: 2, host: 3 };
 
@@ -164,6 +164,11 @@ async function startMedia(publish) {
   if (state.pc) state.pc.close();
   const pc = new RTCPeerConnection({ iceServers: window.SPACEBRIDGE_ICE || [] });
   state.pc = pc;
+  // The media process can go away (a restart, a failover): offer again; the server routes the new
+  // offer to whichever process serves the Space now.
+  pc.onconnectionstatechange = () => {
+    if (pc === state.pc && pc.connectionState === "failed" && state.ws && state.ws.readyState === 1) startMedia(onStage());
+  };
   pc.ontrack = (ev) => { $("audio").srcObject = ev.streams[0] || new MediaStream([ev.track]); $("audio").play().catch(() => say("Press any button to start the audio.")); };
   if (publish) {
     try {
@@ -192,26 +197,38 @@ function connect() {
   if (!token) { say("This link is missing its token. Ask the host or the bot for a personal join link."); return; }
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${spaceId}`);
   state.ws = ws;
-  ws.onopen = () => send({ type: "hello", token });
+  ws.onopen = () => { state.retries = 0; send({ type: "hello", token }); };
   ws.onmessage = async (m) => {
     const msg = JSON.parse(m.data);
     if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
     switch (msg.type) {
       case "welcome":
         state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || [];
-        Object.assign(state.names, msg.space.names || {});
+        Object.assign(state.names, msg.space.names || {}); say("");
+        $("captions").replaceChildren(); $("comments").replaceChildren();  // a reconnect sends them again
         for (const line of msg.captions || []) caption(line);
         for (const c of msg.comments || []) comment(c);
         $("comment-form").hidden = state.role === "guest";
         render(); await startMedia(onStage()); break;
       case "answer": await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }); break;
       case "renegotiate": state.role = msg.role; await startMedia(msg.publish); await refresh(); break;
+      case "reconnect_media": await startMedia(onStage()); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;
       case "error": if (!msg.id) say(ERRORS[msg.code] || msg.message); break;
     }
   };
-  ws.onclose = (ev) => { if (ev.code === 4000) say("This Space has ended."); else if (!$("status").textContent) say("Disconnected."); teardown(); };
+  ws.onclose = (ev) => {
+    if (ws !== state.ws) return;
+    if (ev.code === 4000) { say("This Space has ended."); teardown(); return; }
+    // 4001/4002: refused (its error frame said why). 1000: we left. Anything else is the network or a
+    // server going away: come back, with growing pauses, as long as the page is open.
+    if (state.left || ev.code === 4001 || ev.code === 4002 || ev.code === 1000) { if (!$("status").textContent) say("Disconnected."); teardown(); return; }
+    if (state.pc) state.pc.close(); state.pc = null;
+    const wait = Math.min(10000, 500 * 2 ** state.retries++);
+    say(`Connection lost; reconnecting in ${Math.round(wait / 1000) || 1} s…`);
+    clearTimeout(state.timer); state.timer = setTimeout(connect, wait);
+  };
 }
 
 function setup() {
@@ -232,7 +249,7 @@ function setup() {
     const input = $("comment-text"); const text = input.value.trim(); if (!text) return;
     command("comment", { text }).then((r) => { show(r); if (r.type === "ok") input.value = ""; });
   };
-  $("leave").onclick = () => { state.ws?.close(1000); teardown(); say("You left the Space."); };
+  $("leave").onclick = () => { state.left = true; clearTimeout(state.timer); state.ws?.close(1000); teardown(); say("You left the Space."); };
   connect();
 }
 setup();

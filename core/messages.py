@@ -118,6 +118,7 @@ _TEXT: dict[str, str] = {
     "guest.link_account": "Guests can listen; sign in (link your account) to react or raise a hand.",
     "space.guests_not_allowed": "This Space is unlisted: join with a personal link.",
     "sdp.invalid": "The media offer is not valid SDP ({detail}).",
+    "media.no_hls": "This instance does not offer HLS listening ({detail}).",
     "media.unavailable": "The Space's audio is not available right now ({detail}); trying again shortly may work.",
     "sdp.no_audio": "The media offer has no audio ({detail}).",
     "account.not_found": "There is no account {account_id}.",

@@ -109,7 +109,9 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
                                    media="media" in settings.roles, ttl_s=settings.media_lease_s)
     platform.rooms = Rooms(platform.core, ice_servers=settings.ice_servers,
                            announce=set(settings.ice_announce) or None, placement=placement,
-                           internal_key=settings.resolved_secret().decode())
+                           internal_key=settings.resolved_secret().decode(), hls_dir=settings.resolved_hls_dir(),
+                           hls_segment_s=settings.hls_segment_s, hls_list_size=settings.hls_list_size,
+                           max_listeners=settings.webrtc_max_listeners)
     platform.tokens = JoinTokens(settings.resolved_secret())
     platform.plugins = PluginManager(
         platform.core, audio=platform.rooms, config=settings.plugins, data_dir=data_dir(),

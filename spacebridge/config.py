@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     roles: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(ROLES))
     internal_url: str = ""  # how other processes reach this one (media offers); http://host:port if empty
     media_lease_s: float = Field(5.0, ge=1.0, le=120.0)  # a dead media process's Spaces move after this
+    # HLS: the room's encode also written as segments + a rolling playlist (adapters/webrtc/hls.py)
+    hls_enabled: bool = True
+    hls_dir: str = ""  # <data dir>/hls if empty; point nginx (or a CDN origin) at it
+    hls_segment_s: float = Field(1.0, ge=0.5, le=10.0)
+    hls_list_size: int = Field(6, ge=3, le=60)
+    webrtc_max_listeners: int = Field(500, ge=0, le=100_000)  # per room; more listeners are sent to HLS
     ice_servers: list[str] = Field(default_factory=list)
     ice_announce: list[str] = Field(default_factory=list)  # only these host addresses go into answers
     job_workers: int = Field(1, ge=0, le=64)
@@ -135,6 +141,11 @@ class Settings(BaseSettings):
         if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
+
+    def resolved_hls_dir(self) -> Path | None:
+        if not self.hls_enabled:
+            return None
+        return Path(self.hls_dir) if self.hls_dir else data_dir() / "hls"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{data_dir() / 'spacebridge.sqlite3'}"

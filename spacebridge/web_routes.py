@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 from aiohttp import web
 
@@ -65,6 +66,25 @@ async def billing_off(request: web.Request) -> web.Response:
                              status=503)
 
 
+HLS_NAME = re.compile(r"^(index\.m3u8|init\.mp4|s\d{1,20}\.m4s)$")
+HLS_KEY = re.compile(r"^[a-z0-9]{1,40}-[0-9a-f]{20}$")
+
+
+async def hls_file(request: web.Request) -> web.StreamResponse:
+    """The HLS files the media process writes (nginx or a CDN does this in a big deployment)."""
+    hls_dir = _platform(request).rooms.hls_dir
+    key, name = request.match_info["key"], request.match_info["name"]
+    if hls_dir is None or not HLS_KEY.match(key) or not HLS_NAME.match(name):
+        raise web.HTTPNotFound()
+    path = hls_dir / key / name
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    response = web.FileResponse(path)
+    # the playlist changes every segment; segments never change once written
+    response.headers["Cache-Control"] = "no-cache" if name.endswith(".m3u8") else "public, max-age=60"
+    return response
+
+
 def setup(app: web.Application) -> None:
     p = app[PLATFORM]
     from adapters.webrtc.signaling import Signaling
@@ -94,6 +114,10 @@ def setup(app: web.Application) -> None:
         app.router.add_static("/tg/static/", TG_STATIC)
     app.router.add_post("/internal/media/{space_id}/offer", p.rooms.internal_offer)
     app.router.add_post("/internal/media/{space_id}/leave", p.rooms.internal_leave)
+    app.router.add_post("/internal/media/{space_id}/hls", p.rooms.internal_hls)
+    if p.rooms.hls_dir is not None:
+        p.rooms.hls_dir.mkdir(parents=True, exist_ok=True)
+        app.router.add_get("/hls/{key}/{name}", hls_file)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)

@@ -119,6 +119,10 @@ class Room:
         self.seq = 0
         self._task: asyncio.Task[None] | None = None
         self.on_levels: Callable[[dict[str, float]], None] | None = None  # ~5 times a second
+        self.sinks: list[Callable[[Any], None]] = []  # each encoded packet of the mix, synchronously (HLS)
+
+    def listener_count(self) -> int:
+        return sum(1 for pid in self.participants if pid not in self.publishers)
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -162,6 +166,8 @@ class Room:
         self.seq += 1
         for packet in self.room_encoder.encode(mix.full, seq):
             self.listeners.publish(packet)
+            for sink in self.sinks:
+                sink(packet)
         self.taps.publish((seq, mix.full))
         if len(self.speaker_taps):
             for pid, pcm in frames.items():

@@ -14,11 +14,13 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from adapters.webrtc import hls
 from adapters.webrtc.placement import LocalPlacement, Node, Placement
 from adapters.webrtc.room import MediaError, Room
 from core import events as ev
@@ -53,8 +55,13 @@ class Rooms:
     Space (``placement.py``) and close when the Space ends."""
 
     def __init__(self, core: Core, *, ice_servers: list[str] | None = None, announce: set[str] | None = None,
-                 placement: Placement | None = None, internal_key: str = "") -> None:
+                 placement: Placement | None = None, internal_key: str = "", hls_dir: Path | None = None,
+                 hls_segment_s: float = 1.0, hls_list_size: int = 6, max_listeners: int = 500) -> None:
         self.core = core
+        self.hls_dir = hls_dir  # None: no HLS
+        self.hls_segment_s, self.hls_list_size = hls_segment_s, hls_list_size
+        self.max_listeners = max_listeners  # WebRTC listeners per room; more are sent to HLS
+        self.writers: dict[str, hls.HlsWriter] = {}
         self.ice_servers = ice_servers or []
         self.announce = announce
         self.placement: Placement = placement or LocalPlacement()
@@ -85,7 +92,28 @@ class Rooms:
         if r is None:
             r = self.rooms[space_id] = Room(space_id, ice_servers=self.ice_servers, announce=self.announce)
             r.on_levels = lambda levels: self._spawn(self._levels(space_id, levels))
+            if self.hls_dir is not None:
+                writer = self.writers[space_id] = hls.HlsWriter(
+                    self.hls_dir / self.hls_key(space_id), segment_s=self.hls_segment_s, list_size=self.hls_list_size)
+                r.sinks.append(lambda p: writer.write(bytes(p), int(p.pts)))
         return r
+
+    async def _close_room(self, space_id: str, *, ended: bool) -> None:
+        room = self.rooms.pop(space_id, None)
+        if room is not None:
+            await room.close()
+        writer = self.writers.pop(space_id, None)
+        if writer is not None:
+            await asyncio.to_thread(writer.close, ended=ended)
+
+    def hls_key(self, space_id: str) -> str:
+        """The Space's HLS directory: unguessable, so only people who joined (and passed the ticket
+        check) learn it; Space ids themselves are public."""
+        mac = hmac.new(self.internal_key.encode(), f"hls:{space_id}".encode(), "sha256").hexdigest()[:20]
+        return f"{space_id}-{mac}"
+
+    def hls_url(self, space_id: str) -> str:
+        return f"/hls/{self.hls_key(space_id)}/{hls.PLAYLIST}"
 
     async def _levels(self, space_id: str, levels: dict[str, float]) -> None:
         message = {"type": "levels", "levels": levels}
@@ -125,9 +153,7 @@ class Rooms:
                     await target.send_json({"type": "renegotiate", "role": event.role,
                                         "publish": event.role != "listener"})
         if isinstance(event, ev.SpaceEnded):
-            room = self.rooms.pop(space_id, None)
-            if room is not None:
-                await room.close()
+            await self._close_room(space_id, ended=True)
             if self.placement.owns(space_id) and self.distributed:
                 with contextlib.suppress(Exception):
                     await self.placement.release(space_id)
@@ -139,6 +165,16 @@ class Rooms:
     # ---- placement: which process's room a participant's media goes to ------------------------------
     async def offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
         """Answer a participant's offer in the room that owns the Space, wherever it runs."""
+        return await self._at_owner(space_id, lambda: self.local_offer(space_id, pid, sdp),
+                                    f"/internal/media/{space_id}/offer", {"pid": pid, "sdp": sdp})
+
+    async def listen_hls(self, space_id: str, pid: str) -> dict[str, Any]:
+        """A listener asked for HLS: out of the WebRTC room, and the room running so HLS is written."""
+        return await self._at_owner(space_id, lambda: self.local_hls(space_id, pid),
+                                    f"/internal/media/{space_id}/hls", {"pid": pid})
+
+    async def _at_owner(self, space_id: str, here: Callable[[], Awaitable[dict[str, Any]]], path: str,
+                        body: dict[str, Any]) -> dict[str, Any]:
         for _ in range(4):
             owner = await self.placement.owner(space_id)
             if owner is None:
@@ -146,15 +182,24 @@ class Rooms:
                 if owner is None:
                     raise MediaError("media.unavailable", detail="no media process is running")
             try:
-                if owner.id == self.placement.node.id:
-                    result = await self.local_offer(space_id, pid, sdp)
-                else:
-                    result = await self._forward(owner, f"/internal/media/{space_id}/offer", {"pid": pid, "sdp": sdp})
+                result = await here() if owner.id == self.placement.node.id else await self._forward(owner, path, body)
             except MediaMoved:
                 continue  # it changed hands while we asked: ask the new owner
             self.media_at[space_id] = owner.id
             return result
         raise MediaError("media.unavailable", detail="the Space's media is moving; try again")
+
+    async def local_hls(self, space_id: str, pid: str) -> dict[str, Any]:
+        owner = await self.placement.claim(space_id)
+        if owner.id != self.placement.node.id:
+            raise MediaMoved(owner)
+        if self.hls_dir is None:
+            raise MediaError("media.no_hls", detail="this instance does not write HLS")
+        room = self.room(space_id)
+        if pid in room.participants:
+            await room.remove_participant(pid)
+        room.start()
+        return {"hls": self.hls_url(space_id), "reason": "asked"}
 
     async def local_offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
         owner = await self.placement.claim(space_id)
@@ -167,6 +212,10 @@ class Rooms:
         room = self.room(space_id)
         room.set_publishers(view.space.publishers())
         publish = pid in view.space.publishers()
+        if (not publish and self.hls_dir is not None and pid not in room.participants
+                and room.listener_count() >= self.max_listeners):
+            room.start()  # the HLS stream comes from the room's ticks
+            return {"hls": self.hls_url(space_id), "reason": "room_full"}
         return {"sdp": await room.add_participant(pid, sdp, publish=publish), "publish": publish}
 
     async def leave(self, space_id: str, pid: str) -> None:
@@ -218,6 +267,17 @@ class Rooms:
         except DomainError as e:
             return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
 
+    async def internal_hls(self, request: web.Request) -> web.Response:
+        self.check_internal(request)
+        space_id = request.match_info["space_id"]
+        body = await request.json()
+        try:
+            return web.json_response(await self.local_hls(space_id, str(body["pid"])))
+        except MediaMoved as m:
+            return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
+        except DomainError as e:
+            return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
+
     async def internal_leave(self, request: web.Request) -> web.Response:
         self.check_internal(request)
         room = self.rooms.get(request.match_info["space_id"])
@@ -247,9 +307,7 @@ class Rooms:
                 await self._broadcast(space_id, {"type": "reconnect_media"})
 
     async def _lost(self, space_id: str) -> None:
-        room = self.rooms.pop(space_id, None)
-        if room is not None:
-            await room.close()
+        await self._close_room(space_id, ended=False)
 
     async def _local_room(self, space_id: str) -> Room | None:
         """The Space's room in this process, once this process owns it; None when it never will."""
@@ -345,9 +403,8 @@ class Rooms:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        for room in list(self.rooms.values()):
-            await room.close()
-        self.rooms.clear()
+        for space_id in list(self.rooms):
+            await self._close_room(space_id, ended=False)
         await self.placement.close()
         if self._http is not None:
             await self._http.close()
@@ -476,6 +533,9 @@ class Signaling:
             try:
                 if kind == "offer":
                     await self._offer(ws, space_id, actor, role, data)
+                elif kind == "hls":
+                    result = await self.rooms.listen_hls(space_id, actor.account_id)
+                    await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"]})
                 elif kind == "command":
                     await self._command(ws, space_id, actor, role, data)
                 elif kind == "ping":
@@ -492,6 +552,9 @@ class Signaling:
         if not isinstance(sdp, str):
             raise MediaError("sdp.invalid", detail="offer needs an sdp string")
         result = await self.rooms.offer(space_id, actor.account_id, sdp)
+        if "hls" in result:
+            await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"]})
+            return
         await ws.send_json({"type": "answer", "sdp": result["sdp"], "publish": result["publish"]})
 
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,

@@ -97,3 +97,50 @@ async def test_expired_link_says_so(platform: Platform) -> None:
         await page.goto(f"{platform.url}/s/{space.id}")
         await page.wait_for_selector("text=This link is missing its token", timeout=10_000)
         await browser.close()
+
+
+# Loudness of what an <audio> element plays from a URL (HLS through Media Source Extensions).
+ELEMENT_LEVEL_JS = """async () => {
+  const el = document.getElementById('audio');
+  const ctx = new AudioContext();
+  const src = ctx.createMediaElementSource(el);
+  const an = ctx.createAnalyser(); an.fftSize = 2048; src.connect(an); an.connect(ctx.destination);
+  const buf = new Float32Array(an.fftSize);
+  let peak = 0;
+  for (let i = 0; i < 40; i++) {
+    await new Promise(r => setTimeout(r, 50));
+    an.getFloatTimeDomainData(buf);
+    for (const v of buf) peak = Math.max(peak, Math.abs(v));
+  }
+  return peak;
+}"""
+
+
+async def test_listener_on_hls_in_chromium(platform: Platform) -> None:
+    """A listener who asks for HLS (#hls=1, as a big audience's page would) hears the speaker from
+    the playlist and segments, and still reacts over the signaling socket."""
+    from playwright.async_api import async_playwright
+
+    core = platform.core
+    host_acc = await core.ensure_account("web", "host", "Hana Host")
+    fan_acc = await core.ensure_account("web", "fan", "Finn Fan")
+    space = await core.create_space(Actor(account_id=host_acc.id, is_community_admin=True), "HLS Space")
+    now = core.now()
+    host_url = f"{platform.url}/s/{space.id}#t={platform.tokens.issue(space.id, host_acc.id, 'speaker', now)}"
+    fan_url = f"{platform.url}/s/{space.id}#t={platform.tokens.issue(space.id, fan_acc.id, 'listener', now)}&hls=1"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        host = await (await browser.new_context()).new_page()
+        fan = await (await browser.new_context()).new_page()
+        await host.goto(host_url)
+        await host.wait_for_selector("text=HLS Space")
+        await fan.goto(fan_url)
+        await fan.wait_for_selector("text=Hosted by Hana Host")
+        playing = ("(() => { const a = document.getElementById('audio');"
+                   " return a.srcObject === null && a.src.startsWith('blob:') && a.currentTime > 1; })()")
+        await fan.wait_for_function(playing, timeout=20_000)
+        level = await fan.evaluate(ELEMENT_LEVEL_JS)
+        assert level > 0.01, f"the HLS listener's audio is silent (peak {level})"
+        await fan.get_by_role("button", name="React 👏").click()
+        await host.wait_for_selector(".floater:has-text('👏')", timeout=5_000)
+        await browser.close()

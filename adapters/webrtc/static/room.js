@@ -15,9 +15,11 @@ const ERRORS = {
 };
 const $ = (id) => document.getElementById(id);
 const spaceId = location.pathname.split("/").filter(Boolean).pop();
-const token = new URLSearchParams(location.hash.slice(1)).get("t") || "";
+const hashParams = new URLSearchParams(location.hash.slice(1));
+const token = hashParams.get("t") || "";
+const wantHls = hashParams.get("hls") === "1";  // listen over HLS (a big audience, a poor network)
 
-const state = { me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], retries: 0, left: false, timer: null };
+const state = { hls: null, me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], retries: 0, left: false, timer: null };
 const RANK = { listener: 0, speaker: 1, cohost: 2, host: 3 };
 const NEEDS = { anyone: 0, speaker: 1, moderator: 2, host: 3 };
 
@@ -160,7 +162,67 @@ function onEvent(e) {
   if (e.type === "role.changed" && e.account_id === state.me) state.role = e.role === "host" ? "host" : e.role;
 }
 
+// ---- HLS listening: the room's own encode as fMP4 segments, played with Media Source Extensions ----
+function parsePlaylist(text) {
+  const out = { seq: 0, target: 1, map: null, segs: [], ended: false };
+  for (const line of text.split("\n").map((l) => l.trim())) {
+    if (line.startsWith("#EXT-X-MEDIA-SEQUENCE:")) out.seq = parseInt(line.split(":")[1], 10);
+    else if (line.startsWith("#EXT-X-TARGETDURATION:")) out.target = parseFloat(line.split(":")[1]);
+    else if (line.startsWith("#EXT-X-MAP:")) out.map = (line.match(/URI="([^"]+)"/) || [])[1];
+    else if (line === "#EXT-X-ENDLIST") out.ended = true;
+    else if (line && !line.startsWith("#")) out.segs.push(line);
+  }
+  return out;
+}
+
+function stopHls() {
+  if (!state.hls) return;
+  state.hls.stop = true; state.hls = null;
+  const audio = $("audio"); audio.removeAttribute("src"); audio.load();
+}
+
+async function startHls(url) {
+  if (state.pc) state.pc.close(); state.pc = null;
+  stopHls();
+  const me = { stop: false }; state.hls = me;
+  const audio = $("audio"); audio.srcObject = null;
+  const type = 'audio/mp4; codecs="opus"';
+  if (!window.MediaSource || !MediaSource.isTypeSupported(type)) {
+    if (audio.canPlayType("application/vnd.apple.mpegurl")) { audio.src = url; audio.play().catch(() => say("Press any button to start the audio.")); return; }
+    say("This browser cannot play this Space's audio."); return;
+  }
+  const ms = new MediaSource(); audio.src = URL.createObjectURL(ms);
+  await new Promise((resolve) => ms.addEventListener("sourceopen", resolve, { once: true }));
+  const sb = ms.addSourceBuffer(type); sb.mode = "sequence";  // segments play back to back, across a failover too
+  const append = (buf) => new Promise((resolve, reject) => {
+    sb.addEventListener("updateend", resolve, { once: true }); sb.addEventListener("error", reject, { once: true }); sb.appendBuffer(buf);
+  });
+  const get = async (u) => { const r = await fetch(u, { cache: "no-store" }); if (!r.ok) throw new Error(`${r.status}`); return r; };
+  const base = new URL(url, location.href); let next = -1; let init = null; let wait = 1000;
+  while (!me.stop) {
+    try {
+      const pl = parsePlaylist(await (await get(base)).text());
+      wait = pl.target * 500;
+      if (next < 0) next = Math.max(pl.seq, pl.seq + pl.segs.length - 2);  // start two segments behind the live edge
+      if (next < pl.seq) next = pl.seq;  // fell behind the window: skip ahead
+      for (let i = next - pl.seq; i < pl.segs.length && !me.stop; i++) {
+        if (pl.map && pl.map !== init) { await append(await (await get(new URL(pl.map, base))).arrayBuffer()); init = pl.map; }
+        await append(await (await get(new URL(pl.segs[i], base))).arrayBuffer());
+        next = pl.seq + i + 1;
+      }
+      if (audio.paused) audio.play().catch(() => say("Press any button to start the audio."));
+      if (sb.buffered.length && audio.currentTime - sb.buffered.start(0) > 30 && !sb.updating) {
+        sb.remove(0, audio.currentTime - 10); await new Promise((resolve) => sb.addEventListener("updateend", resolve, { once: true }));
+      }
+      if (pl.ended) break;
+    } catch (err) { wait = 1000; }  // the playlist is not written yet, or a segment rolled off: try again
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+}
+
 async function startMedia(publish) {
+  stopHls();
+  if (!publish && wantHls) { send({ type: "hls" }); return; }
   if (state.pc) state.pc.close();
   const pc = new RTCPeerConnection({ iceServers: window.SPACEBRIDGE_ICE || [] });
   state.pc = pc;
@@ -188,6 +250,7 @@ async function startMedia(publish) {
 }
 
 function teardown() {
+  stopHls();
   if (state.pc) state.pc.close(); state.pc = null;
   if (state.mic) state.mic.getTracks().forEach((t) => t.stop()); state.mic = null;
   for (const id of ["hand", "mic", "leave"]) $(id).disabled = true;
@@ -212,7 +275,8 @@ function connect() {
         render(); await startMedia(onStage()); break;
       case "answer": await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }); break;
       case "renegotiate": state.role = msg.role; await startMedia(msg.publish); await refresh(); break;
-      case "reconnect_media": await startMedia(onStage()); break;
+      case "reconnect_media": if (!state.hls) await startMedia(onStage()); break;
+      case "hls": await startHls(msg.url); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;
       case "error": if (!msg.id) say(ERRORS[msg.code] || msg.message); break;

@@ -1,0 +1,128 @@
+"""The room's single Opus encode, also written as HLS for audiences past what WebRTC fan-out serves.
+
+No second encode: the very packets listeners get over WebRTC are muxed (PyAV, ffmpeg's ``hls``
+muxer) into fragmented-MP4 segments of ``segment_s`` and a rolling playlist of ``list_size``
+segments, in ``<hls_dir>/<space_id>/``. Any static file server (nginx, a CDN) can serve that
+directory; the app serves it too, at ``/hls/<space_id>/index.m3u8``.
+
+- Segment numbers start at the wall-clock second, so a Space that moves to another media process
+  (docs/deploy.md) goes on with higher numbers: ffmpeg's ``append_list`` keeps the old segments in the
+  playlist and marks the change with ``EXT-X-DISCONTINUITY``.
+- Files are written under temporary names and renamed (``temp_file``): a server never serves half
+  a segment. ``EXT-X-PROGRAM-DATE-TIME`` on every segment lets players (and bench.hls_listeners)
+  measure latency.
+- Muxing and disk writes run in one thread per room, fed by a bounded queue: the room's 20 ms tick
+  never waits for a disk; if the disk cannot keep up, packets are dropped and counted.
+- ``EXT-X-ENDLIST`` is written only when the Space ends, not when a process stops (the Space goes on
+  elsewhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fractions
+import logging
+import mimetypes
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+
+from core.ports import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+PLAYLIST = "index.m3u8"
+QUEUE_PACKETS = 500  # 10 s of 20 ms packets
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
+mimetypes.add_type("video/iso.segment", ".m4s")
+
+
+class HlsWriter:
+    def __init__(self, directory: Path, *, segment_s: float = 1.0, list_size: int = 6, bit_rate: int = 48_000) -> None:
+        self.directory = directory
+        self.segment_s, self.list_size, self.bit_rate = segment_s, list_size, bit_rate
+        self.queue: queue.Queue[tuple[bytes, int] | None] = queue.Queue(QUEUE_PACKETS)
+        self.dropped = 0
+        self.ended = False
+        self.failed = False
+        self.thread = threading.Thread(target=self._run, name=f"hls {directory.name}", daemon=True)
+        self.thread.start()
+
+    def write(self, packet: bytes, pts: int) -> None:
+        """One Opus packet (20 ms) with its pts in 1/48000 s; never blocks."""
+        if self.failed:
+            return
+        try:
+            self.queue.put_nowait((packet, pts))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped in (1, 1000):
+                log.warning("HLS for %s cannot keep up; %d packets dropped", self.directory.name, self.dropped)
+
+    def close(self, *, ended: bool) -> None:
+        """Finish the last segment; ``ended`` (the Space is over) also ends the playlist."""
+        self.ended = ended
+        with contextlib.suppress(queue.Full):
+            self.queue.put(None, timeout=2.0)
+        self.thread.join(timeout=10.0)
+
+    def _open(self) -> tuple[Any, Any]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        out = av.open(str(self.directory / PLAYLIST), "w", format="hls", options={
+            "hls_time": f"{self.segment_s:g}",
+            "hls_list_size": str(self.list_size),
+            "hls_segment_type": "fmp4",
+            "hls_fmp4_init_filename": "init.mp4",
+            "hls_segment_filename": str(self.directory / "s%d.m4s"),
+            "hls_flags": "delete_segments+independent_segments+program_date_time+temp_file+append_list"
+                         "+discont_start+omit_endlist",
+            "hls_delete_threshold": "2",
+            "start_number": str(int(time.time())),
+        })
+        stream = out.add_stream("libopus", rate=SAMPLE_RATE)  # carries the codec parameters; never encodes
+        stream.codec_context.layout = "mono"
+        stream.codec_context.format = "s16"
+        stream.codec_context.bit_rate = self.bit_rate
+        stream.time_base = TIME_BASE
+        return out, stream
+
+    def _run(self) -> None:
+        out: Any = None
+        try:
+            out, stream = self._open()
+            first: int | None = None
+            while (item := self.queue.get()) is not None:
+                data, pts = item
+                if first is None:
+                    first = pts
+                p = av.Packet(data)
+                p.pts = p.dts = pts - first
+                p.time_base = TIME_BASE
+                p.stream = stream
+                out.mux(p)
+        except Exception:
+            self.failed = True
+            log.exception("HLS for %s failed; listeners on HLS lose this Space", self.directory.name)
+        finally:
+            if out is not None:
+                with contextlib.suppress(Exception):
+                    out.close()
+            if self.ended:
+                with contextlib.suppress(OSError), (self.directory / PLAYLIST).open("a") as f:
+                    f.write("#EXT-X-ENDLIST\n")
+            while True:  # a failed writer must not leave ``write`` filling a queue nobody reads
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+
+
+def remove(directory: Path) -> None:
+    """A finished Space's files (once nobody can be listening any more)."""
+    shutil.rmtree(directory, ignore_errors=True)

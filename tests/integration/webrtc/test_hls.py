@@ -1,0 +1,181 @@
+"""HLS for big audiences: the room's own encode as fMP4 segments and a rolling playlist, served by
+nginx (Debian's package) from the directory the media process writes, decoding to the room's audio;
+listeners past the room's WebRTC limit, or who ask, are sent there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+
+from core.model.accounts import Actor
+from core.ports import SAMPLE_RATE
+from spacebridge.app import Platform
+from tests.integration.webrtc.test_room_media import Client
+from tests.integration.webrtc.test_signaling import Peer
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, platform: Platform) -> Iterator[str]:
+    """nginx serving the platform's HLS directory at /hls/, as docs/deploy.md configures it."""
+    if not Path(NGINX).exists():
+        msg = "Debian's nginx is not installed (apt-get install nginx-light; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    hls_dir = platform.rooms.hls_dir
+    assert hls_dir is not None
+    port, prefix = free_port(), tmp_path / "nginx"
+    prefix.mkdir()
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the test's private temp dir
+    (prefix / "nginx.conf").write_text(f"""
+{user}
+daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;
+  uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  types {{ application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; audio/mp4 mp4; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /hls/ {{
+      alias {hls_dir}/;
+      location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; }}
+    }}
+  }}
+}}
+""")
+    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nginx did not start: {proc.stderr.read() if proc.stderr else ''}") from None
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def playlist(text: str) -> tuple[int, list[str], bool]:
+    lines = text.splitlines()
+    seq = next(int(x.split(":")[1]) for x in lines if x.startswith("#EXT-X-MEDIA-SEQUENCE:"))
+    return seq, [x for x in lines if x and not x.startswith("#")], "#EXT-X-ENDLIST" in lines
+
+
+def peak_hz(pcm: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(pcm * np.hanning(pcm.size)))
+    freqs = np.fft.rfftfreq(pcm.size, 1 / SAMPLE_RATE)
+    return float(freqs[int(np.argmax(spec[1:])) + 1])
+
+
+async def test_hls_is_the_rooms_audio_served_by_nginx_and_rolls(platform: Platform, nginx: str,
+                                                                 tmp_path: Path) -> None:
+    p, core = platform, platform.core
+    hana = await core.ensure_account("web", "hana", "Hana")
+    finn = await core.ensure_account("web", "finn", "Finn")
+    ada = await core.ensure_account("web", "ada", "Ada")
+    space = await core.create_space(Actor(account_id=hana.id, is_community_admin=True), "Big audience")
+    s, now = space.id, core.now()
+    async with aiohttp.ClientSession() as http:
+        async def join(account_id: str, role: str, hz: float | None) -> Peer:
+            peer = Peer(http, await http.ws_connect(f"{p.url}/ws/{s}"), Client(hz))
+            await peer.ws.send_json({"type": "hello", "token": p.tokens.issue(s, account_id, role, now)})
+            await peer.recv("welcome")
+            return peer
+
+        host = await join(hana.id, "speaker", 440)
+        assert (await host.media())["publish"] is True
+        # a listener asks for HLS (the page's #hls=1): the answer is where to fetch it
+        finn_peer = await join(finn.id, "listener", None)
+        await finn_peer.ws.send_json({"type": "hls"})
+        url = (await finn_peer.recv("hls", reason="asked"))["url"]
+        key = url.split("/")[2]
+        assert url == f"/hls/{key}/index.m3u8" and key.startswith(f"{s}-") and len(key) > len(s) + 16
+
+        # nginx serves the playlist the room writes; it rolls, and old segments are deleted
+        deadline = time.monotonic() + 20
+        while True:
+            async with http.get(nginx + url) as r:
+                if r.status == 200:
+                    seq, segs, ended = playlist(await r.text())
+                    if len(segs) >= 5:
+                        break
+            assert time.monotonic() < deadline, "no HLS playlist with 5 segments through nginx"
+            await asyncio.sleep(0.5)
+        assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl" and not ended
+        first = segs[0]
+        await asyncio.sleep(4.5)
+        async with http.get(nginx + url) as r:
+            seq2, segs2, _ = playlist(await r.text())
+        assert seq2 >= seq + 3 and segs2[0] != first and len(segs2) <= 6, (seq, seq2, segs2)
+        deadline = time.monotonic() + 10
+        while True:  # gone from the disk once out of the window (and the muxer's grace)
+            async with http.get(f"{nginx}/hls/{key}/{first}") as r:
+                if r.status == 404:
+                    break
+            assert time.monotonic() < deadline, f"{first} is never deleted"
+            await asyncio.sleep(0.5)
+
+        # the segments decode (init + media, as a player appends them) to the speaker's 440 Hz
+        async with http.get(f"{nginx}/hls/{key}/init.mp4") as r:
+            media = await r.read()
+        for name in segs2[-3:]:
+            async with http.get(f"{nginx}/hls/{key}/{name}") as r:
+                assert r.status == 200 and r.headers["Content-Type"] == "video/iso.segment"
+                media += await r.read()
+        (tmp_path / "live.mp4").write_bytes(media)
+        with av.open(str(tmp_path / "live.mp4")) as f:
+            pcm = np.concatenate([fr.to_ndarray().reshape(-1) for fr in f.decode(audio=0)])
+        assert pcm.size >= 2 * SAMPLE_RATE
+        assert abs(peak_hz(pcm[-SAMPLE_RATE:].astype(np.float64)) - 440) < 10
+        # the app serves the same files (no nginx in a one-process install); only under the secret key
+        async with http.get(p.url + url) as r:
+            assert r.status == 200 and (await r.text()).startswith("#EXTM3U")
+        for guess in (f"/hls/{s}/index.m3u8", f"/hls/{s}-{'0' * 20}/index.m3u8", f"/hls/{key}/../../secret.key"):
+            async with http.get(p.url + guess) as r:
+                assert r.status == 404, guess
+
+        # past the room's WebRTC limit, a listener's offer is answered with HLS instead
+        p.rooms.max_listeners = 0
+        ada_peer = await join(ada.id, "listener", None)
+        pc = ada_peer.client.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        await ada_peer.ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+        assert (await ada_peer.recv("hls"))["reason"] == "room_full"
+
+        # the Space ends: the playlist says so, so players stop at its end
+        await core.end_space(Actor(account_id=hana.id), s)
+        deadline = time.monotonic() + 10
+        while True:
+            async with http.get(nginx + url) as r:
+                if playlist(await r.text())[2]:
+                    break
+            assert time.monotonic() < deadline, "the ended Space's playlist has no EXT-X-ENDLIST"
+            await asyncio.sleep(0.3)
+        for peer in (host, finn_peer, ada_peer):
+            await peer.client.pc.close()
+            await peer.ws.close()

@@ -93,8 +93,8 @@ class FanoutHandler:
                 key = f"{job.dedupe_key}:{i.platform}:{i.external_id}"
                 d = Delivery(platform=i.platform, external_id=i.external_id, template=template,
                              data={**data, "account_id": i.account_id}, dedupe_key=key)
-                rows.append(jobs.NewJob(kind="notify.deliver", payload=asdict(d), due_at=now, dedupe_key=key,
-                                        group_key=f"{data['space_id']}:notices"))
+                rows.append(jobs.NewJob(kind=f"notify.deliver.{i.platform}", payload=asdict(d), due_at=now,
+                                        dedupe_key=key, group_key=f"{data['space_id']}:notices"))
             if rows:
                 await jobs.enqueue_many(uow.session, rows)
             await uow.commit()
@@ -115,4 +115,5 @@ class TrackingNotifier:
         return result
 
 
-GRACE = {"space.fanout": timedelta(minutes=15), "notify.deliver": timedelta(minutes=30)}
+GRACE = {"space.fanout": timedelta(minutes=15), "notify.deliver": timedelta(minutes=30),
+         **{f"notify.deliver.{p}": timedelta(minutes=30) for p in ("telegram", "discord", "web")}}

@@ -126,13 +126,16 @@ class JobRunner:
         async with self.sm() as s, s.begin():
             skip_locked = dialect_name(s) == "postgresql"
             # Two index range scans, not one OR (which plans as a scan of the whole table).
-            due_q = (select(JobRow.id).where(JobRow.status == "pending", JobRow.due_at <= now)
+            kinds = list(self.handlers)  # only what this process can run (processes differ in roles)
+            due_q = (select(JobRow.id).where(JobRow.status == "pending", JobRow.due_at <= now,
+                                             JobRow.kind.in_(kinds))
                      .order_by(JobRow.due_at).limit(self.batch_size))
             if skip_locked:
                 due_q = due_q.with_for_update(skip_locked=True)
             ids = list((await s.scalars(due_q)).all())
             if len(ids) < self.batch_size:
-                lost_q = (select(JobRow.id).where(JobRow.status == "running", JobRow.lease_expires_at < now)
+                lost_q = (select(JobRow.id).where(JobRow.status == "running", JobRow.lease_expires_at < now,
+                                                  JobRow.kind.in_(kinds))
                           .order_by(JobRow.lease_expires_at).limit(self.batch_size - len(ids)))
                 if skip_locked:
                     lost_q = lost_q.with_for_update(skip_locked=True)
@@ -210,8 +213,21 @@ class JobRunner:
                 row.last_error, row.lease_owner, row.lease_expires_at = error, None, None
 
 
+def deliver_kind(platform: str) -> str:
+    """A delivery's job kind names its platform, so with several processes only one that runs
+    that platform's notifier claims it (``JobRunner`` claims only kinds it has handlers for)."""
+    return f"notify.deliver.{platform}"
+
+
+def make_deliver_handlers(notifiers: Mapping[str, Notifier]) -> dict[str, Handler]:
+    """One handler per platform this process can deliver to, plus ``notify.deliver`` (jobs queued
+    before deliveries named their platform)."""
+    handler = make_deliver_handler(notifiers)
+    return {"notify.deliver": handler, **{deliver_kind(p): handler for p in notifiers}}
+
+
 def make_deliver_handler(notifiers: Mapping[str, Notifier]) -> Handler:
-    """``notify.deliver``: one message to one Identity through its platform's Notifier."""
+    """``notify.deliver.<platform>``: one message to one Identity through its platform's Notifier."""
 
     async def deliver(job: Job) -> None:
         p = job.payload

@@ -21,7 +21,7 @@ from telegram.error import InvalidToken, NetworkError
 from adapters.discord.bot import DiscordAdapter, DiscordConfig
 from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.telegram.limits import FloodLimits
-from adapters.webrtc.placement import Node, Placement, RedisPlacement, new_node_id
+from adapters.webrtc.placement import Duty, Node, Placement, RedisPlacement, new_node_id
 from adapters.webrtc.signaling import Rooms
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
@@ -31,7 +31,7 @@ from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
 from core.ports import Notifier, PaymentGateway
-from core.scheduler import JobRunner, make_deliver_handler
+from core.scheduler import JobRunner, make_deliver_handlers
 from core.services import Core
 from core.storage import migrate
 from core.storage.engine import backend_name, make_engine, make_sessionmaker
@@ -124,6 +124,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
         platform.gateways["stripe"] = platform.stripe
     if settings.telegram_bot_token is not None and "telegram" in settings.roles:
         platform.telegram = make_telegram(platform)
+        if settings.redis_url:
+            platform.telegram.cards_duty = Duty(settings.redis_url, "telegram-cards", new_node_id(), ttl_s=5.0)
         platform.notifiers["telegram"] = platform.telegram
         platform.gateways["telegram_stars"] = platform.telegram
     if settings.discord_bot_token is not None and "discord" in settings.roles:
@@ -150,7 +152,8 @@ def make_discord(platform: Platform) -> DiscordAdapter:
                       gateway_url=s.discord_gateway_url or None, ca_file=s.discord_ca_file or None,
                       card_interval_s=s.discord_card_interval_s, global_per_s=s.discord_global_per_s,
                       guild_ready_timeout_s=s.discord_guild_ready_timeout_s, voice=s.discord_voice,
-                      interested_sync_s=s.discord_interested_sync_s),
+                      interested_sync_s=s.discord_interested_sync_s, shard_count=s.discord_shard_count,
+                      shard_ids=tuple(s.discord_shard_ids)),
         audio=platform.rooms, stripe_sales=sales, plugins=platform.plugins)
 
 
@@ -172,13 +175,19 @@ def make_telegram(platform: Platform) -> TelegramAdapter:
         stripe_sales=sales, plugins=platform.plugins)
 
 
+def configured_platforms(settings: Settings) -> set[str]:
+    return {p for p, token in (("telegram", settings.telegram_bot_token), ("discord", settings.discord_bot_token))
+            if token is not None}
+
+
 def add_job_runners(platform: Platform, count: int) -> None:
     core = platform.core
     notifiers = {p: TrackingNotifier(n, core) for p, n in platform.notifiers.items()}
     ledger = platform.ledger
     handlers: dict[str, Any] = {
-        "space.fanout": FanoutHandler(core, notifiers.keys()),
-        "notify.deliver": make_deliver_handler(notifiers),
+        # alerts go to every platform configured for the instance, whichever process delivers them
+        "space.fanout": FanoutHandler(core, configured_platforms(platform.settings)),
+        **make_deliver_handlers(notifiers),
         "ticket.refund": make_refund_handler(ledger, platform.gateways),
     }
     for i in range(count):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     discord_voice: bool = True  # play the room's mix on the Stage
     discord_guild_ready_timeout_s: float = Field(2.0, ge=0.0, le=60)
     discord_interested_sync_s: float = Field(300.0, ge=1.0, le=86_400)
+    discord_shard_count: int | None = Field(None, ge=1, le=100_000)  # shard the bot (docs/deploy.md)
+    discord_shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)  # this process's shards
     telegram_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "telegram_bot_token", "TELEGRAM_BOT_TOKEN", "SPACEBRIDGE_TELEGRAM_BOT_TOKEN"))
     telegram_api_base: str = ""  # a local Bot API server (https://github.com/tdlib/telegram-bot-api) or a test fake
@@ -133,6 +135,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"roles are a comma-separated list of {', '.join(ROLES)}" +
                                  (f" (not {', '.join(map(str, bad))})" if bad else ""))
         return v
+
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _shard_ids(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return [int(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError("shard ids are a comma-separated list of numbers, e.g. 0,1") from None
+        return v
+
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
+        if self.discord_shard_ids:
+            if not self.discord_shard_count:
+                raise ValueError("discord_shard_ids needs discord_shard_count (the total across all processes)")
+            bad = [i for i in self.discord_shard_ids if not 0 <= i < self.discord_shard_count]
+            if bad:
+                raise ValueError(f"discord_shard_ids {bad} are outside 0..{self.discord_shard_count - 1}")
+        return self
 
     @field_validator("log_level")
     @classmethod

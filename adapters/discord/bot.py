@@ -95,6 +95,10 @@ class DiscordConfig:
     voice: bool = True
     voice_timeout_s: float = 20.0
     interested_sync_s: float = 300.0
+    # Sharding (docs/deploy.md): all shards of shard_count, or only shard_ids, in this process. None:
+    # one connection, unsharded (fine below 2,500 servers, Discord's limit per shard).
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] = ()
 
 
 class Pacer:
@@ -184,11 +188,20 @@ class DiscordAdapter:
         intents.guilds = True
         intents.voice_states = True
         intents.guild_scheduled_events = True
-        client = discord.Client(
+        options: dict[str, Any] = dict(
             intents=intents, connector=connector, http_trace=self.pacer.trace(("/interactions/", "/webhooks/")),
             max_ratelimit_timeout=max(self.config.max_ratelimit_wait_s, 30.0),
             guild_ready_timeout=self.config.guild_ready_timeout_s, chunk_guilds_at_startup=False,
             allowed_mentions=discord.AllowedMentions(everyone=False, users=True, roles=False))
+        client: discord.Client
+        if self.config.shard_count:
+            # Each process holds some shards; a guild's events reach only its shard's process, and so
+            # the Stage, cards and voice of a guild are handled once, by that process.
+            if self.config.shard_ids:
+                options["shard_ids"] = list(self.config.shard_ids)
+            client = discord.AutoShardedClient(shard_count=self.config.shard_count, **options)
+        else:
+            client = discord.Client(**options)
         self.tree = app_commands.CommandTree(client)
         self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
         self._register(self.tree)

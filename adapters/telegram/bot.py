@@ -49,6 +49,7 @@ from telegram.ext import (
 from adapters.telegram import render
 from adapters.telegram.limits import BULK, FloodLimiter, FloodLimits, retry_seconds
 from adapters.telegram.webapp import DEFAULT_MAX_AGE_S, validate_init_data
+from adapters.webrtc.placement import Duty
 from billing.ledger import Ledger
 from core import events as ev
 from core.cards import Card, CardRefresher, CardStore
@@ -153,6 +154,9 @@ class TelegramAdapter:
         self.username = ""
         self._admins: dict[tuple[int, int], tuple[bool, float]] = {}
         self.refresher = CardRefresher(self._refresh_cards, config.card_interval_s)
+        # With several processes running the bot (webhook mode), one keeps the cards: posts, notices
+        # and edits driven by events happen once (docs/deploy.md). One process: always this one.
+        self.cards_duty = Duty("", "telegram-cards", "", ttl_s=5.0)
         self._started = False
         self._register()
 
@@ -163,6 +167,8 @@ class TelegramAdapter:
         await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS] +
                                            [BotCommand(c.name, c.description) for c in self._plugin_commands()])
         self.core.bus.subscribe(self._on_event, names=CARD_EVENTS)
+        self.cards_duty.on_gain = self._catch_up
+        await self.cards_duty.start()
         await self.app.start()
         if self.config.mode == "polling":
             assert self.app.updater is not None
@@ -184,6 +190,7 @@ class TelegramAdapter:
                 await asyncio.wait_for(drain(), 5.0)
         self._started = False
         await self.refresher.stop()
+        await self.cards_duty.close()
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
         await self.app.stop()
@@ -819,8 +826,13 @@ class TelegramAdapter:
                                             disable_web_page_preview=True)
         await self.cards.add(str(chat_id), str(m.message_id), space_id, render.fingerprint(text, markup))
 
+    async def _catch_up(self) -> None:
+        """Took over the cards from a process that stopped: bring them all up to date."""
+        for space_id in await self.cards.open_spaces():
+            self._mark(space_id)
+
     async def _on_event(self, event: ev.Event) -> None:
-        if not isinstance(event, ev.SpaceEvent) or not self._started:
+        if not isinstance(event, ev.SpaceEvent) or not self._started or not self.cards_duty.held:
             return
         if isinstance(event, ev.SpaceScheduled | ev.SpaceStarted):
             try:

@@ -247,3 +247,62 @@ class RedisPlacement:
                 raise
             except Exception:
                 log.exception("renewing media leases failed; retrying")
+
+
+class Duty:
+    """Work one process at a time must do (keeping a platform's chat cards), held by a Redis lease.
+
+    Without Redis there is one process and it always holds the duty. With Redis the first process
+    to ask takes it and renews it every ``ttl_s / 3``; when it dies another takes it within
+    ``ttl_s`` and ``on_gain`` lets it catch up on what it missed."""
+
+    def __init__(self, redis_url: str, name: str, node_id: str, *, ttl_s: float = 10.0) -> None:
+        self.redis_url, self.key, self.node_id = redis_url, f"spacebridge:duty:{name}", node_id
+        self.ttl_ms = int(ttl_s * 1000)
+        self.held = not redis_url
+        self.on_gain: Callable[[], Awaitable[None]] | None = None
+        self._redis: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if not self.redis_url:
+            return
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.from_url(self.redis_url)
+        await self._step()
+        self._task = asyncio.create_task(self._keep())
+
+    async def _step(self) -> None:
+        if self.held:
+            self.held = bool(await self._redis.eval(_RENEW, 1, self.key, self.node_id, self.ttl_ms))
+            if not self.held:
+                log.warning("lost the %s duty", self.key)
+            return
+        if await self._redis.set(self.key, self.node_id, nx=True, px=self.ttl_ms):
+            self.held = True
+            log.info("this process now holds %s", self.key)
+            if self.on_gain is not None:
+                await self.on_gain()
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("keeping %s failed; retrying", self.key)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                if self.held:
+                    await self._redis.eval(_RELEASE, 1, self.key, self.node_id)
+            await self._redis.aclose()
+        self.held = not self.redis_url

@@ -151,6 +151,16 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
     dms = [c.params["chat_id"] for c in fake.sent("sendMessage") if 5000 <= c.params.get("chat_id", 0) < 5020]
     assert sorted(dms) == [5000 + i for i in range(20)], dms
 
+    # both processes run the Telegram bot (webhook mode): the group's card, and a notice under it, are
+    # posted once, not once per process
+    group = await core.ensure_community("telegram", "-100777", "Fans group")
+    in_group = await core.create_space(host, "In the group", community_id=group.id)
+    await fake.wait_for(lambda c: c.method == "sendMessage" and c.params.get("chat_id") == -100777, timeout=15)
+    await core.notice(in_group.id, "test", "The host will start in a minute")
+    await fake.wait_for(lambda c: c.method == "sendMessage" and "in a minute" in str(c.params.get("text")), timeout=15)
+    await asyncio.sleep(2.0)
+    assert len(fake.sent("sendMessage", chat_id=-100777)) == 2, [c.params for c in fake.sent(chat_id=-100777)]
+
     tokens, now = JoinTokens(SECRET.encode()), core.now()
     finn = await core.ensure_account("web", "finn", "Finn")
     async with aiohttp.ClientSession() as http:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from core.clock import FrozenClock
 from core.model.accounts import Actor
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
-from core.scheduler import JobRunner, make_deliver_handler
+from core.scheduler import JobRunner, make_deliver_handlers
 from core.services import Core
 from core.storage import jobs
 from tests.support.fakes import RecordingNotifier
@@ -24,7 +24,7 @@ async def setup(core: Core, n_followers: int = 5) -> tuple[Actor, list[Actor], R
     tg = RecordingNotifier("telegram")
     notifiers = {"telegram": TrackingNotifier(tg, core)}
     runner = JobRunner(core.sessionmaker, {"space.fanout": FanoutHandler(core, notifiers, page=2),
-                                           "notify.deliver": make_deliver_handler(notifiers)},
+                                           **make_deliver_handlers(notifiers)},
                        core.clock, worker_id="t", grace=GRACE)
     return host, fans, tg, runner
 

@@ -139,7 +139,7 @@ async def test_cancel_refunds_everyone_once_even_after_a_crash(core: Core, clock
 
 async def test_reschedule_tells_holders_and_opens_refunds(core: Core, clock: FrozenClock) -> None:
     from core.notifications import FanoutHandler, TrackingNotifier
-    from core.scheduler import JobRunner, make_deliver_handler
+    from core.scheduler import JobRunner, make_deliver_handlers
     from tests.support.fakes import RecordingNotifier
 
     ledger = Ledger(core)
@@ -154,7 +154,7 @@ async def test_reschedule_tells_holders_and_opens_refunds(core: Core, clock: Fro
     tg = RecordingNotifier("telegram")
     notifiers = {"telegram": TrackingNotifier(tg, core)}
     runner = JobRunner(core.sessionmaker, {"space.fanout": FanoutHandler(core, notifiers),
-                                           "notify.deliver": make_deliver_handler(notifiers)},
+                                           **make_deliver_handlers(notifiers)},
                        clock, worker_id="t")
     await runner.run_until_idle()
     assert tg.to("ticket.rescheduled") == ["777"]

@@ -8,7 +8,9 @@ It implements the parts of Discord's API v10 the adapter uses, the way Discord a
   recorded. Permissions are enforced from the guild's roles (403, code 50013), DMs to users who
   closed them fail (403, code 50007), and rate limits are Discord's: a global limit per second and
   per-route buckets announced with ``X-RateLimit-*`` headers, 429 with ``retry_after`` when broken.
-* The gateway WebSocket: HELLO, IDENTIFY -> READY, GUILD_CREATE, heartbeats, voice state updates
+* The gateway WebSocket: HELLO, IDENTIFY -> READY, GUILD_CREATE, heartbeats, sharding (IDENTIFY's
+  ``shard: [id, count]``: a connection gets only guilds with ``(guild_id >> 22) % count == id`` and
+  their events; events without a guild go to shard 0), voice state updates
   (op 4) answered with VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE, and the dispatches a test
   scripts (INTERACTION_CREATE, VOICE_STATE_UPDATE, GUILD_SCHEDULED_EVENT_USER_ADD).
 * A voice server: the voice WebSocket (v8, over TLS with a certificate made at start) and its UDP
@@ -154,6 +156,7 @@ class FakeDiscord:
         self._windows: dict[str, list[float]] = {}  # route -> [window start, requests in it]
         self.rate_limited: list[Call] = []
         self.gateways: list[web.WebSocketResponse] = []
+        self.shards: dict[web.WebSocketResponse, tuple[int, int]] = {}  # connection -> (shard id, count)
         self.identified = asyncio.Event()
         self._seq = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -238,8 +241,8 @@ class FakeDiscord:
 
     # ---- the world ----------------------------------------------------------------------------
     def add_guild(self, name: str = "Test Guild", *, owner: int | None = None, bot_perms: int = BOT_PERMS,
-                  stage: bool = True) -> Guild:
-        gid = snowflake()
+                  stage: bool = True, gid: int | None = None) -> Guild:
+        gid = gid or snowflake()
         owner_id = owner or snowflake()
         g = Guild(gid, name, owner_id)
         g.roles[gid] = self._role(gid, "@everyone", EVERYONE_PERMS, 0)
@@ -289,10 +292,18 @@ class FakeDiscord:
         return next(cid for cid, c in g.channels.items() if c["type"] == kind)
 
     # ---- gateway ------------------------------------------------------------------------------
+    @staticmethod
+    def shard_of(guild_id: int, count: int) -> int:
+        return (guild_id >> 22) % count
+
+    def _receives(self, ws: web.WebSocketResponse, guild_id: Any) -> bool:
+        sid, count = self.shards.get(ws, (0, 1))
+        return sid == (self.shard_of(int(guild_id), count) if guild_id else 0)
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         frame = json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data})
         for ws in list(self.gateways):
-            if not ws.closed:
+            if not ws.closed and self._receives(ws, data.get("guild_id")):
                 await ws.send_str(frame)
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
@@ -311,19 +322,23 @@ class FakeDiscord:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
                 self.gateways.append(ws)
-                ready = {"v": 10, "user": self.bot, "session_id": "fake-session", "shard": [0, 1],
+                sid, count = (int(x) for x in (d.get("shard") or [0, 1]))
+                self.shards[ws] = (sid, count)
+                mine = [g for g in self.guilds.values() if self.shard_of(g.id, count) == sid]
+                ready = {"v": 10, "user": self.bot, "session_id": f"fake-session-{sid}", "shard": [sid, count],
                          "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
-                         "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+                         "guilds": [{"id": str(g.id), "unavailable": True} for g in mine],
                          "application": {"id": str(APP_ID), "flags": 0}, "private_channels": [],
                          "relationships": [], "presences": []}
                 await ws.send_json({"op": 0, "t": "READY", "s": next(self._seq), "d": ready})
-                for g in self.guilds.values():
+                for g in mine:
                     await ws.send_json({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": g.payload()})
                 self.identified.set()
             elif op == 4:
                 await self._voice_state_request(d)
         if ws in self.gateways:
             self.gateways.remove(ws)
+        self.shards.pop(ws, None)
         return ws
 
     async def _voice_state_request(self, d: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,10 +123,13 @@ async def test_missed_when_past_grace(sm, clock: FrozenClock) -> None:  # type: 
 
 async def test_expired_lease_returns_and_old_owner_cannot_finish(sm, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
     await add(sm, jobs.NewJob("k", {}, clock.now(), "x"))
-    a = JobRunner(sm, {}, clock, worker_id="a", lease_s=30)
+    async def noop(job: Job) -> None:
+        return None
+
+    a = JobRunner(sm, {"k": noop}, clock, worker_id="a", lease_s=30)
     claimed = await a.claim()
     assert [j.dedupe_key for j in claimed] == ["x"]
-    b = JobRunner(sm, {}, clock, worker_id="b", lease_s=30)
+    b = JobRunner(sm, {"k": noop}, clock, worker_id="b", lease_s=30)
     assert await b.claim() == []  # still leased
     clock.advance(seconds=31)
     again = await b.claim()
@@ -134,6 +138,26 @@ async def test_expired_lease_returns_and_old_owner_cannot_finish(sm, clock: Froz
     assert (await stats(sm))["running"] == 1
     await b._finish([again[0].id], [], [])
     assert (await stats(sm))["done"] == 1
+
+
+async def test_a_process_claims_only_jobs_it_can_run(sm, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
+    """Processes differ in roles: one without Discord must leave Discord deliveries to one with it,
+    not take them and drop or delay them."""
+    ran: list[tuple[str, str]] = []
+
+    def handler(who: str) -> Any:
+        async def h(job: Job) -> None:
+            ran.append((who, job.dedupe_key))
+        return h
+
+    await add(sm, jobs.NewJob("notify.deliver.discord", {}, clock.now(), "dm-1"))
+    await add(sm, jobs.NewJob("notify.deliver.telegram", {}, clock.now(), "dm-2"))
+    telegram_only = JobRunner(sm, {"notify.deliver.telegram": handler("tg")}, clock, worker_id="tg")
+    assert await telegram_only.run_until_idle() == 1
+    assert ran == [("tg", "dm-2")] and (await stats(sm))["pending"] == 1
+    with_discord = JobRunner(sm, {"notify.deliver.discord": handler("dc")}, clock, worker_id="dc")
+    await with_discord.run_until_idle()
+    assert ran == [("tg", "dm-2"), ("dc", "dm-1")] and (await stats(sm))["done"] == 2
 
 
 def _spawn(url: str, wid: str, out: Path, batch: int = 50, lease: float = 2.0,

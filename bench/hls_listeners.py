@@ -1,0 +1,283 @@
+"""HLS audience capacity: nginx serving a live Space's playlist to N listeners' request pattern.
+
+    python -m bench.hls_listeners --clients N [--seconds T] [--players P] --json
+
+What runs, all on this machine:
+
+* the production ``HlsWriter`` fed in real time by the room's Opus encoder (a 440 Hz tone), writing
+  1 s fMP4 segments and a rolling playlist into a temporary directory;
+* nginx (Debian's package) serving that directory, configured as docs/deploy.md says;
+* wrk (Debian's package) making the request pattern of ``N`` listeners: each listener asks for the
+  playlist once per target duration and for each new segment once, so ``2 N / target`` requests per
+  second, spread over wrk's connections with a per-request delay (wrk's ``delay()``), each connection
+  reading the playlist to learn the newest segment;
+* ``P`` simulated players (Python, through the same nginx) that play as hls.js does: start two
+  segments behind the live edge, poll the playlist every target duration, download each segment,
+  and advance a playhead in real time. A stall is time the playhead waited for a segment.
+
+Printed: ``clients`` (the listeners emulated), ``requests_per_s`` achieved by wrk against the
+``requests_per_s_needed``, ``segments_per_s`` served, ``stall_pct`` (players' stalled time over
+their play time), ``latency_s`` (median of now minus the program date-time of the audio at the
+playhead), ``p99_ms`` (wrk's request latency) and ``errors``. Target: 10,000 listeners with 0 stalls
+and 2-5 s latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from adapters.webrtc.hls import PLAYLIST, HlsWriter
+from adapters.webrtc.room import OpusEncoder
+from core.ports import FRAME_SAMPLES, SAMPLE_RATE
+
+LUA = r"""
+-- Each wrk connection stands for several listeners: it asks for the playlist, then for the newest
+-- segment it has not fetched yet, pausing between requests so that all connections together make
+-- the listeners' rate.
+local pause_ms = tonumber(os.getenv("HLS_PAUSE_MS"))
+local base = os.getenv("HLS_BASE")
+local newest, fetched, want_playlist = nil, nil, true
+segments, bad = 0, 0  -- globals: done() reads them from every thread
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function request()
+  if want_playlist or newest == nil or newest == fetched then
+    want_playlist = false
+    return wrk.format("GET", base .. "index.m3u8")
+  end
+  want_playlist = true
+  fetched = newest
+  return wrk.format("GET", base .. newest)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then bad = bad + 1 return end
+  if body:sub(1, 7) == "#EXTM3U" then
+    for line in body:gmatch("[^\n]+") do
+      if line:sub(1, 1) ~= "#" then newest = line end
+    end
+  else
+    segments = segments + 1
+  end
+end
+
+function delay()
+  return pause_ms
+end
+
+function done(summary, latency, requests)
+  local segs, errs = 0, 0
+  for _, t in ipairs(threads) do
+    segs = segs + t:get("segments")
+    errs = errs + t:get("bad")
+  end
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
+           latency:percentile(99), errs + e.connect + e.read + e.write + e.timeout, latency:percentile(50), segs))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def feed(writer: HlsWriter, stop: threading.Event) -> None:
+    """The room's encoder at real time: a tone, 20 ms a packet."""
+    enc, seq, t0 = OpusEncoder(), 0, time.monotonic()
+    while not stop.is_set():
+        t = (np.arange(FRAME_SAMPLES) + seq * FRAME_SAMPLES) / SAMPLE_RATE
+        pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        for p in enc.encode(pcm, seq):
+            writer.write(bytes(p), int(p.pts))
+        seq += 1
+        time.sleep(max(0.0, t0 + seq * 0.02 - time.monotonic()))
+
+
+def start_nginx(root: Path, prefix: Path, port: int) -> subprocess.Popen[bytes]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    user = "user root;" if os.geteuid() == 0 else ""
+    (prefix / "nginx.conf").write_text(f"""
+{user}
+daemon off; worker_processes auto; pid {prefix}/nginx.pid; error_log {prefix}/error.log error;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  open_file_cache max=1000 inactive=10s; open_file_cache_valid 1s;
+  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;
+  uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  types {{ application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; audio/mp4 mp4; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location /hls/ {{
+      alias {root}/;
+      location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; open_file_cache off; }}
+    }}
+  }}
+}}
+""")
+    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("nginx did not start (apt-get install nginx)") from None
+            time.sleep(0.05)
+
+
+def parse(text: str) -> tuple[float, int, list[tuple[str, float, datetime | None]]]:
+    target, seq, segs, pdt, dur = 1.0, 0, [], None, 0.0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            target = float(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            seq = int(line.split(":", 1)[1])
+        elif line.startswith("#EXTINF:"):
+            dur = float(line.split(":", 1)[1].rstrip(","))
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            pdt = datetime.fromisoformat(re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", line.split(":", 1)[1]))
+        elif line and not line.startswith("#"):
+            segs.append((line, dur, pdt))
+            pdt = None
+    return target, seq, segs
+
+
+async def player(base: str, seconds: float, out: dict[str, list[float]]) -> None:
+    """One listener's player: buffer from two segments behind the live edge, play in real time.
+
+    The playhead is a wall-clock instant of the Space's audio (program date-time); it advances with
+    real time but never past the end of what was downloaded: the difference is stalled time."""
+    async with aiohttp.ClientSession() as http:
+        start = last = time.monotonic()
+        next_seq = -1
+        playhead: float | None = None  # epoch seconds of the audio being played
+        buffered_to = 0.0  # epoch seconds where the downloaded audio ends
+        stalled = played = 0.0
+        latencies: list[float] = []
+        while time.monotonic() - start < seconds:
+            now = time.monotonic()
+            if playhead is not None:
+                dt = now - last
+                advance = min(dt, max(0.0, buffered_to - playhead))
+                stalled += dt - advance
+                played += dt
+                playhead += advance
+                latencies.append(time.time() - playhead)
+            last = now
+            async with http.get(base + PLAYLIST) as r:
+                target, seq, segs = parse(await r.text())
+            if next_seq < 0:
+                next_seq = max(seq, seq + len(segs) - 2)
+            for i in range(max(0, next_seq - seq), len(segs)):
+                name, dur, pdt = segs[i]
+                async with http.get(base + name) as r:
+                    await r.read()
+                next_seq = seq + i + 1
+                if pdt is None:
+                    continue
+                if playhead is None:  # playback starts with the first segment downloaded
+                    playhead, last = pdt.timestamp(), time.monotonic()
+                buffered_to = max(buffered_to, pdt.timestamp() + dur)
+            await asyncio.sleep(target / 2)
+        out["stalled"].append(stalled)
+        out["played"].append(played)
+        out["latency"].extend(latencies)
+
+
+async def run_players(base: str, count: int, seconds: float) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"stalled": [], "played": [], "latency": []}
+    await asyncio.gather(*(player(base, seconds, out) for _ in range(count)))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--clients", type=int, default=10_000, help="listeners whose requests wrk makes")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--players", type=int, default=10, help="simulated players measuring stalls and latency")
+    ap.add_argument("--connections", type=int, default=400, help="wrk connections carrying the listeners")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root, prefix = Path(tmp) / "hls", Path(tmp) / "nginx"
+        prefix.mkdir()
+        writer = HlsWriter(root / "space", segment_s=1.0, list_size=6)
+        stop = threading.Event()
+        feeder = threading.Thread(target=feed, args=(writer, stop), daemon=True)
+        feeder.start()
+        port = free_port()
+        nginx = start_nginx(root, prefix, port)
+        base = f"http://127.0.0.1:{port}/hls/space/"
+        try:
+            while not (root / "space" / PLAYLIST).exists() or len(parse(
+                    (root / "space" / PLAYLIST).read_text())[2]) < 3:
+                time.sleep(0.2)
+            target = 1.0
+            needed = 2 * args.clients / target  # requests per second the listeners make
+            pause_ms = max(1, int(1000 * args.connections / needed))
+            (prefix / "hls.lua").write_text(LUA)
+            env = {**os.environ, "HLS_PAUSE_MS": str(pause_ms), "HLS_BASE": "/hls/space/"}
+            wrk = subprocess.Popen(
+                ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{int(args.seconds)}s",
+                 "--timeout", "5s", "-s", str(prefix / "hls.lua"), f"http://127.0.0.1:{port}"],
+                env=env, stdout=subprocess.PIPE, text=True)
+            measured = asyncio.run(run_players(base, args.players, args.seconds - 1))
+            out, _ = wrk.communicate(timeout=args.seconds + 30)
+        finally:
+            stop.set()
+            feeder.join()
+            writer.close(ended=True)
+            nginx.terminate()
+            nginx.wait(10)
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    if not m:
+        raise SystemExit(f"wrk printed no result:\n{out}")
+    requests, duration_us, p99_us, errors, p50_us, segments = (int(x) for x in m.groups())
+    rate = requests / (duration_us / 1e6)
+    played = sum(measured["played"])
+    result = {
+        "clients": args.clients,
+        "requests_per_s": round(rate),
+        "requests_per_s_needed": round(needed),
+        "segments_per_s": round(segments / (duration_us / 1e6)),
+        "stall_pct": round(100 * sum(measured["stalled"]) / played, 3) if played else None,
+        "latency_s": round(statistics.median(measured["latency"]), 2) if measured["latency"] else None,
+        "p50_ms": round(p50_us / 1000, 2),
+        "p99_ms": round(p99_us / 1000, 2),
+        "errors": errors,
+        "served_pct_of_needed": round(100 * rate / needed, 1),
+    }
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

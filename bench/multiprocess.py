@@ -1,0 +1,174 @@
+"""Join and command throughput with 1 and with 2 `spacebridge serve` processes on PostgreSQL + Redis.
+
+    python -m bench.multiprocess [--clients C] [--joins J] [--seconds T] --json
+
+For each process count: a fresh PostgreSQL database, that many ``serve --role web,media`` processes
+sharing it and Redis, one live Space, and ``C`` WebSocket clients spread evenly over the processes
+(the load balancer's job). Measured:
+
+* ``joins_per_s``: ``J`` joins (hello -> welcome: token check, core join, the Space's view) made by
+  the clients ``C`` at a time, then left;
+* ``events_per_s``: ``C`` joined clients send reactions as fast as the acknowledgements come back
+  for ``T`` seconds; each is a committed command and a domain event that crosses to every process
+  on the Redis bus. ``deliveries_per_s`` counts those events as received by all clients.
+
+The clients run in this process (one core's worth of Python), so 2 processes on this 2-core machine
+share the CPU with them: the figures show what a second process buys where the clients are not the
+limit, not the ceiling of a real deployment. Prints ``{"processes": [1, 2], "joins_per_s": [...],
+"events_per_s": [...], ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES = os.environ.get("SPACEBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("SPACEBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "bench-multiprocess-secret-0123456789abcdef"
+
+
+async def admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def start_serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spacebridge", "serve", "--port", "0", "--role", "web,media", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    m = re.search(r"serving at (http://\S+)", line)
+    if not m:
+        raise SystemExit(f"serve did not start: {line}")
+    return proc, m.group(1)
+
+
+async def measure(processes: int, clients: int, joins: int, seconds: float) -> dict[str, float]:
+    from core.bus import RedisBus
+    from core.clock import SystemClock
+    from core.model.accounts import Actor
+    from core.services import Core
+    from core.storage.engine import make_engine, make_sessionmaker
+    from core.tokens import JoinTokens
+
+    name = f"sb_bench_{uuid.uuid4().hex[:8]}"
+    await admin(f'CREATE DATABASE "{name}"')
+    db = f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "DISCORD_", "TELEGRAM_",
+                                                                      "STRIPE_"))}
+    env.update(SPACEBRIDGE_DATABASE_URL=db, SPACEBRIDGE_REDIS_URL=REDIS, SPACEBRIDGE_SECRET_KEY=SECRET,
+               SPACEBRIDGE_DATA_DIR=f"/tmp/{name}", SPACEBRIDGE_LOG_LEVEL="WARNING", SPACEBRIDGE_HLS_ENABLED="false",
+               SPACEBRIDGE_REACTION_RATE_PER_S="100000",
+               SPACEBRIDGE_PLUGINS_DISABLED='["captions", "recording", "moderation"]')
+    up = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "spacebridge", "db", "upgrade"], cwd=ROOT,
+                                 env=env, capture_output=True, text=True)
+    if up.returncode != 0:
+        raise SystemExit(up.stderr)
+    engine = make_engine(db)
+    bus = RedisBus(REDIS)
+    await bus.start()
+    core = Core(make_sessionmaker(engine), bus, SystemClock())
+    servers = [await start_serve(env) for _ in range(processes)]
+    try:
+        host = await core.ensure_account("web", "host", "Host")
+        space = await core.create_space(Actor(account_id=host.id, is_community_admin=True), "Bench")
+        accounts = [(await core.ensure_account("web", f"fan{i}", f"Fan {i}")).id for i in range(clients)]
+        tokens = JoinTokens(SECRET.encode())
+        urls = [url for _, url in servers]
+
+        async with aiohttp.ClientSession() as http:
+            async def hello(i: int) -> aiohttp.ClientWebSocketResponse:
+                ws = await http.ws_connect(f"{urls[i % len(urls)]}/ws/{space.id}")
+                await ws.send_json({"type": "hello", "token": tokens.issue(space.id, accounts[i], "listener",
+                                                                           core.now())})
+                while (await ws.receive_json(timeout=30))["type"] != "welcome":
+                    pass
+                return ws
+
+            # joins: C clients at a time, each joining and leaving again until J joins are done
+            left = joins
+            started = time.monotonic()
+
+            async def joiner(i: int) -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    ws = await hello(i)
+                    await ws.close()
+
+            await asyncio.gather(*(joiner(i) for i in range(clients)))
+            joins_per_s = joins / (time.monotonic() - started)
+
+            # commands: everyone joined, reacting as fast as acknowledged; every client counts events
+            sockets = await asyncio.gather(*(hello(i) for i in range(clients)))
+            await asyncio.sleep(1.0)
+            done = delivered = 0
+            stop_at = time.monotonic() + seconds
+
+            async def reactor(ws: aiohttp.ClientWebSocketResponse) -> None:
+                nonlocal done, delivered
+                n = 0
+                while time.monotonic() < stop_at:
+                    n += 1
+                    cid = f"r{n}"
+                    await ws.send_json({"type": "command", "id": cid, "name": "react", "args": {"emoji": "👏"}})
+                    while True:
+                        msg: dict[str, Any] = await ws.receive_json(timeout=30)
+                        if msg.get("type") == "event":
+                            delivered += 1
+                        elif msg.get("id") == cid:
+                            done += msg.get("type") == "ok"
+                            break
+
+            started = time.monotonic()
+            await asyncio.gather(*(reactor(ws) for ws in sockets))
+            elapsed = time.monotonic() - started
+            for ws in sockets:
+                await ws.close()
+        return {"joins_per_s": round(joins_per_s, 1), "events_per_s": round(done / elapsed, 1),
+                "deliveries_per_s": round(delivered / elapsed, 1)}
+    finally:
+        for proc, _ in servers:
+            proc.terminate()
+            await proc.wait()
+        await bus.close()
+        await engine.dispose()
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--clients", type=int, default=40)
+    ap.add_argument("--joins", type=int, default=400)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    runs = [asyncio.run(measure(n, args.clients, args.joins, args.seconds)) for n in (1, 2)]
+    result: dict[str, Any] = {"processes": [1, 2]}
+    for key in runs[0]:
+        result[key] = [r[key] for r in runs]
+    result.update(clients=args.clients, joins=args.joins, seconds=args.seconds)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

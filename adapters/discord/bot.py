@@ -1208,6 +1208,9 @@ class DiscordAdapter:
             log.warning("could not post the card of %s in #%s: %s", space_id, channel, e)
             return
         await self.cards.add(str(channel.id), str(msg.id), space_id, c.fingerprint())
+        # what changed between reading the view and recording the card (a badge, a pin) found no card
+        # to edit: look again (the refresher edits only if the rendering differs)
+        self.refresher.mark(space_id)
 
     async def _refresh_cards(self, space_id: str) -> bool:
         try:

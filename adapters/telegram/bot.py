@@ -825,6 +825,7 @@ class TelegramAdapter:
         m = await self.app.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup,
                                             disable_web_page_preview=True)
         await self.cards.add(str(chat_id), str(m.message_id), space_id, render.fingerprint(text, markup))
+        self._mark(space_id)  # changes made while it was being posted found no card to edit
 
     async def _catch_up(self) -> None:
         """Took over the cards from a process that stopped: bring them all up to date."""

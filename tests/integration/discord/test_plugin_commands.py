@@ -25,7 +25,9 @@ async def test_plugin_commands_as_app_commands(dc: DC) -> None:
     notice = await dc.fake.wait_for(lambda c: c.method == "POST" and c.path == f"/channels/{dc.text}/messages"
                                     and "being recorded" in (c.body or {}).get("content", ""))
     assert notice.body["message_reference"]["message_id"]
-    await dc.fake.wait_for(lambda c: c.method == "PATCH" and c.path.startswith(f"/channels/{dc.text}/messages/")
+    # the card shows it: edited, or (when the Space went live just before) posted with it already
+    cards = f"/channels/{dc.text}/messages"
+    await dc.fake.wait_for(lambda c: c.method in ("POST", "PATCH") and c.path.startswith(cards)
                            and any(f.get("value") == "🔴 Recording" for e in (c.body or {}).get("embeds", [])
                                    for f in e.get("fields", [])))
 

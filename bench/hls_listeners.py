@@ -7,18 +7,20 @@ What runs, all on this machine:
 * the production ``HlsWriter`` fed in real time by the room's Opus encoder (a 440 Hz tone), writing
   1 s fMP4 segments and a rolling playlist into a temporary directory;
 * nginx (Debian's package) serving that directory, configured as docs/deploy.md says;
-* wrk (Debian's package) making the request pattern of ``N`` listeners: each listener asks for the
-  playlist once per target duration and for each new segment once, so ``2 N / target`` requests per
-  second, spread over wrk's connections with a per-request delay (wrk's ``delay()``), each connection
-  reading the playlist to learn the newest segment;
+* wrk (Debian's package) making listeners' requests in their proportions (each listener asks for the
+  playlist once per target duration and for each new segment once: half playlists, half the newest
+  segment) as fast as nginx answers them; the rate reached, over the ``2 N / target`` requests per
+  second that ``N`` listeners make, says whether nginx serves ``N`` listeners here
+  (``--paced`` spreads exactly ``N`` listeners' rate over the connections instead);
 * ``P`` simulated players (Python, through the same nginx) that play as hls.js does: start two
   segments behind the live edge, poll the playlist every target duration, download each segment,
   and advance a playhead in real time. A stall is time the playhead waited for a segment.
 
-Printed: ``clients`` (the listeners emulated), ``requests_per_s`` achieved by wrk against the
-``requests_per_s_needed``, ``segments_per_s`` served, ``stall_pct`` (players' stalled time over
-their play time), ``latency_s`` (median of now minus the program date-time of the audio at the
-playhead), ``p99_ms`` (wrk's request latency) and ``errors``. Target: 10,000 listeners with 0 stalls
+Printed: ``clients`` (the listeners asked for), ``requests_per_s`` achieved by wrk against the
+``requests_per_s_needed``, ``listeners_served`` (the listeners that rate is), ``segments_per_s``
+served, ``stall_pct`` (players' stalled time over their play time), ``latency_s`` (median of now
+minus the program date-time of the audio at the playhead), ``p99_ms`` (wrk's request latency) and
+``errors``. Target: 10,000 listeners with 0 stalls
 and 2-5 s latency.
 """
 
@@ -47,12 +49,13 @@ from adapters.webrtc.room import OpusEncoder
 from core.ports import FRAME_SAMPLES, SAMPLE_RATE
 
 LUA = r"""
--- Each wrk connection stands for several listeners: it asks for the playlist, then for the newest
--- segment it has not fetched yet, pausing between requests so that all connections together make
--- the listeners' rate.
+-- Listeners' requests in their proportions: for each listener, one playlist and one new segment per
+-- target duration, so half the requests are the playlist and half the newest segment (learnt from
+-- the last playlist read). wrk keeps every connection busy (closed loop), so the rate it reaches is
+-- the most this nginx serves in this pattern; HLS_PAUSE_MS > 0 paces each connection instead.
 local pause_ms = tonumber(os.getenv("HLS_PAUSE_MS"))
 local base = os.getenv("HLS_BASE")
-local newest, fetched, want_playlist = nil, nil, true
+local newest, turn = nil, 0
 segments, bad = 0, 0  -- globals: done() reads them from every thread
 local threads = {}
 
@@ -61,12 +64,10 @@ function setup(thread)
 end
 
 function request()
-  if want_playlist or newest == nil or newest == fetched then
-    want_playlist = false
+  turn = turn + 1
+  if newest == nil or turn % 2 == 1 then
     return wrk.format("GET", base .. "index.m3u8")
   end
-  want_playlist = true
-  fetched = newest
   return wrk.format("GET", base .. newest)
 end
 
@@ -222,6 +223,7 @@ def main() -> None:
     ap.add_argument("--players", type=int, default=10, help="simulated players measuring stalls and latency")
     ap.add_argument("--connections", type=int, default=400, help="wrk connections carrying the listeners")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument("--paced", action="store_true", help="make exactly N listeners' rate, not as much as served")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -243,7 +245,7 @@ def main() -> None:
                 time.sleep(0.2)
             target = 1.0
             needed = 2 * args.clients / target  # requests per second the listeners make
-            pause_ms = max(1, int(1000 * args.connections / needed))
+            pause_ms = max(1, int(1000 * args.connections / needed)) if args.paced else 0
             (prefix / "hls.lua").write_text(LUA)
             env = {**os.environ, "HLS_PAUSE_MS": str(pause_ms), "HLS_BASE": "/hls/space/"}
             wrk = subprocess.Popen(
@@ -275,6 +277,7 @@ def main() -> None:
         "p99_ms": round(p99_us / 1000, 2),
         "errors": errors,
         "served_pct_of_needed": round(100 * rate / needed, 1),
+        "listeners_served": int(rate * target / 2),
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 

@@ -7,6 +7,7 @@ Adapters call these with an ``Actor`` they vouch for; nothing here knows which p
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -661,8 +662,10 @@ class Core:
         async def op(uow: UnitOfWork) -> Space:
             space = await uow.spaces.get(space_id)
             now = self.now()
+            before = copy.deepcopy(space)
             space.leave(actor.account_id, now)
-            await uow.spaces.save(space)
+            if space != before:  # a listener leaving changes only presence: no write to the Space row,
+                await uow.spaces.save(space)  # so a crowd leaving does not queue on its version
             if await uow.spaces.set_absent(space_id, actor.account_id, now):
                 await uow.session.flush()
                 uow.emit(ev.ParticipantLeft(space_id=space_id, account_id=actor.account_id, reason="left",

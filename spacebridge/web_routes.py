@@ -115,6 +115,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/internal/media/{space_id}/offer", p.rooms.internal_offer)
     app.router.add_post("/internal/media/{space_id}/leave", p.rooms.internal_leave)
     app.router.add_post("/internal/media/{space_id}/hls", p.rooms.internal_hls)
+    app.router.add_get("/internal/media/{space_id}/ticks", p.rooms.internal_ticks)
     if p.rooms.hls_dir is not None:
         p.rooms.hls_dir.mkdir(parents=True, exist_ok=True)
         app.router.add_get("/hls/{key}/{name}", hls_file)

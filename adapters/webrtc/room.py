@@ -113,8 +113,6 @@ class Room:
         self.room_encoder = OpusEncoder()
         self.participants: dict[str, Participant] = {}
         self.publishers: set[str] = set()
-        self.taps: FanOut[tuple[int, Pcm]] = FanOut(50)  # the mix, for captions / recording / Discord
-        self.speaker_taps: FanOut[tuple[int, str, Pcm]] = FanOut(50 * 13)  # each speaker's own voice
         self.tick_taps: FanOut[tuple[int, Pcm, dict[str, Pcm]]] = FanOut(100)  # both, per tick (plugins)
         self.seq = 0
         self._task: asyncio.Task[None] | None = None
@@ -138,8 +136,6 @@ class Room:
         for pid in list(self.participants):
             await self.remove_participant(pid)
         self.listeners.close()
-        self.taps.close()
-        self.speaker_taps.close()
         self.tick_taps.close()
 
     async def _run(self) -> None:
@@ -168,10 +164,6 @@ class Room:
             self.listeners.publish(packet)
             for sink in self.sinks:
                 sink(packet)
-        self.taps.publish((seq, mix.full))
-        if len(self.speaker_taps):
-            for pid, pcm in frames.items():
-                self.speaker_taps.publish((seq, pid, pcm))
         if len(self.tick_taps):
             self.tick_taps.publish((seq, mix.full, frames))
         if self.on_levels is not None and seq % 10 == 0:

@@ -13,16 +13,18 @@ import hmac
 import itertools
 import json
 import logging
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from adapters.webrtc import hls
 from adapters.webrtc.placement import LocalPlacement, Node, Placement
-from adapters.webrtc.room import MediaError, Room
+from adapters.webrtc.room import MediaError, OpusEncoder, Room
 from core import events as ev
 from core.errors import Conflict, DomainError, Forbidden, Invalid
 from core.messages import describe
@@ -40,6 +42,40 @@ MAX_MESSAGE = 64 * 1024
 HELLO_TIMEOUT_S = 10.0
 WATCH_EVERY_S = 1.0  # how often a process checks that the Spaces it has sockets for still have media
 INTERNAL_HEADER = "X-Spacebridge-Internal"
+
+
+_TICK_HEAD = struct.Struct("<QH")
+_PCM_BYTES = FRAME_SAMPLES * 2
+
+
+def encode_tick(tick: AudioTick) -> bytes:
+    """seq, speaker count, the mix, then each speaker's id and frame: 16-bit little-endian PCM."""
+    parts = [_TICK_HEAD.pack(tick.seq, len(tick.speakers)), tick.mix.astype("<i2").tobytes()]
+    for pid, pcm in tick.speakers.items():
+        raw = pid.encode()
+        parts += [bytes([len(raw)]), raw, pcm.astype("<i2").tobytes()]
+    return b"".join(parts)
+
+
+def decode_tick(data: bytes) -> AudioTick:
+    """The inverse of ``encode_tick``; anything else raises ``ValueError``."""
+    try:
+        seq, count = _TICK_HEAD.unpack_from(data)
+        at = _TICK_HEAD.size
+        mix = np.frombuffer(data, dtype="<i2", count=FRAME_SAMPLES, offset=at).astype(np.int16)
+        at += _PCM_BYTES
+        speakers: dict[str, Any] = {}
+        for _ in range(count):
+            n = data[at]
+            pid = data[at + 1:at + 1 + n].decode()
+            at += 1 + n
+            speakers[pid] = np.frombuffer(data, dtype="<i2", count=FRAME_SAMPLES, offset=at).astype(np.int16)
+            at += _PCM_BYTES
+    except (struct.error, IndexError, ValueError) as e:  # numpy says "buffer is smaller" with ValueError
+        raise ValueError(f"a malformed audio tick ({e})") from None
+    if at != len(data):
+        raise ValueError("a malformed audio tick (trailing bytes)")
+    return AudioTick(seq, mix, speakers)
 
 
 class MediaMoved(Exception):
@@ -309,35 +345,69 @@ class Rooms:
     async def _lost(self, space_id: str) -> None:
         await self._close_room(space_id, ended=False)
 
-    async def _local_room(self, space_id: str) -> Room | None:
-        """The Space's room in this process, once this process owns it; None when it never will."""
+    async def _sources(self, space_id: str) -> AsyncIterator[Room | Node]:
+        """Where the Space's audio is, for as long as the Space lives: this process's room (it owns
+        the Space, or takes it when nobody does and it runs media), or the process that owns it."""
         while not self._closed:
             if self.placement.owns(space_id):
-                return self.room(space_id)
-            if self.placement.media and await self.placement.owner(space_id) is None:
-                view = await self.core.view(space_id)
-                if view.space.state == SpaceState.ENDED:
-                    return None
-                if (await self.placement.claim(space_id)).id == self.placement.node.id:
-                    return self.room(space_id)
-            if not self.placement.media:
-                return None
-            await asyncio.sleep(WATCH_EVERY_S)
-        return None
-
-    async def _rooms_of(self, space_id: str) -> AsyncIterator[Room]:
-        """The Space's room here, again after it moves back here, until the Space ends."""
-        while True:
-            room = await self._local_room(space_id)
-            if room is None:
-                return
-            room.start()
-            yield room
+                room = self.room(space_id)
+                room.start()
+                yield room
+            else:
+                owner = await self.placement.owner(space_id)
+                if owner is None and self.placement.media:
+                    owner = await self.placement.claim(space_id)
+                    if owner.id == self.placement.node.id:
+                        continue  # ours now: the next round reads it here
+                if owner is not None and owner.id != self.placement.node.id:
+                    yield owner
+                    await asyncio.sleep(0.5)  # it went away: give its lease time to run out
+                else:
+                    await asyncio.sleep(WATCH_EVERY_S)  # nobody serves it yet
             if self._closed:
                 return
             view = await self.core.view(space_id)
             if view.space.state == SpaceState.ENDED:
                 return
+
+    async def _remote_ticks(self, owner: Node, space_id: str) -> AsyncIterator[AudioTick]:
+        """Another process's room, tick by tick, over its internal WebSocket (``internal_ticks``)."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        url = owner.url.rstrip("/") + f"/internal/media/{space_id}/ticks"
+        try:
+            async with self._http.ws_connect(url, headers={INTERNAL_HEADER: self._internal_token()}, heartbeat=5.0,
+                                             timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                                             max_msg_size=1 << 20) as ws:
+                async for msg in ws:
+                    if msg.type != WSMsgType.BINARY:
+                        return
+                    yield decode_tick(msg.data)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.info("audio of %s from %s stopped: %s", space_id, owner.id, e)
+
+    async def internal_ticks(self, request: web.Request) -> web.StreamResponse:
+        """GET /internal/media/{space_id}/ticks: this room's audio for a consumer in another process."""
+        self.check_internal(request)
+        space_id = request.match_info["space_id"]
+        if not self.placement.owns(space_id):
+            owner = await self.placement.owner(space_id)
+            return web.json_response({"owner": {"id": owner.id, "url": owner.url} if owner else None}, status=409)
+        room = self.room(space_id)
+        room.start()
+        ws = web.WebSocketResponse(heartbeat=5.0)
+        await ws.prepare(request)
+        key = f"remote-{next(self._tap_ids)}"
+        sub = room.tick_taps.subscribe(key)
+        try:
+            with contextlib.suppress(EOFError, ConnectionError, RuntimeError):
+                while not ws.closed:
+                    seq, mix, frames = await sub.next()
+                    await ws.send_bytes(encode_tick(AudioTick(seq, mix, frames)))
+        finally:
+            room.tick_taps.unsubscribe(key)
+            await ws.close()
+        return ws
 
     async def _sync_publishers(self, space_id: str) -> None:
         room = self.rooms.get(space_id)
@@ -346,56 +416,53 @@ class Rooms:
             room.set_publishers(view.space.publishers())
 
     # ---- the AudioTap port (core/ports.py): the room's audio for captions, recording, Discord -----
-    # Each yields from the Space's room while this process owns it (always, on one process), waits
-    # while another process does, and ends with the Space: consumers run where the audio is.
-    async def mix(self, space_id: str) -> AsyncIterator[AudioFrame]:
-        async for room in self._rooms_of(space_id):
-            key = f"tap-{next(self._tap_ids)}"
-            sub = room.taps.subscribe(key)
-            try:
-                with contextlib.suppress(EOFError):
-                    while True:
-                        seq, pcm = await sub.next()
-                        yield AudioFrame(seq, pcm)
-            finally:
-                room.taps.unsubscribe(key)
-
-    async def speakers(self, space_id: str) -> AsyncIterator[AudioFrame]:
-        async for room in self._rooms_of(space_id):
-            key = f"tap-{next(self._tap_ids)}"
-            sub = room.speaker_taps.subscribe(key)
-            try:
-                with contextlib.suppress(EOFError):
-                    while True:
-                        seq, pid, pcm = await sub.next()
-                        yield AudioFrame(seq, pcm, speaker_id=pid)
-            finally:
-                room.speaker_taps.unsubscribe(key)
-
+    # Consumers may run in any process: they read the room here when this process owns the Space
+    # (always, on one process), else stream it from the owner, follow the Space when it moves, and
+    # end with the Space.
     async def ticks(self, space_id: str) -> AsyncIterator[AudioTick]:
-        async for room in self._rooms_of(space_id):
+        async for source in self._sources(space_id):
+            if isinstance(source, Node):
+                async for tick in self._remote_ticks(source, space_id):
+                    yield tick
+                continue
             key = f"tap-{next(self._tap_ids)}"
-            sub = room.tick_taps.subscribe(key)
+            sub = source.tick_taps.subscribe(key)
             try:
                 with contextlib.suppress(EOFError):
                     while True:
                         seq, mix, frames = await sub.next()
                         yield AudioTick(seq, mix, frames)
             finally:
-                room.tick_taps.unsubscribe(key)  # a consumer that stops must not keep a queue filling
+                source.tick_taps.unsubscribe(key)  # a consumer that stops must not keep a queue filling
+
+    async def mix(self, space_id: str) -> AsyncIterator[AudioFrame]:
+        async for tick in self.ticks(space_id):
+            yield AudioFrame(tick.seq, tick.mix)
+
+    async def speakers(self, space_id: str) -> AsyncIterator[AudioFrame]:
+        async for tick in self.ticks(space_id):
+            for pid, pcm in tick.speakers.items():
+                yield AudioFrame(tick.seq, pcm, speaker_id=pid)
 
     async def opus_packets(self, space_id: str) -> AsyncIterator[tuple[int, bytes]]:
-        """The very packets listeners get (no re-encode), e.g. for Discord voice playback."""
-        async for room in self._rooms_of(space_id):
+        """The very packets listeners get (no re-encode) where the room is here, e.g. for Discord voice
+        playback; from another process's room, its mix encoded here (one encode per consumer)."""
+        async for source in self._sources(space_id):
+            if isinstance(source, Node):
+                encoder = OpusEncoder()
+                async for tick in self._remote_ticks(source, space_id):
+                    for packet in encoder.encode(tick.mix, tick.seq):
+                        yield tick.seq, bytes(packet)
+                continue
             key = f"tap-{next(self._tap_ids)}"
-            sub = room.listeners.subscribe(key)
+            sub = source.listeners.subscribe(key)
             try:
                 with contextlib.suppress(EOFError):
                     while True:
                         packet = await sub.next()
                         yield int(packet.pts) // FRAME_SAMPLES, bytes(packet)
             finally:
-                room.listeners.unsubscribe(key)
+                source.listeners.unsubscribe(key)
 
     async def close(self) -> None:
         self._closed = True
@@ -454,6 +521,7 @@ class Signaling:
     def __init__(self, core: Core, rooms: Rooms, tokens: JoinTokens, *, plugins: PluginManager | None = None) -> None:
         self.core, self.rooms, self.tokens = core, rooms, tokens
         self.plugins = plugins
+        self._offered: set[web.WebSocketResponse] = set()  # sockets whose media is in a room
 
     def _plugin_commands(self) -> list[dict[str, Any]]:
         return [c.public() for c in self.plugins.command_list()] if self.plugins is not None else []
@@ -478,10 +546,13 @@ class Signaling:
         try:
             await self._serve(ws, space_id, actor, role)
         finally:
-            if self.rooms.sockets.get(space_id, {}).get(pid) is ws:
+            latest = self.rooms.sockets.get(space_id, {}).get(pid) is ws
+            if latest:
                 del self.rooms.sockets[space_id][pid]
-            with contextlib.suppress(Exception):  # the media side may be gone already (moved, ended)
-                await self.rooms.leave(space_id, pid)
+            if latest and ws in self._offered:  # an older tab closing must not cut a newer one's audio
+                with contextlib.suppress(Exception):  # the media side may be gone already (moved, ended)
+                    await self.rooms.leave(space_id, pid)
+            self._offered.discard(ws)
             if role != "guest":
                 with contextlib.suppress(DomainError):
                     await self.core.leave(actor, space_id)
@@ -552,6 +623,7 @@ class Signaling:
         if not isinstance(sdp, str):
             raise MediaError("sdp.invalid", detail="offer needs an sdp string")
         result = await self.rooms.offer(space_id, actor.account_id, sdp)
+        self._offered.add(ws)
         if "hls" in result:
             await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"]})
             return

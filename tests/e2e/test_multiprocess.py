@@ -5,6 +5,8 @@ that serves a Space's media moves the Space to the other one, where a listener h
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
@@ -25,6 +29,7 @@ from core.services import Core
 from core.storage.engine import make_engine, make_sessionmaker
 from core.tokens import JoinTokens
 from tests.e2e.test_cli import ROOT, _env
+from tests.integration.webrtc.test_hls import NGINX, free_port, peak_hz
 from tests.integration.webrtc.test_room_media import Client, has
 from tests.integration.webrtc.test_signaling import Peer
 from tests.support.loopback import LOOPBACK, ensure_loopback_alias
@@ -179,6 +184,22 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
         owner = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
         assert owner is not None and a.url.encode() in owner
 
+        # the host starts recording from a page served by B: B's recorder reads A's room over the
+        # internal audio stream, and the file has the speaker in it
+        desk = await hello(http, b.url, space.id, tokens.issue(space.id, hana.id, "speaker", now), Client(None))
+        started = await desk.command("record", action="start")
+        assert started["type"] == "ok", started
+        rec_url = re.search(r"/p/recording/r/[\w-]+", started["result"]["text"] + str(started["result"]["url"]))
+        assert rec_url, started
+        await asyncio.sleep(4.0)
+        assert (await desk.command("record", action="stop"))["type"] == "ok"
+        async with http.get(f"{b.url}{rec_url.group(0)}/audio.ogg") as r:
+            assert r.status == 200
+            (shared["logs"] / "rec.ogg").write_bytes(await r.read())
+        with av.open(str(shared["logs"] / "rec.ogg")) as f:
+            pcm = np.concatenate([fr.to_ndarray().reshape(-1) for fr in f.decode(audio=0)]).astype(np.float64)
+        assert pcm.size > 2 * 48_000 and abs(peak_hz(pcm[-48_000:]) - 440) < 10
+
         # A dies without a word: B takes the Space over once A's lease runs out, tells its sockets to
         # reconnect their media, and the speaker's page comes back through B
         a.proc.kill()
@@ -196,6 +217,185 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
         owner = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
         assert owner is not None and b.url.encode() in owner
         assert moved_after < LEASE_S + 15
-        for p in (speaker, listener, speaker_again):
+        for p in (speaker, listener, speaker_again, desk):
             await p.client.pc.close()
             await p.ws.close()
+
+
+NGINX_FRONT = """
+{user}
+daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;
+  uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  upstream spacebridge {{ server {a}; server {b}; }}
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  types {{ application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; audio/mp4 mp4; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /internal/ {{ return 404; }}
+    location /hls/ {{ alias {hls}/; location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; }} }}
+    location / {{
+      proxy_pass http://spacebridge;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_read_timeout 1h;
+      proxy_connect_timeout 2s;
+    }}
+  }}
+}}
+"""
+
+
+class PageLike:
+    """What the web page does, for a test: joins through the front door, answers `reconnect_media`
+    with a fresh offer, and when its socket drops, connects again (through the front door) and
+    joins again, as room.js does."""
+
+    def __init__(self, http: aiohttp.ClientSession, front: str, space_id: str, token: str, hz: float | None) -> None:
+        self.http, self.front, self.space_id, self.token, self.hz = http, front, space_id, token, hz
+        self.client = Client(hz)
+        self.heard: list[tuple[float, Any]] = []
+        self.reconnects = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def _offer(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.heard += self.client.heard  # keep what the old connection heard
+        await self.client.pc.close()
+        self.client = Client(self.hz)
+        pc = self.client.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        from adapters.webrtc.room import restrict_candidates
+
+        await ws.send_json({"type": "offer", "sdp": restrict_candidates(pc.localDescription.sdp, {LOOPBACK})})
+
+    async def _run(self) -> None:
+        from aiortc import RTCSessionDescription
+
+        while True:
+            try:
+                async with self.http.ws_connect(f"{self.front}/ws/{self.space_id}") as ws:
+                    await ws.send_json({"type": "hello", "token": self.token})
+                    async for msg in ws:
+                        data = msg.json()
+                        if data["type"] in ("welcome", "reconnect_media"):
+                            await self._offer(ws)
+                        elif data["type"] == "answer":
+                            await self.client.pc.setRemoteDescription(
+                                RTCSessionDescription(sdp=data["sdp"], type="answer"))
+                        elif data["type"] == "error" and data.get("code") == "media.unavailable":
+                            await asyncio.sleep(0.5)
+                            await self._offer(ws)
+            except aiohttp.ClientError:
+                pass
+            if self.http.closed:
+                return
+            self.reconnects += 1
+            await asyncio.sleep(0.5)
+
+    def hears(self, hz: int) -> bool:
+        recent = [(t, p) for t, p in self.client.heard if t > time.monotonic() - 1.0]
+        return len(recent) > 20 and has(self.client.spectrum_peaks(time.monotonic() - 1.0), hz)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.client.pc.close()
+
+
+async def test_the_reference_deployment_survives_losing_a_media_process(shared: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    """docs/deploy.md's set-up: nginx in front of two processes (web and media each) sharing
+    PostgreSQL and Redis. People join through nginx; the process serving the Space's media is
+    killed; both the speaker and the listener come back on their own and the listener hears the
+    speaker again; the Space's HLS is served by nginx throughout."""
+    if not Path(NGINX).exists():
+        msg = "Debian's nginx is not installed (apt-get install nginx; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    env, core = shared["env"], shared["core"]
+    hls_dir = tmp_path / "hls"
+    env = {**env, "SPACEBRIDGE_HLS_DIR": str(hls_dir)}
+    a = await Serve.start(env, tmp_path / "a.log", "web", "media", "jobs")
+    shared["servers"].append(a)
+    b = await Serve.start(env, tmp_path / "b.log", "web", "media", "jobs")
+    shared["servers"].append(b)
+    prefix, port = tmp_path / "nginx", free_port()
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(NGINX_FRONT.format(
+        user="user root;" if os.geteuid() == 0 else "", prefix=prefix, port=port, hls=hls_dir,
+        a=a.url.removeprefix("http://"), b=b.url.removeprefix("http://")))
+    nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    front = f"http://127.0.0.1:{port}"
+    try:
+        await wait_port(port)
+        hana = await core.ensure_account("web", "hana", "Hana")
+        finn = await core.ensure_account("web", "finn", "Finn")
+        space = await core.create_space(Actor(account_id=hana.id, is_community_admin=True), "Behind nginx")
+        tokens, now = JoinTokens(SECRET.encode()), core.now()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{front}/internal/media/{space.id}/offer", json={}) as r:
+                assert r.status == 404  # the front door does not expose process-to-process calls
+            speaker = PageLike(http, front, space.id, tokens.issue(space.id, hana.id, "speaker", now), 440)
+            listener = PageLike(http, front, space.id, tokens.issue(space.id, finn.id, "listener", now), None)
+            speaker.start()
+            listener.start()
+            try:
+                await until(lambda: listener.hears(440), 20, "the listener never heard the speaker")
+                raw = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
+                assert raw is not None
+                owner = a if a.url.encode() in raw else b
+                other = b if owner is a else a
+                # HLS of the same audio, through nginx, without asking either process
+                hls = [p for p in hls_dir.iterdir() if p.name.startswith(space.id)]
+                assert len(hls) == 1
+                deadline = time.monotonic() + 10
+                while True:  # the playlist appears once the first segment is complete
+                    async with http.get(f"{front}/hls/{hls[0].name}/index.m3u8") as r:
+                        if r.status == 200 and "#EXT-X-MAP" in await r.text():
+                            break
+                    assert time.monotonic() < deadline, "nginx never served the Space's playlist"
+                    await asyncio.sleep(0.3)
+
+                owner.proc.kill()
+                await owner.proc.wait()
+                await until(lambda: not listener.hears(440), 10, "audio did not stop with its process")
+                await until(lambda: listener.hears(440), LEASE_S + 20, "no audio after losing the media process")
+                raw = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
+                assert raw is not None and other.url.encode() in raw
+            finally:
+                await speaker.stop()
+                await listener.stop()
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+
+
+async def until(check: Any, seconds: float, why: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.25)
+
+
+async def wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "nginx did not start"
+            await asyncio.sleep(0.05)

@@ -74,6 +74,8 @@ _TEXT: dict[str, str] = {
     "recording.already": "This Space is already being recorded.",
     "recording.not_recording": "This Space is not being recorded.",
     "recording.not_live": "Only a live Space can be recorded.",
+    "recording.elsewhere": "This Space's recording runs in another server process, and only it can cut clips; "
+                           "try again (the next request may reach it).",
     "recording.no_clip": "Clips can only be made while the Space is being recorded.",
     "recording.not_found": "There is no recording {recording_id}.",
     "captions.backend_unavailable": "Captions are not available here: {detail}.",

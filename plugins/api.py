@@ -168,8 +168,12 @@ class PluginContext:
     """The narrow door a plugin gets into the platform (see DESIGN.md, "Plugins")."""
 
     def __init__(self, *, core: Core, name: str, version: str, audio: AudioTap | None, config: dict[str, Any],
-                 data_dir: Path, public_url: str, enabled: Callable[[str], Awaitable[bool]]) -> None:
+                 data_dir: Path, public_url: str, enabled: Callable[[str], Awaitable[bool]],
+                 several_processes: bool = False) -> None:
         self.name, self.version = name, version
+        # True when other processes run this plugin too (docs/deploy.md): what one process keeps in
+        # memory another does not see, and work done from events may need to be done only once.
+        self.several_processes = several_processes
         self.log = logging.getLogger(f"spacebridge.plugins.{name}")
         self.store = KeyValueStore(core.sessionmaker, core.clock, name)
         self.queries = Queries(core)

@@ -83,8 +83,9 @@ async def _maybe_await(value: Any) -> None:
 class PluginManager:
     def __init__(self, core: Core, *, audio: AudioTap | None = None, config: dict[str, dict[str, Any]] | None = None,
                  data_dir: Path, public_url: str = "", disabled: Iterable[str] = (),
-                 reserved: Iterable[str] = (), setup_timeout_s: float = 30.0) -> None:
+                 reserved: Iterable[str] = (), setup_timeout_s: float = 30.0, several_processes: bool = False) -> None:
         self.core, self.audio = core, audio
+        self.several_processes = several_processes
         self.config = config or {}
         self.data_dir, self.public_url = data_dir, public_url
         self.disabled = set(disabled)
@@ -134,7 +135,8 @@ class PluginManager:
             return await self._record(PluginStatus(name, version, "disabled", OFF_BY_SETTING, source))
         ctx = PluginContext(core=self.core, name=name, version=version, audio=self.audio,
                             config=self.config.get(name, {}), data_dir=self.data_dir / "plugins" / name,
-                            public_url=self.public_url, enabled=functools.partial(self.enabled, name))
+                            public_url=self.public_url, enabled=functools.partial(self.enabled, name),
+                            several_processes=self.several_processes)
         try:
             await asyncio.wait_for(_maybe_await(plugin.setup(ctx)), self.setup_timeout_s)
             self._check_commands(ctx)

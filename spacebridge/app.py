@@ -116,7 +116,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     platform.plugins = PluginManager(
         platform.core, audio=platform.rooms, config=settings.plugins, data_dir=data_dir(),
         public_url=settings.base_url(), disabled=settings.plugins_disabled, reserved=reserved_command_names(),
-        setup_timeout_s=settings.plugin_setup_timeout_s)
+        setup_timeout_s=settings.plugin_setup_timeout_s, several_processes=bool(settings.redis_url))
     if settings.ticketing_enabled:
         assert settings.stripe_api_key is not None
         platform.stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),

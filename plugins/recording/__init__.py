@@ -29,6 +29,8 @@ from plugins.recording.recorder import Recorder, write_clip
 
 STATIC = Path(__file__).parent / "static"
 BADGE = "🔴 Recording"
+BEAT_S = 2.0  # a recorder says it is alive this often (and picks up stops and opt-outs made elsewhere)
+STALE_S = 10.0  # a recorder silent this long is taken to be gone
 TIMELINE_EVENTS = ("reaction.sent", "pin.added", "pin.removed", "caption.line", "role.changed", "speaker.muted",
                    "comment.posted")
 
@@ -51,6 +53,7 @@ class _Active:
     excluded: set[str]
     timeline: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    keeper: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -84,23 +87,31 @@ class RecordingPlugin:
         ctx.route("GET", "/c/{clip_id}/audio.ogg", self.clip_audio)
         ctx.route("GET", "/c/{clip_id}/timeline.json", self.clip_timeline)
         ctx.every(self.config.cleanup_every_s, self.cleanup, "retention cleanup")
-        await self._recover()
+        await self._recover(starting=True)
+        if ctx.several_processes:  # a recorder whose process died is taken over by another one
+            ctx.every(STALE_S, self._recover, "taking over interrupted recordings")
 
     async def teardown(self) -> None:
         for space_id in list(self.active):
             await self._finish(space_id, "the platform stopped")
 
-    async def _recover(self) -> None:
+    async def _recover(self, *, starting: bool = False) -> None:
         """A recording cut short by a restart is closed (playable up to the cut); if its Space is
-        still live it goes on in a new part, as the host asked for a recording."""
+        still live it goes on in a new part, as the host asked for a recording. With several
+        processes, only recordings whose recorder stopped saying it is alive are taken over."""
         assert self.ctx is not None
         for entry in await self.ctx.store.scan("active:"):
             space_id = entry.key.split(":", 1)[1]
+            if space_id in self.active:
+                continue
+            if (self.ctx.several_processes or not starting) and self._fresh(entry.value):
+                continue  # alive in another process (one process alone, starting, has no recorders)
+            if not await self.ctx.store.delete(entry.key):
+                continue  # another process took this one over first
             rec = await self.ctx.store.get(f"rec:{entry.value['rec_id']}")
             if rec is not None and rec.get("state") == "recording":
                 rec.update(state="done", note="interrupted by a restart", ended_at=self.ctx.queries.now().isoformat())
                 await self.ctx.store.put(f"rec:{rec['id']}", rec)
-            await self.ctx.store.delete(entry.key)
             try:
                 view = await self.ctx.queries.space(space_id)
             except NotFound:
@@ -116,9 +127,17 @@ class RecordingPlugin:
         prefix = f"optout:{space_id}:"
         return {e.key[len(prefix):] for e in await self.ctx.store.scan(prefix, limit=10_000)}
 
+    def _fresh(self, entry: dict[str, Any] | None) -> bool:
+        """An ``active:`` entry whose recorder (in some process) said it is alive lately."""
+        assert self.ctx is not None
+        if entry is None or "beat" not in entry:
+            return False
+        age = (self.ctx.queries.now() - datetime.fromisoformat(str(entry["beat"]))).total_seconds()
+        return bool(age < STALE_S)
+
     async def _start(self, space_id: str, *, by: str, resumed: bool = False) -> str:
         assert self.ctx is not None
-        if space_id in self.active:
+        if space_id in self.active or self._fresh(await self.ctx.store.get(f"active:{space_id}")):
             raise Conflict("recording.already", space_id=space_id)
         view = await self.ctx.queries.space(space_id)
         if view.space.state.value != "live":
@@ -133,9 +152,10 @@ class RecordingPlugin:
             (f"rec:{rec_id}", {"id": rec_id, "space_id": space_id, "title": view.space.title, "by": by,
                                "started_at": now.isoformat(), "state": "recording", "duration_s": 0,
                                "expires_at": (now + timedelta(days=self.config.retention_days)).isoformat()}),
-            (f"active:{space_id}", {"rec_id": rec_id, "by": by}),
+            (f"active:{space_id}", {"rec_id": rec_id, "by": by, "beat": now.isoformat()}),
         ])
         act.task = self.ctx.spawn(self._run(act), f"recording {rec_id}")
+        act.keeper = self.ctx.spawn(self._keep(act), f"recording {rec_id} heartbeat")
         await self.ctx.actions.set_badge(space_id, BADGE)
         again = " again after a restart" if resumed else ""
         await self.ctx.actions.notice(space_id, f"🔴 This Space is being recorded{again}. Speakers can leave their "
@@ -162,15 +182,35 @@ class RecordingPlugin:
         finally:
             act.done.set()
 
+    async def _keep(self, act: _Active) -> None:
+        """With several processes, the recording's commands may be handled anywhere: the recorder says
+        it is alive (so no other process takes it over), notices a stop made elsewhere (the entry is
+        gone) and opt-outs made elsewhere."""
+        assert self.ctx is not None
+        while True:
+            await asyncio.sleep(BEAT_S)
+            entry = await self.ctx.store.get(f"active:{act.space_id}")
+            if entry is None or entry.get("rec_id") != act.rec_id:
+                async def finish() -> None:
+                    await self._finish(act.space_id, "stopped by the host")
+
+                self.ctx.spawn(finish(), "finishing a recording")
+                return
+            entry["beat"] = self.ctx.queries.now().isoformat()
+            await self.ctx.store.put(f"active:{act.space_id}", entry)
+            act.excluded = await self._excluded(act.space_id)
+
     async def _finish(self, space_id: str, why: str) -> str | None:
         assert self.ctx is not None
         act = self.active.pop(space_id, None)
         if act is None:
             return None
-        if act.task is not None:
-            act.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await act.task
+        current = asyncio.current_task()
+        for task in (act.task, act.keeper):
+            if task is not None and task is not current:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         duration = await asyncio.to_thread(act.recorder.close)
         folder = self.ctx.data_dir / act.rec_id
         rec = await self.ctx.store.get(f"rec:{act.rec_id}") or {}
@@ -235,9 +275,14 @@ class RecordingPlugin:
             return Reply("🔴 Recording. Everyone sees the indicator; speakers were told they can opt out.",
                          self.replay_url(rec_id))
         done = await self._finish(inv.space.id, "stopped by the host")
-        if done is None:
+        if done is not None:
+            return Reply("⏹ Recording saved. Replay:", self.replay_url(done))
+        assert self.ctx is not None
+        entry = await self.ctx.store.get(f"active:{inv.space.id}")
+        if not self._fresh(entry) or not await self.ctx.store.delete(f"active:{inv.space.id}"):
             raise Conflict("recording.not_recording", space_id=inv.space.id)
-        return Reply("⏹ Recording saved. Replay:", self.replay_url(done))
+        assert entry is not None  # recording in another process: it sees the entry gone and saves
+        return Reply("⏹ Recording stopped; the replay is ready in a few seconds:", self.replay_url(entry["rec_id"]))
 
     async def cmd_optout(self, inv: Invocation) -> Reply:
         assert self.ctx is not None
@@ -257,6 +302,8 @@ class RecordingPlugin:
     async def cmd_clip(self, inv: Invocation) -> Reply:
         assert self.ctx is not None
         act = self.active.get(inv.space.id)
+        if act is None and self._fresh(await self.ctx.store.get(f"active:{inv.space.id}")):
+            raise Conflict("recording.elsewhere", space_id=inv.space.id)
         if act is None or act.recorder.start_seq is None:
             raise Conflict("recording.no_clip", space_id=inv.space.id)
         frames = list(act.recorder.recent)

@@ -185,15 +185,25 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
         assert owner is not None and a.url.encode() in owner
 
         # the host starts recording from a page served by B: B's recorder reads A's room over the
-        # internal audio stream, and the file has the speaker in it
+        # internal audio stream, and the file has the speaker in it; the host stops it from A
         desk = await hello(http, b.url, space.id, tokens.issue(space.id, hana.id, "speaker", now), Client(None))
         started = await desk.command("record", action="start")
         assert started["type"] == "ok", started
         rec_url = re.search(r"/p/recording/r/[\w-]+", started["result"]["text"] + str(started["result"]["url"]))
         assert rec_url, started
         await asyncio.sleep(4.0)
-        assert (await desk.command("record", action="stop"))["type"] == "ok"
-        async with http.get(f"{b.url}{rec_url.group(0)}/audio.ogg") as r:
+        # commands about it may reach any process: a clip there is refused in words, a stop is passed on
+        clip = await speaker.command("clip")
+        assert clip["type"] == "error" and clip["code"] == "recording.elsewhere", clip
+        assert (await speaker.command("record", action="stop"))["type"] == "ok"
+        deadline = time.monotonic() + 10
+        while True:  # B's recorder sees the stop within its heartbeat and saves the replay
+            async with http.get(f"{b.url}{rec_url.group(0)}/timeline.json") as r:
+                if r.status == 200:
+                    break
+            assert time.monotonic() < deadline, "the recording was not saved after a stop made on A"
+            await asyncio.sleep(0.5)
+        async with http.get(f"{a.url}{rec_url.group(0)}/audio.ogg") as r:  # shared data directory
             assert r.status == 200
             (shared["logs"] / "rec.ogg").write_bytes(await r.read())
         with av.open(str(shared["logs"] / "rec.ogg")) as f:

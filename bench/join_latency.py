@@ -1,7 +1,11 @@
 """Join-to-audio latency in headless Chromium on loopback: open a personal link, time until the
 page's <audio> carries sound from a speaker already on stage.
 
-    python -m bench.join_latency [--joins N] --json
+    python -m bench.join_latency [--joins N] [--beeps] --json
+
+The speaker's fake microphone plays a continuous 440 Hz tone from a WAV file made here
+(``--use-file-for-fake-audio-capture``), so the time measured is the join, not the wait for the next
+of the default fake device's short beeps (``--beeps`` measures that way, as earlier figures did).
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import json
 import os
 import tempfile
 import time
+import wave
+
+import numpy as np
 
 from core.model.accounts import Actor
 from spacebridge.app import build, start, stop
@@ -38,10 +45,24 @@ SOUND_JS = """() => new Promise(resolve => {
 })"""
 
 
-async def run(joins: int) -> dict[str, object]:
+def tone_wav(path: str, seconds: float = 10.0) -> None:
+    t = np.arange(int(48_000 * seconds)) / 48_000
+    pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype("<i2")
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(pcm.tobytes())
+
+
+async def run(joins: int, beeps: bool = False) -> dict[str, object]:
     from playwright.async_api import async_playwright
 
     d = tempfile.mkdtemp()
+    flags = list(FLAGS)
+    if not beeps:
+        tone_wav(f"{d}/tone.wav")
+        flags.append(f"--use-file-for-fake-audio-capture={d}/tone.wav")
     os.environ["SPACEBRIDGE_DATA_DIR"] = d
     p = await build(load_settings(database_url=f"sqlite:///{d}/j.sqlite3", ice_announce=["127.0.0.2"], job_workers=0))
     await start(p, "127.0.0.1", 0)
@@ -49,7 +70,7 @@ async def run(joins: int) -> dict[str, object]:
     space = await p.core.create_space(Actor(account_id=host.id, is_community_admin=True), "Latency")
     samples: list[float] = []
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=flags)
         speaker = await browser.new_page()
         await speaker.goto(f"{p.url}/s/{space.id}#t={p.tokens.issue(space.id, host.id, 'speaker', p.core.now())}")
         await speaker.wait_for_selector("text=Latency")
@@ -74,9 +95,10 @@ async def run(joins: int) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--joins", type=int, default=20)
+    ap.add_argument("--beeps", action="store_true", help="the default fake microphone (short beeps)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    out = asyncio.run(run(a.joins))
+    out = asyncio.run(run(a.joins, a.beeps))
     print(json.dumps(out) if a.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 

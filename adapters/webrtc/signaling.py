@@ -163,9 +163,11 @@ class Rooms:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _broadcast(self, space_id: str, message: dict[str, Any]) -> None:
+    async def _broadcast(self, space_id: str, message: dict[str, Any], but: str | None = None) -> None:
         frame = json.dumps(message)
-        for ws in list(self.sockets.get(space_id, {}).values()):
+        for pid, ws in list(self.sockets.get(space_id, {}).items()):
+            if pid == but:
+                continue
             with contextlib.suppress(Exception):
                 await ws.send_str(frame)
 
@@ -201,15 +203,15 @@ class Rooms:
     # ---- placement: which process's room a participant's media goes to ------------------------------
     async def offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
         """Answer a participant's offer in the room that owns the Space, wherever it runs."""
-        return await self._at_owner(space_id, lambda: self.local_offer(space_id, pid, sdp),
+        return await self._at_owner(space_id, pid, lambda: self.local_offer(space_id, pid, sdp),
                                     f"/internal/media/{space_id}/offer", {"pid": pid, "sdp": sdp})
 
     async def listen_hls(self, space_id: str, pid: str) -> dict[str, Any]:
         """A listener asked for HLS: out of the WebRTC room, and the room running so HLS is written."""
-        return await self._at_owner(space_id, lambda: self.local_hls(space_id, pid),
+        return await self._at_owner(space_id, pid, lambda: self.local_hls(space_id, pid),
                                     f"/internal/media/{space_id}/hls", {"pid": pid})
 
-    async def _at_owner(self, space_id: str, here: Callable[[], Awaitable[dict[str, Any]]], path: str,
+    async def _at_owner(self, space_id: str, pid: str, here: Callable[[], Awaitable[dict[str, Any]]], path: str,
                         body: dict[str, Any]) -> dict[str, Any]:
         for _ in range(4):
             owner = await self.placement.owner(space_id)
@@ -221,7 +223,12 @@ class Rooms:
                 result = await here() if owner.id == self.placement.node.id else await self._forward(owner, path, body)
             except MediaMoved:
                 continue  # it changed hands while we asked: ask the new owner
+            was = self.media_at.get(space_id)
             self.media_at[space_id] = owner.id
+            if was is not None and was != owner.id:
+                # the Space moved and this offer got there first: everyone else here must follow it
+                # now (the watcher compares with what is recorded, which this offer just changed)
+                self._spawn(self._broadcast(space_id, {"type": "reconnect_media"}, but=pid))
             return result
         raise MediaError("media.unavailable", detail="the Space's media is moving; try again")
 
@@ -625,9 +632,10 @@ class Signaling:
         result = await self.rooms.offer(space_id, actor.account_id, sdp)
         self._offered.add(ws)
         if "hls" in result:
-            await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"]})
+            await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"], "id": data.get("id")})
             return
-        await ws.send_json({"type": "answer", "sdp": result["sdp"], "publish": result["publish"]})
+        # the offer's id comes back, so a client that offered again meanwhile knows which answer is whose
+        await ws.send_json({"type": "answer", "sdp": result["sdp"], "publish": result["publish"], "id": data.get("id")})
 
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
                        data: dict[str, Any]) -> None:

@@ -270,21 +270,23 @@ class PageLike:
         self.http, self.front, self.space_id, self.token, self.hz = http, front, space_id, token, hz
         self.client = Client(hz)
         self.heard: list[tuple[float, Any]] = []
-        self.reconnects = 0
+        self.reconnects = self.offers = 0
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
 
     async def _offer(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        from adapters.webrtc.room import restrict_candidates
+
         self.heard += self.client.heard  # keep what the old connection heard
         await self.client.pc.close()
         self.client = Client(self.hz)
+        self.offers += 1
         pc = self.client.pc
         await pc.setLocalDescription(await pc.createOffer())
-        from adapters.webrtc.room import restrict_candidates
-
-        await ws.send_json({"type": "offer", "sdp": restrict_candidates(pc.localDescription.sdp, {LOOPBACK})})
+        await ws.send_json({"type": "offer", "id": f"m{self.offers}",
+                            "sdp": restrict_candidates(pc.localDescription.sdp, {LOOPBACK})})
 
     async def _run(self) -> None:
         from aiortc import RTCSessionDescription
@@ -295,12 +297,13 @@ class PageLike:
                     await ws.send_json({"type": "hello", "token": self.token})
                     async for msg in ws:
                         data = msg.json()
+                        latest = data.get("id") == f"m{self.offers}"
                         if data["type"] in ("welcome", "reconnect_media"):
                             await self._offer(ws)
-                        elif data["type"] == "answer":
+                        elif data["type"] == "answer" and latest:
                             await self.client.pc.setRemoteDescription(
                                 RTCSessionDescription(sdp=data["sdp"], type="answer"))
-                        elif data["type"] == "error" and data.get("code") == "media.unavailable":
+                        elif data["type"] == "error" and data.get("code") == "media.unavailable" and latest:
                             await asyncio.sleep(0.5)
                             await self._offer(ws)
             except aiohttp.ClientError:

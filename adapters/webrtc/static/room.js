@@ -220,12 +220,9 @@ async function startHls(url) {
   }
 }
 
-async function startMedia(publish) {
-  stopHls();
-  if (!publish && wantHls) { send({ type: "hls" }); return; }
-  if (state.pc) state.pc.close();
+// A peer connection with its offer made and its ICE candidates gathered (no trickle: one message).
+async function preparePc(publish) {
   const pc = new RTCPeerConnection({ iceServers: window.SPACEBRIDGE_ICE || [] });
-  state.pc = pc;
   // The media process can go away (a restart, a failover): offer again; the server routes the new
   // offer to whichever process serves the Space now.
   pc.onconnectionstatechange = () => {
@@ -246,11 +243,31 @@ async function startMedia(publish) {
     pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
     setTimeout(resolve, 2000);
   });
-  send({ type: "offer", sdp: pc.localDescription.sdp });
+  return pc;
+}
+
+// Most people join to listen: their offer is made while the socket connects and says hello, so it
+// can go out the moment the welcome arrives (join-to-audio is what people notice).
+let early = token && !wantHls ? preparePc(false) : null;
+
+async function startMedia(publish) {
+  stopHls();
+  if (!publish && wantHls) { send({ type: "hls" }); return; }
+  const gen = state.gen = (state.gen || 0) + 1;
+  let pending = null;
+  if (!publish && early) { pending = early; early = null; } else pending = preparePc(publish);
+  if (early) { early.then((unused) => unused.close()); early = null; }  // on stage: the listener's offer is not needed
+  const pc = await pending;
+  if (gen !== state.gen) { pc.close(); return; }  // a newer start (a role change) came meanwhile
+  if (state.pc) state.pc.close();
+  state.pc = pc; state.offer = `m${gen}`;
+  send({ type: "offer", id: state.offer, sdp: pc.localDescription.sdp });
 }
 
 function teardown() {
+  state.gen = (state.gen || 0) + 1;  // a start still preparing is dropped
   stopHls();
+  if (early) { early.then((pc) => pc.close()); early = null; }
   if (state.pc) state.pc.close(); state.pc = null;
   if (state.mic) state.mic.getTracks().forEach((t) => t.stop()); state.mic = null;
   for (const id of ["hand", "mic", "leave"]) $(id).disabled = true;
@@ -273,13 +290,18 @@ function connect() {
         for (const c of msg.comments || []) comment(c);
         $("comment-form").hidden = state.role === "guest";
         render(); await startMedia(onStage()); break;
-      case "answer": await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }); break;
+      case "answer":  // only the answer to our latest offer (we may have offered again meanwhile)
+        if (state.pc && msg.id === state.offer) await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch(() => startMedia(onStage()));
+        break;
       case "renegotiate": state.role = msg.role; await startMedia(msg.publish); await refresh(); break;
       case "reconnect_media": if (!state.hls) await startMedia(onStage()); break;
       case "hls": await startHls(msg.url); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;
-      case "error": if (!msg.id) say(ERRORS[msg.code] || msg.message); break;
+      case "error":
+        if (msg.code === "media.unavailable" && (!msg.id || msg.id === state.offer)) { setTimeout(() => startMedia(onStage()), 1000); break; }
+        if (!msg.id || msg.id === state.offer) say(ERRORS[msg.code] || msg.message);
+        break;
     }
   };
   ws.onclose = (ev) => {

@@ -126,3 +126,22 @@ class HlsWriter:
 def remove(directory: Path) -> None:
     """A finished Space's files (once nobody can be listening any more)."""
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def remove_stale(root: Path, older_than_s: float) -> int:
+    """Directories whose playlist has not changed for ``older_than_s`` (their Space ended, or its
+    media process died and nobody took it over); a live one is rewritten every segment."""
+    gone = 0
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    for d in root.iterdir():
+        playlist = d / PLAYLIST
+        try:
+            changed = playlist.stat().st_mtime if playlist.exists() else d.stat().st_mtime
+        except OSError:
+            continue
+        if d.is_dir() and changed < cutoff:
+            remove(d)
+            gone += 1
+    return gone

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = 64 * 1024
 HELLO_TIMEOUT_S = 10.0
 WATCH_EVERY_S = 1.0  # how often a process checks that the Spaces it has sockets for still have media
+HLS_KEEP_S = 600.0  # an ended Space's HLS files stay this long
 INTERNAL_HEADER = "X-Spacebridge-Internal"
 
 
@@ -122,6 +123,8 @@ class Rooms:
         await self.placement.start()
         if self.distributed:
             self._watcher = asyncio.create_task(self._watch())
+        if self.hls_dir is not None:  # what ended Spaces left behind (and a restart forgot to remove)
+            await asyncio.to_thread(hls.remove_stale, self.hls_dir, HLS_KEEP_S)
 
     def room(self, space_id: str) -> Room:
         r = self.rooms.get(space_id)
@@ -141,6 +144,10 @@ class Rooms:
         writer = self.writers.pop(space_id, None)
         if writer is not None:
             await asyncio.to_thread(writer.close, ended=ended)
+
+    async def _remove_hls_later(self, directory: Path) -> None:
+        await asyncio.sleep(HLS_KEEP_S)
+        await asyncio.to_thread(hls.remove, directory)
 
     def hls_key(self, space_id: str) -> str:
         """The Space's HLS directory: unguessable, so only people who joined (and passed the ticket
@@ -192,6 +199,8 @@ class Rooms:
                                         "publish": event.role != "listener"})
         if isinstance(event, ev.SpaceEnded):
             await self._close_room(space_id, ended=True)
+            if self.hls_dir is not None:  # players still finishing the last segments have this long
+                self._spawn(self._remove_hls_later(self.hls_dir / self.hls_key(space_id)))
             if self.placement.owns(space_id) and self.distributed:
                 with contextlib.suppress(Exception):
                     await self.placement.release(space_id)

@@ -166,6 +166,20 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
     await asyncio.sleep(2.0)
     assert len(fake.sent("sendMessage", chat_id=-100777)) == 2, [c.params for c in fake.sent(chat_id=-100777)]
 
+    # Telegram pushes updates to the load balancer, which hands each to either process: both answer
+    async with aiohttp.ClientSession() as http:
+        for n, server in enumerate((a, b)):
+            chat = 7100 + n
+            update = {"update_id": 900 + n, "message": {
+                "message_id": 1, "date": int(time.time()), "chat": fake.chat(chat), "from": fake.user(chat),
+                "text": "/start", "entities": [{"type": "bot_command", "offset": 0, "length": 6}]}}
+            async with http.post(f"{server.url}/telegram/webhook", json=update,
+                                 headers={"X-Telegram-Bot-Api-Secret-Token": "hook-secret"}) as r:
+                assert r.status == 200
+            reply = await fake.wait_for(lambda c, chat=chat: c.method == "sendMessage"
+                                        and c.params.get("chat_id") == chat, timeout=15)
+            assert "Welcome" in reply.params["text"]
+
     tokens, now = JoinTokens(SECRET.encode()), core.now()
     finn = await core.ensure_account("web", "finn", "Finn")
     async with aiohttp.ClientSession() as http:

@@ -79,6 +79,18 @@ def decode_tick(data: bytes) -> AudioTick:
     return AudioTick(seq, mix, speakers)
 
 
+async def _fields(request: web.Request, *names: str) -> list[str]:
+    """String fields of an internal request's JSON body, or 400."""
+    try:
+        body = await request.json()
+        values = [body[n] for n in names]
+    except (ValueError, KeyError, TypeError):
+        raise web.HTTPBadRequest(text=f"a JSON object with {', '.join(names)}") from None
+    if not all(isinstance(v, str) and v for v in values):
+        raise web.HTTPBadRequest(text=f"{', '.join(names)} must be non-empty strings")
+    return values
+
+
 class MediaMoved(Exception):
     def __init__(self, owner: Node) -> None:
         super().__init__(owner.id)
@@ -311,9 +323,9 @@ class Rooms:
         """POST /internal/media/{space_id}/offer from another process's signaling."""
         self.check_internal(request)
         space_id = request.match_info["space_id"]
-        body = await request.json()
+        pid, sdp = await _fields(request, "pid", "sdp")
         try:
-            return web.json_response(await self.local_offer(space_id, str(body["pid"]), str(body["sdp"])))
+            return web.json_response(await self.local_offer(space_id, pid, sdp))
         except MediaMoved as m:
             return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
         except DomainError as e:
@@ -322,9 +334,9 @@ class Rooms:
     async def internal_hls(self, request: web.Request) -> web.Response:
         self.check_internal(request)
         space_id = request.match_info["space_id"]
-        body = await request.json()
+        (pid,) = await _fields(request, "pid")
         try:
-            return web.json_response(await self.local_hls(space_id, str(body["pid"])))
+            return web.json_response(await self.local_hls(space_id, pid))
         except MediaMoved as m:
             return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
         except DomainError as e:
@@ -334,7 +346,8 @@ class Rooms:
         self.check_internal(request)
         room = self.rooms.get(request.match_info["space_id"])
         if room is not None:
-            await room.remove_participant(str((await request.json())["pid"]))
+            (pid,) = await _fields(request, "pid")
+            await room.remove_participant(pid)
         return web.json_response({})
 
     async def _watch(self) -> None:

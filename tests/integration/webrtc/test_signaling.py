@@ -205,3 +205,31 @@ async def test_audio_tap_gives_the_mix_each_speaker_and_the_room_packets(platfor
         assert abs(peak_hz(np.concatenate(decoded)) - 440) < 5
         await host.client.pc.close()
         await host.ws.close()
+
+
+async def test_process_to_process_endpoints_need_the_key_and_good_bodies(platform: Platform) -> None:
+    """/internal/media/... is how processes hand offers to the Space's media process: without the
+    key derived from the instance secret it is refused, and a malformed body is a 400, not a crash."""
+    from adapters.webrtc.signaling import INTERNAL_HEADER
+
+    space = await platform.core.create_space(
+        Actor(account_id=(await platform.core.ensure_account("web", "h", "H")).id, is_community_admin=True), "S")
+    base = f"{platform.url}/internal/media/{space.id}"
+    good = {INTERNAL_HEADER: platform.rooms._internal_token()}
+    async with aiohttp.ClientSession() as http:
+        for path in ("offer", "hls", "leave"):
+            async with http.post(f"{base}/{path}", json={"pid": "x", "sdp": "v=0"}) as r:
+                assert r.status == 403
+            async with http.post(f"{base}/{path}", json={"pid": "x"},
+                                 headers={INTERNAL_HEADER: "0" * 64}) as r:
+                assert r.status == 403
+        async with http.post(f"{base}/offer", data=b"not json", headers=good) as r:
+            assert r.status == 400
+        async with http.post(f"{base}/offer", json={"pid": 5, "sdp": ""}, headers=good) as r:
+            assert r.status == 400
+        async with http.post(f"{base}/offer", json={"pid": "x", "sdp": "hello"}, headers=good) as r:
+            assert r.status == 400 and (await r.json())["code"] == "sdp.invalid"
+        async with http.get(f"{base}/ticks") as r:
+            assert r.status == 403
+        async with http.get(f"{platform.url}/healthz") as r:
+            assert r.status == 200

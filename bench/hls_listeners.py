@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -47,6 +46,8 @@ import numpy as np
 from adapters.webrtc.hls import PLAYLIST, HlsWriter
 from adapters.webrtc.room import OpusEncoder
 from core.ports import FRAME_SAMPLES, SAMPLE_RATE
+from tests.support.nginx import NGINX, hls_location, start_nginx, stop_nginx
+from tests.support.stripe_fake import free_port
 
 LUA = r"""
 -- Listeners' requests in their proportions: for each listener, one playlist and one new segment per
@@ -99,12 +100,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def feed(writer: HlsWriter, stop: threading.Event) -> None:
     """The room's encoder at real time: a tone, 20 ms a packet."""
     enc, seq, t0 = OpusEncoder(), 0, time.monotonic()
@@ -115,40 +110,6 @@ def feed(writer: HlsWriter, stop: threading.Event) -> None:
             writer.write(bytes(p), int(p.pts))
         seq += 1
         time.sleep(max(0.0, t0 + seq * 0.02 - time.monotonic()))
-
-
-def start_nginx(root: Path, prefix: Path, port: int) -> subprocess.Popen[bytes]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    user = "user root;" if os.geteuid() == 0 else ""
-    (prefix / "nginx.conf").write_text(f"""
-{user}
-daemon off; worker_processes auto; pid {prefix}/nginx.pid; error_log {prefix}/error.log error;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
-  open_file_cache max=1000 inactive=10s; open_file_cache_valid 1s;
-  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;
-  uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  types {{ application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; audio/mp4 mp4; }}
-  server {{
-    listen 127.0.0.1:{port} reuseport backlog=4096;
-    location /hls/ {{
-      alias {root}/;
-      location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; open_file_cache off; }}
-    }}
-  }}
-}}
-""")
-    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("nginx did not start (apt-get install nginx)") from None
-            time.sleep(0.05)
 
 
 def parse(text: str) -> tuple[float, int, list[tuple[str, float, datetime | None]]]:
@@ -237,7 +198,12 @@ def main() -> None:
         feeder = threading.Thread(target=feed, args=(writer, stop), daemon=True)
         feeder.start()
         port = free_port()
-        nginx = start_nginx(root, prefix, port)
+        if not Path(NGINX).exists():
+            raise SystemExit("nginx is not installed (apt-get install nginx)")
+        nginx = start_nginx(prefix, port, hls_location(root, "open_file_cache off;"), workers="auto",
+                            connections=16384, listen="reuseport backlog=4096",
+                            http="sendfile on; tcp_nopush on; keepalive_requests 1000000; "
+                                 "open_file_cache max=1000 inactive=10s; open_file_cache_valid 1s;")
         base = f"http://127.0.0.1:{port}/hls/space/"
         try:
             while not (root / "space" / PLAYLIST).exists() or len(parse(
@@ -258,8 +224,7 @@ def main() -> None:
             stop.set()
             feeder.join()
             writer.close(ended=True)
-            nginx.terminate()
-            nginx.wait(10)
+            stop_nginx(nginx)
     m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
     if not m:
         raise SystemExit(f"wrk printed no result:\n{out}")

@@ -169,3 +169,15 @@ def test_ticketing_off_without_keys(sb: Run) -> None:
     p = sb("billing", "connect", "--as", acc, ok=False)
     assert "Ticket sales are off" in p.stderr and "STRIPE_API_KEY" in p.stderr
     assert "ticketing: off: set STRIPE_API_KEY" in sb("doctor").stdout
+
+
+def test_bad_roles_and_shards_are_named(sb: Run) -> None:
+    """A multi-process setting that cannot work stops serve at once with what to fix."""
+    p = sb("serve", "--port", "0", "--role", "web,videos", ok=False)
+    assert p.returncode == 2 and "roles" in p.stderr and "not videos" in p.stderr
+    p = sb("serve", "--port", "0", "--role", "web", ok=False)
+    assert p.returncode == 2 and "SPACEBRIDGE_REDIS_URL" in p.stderr
+    p = sb("serve", "--port", "0", ok=False, SPACEBRIDGE_DISCORD_SHARD_IDS="0,2", SPACEBRIDGE_DISCORD_SHARD_COUNT="2")
+    assert p.returncode == 2 and "outside 0..1" in p.stderr
+    p = sb("serve", "--port", "0", ok=False, SPACEBRIDGE_DISCORD_SHARD_IDS="1")
+    assert p.returncode == 2 and "needs discord_shard_count" in p.stderr

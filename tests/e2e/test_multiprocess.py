@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import subprocess
@@ -29,11 +28,13 @@ from core.services import Core
 from core.storage.engine import make_engine, make_sessionmaker
 from core.tokens import JoinTokens
 from tests.e2e.test_cli import ROOT, _env
-from tests.integration.webrtc.test_hls import NGINX, free_port, peak_hz
+from tests.integration.webrtc.test_hls import peak_hz
 from tests.integration.webrtc.test_room_media import Client, has
 from tests.integration.webrtc.test_signaling import Peer
 from tests.support.loopback import LOOPBACK, ensure_loopback_alias
+from tests.support.nginx import hls_location, require_nginx, start_nginx, stop_nginx
 from tests.support.services import REDIS_URL, create_pg_database, drop_pg_database, require
+from tests.support.stripe_fake import free_port
 from tests.support.telegram_fake import FakeBotAPI
 
 pytestmark = pytest.mark.slow
@@ -246,21 +247,9 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
             await p.ws.close()
 
 
-NGINX_FRONT = """
-{user}
-daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;
-  uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  upstream spacebridge {{ server {a}; server {b}; }}
-  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-  types {{ application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; audio/mp4 mp4; }}
-  server {{
-    listen 127.0.0.1:{port};
+FRONT = """
     location /internal/ {{ return 404; }}
-    location /hls/ {{ alias {hls}/; location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; }} }}
+    {hls}
     location / {{
       proxy_pass http://spacebridge;
       proxy_http_version 1.1;
@@ -270,9 +259,7 @@ http {{
       proxy_read_timeout 1h;
       proxy_connect_timeout 2s;
     }}
-  }}
-}}
-"""
+"""  # docs/deploy.md's server block
 
 
 class PageLike:
@@ -345,11 +332,7 @@ async def test_the_reference_deployment_survives_losing_a_media_process(shared: 
     PostgreSQL and Redis. People join through nginx; the process serving the Space's media is
     killed; both the speaker and the listener come back on their own and the listener hears the
     speaker again; the Space's HLS is served by nginx throughout."""
-    if not Path(NGINX).exists():
-        msg = "Debian's nginx is not installed (apt-get install nginx; .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_nginx()
     env, core = shared["env"], shared["core"]
     hls_dir = tmp_path / "hls"
     env = {**env, "SPACEBRIDGE_HLS_DIR": str(hls_dir)}
@@ -357,16 +340,14 @@ async def test_the_reference_deployment_survives_losing_a_media_process(shared: 
     shared["servers"].append(a)
     b = await Serve.start(env, tmp_path / "b.log", "web", "media", "jobs")
     shared["servers"].append(b)
-    prefix, port = tmp_path / "nginx", free_port()
-    prefix.mkdir()
-    (prefix / "nginx.conf").write_text(NGINX_FRONT.format(
-        user="user root;" if os.geteuid() == 0 else "", prefix=prefix, port=port, hls=hls_dir,
-        a=a.url.removeprefix("http://"), b=b.url.removeprefix("http://")))
-    nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    upstream = (f"upstream spacebridge {{ server {a.url.removeprefix('http://')}; "
+                f"server {b.url.removeprefix('http://')}; }}\n"
+                "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }")
+    nginx = await asyncio.to_thread(start_nginx, tmp_path / "nginx", port, FRONT.format(hls=hls_location(hls_dir)),
+                                    http=upstream)
     front = f"http://127.0.0.1:{port}"
     try:
-        await wait_port(port)
         hana = await core.ensure_account("web", "hana", "Hana")
         finn = await core.ensure_account("web", "finn", "Finn")
         space = await core.create_space(Actor(account_id=hana.id, is_community_admin=True), "Behind nginx")
@@ -405,8 +386,7 @@ async def test_the_reference_deployment_survives_losing_a_media_process(shared: 
                 await speaker.stop()
                 await listener.stop()
     finally:
-        nginx.terminate()
-        nginx.wait(10)
+        stop_nginx(nginx)
 
 
 async def until(check: Any, seconds: float, why: str) -> None:
@@ -414,15 +394,3 @@ async def until(check: Any, seconds: float, why: str) -> None:
     while not check():
         assert time.monotonic() < deadline, why
         await asyncio.sleep(0.25)
-
-
-async def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "nginx did not start"
-            await asyncio.sleep(0.05)

@@ -5,10 +5,6 @@ listeners past the room's WebRTC limit, or who ask, are sent there."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,61 +19,20 @@ from core.ports import SAMPLE_RATE
 from spacebridge.app import Platform
 from tests.integration.webrtc.test_room_media import Client
 from tests.integration.webrtc.test_signaling import Peer
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.nginx import hls_location, require_nginx, start_nginx, stop_nginx
+from tests.support.stripe_fake import free_port
 
 
 @pytest.fixture
 def nginx(tmp_path: Path, platform: Platform) -> Iterator[str]:
     """nginx serving the platform's HLS directory at /hls/, as docs/deploy.md configures it."""
-    if not Path(NGINX).exists():
-        msg = "Debian's nginx is not installed (apt-get install nginx-light; .ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_nginx()
     hls_dir = platform.rooms.hls_dir
     assert hls_dir is not None
-    port, prefix = free_port(), tmp_path / "nginx"
-    prefix.mkdir()
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the test's private temp dir
-    (prefix / "nginx.conf").write_text(f"""
-{user}
-daemon off; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;
-  uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  types {{ application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; audio/mp4 mp4; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location /hls/ {{
-      alias {hls_dir}/;
-      location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; }}
-    }}
-  }}
-}}
-""")
-    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nginx did not start: {proc.stderr.read() if proc.stderr else ''}") from None
-            time.sleep(0.05)
+    port = free_port()
+    proc = start_nginx(tmp_path / "nginx", port, hls_location(hls_dir))
     yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    stop_nginx(proc)
 
 
 def playlist(text: str) -> tuple[int, list[str], bool]:

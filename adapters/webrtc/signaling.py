@@ -91,6 +91,16 @@ async def _fields(request: web.Request, *names: str) -> list[str]:
     return values
 
 
+async def _answered(work: Awaitable[dict[str, Any]]) -> web.Response:
+    """An internal media request's outcome: the result, who owns the Space now (409), or why not (400)."""
+    try:
+        return web.json_response(await work)
+    except MediaMoved as m:
+        return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
+    except DomainError as e:
+        return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
+
+
 class MediaMoved(Exception):
     def __init__(self, owner: Node) -> None:
         super().__init__(owner.id)
@@ -322,25 +332,13 @@ class Rooms:
     async def internal_offer(self, request: web.Request) -> web.Response:
         """POST /internal/media/{space_id}/offer from another process's signaling."""
         self.check_internal(request)
-        space_id = request.match_info["space_id"]
         pid, sdp = await _fields(request, "pid", "sdp")
-        try:
-            return web.json_response(await self.local_offer(space_id, pid, sdp))
-        except MediaMoved as m:
-            return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
-        except DomainError as e:
-            return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
+        return await _answered(self.local_offer(request.match_info["space_id"], pid, sdp))
 
     async def internal_hls(self, request: web.Request) -> web.Response:
         self.check_internal(request)
-        space_id = request.match_info["space_id"]
         (pid,) = await _fields(request, "pid")
-        try:
-            return web.json_response(await self.local_hls(space_id, pid))
-        except MediaMoved as m:
-            return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
-        except DomainError as e:
-            return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
+        return await _answered(self.local_hls(request.match_info["space_id"], pid))
 
     async def internal_leave(self, request: web.Request) -> web.Response:
         self.check_internal(request)

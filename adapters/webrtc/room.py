@@ -1,8 +1,9 @@
 """The media room on aiortc: decode the speakers, mix once per 20 ms, encode once, fan out.
 
-Listeners all receive the same Opus packets (one encode per room); each speaker receives one
-extra encode of the mix without their own voice. Only accounts in ``publishers`` reach the mix:
-anyone else's audio is dropped here, at the server, whatever their client sends.
+Listeners all receive the same Opus packets (one encode per room), sent from the tick itself by
+each peer's ``Outlet`` (``wire.py``); each speaker receives one extra encode of the mix without
+their own voice. Only accounts in ``publishers`` reach the mix: anyone else's audio is dropped here,
+at the server, whatever their client sends.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from adapters.webrtc.fanout import FanOut, Subscriber
+from adapters.webrtc.fanout import FanOut
 from adapters.webrtc.mixer import Mixer, Pcm
+from adapters.webrtc.wire import Idle, Outlet
 from core.errors import Invalid
 from core.ports import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -68,30 +70,11 @@ class OpusEncoder:
         return packets
 
 
-class PacketTrack(MediaStreamTrack):
-    """What a participant hears: pre-encoded packets, re-pointed when their role changes."""
-
-    kind = "audio"
-
-    def __init__(self, source: Subscriber[Any]) -> None:
-        super().__init__()
-        self.source = source
-
-    async def recv(self) -> Any:
-        while True:
-            source = self.source
-            try:
-                return await source.next()
-            except EOFError:
-                if source is self.source:  # closed for good, not swapped
-                    raise MediaStreamError from None
-
-
 @dataclass
 class Participant:
     pid: str
     pc: RTCPeerConnection
-    out: PacketTrack
+    outlet: Outlet | None
     inbound: asyncio.Task[None] | None = None
     buffer: deque[Pcm] = field(default_factory=lambda: deque(maxlen=JITTER_FRAMES))
 
@@ -102,13 +85,12 @@ class MediaError(Invalid):
 
 class Room:
     def __init__(self, space_id: str, *, ice_servers: list[str] | None = None,
-                 announce: set[str] | None = None, depth: int = 10) -> None:
+                 announce: set[str] | None = None) -> None:
         self.space_id = space_id
         self.ice_servers = ice_servers or []
         self.announce = announce
         self.mixer = Mixer()
-        self.listeners: FanOut[Any] = FanOut(depth)
-        self.speaker_out: dict[str, FanOut[Any]] = {}
+        self.packet_taps: FanOut[Any] = FanOut(10)  # the room's packets for in-process consumers (Discord)
         self.encoders: dict[str, OpusEncoder] = {}
         self.room_encoder = OpusEncoder()
         self.participants: dict[str, Participant] = {}
@@ -135,7 +117,7 @@ class Room:
             self._task = None
         for pid in list(self.participants):
             await self.remove_participant(pid)
-        self.listeners.close()
+        self.packet_taps.close()
         self.tick_taps.close()
 
     async def _run(self) -> None:
@@ -160,18 +142,27 @@ class Room:
         mix = self.mixer.mix(frames)
         seq = self.seq
         self.seq += 1
+        speakers = self.publishers
         for packet in self.room_encoder.encode(mix.full, seq):
-            self.listeners.publish(packet)
+            payload, pts = bytes(packet), int(packet.pts)
+            for pid, part in self.participants.items():
+                if part.outlet is not None and pid not in speakers:
+                    part.outlet.send(payload, pts)
+            if len(self.packet_taps):
+                self.packet_taps.publish(packet)
             for sink in self.sinks:
                 sink(packet)
         if len(self.tick_taps):
             self.tick_taps.publish((seq, mix.full, frames))
         if self.on_levels is not None and seq % 10 == 0:
             self.on_levels({pid: round(db, 1) for pid, db in mix.levels.items()})
-        for pid, fan in self.speaker_out.items():
+        for pid in speakers:
+            speaker = self.participants.get(pid)
+            if speaker is None or speaker.outlet is None:
+                continue
             enc = self.encoders.setdefault(pid, OpusEncoder())
             for packet in enc.encode(mix.minus.get(pid, mix.full), seq):
-                fan.publish(packet)
+                speaker.outlet.send(bytes(packet), int(packet.pts))
 
     # ---- participants --------------------------------------------------------------------------
     async def add_participant(self, pid: str, offer_sdp: str, publish: bool = False) -> str:
@@ -182,8 +173,7 @@ class Room:
             await self.remove_participant(pid)
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.ice_servers])
         pc = RTCPeerConnection(configuration=config)
-        out = PacketTrack(self.listeners.subscribe(pid))
-        part = Participant(pid, pc, out)
+        part = Participant(pid, pc, None)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -194,20 +184,18 @@ class Room:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             if not any(t.kind == "audio" for t in pc.getTransceivers()):
                 raise MediaError("sdp.no_audio", detail="the offer has no audio section")
-            pc.addTrack(out)
+            sender = pc.addTrack(Idle())
             await pc.setLocalDescription(await pc.createAnswer())
+            part.outlet = Outlet(pc, sender)
         except MediaError:
             await pc.close()
-            self.listeners.unsubscribe(pid)
             raise
         except Exception as e:
             await pc.close()
-            self.listeners.unsubscribe(pid)
             raise MediaError("sdp.invalid", detail=str(e)[:200]) from None
         self.participants[pid] = part
         if publish:
             self.publishers.add(pid)
-            self._route(pid)
         self.start()
         return restrict_candidates(pc.localDescription.sdp, self.announce)
 
@@ -226,42 +214,20 @@ class Room:
             if mono.size == FRAME_SAMPLES:
                 part.buffer.append(mono)
 
-    def _route(self, pid: str) -> None:
-        """Publishers hear the mix without themselves; everyone else hears the room."""
-        part = self.participants.get(pid)
-        if part is None:
-            return
-        if pid in self.publishers:
-            fan = self.speaker_out.setdefault(pid, FanOut(self.listeners.depth))
-            new = fan.subscribe(pid)
-            self.listeners.unsubscribe(pid)
-        else:
-            new = self.listeners.subscribe(pid)
-            fan_old = self.speaker_out.pop(pid, None)
-            self.encoders.pop(pid, None)
-            if fan_old is not None:
-                fan_old.close()
-        old, part.out.source = part.out.source, new
-        old.close()
-
     def set_publishers(self, ids: set[str]) -> None:
         before = self.publishers
         self.publishers = set(ids)
-        for pid in before ^ self.publishers:
+        for pid in before - self.publishers:  # from the next tick on they hear the room, not themselves
+            self.encoders.pop(pid, None)
             if pid in self.participants:
-                self._route(pid)
-                if pid not in self.publishers:
-                    self.participants[pid].buffer.clear()
+                self.participants[pid].buffer.clear()
 
     async def remove_participant(self, pid: str) -> None:
         part = self.participants.pop(pid, None)
-        self.listeners.unsubscribe(pid)
-        fan = self.speaker_out.pop(pid, None)
-        if fan is not None:
-            fan.close()
         self.encoders.pop(pid, None)
         if part is None:
             return
+        part.outlet = None
         if part.inbound is not None:
             part.inbound.cancel()
         await part.pc.close()

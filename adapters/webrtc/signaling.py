@@ -482,14 +482,14 @@ class Rooms:
                         yield tick.seq, bytes(packet)
                 continue
             key = f"tap-{next(self._tap_ids)}"
-            sub = source.listeners.subscribe(key)
+            sub = source.packet_taps.subscribe(key)
             try:
                 with contextlib.suppress(EOFError):
                     while True:
                         packet = await sub.next()
                         yield int(packet.pts) // FRAME_SAMPLES, bytes(packet)
             finally:
-                source.listeners.unsubscribe(key)
+                source.packet_taps.unsubscribe(key)
 
     async def close(self) -> None:
         self._closed = True

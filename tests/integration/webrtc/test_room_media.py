@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from adapters.webrtc.room import MediaError, Room, restrict_candidates
+from adapters.webrtc.wire import MAX_BACKLOG
 from core.ports import FRAME_SAMPLES, SAMPLE_RATE
 from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 
@@ -144,3 +146,38 @@ async def test_bad_sdp_is_refused_and_the_room_keeps_serving(room: Room) -> None
     assert has(listener.spectrum_peaks(time.monotonic() - 1.0), 440)
     for c in (speaker, listener):
         await c.pc.close()
+
+
+def _sockets(client: Client) -> list[Any]:
+    """The client's ICE sockets (asyncio transports), to play a peer that froze or vanished."""
+    dtls = client.pc.getTransceivers()[0].receiver.transport
+    return [p.transport for p in dtls.transport._connection._protocols]
+
+
+async def test_a_frozen_or_vanished_listener_costs_the_others_nothing(room: Room) -> None:
+    """A listener that stops reading, and one whose sockets are gone, lose their packets; the room
+    queues nothing for them and everyone else keeps hearing every 20 ms frame."""
+    speaker, fine, frozen, gone = Client(440), Client(None), Client(None), Client(None)
+    await speaker.join(room, "A", publish=True)
+    for pid, c in (("F", fine), ("Z", frozen), ("G", gone)):
+        await c.join(room, pid, publish=False)
+    await asyncio.sleep(2.0)
+    assert all(room.participants[p].outlet.sent > 0 for p in "FZG")  # type: ignore[union-attr]
+    for t in _sockets(frozen):
+        t.pause_reading()
+    for t in _sockets(gone):
+        t.close()
+    before = {p: room.participants[p].outlet.sent for p in "FZG"}  # type: ignore[union-attr]
+    cut = time.monotonic()
+    await asyncio.sleep(3.0)
+    heard = [t for t, _ in fine.heard if t > cut + 0.5]
+    assert len(heard) >= 0.9 * 50 * 2.5, f"the others' audio suffered: {len(heard)} frames in 2.5 s"
+    assert has(fine.spectrum_peaks(cut + 0.5), 440)
+    for pid in "ZG":
+        outlet = room.participants[pid].outlet
+        assert outlet is not None and outlet.sent + outlet.dropped > before[pid]  # the room kept going
+        queued = outlet._ice._nominated[1].protocol.transport.get_write_buffer_size()
+        assert queued <= MAX_BACKLOG, queued
+    for c in (speaker, fine, frozen, gone):
+        with contextlib.suppress(Exception):
+            await c.pc.close()

@@ -5,7 +5,8 @@
 
 Each purchase makes the requests a card purchase makes in ``bench.ticket_rush`` (create the
 PaymentIntent; create a card PaymentMethod, attach it and confirm, as Stripe.js would), straight to
-localstripe over HTTP, C at a time; no seat holds, no ledger, no webhooks.
+localstripe over HTTP, C at a time; no seat holds, no ledger, no webhooks. Like ``bench.ticket_rush``,
+localstripe runs without its per-write store dump unless ``--localstripe-snapshot``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import aiohttp
 from tests.support.stripe_fake import LocalStripe
 
 
-async def run(purchases: int, concurrency: int) -> dict[str, Any]:
-    ls = LocalStripe()
+async def run(purchases: int, concurrency: int, snapshot: bool = False) -> dict[str, Any]:
+    ls = LocalStripe(snapshot=snapshot)
     await ls.start()
     sem = asyncio.Semaphore(concurrency)
     try:
@@ -48,7 +49,7 @@ async def run(purchases: int, concurrency: int) -> dict[str, Any]:
             elapsed = time.monotonic() - started
     finally:
         ls.stop()
-    return {"purchases": purchases, "concurrency": concurrency,
+    return {"purchases": purchases, "concurrency": concurrency, "localstripe_snapshot": snapshot,
             "localstripe_purchases_per_s": round(purchases / elapsed, 1)}
 
 
@@ -56,9 +57,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--purchases", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--localstripe-snapshot", action="store_true",
+                    help="let localstripe dump its whole store on every write, as it does by default")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    out = asyncio.run(run(a.purchases, a.concurrency))
+    out = asyncio.run(run(a.purchases, a.concurrency, a.localstripe_snapshot))
     print(json.dumps(out) if a.json else json.dumps(out, indent=2))
 
 

@@ -29,14 +29,15 @@ class TicketSales:
             raise BillingError("billing.off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
         return self.gateway
 
-    async def _destination(self, space_id: str) -> str | None:
-        """Destination charge to the host's Connect account, when they finished onboarding."""
-        return await self.ledger.host_payout_account(space_id)
+    async def _hold(self, actor: Actor, space_id: str, destination: str | None) -> tuple[Ticket, str | None]:
+        """A seat, and where the money goes: a destination charge to the host's Connect account when
+        they finished onboarding (read with the hold)."""
+        held = await self.ledger.hold_to_pay(actor, space_id, "stripe")
+        return held.ticket, destination or held.payout_account
 
     async def buy_with_card(self, actor: Actor, space_id: str, destination: str | None = None) -> Purchase:
         gw = self._require()
-        destination = destination or await self._destination(space_id)
-        ticket = await self.ledger.hold(actor, space_id, "stripe")
+        ticket, destination = await self._hold(actor, space_id, destination)
         try:
             intent, secret = await gw.create_payment_intent(ticket, destination)
         except BillingError:
@@ -48,8 +49,7 @@ class TicketSales:
     async def buy_with_checkout(self, actor: Actor, space_id: str, title: str,
                                 destination: str | None = None) -> Purchase:
         gw = self._require()
-        destination = destination or await self._destination(space_id)
-        ticket = await self.ledger.hold(actor, space_id, "stripe")
+        ticket, destination = await self._hold(actor, space_id, destination)
         try:
             session, url = await gw.create_checkout_session(
                 ticket, title, f"{self.base_url}/s/{space_id}?paid={ticket.id}", f"{self.base_url}/s/{space_id}",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,6 +33,8 @@ from core.storage.repositories import StaleAggregate
 from core.storage.uow import UnitOfWork
 
 T = TypeVar("T")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 HOST_REMINDER_MIN = 30
 CARD_CAPTION_LINES = 3
@@ -113,23 +115,23 @@ def _access_error(space: Space, account_id: str, blocked: bool, paid: bool) -> D
     return None
 
 
-class _GroupCommit:
+class GroupCommit(Generic[In, Out]):
     """Collects calls that arrive together and runs them as one batch; one batch in flight at a time.
 
     On SQLite every statement costs a thread hop and every commit takes the write lock, so a burst
-    of 200 listeners joining costs one transaction instead of 200.
+    of 200 listeners joining (or buyers holding seats) costs one transaction instead of 200. ``run``
+    returns one result or ``DomainError`` per item, in order; each caller gets its own.
     """
 
-    def __init__(self, run: Callable[[list[tuple[str, str]]], Awaitable[list[JoinResult | DomainError]]],
-                 max_batch: int = 500) -> None:
+    def __init__(self, run: Callable[[list[In]], Awaitable[Sequence[Out | DomainError]]], max_batch: int = 500) -> None:
         self._run = run
         self.max_batch = max_batch
-        self._pending: list[tuple[tuple[str, str], asyncio.Future[JoinResult]]] = []
+        self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, account_id: str, space_id: str) -> JoinResult:
-        fut: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(((account_id, space_id), fut))
+    async def submit(self, item: In) -> Out:
+        fut: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         return await fut
@@ -206,7 +208,7 @@ class Core:
         self.reactions = ReactionBook(reaction_rate_per_s, reaction_burst)
         self.wake_jobs = wake_jobs or (lambda: None)
         self._access = AccessCache()
-        self._joins = _GroupCommit(self._join_batch)
+        self._joins: GroupCommit[tuple[str, str], JoinResult] = GroupCommit(self._join_batch)
         bus.subscribe(self._on_event, names=AccessCache.REVOKING)
         self._live: dict[str, float] = {}
         self.guards: list[Guard] = []
@@ -599,7 +601,7 @@ class Core:
     async def join(self, actor: Actor, space_id: str) -> JoinResult:
         """Enter a live Space. Joins arriving together share one transaction (group commit), and
         each returns only once its own presence is committed."""
-        return await self._joins.submit(actor.account_id, space_id)
+        return await self._joins.submit((actor.account_id, space_id))
 
     async def _join_batch(self, batch: list[tuple[str, str]]) -> list[JoinResult | DomainError]:
         out: list[JoinResult | DomainError | None] = [None] * len(batch)

@@ -83,6 +83,7 @@ class FakeStripe:
     fees: dict[str, dict[str, Any]] = field(default_factory=dict)
     _idem: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     base: str = ""
+    http: aiohttp.ClientSession | None = None  # kept open by a caller that pays many intents
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -202,8 +203,14 @@ class FakeStripe:
             return {"error": str(e)}
 
     async def _post_ls(self, path: str, data: dict[str, str]) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.post(
-                self.localstripe + path, data=data, headers={"Authorization": "Bearer sk_test_localstripe"}) as r:
+        if self.http is None:
+            async with aiohttp.ClientSession() as http:
+                return await self._post_with(http, path, data)
+        return await self._post_with(self.http, path, data)
+
+    async def _post_with(self, http: aiohttp.ClientSession, path: str, data: dict[str, str]) -> dict[str, Any]:
+        async with http.post(self.localstripe + path, data=data,
+                             headers={"Authorization": "Bearer sk_test_localstripe"}) as r:
             out: dict[str, Any] = await r.json()
             if r.status >= 400:
                 raise RuntimeError(f"localstripe {path}: {out}")
@@ -223,18 +230,27 @@ class FakeStripe:
             return r.status, await r.json()
 
 
+# localstripe pickles its whole store to /tmp/localstripe.pickle on every write, so each request
+# costs time in proportion to everything stored so far (24 purchases/s after 300). Benchmarks of our
+# purchase path start it with that snapshot off; the API it serves is unchanged.
+_NO_SNAPSHOT = ("import sys, localstripe.resources as r, localstripe.server as s; "
+                "r.Store.dump_to_disk = lambda self: None; sys.argv[0] = 'localstripe'; s.start()")
+
+
 class LocalStripe:
     """localstripe in its own process on a free port, starting empty (``--from-scratch``: by
-    default it reloads a store shared by every instance on the machine)."""
+    default it reloads a store shared by every instance on the machine). ``snapshot=False`` skips
+    its per-write store dump (see ``_NO_SNAPSHOT``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, snapshot: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.snapshot = snapshot
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(self.port),
-                                      "--from-scratch"],
+        how = ["-m", "localstripe"] if self.snapshot else ["-c", _NO_SNAPSHOT]
+        self.proc = subprocess.Popen([sys.executable, *how, "--port", str(self.port), "--from-scratch"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

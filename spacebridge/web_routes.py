@@ -114,6 +114,7 @@ def setup(app: web.Application) -> None:
         app.router.add_static("/tg/static/", TG_STATIC)
     app.router.add_post("/internal/media/{space_id}/offer", p.rooms.internal_offer)
     app.router.add_post("/internal/media/{space_id}/leave", p.rooms.internal_leave)
+    app.router.add_post("/internal/media/{space_id}/candidate", p.rooms.internal_candidate)
     app.router.add_post("/internal/media/{space_id}/hls", p.rooms.internal_hls)
     app.router.add_get("/internal/media/{space_id}/ticks", p.rooms.internal_ticks)
     if p.rooms.hls_dir is not None:

@@ -22,6 +22,7 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
 
 from adapters.webrtc.fanout import FanOut
 from adapters.webrtc.mixer import Mixer, Pcm
@@ -33,7 +34,10 @@ log = logging.getLogger(__name__)
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 JITTER_FRAMES = 3
 MAX_SDP = 64 * 1024
+MAX_CANDIDATE = 1024
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) ", re.MULTILINE)
+_UFRAG_SDP = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+_UFRAG = re.compile(r" ufrag (\S+)")
 
 
 def restrict_candidates(sdp: str, allow: set[str] | None) -> str:
@@ -77,6 +81,7 @@ class Participant:
     outlet: Outlet | None
     inbound: asyncio.Task[None] | None = None
     buffer: deque[Pcm] = field(default_factory=lambda: deque(maxlen=JITTER_FRAMES))
+    ufrag: str | None = None  # the offer's ICE username fragment: trickled candidates must match it
 
 
 class MediaError(Invalid):
@@ -173,7 +178,8 @@ class Room:
             await self.remove_participant(pid)
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.ice_servers])
         pc = RTCPeerConnection(configuration=config)
-        part = Participant(pid, pc, None)
+        ufrag = _UFRAG_SDP.search(offer_sdp)
+        part = Participant(pid, pc, None, ufrag=ufrag.group(1) if ufrag else None)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -221,6 +227,31 @@ class Room:
             self.encoders.pop(pid, None)
             if pid in self.participants:
                 self.participants[pid].buffer.clear()
+
+    async def add_candidate(self, pid: str, candidate: str | None, sdp_mid: str | None = None) -> bool:
+        """A remote ICE candidate trickled after the participant's offer (``None``: no more will
+        come). False when it belongs to an offer this room no longer holds (the client offered again)."""
+        part = self.participants.get(pid)
+        if part is None:
+            return False
+        if candidate is None:
+            await part.pc.addIceCandidate(None)
+            return True
+        if not isinstance(candidate, str) or len(candidate) > MAX_CANDIDATE:
+            raise MediaError("candidate.invalid", detail=f"a candidate is a string of at most {MAX_CANDIDATE} bytes")
+        ufrag = _UFRAG.search(candidate)
+        if ufrag is not None and part.ufrag is not None and ufrag.group(1) != part.ufrag:
+            return False
+        try:
+            parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+            if parsed.component != 1 or parsed.protocol.lower() not in ("udp", "tcp") or not 0 < parsed.port < 65536:
+                raise ValueError("not an RTP candidate")
+        except (AssertionError, ValueError, IndexError) as e:
+            raise MediaError("candidate.invalid", detail=f"not an ICE candidate line ({e})") from None
+        mids = [t.mid for t in part.pc.getTransceivers()]
+        parsed.sdpMid = sdp_mid if sdp_mid in mids else mids[0]
+        await part.pc.addIceCandidate(parsed)
+        return True
 
     async def remove_participant(self, pid: str) -> None:
         part = self.participants.pop(pid, None)

@@ -263,6 +263,21 @@ class Rooms:
             return result
         raise MediaError("media.unavailable", detail="the Space's media is moving; try again")
 
+    async def candidate(self, space_id: str, pid: str, candidate: str | None, sdp_mid: str | None) -> None:
+        """A trickled ICE candidate, to the room that took the participant's offer (here or not)."""
+        room = self.rooms.get(space_id)
+        if room is not None and pid in room.participants:
+            await room.add_candidate(pid, candidate, sdp_mid)
+            return
+        owner_id = self.media_at.get(space_id)
+        if owner_id is None or owner_id == self.placement.node.id:
+            return  # no offer of theirs is held: a late candidate of an offer that is gone
+        owner = await self.placement.owner(space_id)
+        if owner is not None and owner.id == owner_id:
+            with contextlib.suppress(MediaMoved):  # it moved: the client is told to offer again
+                await self._forward(owner, f"/internal/media/{space_id}/candidate",
+                                    {"pid": pid, "candidate": candidate, "sdp_mid": sdp_mid})
+
     async def local_hls(self, space_id: str, pid: str) -> dict[str, Any]:
         owner = await self.placement.claim(space_id)
         if owner.id != self.placement.node.id:
@@ -339,6 +354,20 @@ class Rooms:
         self.check_internal(request)
         (pid,) = await _fields(request, "pid")
         return await _answered(self.local_hls(request.match_info["space_id"], pid))
+
+    async def internal_candidate(self, request: web.Request) -> web.Response:
+        self.check_internal(request)
+        (pid,) = await _fields(request, "pid")
+        body = await request.json()
+        candidate, mid = body.get("candidate"), body.get("sdp_mid")
+        if not (candidate is None or isinstance(candidate, str)) or not (mid is None or isinstance(mid, str)):
+            raise web.HTTPBadRequest(text="candidate and sdp_mid are strings or null")
+        room = self.rooms.get(request.match_info["space_id"])
+
+        async def add() -> dict[str, Any]:
+            return {"applied": room is not None and await room.add_candidate(pid, candidate, mid)}
+
+        return await _answered(add())
 
     async def internal_leave(self, request: web.Request) -> web.Response:
         self.check_internal(request)
@@ -631,6 +660,8 @@ class Signaling:
             try:
                 if kind == "offer":
                     await self._offer(ws, space_id, actor, role, data)
+                elif kind == "candidate":
+                    await self._candidate(space_id, actor, data)
                 elif kind == "hls":
                     result = await self.rooms.listen_hls(space_id, actor.account_id)
                     await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"]})
@@ -656,6 +687,13 @@ class Signaling:
             return
         # the offer's id comes back, so a client that offered again meanwhile knows which answer is whose
         await ws.send_json({"type": "answer", "sdp": result["sdp"], "publish": result["publish"], "id": data.get("id")})
+
+    async def _candidate(self, space_id: str, actor: Actor, data: dict[str, Any]) -> None:
+        """Trickle ICE: a candidate the browser found after its offer went out. No reply unless wrong."""
+        candidate, mid = data.get("candidate"), data.get("sdpMid")
+        if not (candidate is None or isinstance(candidate, str)) or not (mid is None or isinstance(mid, str)):
+            raise MediaError("candidate.invalid", detail="candidate is a string (an a=candidate value) or null")
+        await self.rooms.candidate(space_id, actor.account_id, candidate, mid)
 
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
                        data: dict[str, Any]) -> None:

@@ -220,9 +220,16 @@ async function startHls(url) {
   }
 }
 
-// A peer connection with its offer made and its ICE candidates gathered (no trickle: one message).
+// A peer connection with its offer made. Its ICE candidates are trickled: the offer goes out at
+// once with what was gathered so far, the rest follow as "candidate" messages (waiting for gathering
+// to complete cost ~100 ms of every join).
 async function preparePc(publish) {
   const pc = new RTCPeerConnection({ iceServers: window.SPACEBRIDGE_ICE || [] });
+  pc.trickle = [];  // candidates found before the offer was sent; null once sent
+  pc.onicecandidate = (ev) => {
+    const c = ev.candidate ? { candidate: ev.candidate.candidate, sdpMid: ev.candidate.sdpMid } : { candidate: null };
+    if (pc.trickle) pc.trickle.push(c); else if (pc === state.pc) send({ type: "candidate", id: state.offer, ...c });
+  };
   // The media process can go away (a restart, a failover): offer again; the server routes the new
   // offer to whichever process serves the Space now.
   pc.onconnectionstatechange = () => {
@@ -238,11 +245,6 @@ async function preparePc(publish) {
     pc.addTransceiver("audio", { direction: "recvonly" });
   }
   await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === "complete") return resolve();
-    pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
-    setTimeout(resolve, 2000);
-  });
   return pc;
 }
 
@@ -262,6 +264,8 @@ async function startMedia(publish) {
   if (state.pc) state.pc.close();
   state.pc = pc; state.offer = `m${gen}`;
   send({ type: "offer", id: state.offer, sdp: pc.localDescription.sdp });
+  for (const c of pc.trickle) send({ type: "candidate", id: state.offer, ...c });
+  pc.trickle = null;
 }
 
 function teardown() {
@@ -299,6 +303,7 @@ function connect() {
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;
       case "error":
+        if (msg.code === "candidate.invalid") { console.warn("ICE candidate refused:", msg.message); break; }  // others still work
         if (msg.code === "media.unavailable" && (!msg.id || msg.id === state.offer)) { setTimeout(() => startMedia(onStage()), 1000); break; }
         if (!msg.id || msg.id === state.offer) say(ERRORS[msg.code] || msg.message);
         break;

@@ -217,7 +217,7 @@ async def test_process_to_process_endpoints_need_the_key_and_good_bodies(platfor
     base = f"{platform.url}/internal/media/{space.id}"
     good = {INTERNAL_HEADER: platform.rooms._internal_token()}
     async with aiohttp.ClientSession() as http:
-        for path in ("offer", "hls", "leave"):
+        for path in ("offer", "hls", "leave", "candidate"):
             async with http.post(f"{base}/{path}", json={"pid": "x", "sdp": "v=0"}) as r:
                 assert r.status == 403
             async with http.post(f"{base}/{path}", json={"pid": "x"},
@@ -229,7 +229,67 @@ async def test_process_to_process_endpoints_need_the_key_and_good_bodies(platfor
             assert r.status == 400
         async with http.post(f"{base}/offer", json={"pid": "x", "sdp": "hello"}, headers=good) as r:
             assert r.status == 400 and (await r.json())["code"] == "sdp.invalid"
+        async with http.post(f"{base}/candidate", json={"pid": "x", "candidate": 5}, headers=good) as r:
+            assert r.status == 400
+        async with http.post(f"{base}/candidate", json={"pid": "x", "candidate": None}, headers=good) as r:
+            assert r.status == 200 and (await r.json()) == {"applied": False}  # no such participant here
         async with http.get(f"{base}/ticks") as r:
             assert r.status == 403
         async with http.get(f"{platform.url}/healthz") as r:
             assert r.status == 200
+
+
+async def test_trickled_candidates_reach_the_listeners_connection(platform: Platform) -> None:
+    """An offer without candidates, then its candidates one by one (trickle ICE): the server adds
+    each to the listener's connection, ignores one of an older offer, refuses a malformed one in
+    words, and the listener hears the host."""
+    core = platform.core
+    host_acc = await core.ensure_account("web", "host", "Host")
+    fan_acc = await core.ensure_account("web", "fan", "Fan")
+    space = await core.create_space(Actor(account_id=host_acc.id, is_community_admin=True), "Trickle")
+    now, tokens = core.now(), platform.tokens
+    async with aiohttp.ClientSession() as http:
+        host = await connect(platform, http, space.id, tokens.issue(space.id, host_acc.id, "speaker", now), 440)
+        await host.recv("welcome")
+        await host.media()
+        fan = await connect(platform, http, space.id, tokens.issue(space.id, fan_acc.id, "listener", now), None)
+        await fan.recv("welcome")
+        pc = fan.client.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = restrict_candidates(pc.localDescription.sdp, {LOOPBACK})
+        lines = sdp.split("\r\n")
+        found = [ln.removeprefix("a=") for ln in lines if ln.startswith("a=candidate:")]
+        bare = "\r\n".join(ln for ln in lines if not ln.startswith("a=candidate:") and ln != "a=end-of-candidates")
+        assert found, "the test peer gathered no candidate"
+        await fan.ws.send_json({"type": "offer", "id": "m1", "sdp": bare})
+        answer = await fan.recv("answer", id="m1")
+        remote = platform.rooms.rooms[space.id].participants[fan_acc.id].pc.getTransceivers()[0] \
+            .receiver.transport.transport
+        assert remote.getRemoteCandidates() == []
+
+        # the first as another process's signaling hands it over (docs/deploy.md), the rest by the socket
+        from adapters.webrtc.signaling import INTERNAL_HEADER
+
+        async with http.post(f"{platform.url}/internal/media/{space.id}/candidate",
+                             json={"pid": fan_acc.id, "candidate": found[0], "sdp_mid": "0"},
+                             headers={INTERNAL_HEADER: platform.rooms._internal_token()}) as r:
+            assert r.status == 200 and (await r.json()) == {"applied": True}
+        for c in found[1:]:
+            await fan.ws.send_json({"type": "candidate", "id": "m1", "candidate": c, "sdpMid": "0"})
+        stale = f"candidate:99 1 udp 2130706431 {LOOPBACK} 9 typ host generation 0 ufrag someoneelse"
+        await fan.ws.send_json({"type": "candidate", "id": "m1", "candidate": stale, "sdpMid": "0"})
+        for bad in ("candidate:nonsense", "x" * 2000, 42):
+            await fan.ws.send_json({"type": "candidate", "id": "m1", "candidate": bad})
+            refused = await fan.recv("error")
+            assert refused["code"] == "candidate.invalid" and refused["message"], refused
+        await fan.ws.send_json({"type": "candidate", "id": "m1", "candidate": None})
+        await fan.ws.send_json({"type": "ping"})
+        await fan.recv("pong")  # every candidate before it was handled
+        ports = sorted(c.port for c in remote.getRemoteCandidates())
+        assert ports == sorted(int(c.split()[5]) for c in found), ports
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await asyncio.sleep(2.5)
+        assert has(fan.client.spectrum_peaks(time.monotonic() - 1.0), 440), "the listener does not hear the host"
+        for c in (host.client, fan.client):
+            await c.pc.close()

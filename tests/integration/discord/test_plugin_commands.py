@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.integration.discord.conftest import DC
 from tests.integration.discord.test_flows import live, setup_guild
-from tests.support.discord_fake import Mention
+from tests.support.discord_fake import Call, Mention
 
 
 async def test_plugin_commands_as_app_commands(dc: DC) -> None:
@@ -38,3 +38,23 @@ async def test_plugin_commands_as_app_commands(dc: DC) -> None:
     assert "removed and blocked → Finn (trolling)" in log["content"]
     stopped = await dc.ask(dc.host, "record", action="stop")
     assert "Recording saved" in stopped["content"]
+
+
+async def test_captions_show_on_the_discord_card(dc: DC) -> None:
+    """The stage turns captions on from Discord; lines appear on the Space's card with the speaker's name."""
+    await setup_guild(dc)
+    space_id = await live(dc)
+    refused = await dc.ask(dc.fan, "space", "captions", on=True)
+    assert refused["flags"] & 64 and "stage" in refused["content"].lower()
+    on = await dc.ask(dc.host, "space", "captions", on=True)
+    assert "aptions" in on["content"], on
+    host = await dc.actor(dc.host)
+    await dc.core.add_caption(space_id, host.account_id, "welcome to the morning show", 1.0, 2.5)
+    cards = f"/channels/{dc.text}/messages"
+
+    def shows_caption(c: Call) -> bool:
+        return c.path.startswith(cards) and any(
+            f.get("name") == "Captions" and "welcome to the morning show" in f.get("value", "")
+            and ":**" in f.get("value", "") for e in (c.body or {}).get("embeds", []) for f in e.get("fields", []))
+
+    await dc.fake.wait_for(shows_caption)

@@ -20,6 +20,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -41,11 +42,11 @@ from tests.support.stripe_fake import FakeStripe, LocalStripe, free_port
 SECRET = "whsec_bench"
 
 
-def _browsers(localstripe: str, intents: mp.Queue[str | None], concurrency: int) -> None:
-    asyncio.run(_pay_all(localstripe, intents, concurrency))
+def _browsers(localstripe: str, intents: mp.Queue[str | None], ready: Any, concurrency: int) -> None:
+    asyncio.run(_pay_all(localstripe, intents, ready, concurrency))
 
 
-async def _pay_all(localstripe: str, intents: mp.Queue[str | None], concurrency: int) -> None:
+async def _pay_all(localstripe: str, intents: mp.Queue[str | None], ready: Any, concurrency: int) -> None:
     import aiohttp
 
     loop = asyncio.get_running_loop()
@@ -53,6 +54,7 @@ async def _pay_all(localstripe: str, intents: mp.Queue[str | None], concurrency:
     tasks: set[asyncio.Task[object]] = set()
     async with aiohttp.ClientSession() as http:
         payer = FakeStripe(localstripe=localstripe, http=http)
+        ready.set()  # the buyers' browsers are open before the sale starts
         while (intent := await loop.run_in_executor(None, intents.get)) is not None:
             await gate.acquire()
             task = asyncio.create_task(payer.pay_intent(intent))
@@ -80,8 +82,11 @@ async def run(buyers: int, seats: int, url: str, snapshot: bool = False) -> dict
     await ls.send_webhooks_to(f"http://127.0.0.1:{port}/webhooks/stripe", SECRET)
     ctx = mp.get_context("spawn")
     intents: mp.Queue[str | None] = ctx.Queue()
-    browsers = ctx.Process(target=_browsers, args=(ls.url, intents, 64), daemon=True)
+    ready = ctx.Event()
+    browsers = ctx.Process(target=_browsers, args=(ls.url, intents, ready, 64), daemon=True)
     browsers.start()
+    if not await asyncio.to_thread(ready.wait, 60):
+        raise SystemExit("the browsers process did not start")
     gateway = StripeGateway("sk_test_bench", api_base=ls.url)
     sales = TicketSales(ledger, gateway, "http://bench")
     async with core.uow() as uow:

@@ -106,11 +106,7 @@ class Ledger:
 
         Holds that arrive together (a ticket rush) are taken in one transaction under the Space's
         lock, in arrival order, so a rush costs one lock and one commit per batch, not per buyer."""
-        try:
-            prov = Provider(provider)
-        except ValueError:
-            raise Invalid("ticket.bad_provider", provider=provider, allowed=[p.value for p in Provider]) from None
-        return (await self._holds.submit((actor.account_id, space_id, prov))).ticket
+        return (await self.hold_to_pay(actor, space_id, provider)).ticket
 
     async def hold_to_pay(self, actor: Actor, space_id: str, provider: str) -> Held:
         """``hold``, plus the host's Connect account to pay (read in the same batch, not per buyer)."""

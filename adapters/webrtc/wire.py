@@ -10,9 +10,10 @@ room's tick.
 aiortc still negotiates everything (ICE, DTLS, SRTP keys, the answer's SSRC and payload type) and
 still runs the RTCP of each peer: its sender is given a track that never yields, so it sends nothing
 itself (its sender reports therefore count no packets; receivers use them only for A/V sync and
-stats, and there is no video to sync). Two private attributes are read once a peer is connected, ``RTCDtlsTransport._tx_srtp`` and
-aioice's nominated pair, because aiortc has no public way to send a prepared RTP packet; the
-versions are pinned by the lock file and the room's media tests fail loudly if either moves.
+stats, and there is no video to sync). Two private attributes are read once a peer is connected,
+``RTCDtlsTransport._tx_srtp`` and aioice's nominated pair, because aiortc has no public way to send a
+prepared RTP packet; the versions are pinned by the lock file and the room's media tests fail loudly
+if either moves.
 """
 
 from __future__ import annotations

@@ -1,27 +1,38 @@
 """The event bus: domain events from committed commands to adapters and plugins.
 
 In-process by default. ``RedisBus`` keeps the same interface and also carries events between
-processes (Redis pub/sub: at-most-once, which is right for UI updates; durable work goes through
-jobs, never through the bus).
+processes through a Redis stream. It is for UI updates and caches, not durable work (that goes
+through jobs): a Redis outage delays events to other processes, and if it outlasts the outbox the
+loss is reported (``bus.gap``) rather than silent. Nothing a command does waits on Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
+import random
+import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 from core.events import Event, event_from_dict
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
+
+REDIS_TIMEOUT_S = 5.0  # a Redis that answers nothing for this long is treated as gone
+READ_BLOCK_MS = 2000  # well under REDIS_TIMEOUT_S: an idle stream is not a dead one
+READ_COUNT = 500
+WRITE_BATCH = 200
 
 
 class EventBus(Protocol):
@@ -121,57 +132,236 @@ class InProcessBus:
         self._started = False
 
 
-class RedisBus(InProcessBus):
-    """Publishes every event to a Redis channel and delivers other processes' events locally."""
+def redis_prefix(url: str) -> str:
+    """The default namespace of a deployment's keys and channels: one per Redis database index.
 
-    def __init__(self, url: str, channel: str = "spacebridge:events") -> None:
+    Redis pub/sub channels (and anything a deployment shares) are global across database indexes, so
+    two deployments on one Redis server must differ by prefix; by default they do when their URLs
+    name different databases (``redis://host/2`` -> ``spacebridge:2:``)."""
+    u = urlsplit(url)
+    db = parse_qs(u.query).get("db", [""])[0] or (u.path.strip("/") if u.scheme != "unix" else "")
+    return f"spacebridge:{int(db) if db.isdigit() else 0}:"
+
+
+def redis_client(url: str) -> Any:
+    """A Redis client that fails fast instead of waiting: a partitioned Redis (no bytes either way)
+    must turn into an error within seconds, which the callers turn into a reconnect with backoff."""
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return aioredis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                             retry=Retry(NoBackoff(), 0))
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, so processes that lost Redis together do not all
+    knock at the same moment when it comes back."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 5.0) -> None:
+        self.first_s, self.cap_s = first_s, cap_s
+        self._next = first_s
+
+    def reset(self) -> None:
+        self._next = self.first_s
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self._next * random.uniform(0.5, 1.0))
+        self._next = min(self._next * 2, self.cap_s)
+
+
+class Outage:
+    """Says once that a link to Redis is lost and once that it is back (not a line per retry)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def lost(self, error: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("%s: lost Redis (%s); retrying with backoff", self.what, describe_error(error))
+
+    def back(self) -> None:
+        if self.down_since is not None:
+            log.warning("%s: Redis is back after %.1f s", self.what, time.monotonic() - self.down_since)
+            self.down_since = None
+
+
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+@dataclass(frozen=True, kw_only=True)
+class BusGap(Event):
+    """Events another process committed that never reached this one (lost while Redis was away).
+
+    Delivered locally to every subscriber that takes all events (or names ``bus.gap``): whoever keeps
+    a view built from events (a web page, a cache) should read the state afresh."""
+
+    name: ClassVar[str] = "bus.gap"
+    origin: str
+    lost: int
+
+
+class RedisBus(InProcessBus):
+    """Also carries events between processes, through a Redis stream.
+
+    A stream rather than pub/sub so that a reader that lost Redis for a while resumes where it left
+    off. Publishing never waits on Redis: events go to local subscribers at once and into a bounded
+    outbox that one task writes to the stream in order; while Redis is away the outbox keeps the
+    newest ``buffer`` batches and the rest are reported as lost (a log line here, and a ``bus.gap``
+    event in the other processes, which notice the hole in this process's sequence numbers).
+    """
+
+    def __init__(self, url: str, channel: str | None = None, *, prefix: str | None = None,
+                 buffer: int = 10_000, keep: int = 100_000) -> None:
         super().__init__()
-        self.url, self.channel = url, channel
+        self.url = url
+        self.prefix = redis_prefix(url) if prefix is None else prefix
+        self.channel = channel or f"{self.prefix}events"
+        self.buffer, self.keep = buffer, keep
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.read_outage, self.write_outage = Outage("event bus (reading)"), Outage("event bus (publishing)")
+        self.overflowed = 0  # batches dropped from a full outbox since it last reached Redis
+        self._seq = 0
+        self._outbox: deque[tuple[int, str]] = deque()
+        self._wake = asyncio.Event()
+        self._seen: dict[str, int] = {}  # origin -> the last sequence number read from it
         self._redis: Any = None
         self._reader: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Whether events cross to the other processes right now (for /readyz)."""
+        return self._redis is not None and not (self.read_outage.down or self.write_outage.down)
+
+    @property
+    def pending(self) -> int:
+        """Batches waiting in the outbox for Redis."""
+        return len(self._outbox)
 
     async def start(self) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.from_url(self.url)
-        await self._redis.ping()
-        self._reader = asyncio.create_task(self._read())
-        await asyncio.wait_for(self._ready.wait(), 10)
+        self._redis = redis_client(self.url)
+        await self._redis.ping()  # a Redis that is not there at start is a configuration error
+        newest = await self._redis.xrevrange(self.channel, count=1)
+        last = newest[0][0] if newest else b"0-0"
+        self._reader = asyncio.create_task(self._read(last))
+        self._writer = asyncio.create_task(self._write())
         await super().start()
 
-    async def _read(self) -> None:
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(self.channel)
-        self._ready.set()
+    async def _read(self, last: bytes | str) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                got = await self._redis.xread({self.channel: last}, count=READ_COUNT, block=READ_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # redis errors, OSError, timeouts: all mean "try again later"
+                self.read_outage.lost(e)
+                await backoff.wait()
+                continue
+            self.read_outage.back()
+            backoff.reset()
+            for _stream, entries in got or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._receive(fields.get(b"d") or fields.get("d"))
+
+    def _receive(self, raw: bytes | str | None) -> None:
         try:
-            async for msg in pubsub.listen():
-                if msg.get("type") != "message":
-                    continue
-                try:
-                    data = json.loads(msg["data"])
-                    if data.get("origin") == self.origin:
-                        continue
-                    self.deliver_local([event_from_dict(e) for e in data["events"]], remote=True)
-                except Exception:
-                    log.exception("bad event on %s", self.channel)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+            data = json.loads(raw or "")
+            origin, seq = str(data["origin"]), int(data.get("seq", 0))
+            if origin == self.origin:
+                return
+            before = self._seen.get(origin)
+            if before is not None and seq <= before:
+                return  # written twice (a pipeline cut half-way was written again): seen already
+            self._seen[origin] = seq
+            if before is not None and seq > before + 1:
+                lost = seq - before - 1
+                log.warning("%d event batches from process %s were lost while Redis was away; "
+                            "subscribers are told to read the state afresh (bus.gap)", lost, origin)
+                self.deliver_local([BusGap(origin=origin, lost=lost)], remote=True)
+            self.deliver_local([event_from_dict(e) for e in data["events"]], remote=True)
+        except Exception:
+            log.exception("bad event on %s", self.channel)
 
     async def publish(self, events: Sequence[Event]) -> None:
+        """Never raises and never waits on Redis: the command that made these events has committed."""
         if not events:
             return
         self.deliver_local(events)
-        payload = json.dumps({"origin": self.origin, "events": [e.to_dict() for e in events]})
-        await self._redis.publish(self.channel, payload)
+        if self._redis is None:
+            return
+        self._seq += 1
+        self._outbox.append((self._seq, json.dumps(
+            {"origin": self.origin, "seq": self._seq, "events": [e.to_dict() for e in events]})))
+        if len(self._outbox) > self.buffer:
+            self._outbox.popleft()  # the oldest goes: the others notice the hole in the sequence
+            self.overflowed += 1
+            if self.overflowed == 1:
+                log.warning("event bus: Redis is away and %d event batches are waiting; older ones are "
+                            "being dropped", self.buffer)
+        self._wake.set()
+
+    async def _write(self) -> None:
+        backoff = Backoff()
+        while True:
+            if not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = list(itertools.islice(self._outbox, WRITE_BATCH))
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for _seq, payload in batch:
+                        pipe.xadd(self.channel, {"d": payload}, maxlen=self.keep, approximate=True)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.write_outage.lost(e)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            while self._outbox and self._outbox[0][0] <= batch[-1][0]:
+                self._outbox.popleft()
+            if self.write_outage.down:
+                self.write_outage.back()
+            if self.overflowed and not self._outbox:
+                log.warning("event bus: %d event batches published while Redis was away were lost "
+                            "(the outbox holds %d); the other processes were told (bus.gap)",
+                            self.overflowed, self.buffer)
+                self.overflowed = 0
+
+    async def flush(self, timeout_s: float = 2.0) -> bool:
+        """Wait (a little) until the outbox reached Redis; False if it did not in time."""
+        deadline = time.monotonic() + timeout_s
+        while self._outbox and self._writer is not None and not self._writer.done():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return not self._outbox
 
     async def close(self) -> None:
-        if self._reader:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        if self._writer is not None and self._outbox:
+            left = await self.flush()
+            if not left:
+                log.warning("event bus: %d event batches never reached Redis before shutdown", len(self._outbox))
+        for task in (self._reader, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._reader = self._writer = None
         if self._redis is not None:
-            await self._redis.aclose()
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            self._redis = None
         await super().close()

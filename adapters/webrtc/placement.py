@@ -10,6 +10,13 @@ Spaces it has sockets for) lets another media process claim it.
 Why Redis and not the database: leases are renewed every few seconds by every media process, which
 is write traffic the database does not need, and a lost Redis loses only who-runs-what, which the
 next offers rebuild.
+
+A Redis outage ends nothing. Rooms keep running where they are; signaling answers "who serves this
+Space" from what it last knew (offers for a Space it never saw are refused with ``media.unavailable``,
+which clients retry); the relay listener reconnects with backoff. Leases that ran out meanwhile are
+taken again by their owner as soon as Redis is back, unless another process took the Space in the
+meantime (it could reach Redis when this one could not): then the holder in Redis wins, this process
+closes its room, and the clients' watchers move their media to the winner.
 """
 
 from __future__ import annotations
@@ -21,15 +28,27 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from adapters.webrtc.room import MediaError
+from core.bus import REDIS_TIMEOUT_S, Backoff, Outage, redis_client, redis_prefix
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+HEALTH_EVERY_S = 2.0  # the relay listener pings this often; silence for REDIS_TIMEOUT_S means the link is gone
 
 # Compare-and-set on the lease value: only the holder renews or releases it.
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+# Renew, or take back a lease that ran out while its holder could not reach Redis, unless another
+# process holds it now (0).
+_KEEP = """local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0"""
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -118,13 +137,16 @@ class LocalPlacement:
 
 class RedisPlacement:
     def __init__(self, redis_url: str, node: Node, *, media: bool, ttl_s: float = 5.0,
-                 prefix: str = "spacebridge:media") -> None:
+                 prefix: str | None = None) -> None:
         self.redis_url, self.node, self.media = redis_url, node, media
         self.ttl_ms = int(ttl_s * 1000)
-        self.prefix = prefix
+        self.prefix = f"{redis_prefix(redis_url) if prefix is None else prefix}media"
         self.owned: set[str] = set()
         self.on_lost: Callable[[str], Awaitable[None]] | None = None
         self.on_relay: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+        self.outage = Outage("media placement")
+        self.listener_outage = Outage("media relay listener")
+        self._known: dict[str, Node] = {}  # Space -> the owner last read: answers while Redis is away
         self._redis: Any = None
         self._renewer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -132,39 +154,83 @@ class RedisPlacement:
     def _key(self, space_id: str) -> str:
         return f"{self.prefix}:space:{space_id}"
 
-    async def start(self) -> None:
-        import redis.asyncio as aioredis
+    @property
+    def healthy(self) -> bool:
+        return self._redis is not None and not (self.outage.down or self.listener_outage.down)
 
-        self._redis = aioredis.from_url(self.redis_url)
+    async def start(self) -> None:
+        self._redis = redis_client(self.redis_url)
         await self._redis.ping()
         ready = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(ready))
         await asyncio.wait_for(ready.wait(), 10)
         if self.media:
             await self._heartbeat()
-            self._renewer = asyncio.create_task(self._renew_forever())
+        self._renewer = asyncio.create_task(self._renew_forever())
+
+    async def _call(self, work: Awaitable[T]) -> T:
+        """A Redis command for a participant's request: Redis trouble becomes ``media.unavailable``
+        (which clients retry), never an exception that would cost them their socket."""
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.outage.lost(e)
+            raise MediaError("media.unavailable", detail="media placement is unreachable; try again shortly") \
+                from None
+        self.outage.back()
+        return result
 
     async def relay(self, space_id: str, message: dict[str, Any]) -> None:
-        await self._redis.publish(f"{self.prefix}:relay", json.dumps(
-            {"from": self.node.id, "space": space_id, "message": message}))
+        if self.outage.down or self._redis is None:
+            return  # speaking levels are momentary: while Redis is away they are only shown here
+        with contextlib.suppress(MediaError):
+            await self._call(self._redis.publish(f"{self.prefix}:relay", json.dumps(
+                {"from": self.node.id, "space": space_id, "message": message})))
 
     async def _listen(self, ready: asyncio.Event) -> None:
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(f"{self.prefix}:relay")
-        ready.set()
-        try:
-            async for msg in pubsub.listen():
-                if msg.get("type") != "message":
-                    continue
-                try:
-                    data = json.loads(msg["data"])
-                    if data.get("from") != self.node.id and self.on_relay is not None:
-                        await self.on_relay(str(data["space"]), dict(data["message"]))
-                except Exception:
-                    log.exception("bad relay message")
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        """Other processes' relay messages, for as long as this process runs: reconnects with backoff."""
+        backoff = Backoff()
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(f"{self.prefix}:relay")
+                ready.set()
+                self.listener_outage.back()
+                backoff.reset()
+                await self._pump(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.listener_outage.lost(e)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), REDIS_TIMEOUT_S)
+            await backoff.wait()
+
+    async def _pump(self, pubsub: Any) -> None:
+        """Until the link fails: pub/sub connections are idle most of the time, so a ping every few
+        seconds tells a partitioned Redis (no bytes, no error) from a quiet one."""
+        heard = pinged = time.monotonic()
+        while True:
+            msg = await pubsub.get_message(timeout=HEALTH_EVERY_S / 2)
+            now = time.monotonic()
+            if msg is not None:
+                heard = now
+            elif now - heard > REDIS_TIMEOUT_S:
+                raise TimeoutError(f"no answer from Redis for {REDIS_TIMEOUT_S:.0f} s")
+            if now - pinged > HEALTH_EVERY_S:
+                await pubsub.ping()
+                pinged = now
+            if msg is None or msg.get("type") != "message":
+                continue
+            try:
+                data = json.loads(msg["data"])
+                if data.get("from") != self.node.id and self.on_relay is not None:
+                    await self.on_relay(str(data["space"]), dict(data["message"]))
+            except Exception:
+                log.exception("bad relay message")
 
     async def close(self) -> None:
         for task in (self._renewer, self._listener):
@@ -174,17 +240,36 @@ class RedisPlacement:
                     await task
         if self._redis is not None:
             with contextlib.suppress(Exception):  # hand the rooms over now, not after the lease runs out
-                for space_id in list(self.owned):
-                    await self.release(space_id)
-                if self.media:
-                    await self._redis.delete(f"{self.prefix}:node:{self.node.id}")
-                    await self._redis.srem(f"{self.prefix}:nodes", self.node.id)
-            await self._redis.aclose()
+                async with asyncio.timeout(REDIS_TIMEOUT_S):
+                    for space_id in list(self.owned):
+                        await self.release(space_id)
+                    if self.media:
+                        await self._redis.delete(f"{self.prefix}:node:{self.node.id}")
+                        await self._redis.srem(f"{self.prefix}:nodes", self.node.id)
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
             self._redis = None
 
     async def owner(self, space_id: str) -> Node | None:
-        raw = await self._redis.get(self._key(space_id))
-        return Node.decode(raw) if raw is not None else None
+        if self.outage.down:  # what was true before the outage is the best guess, and keeps media where it is
+            if space_id in self.owned:
+                return self.node
+            if space_id in self._known:
+                return self._known[space_id]
+        try:
+            raw = await self._call(self._redis.get(self._key(space_id)))
+        except MediaError:
+            if space_id in self.owned:
+                return self.node
+            if space_id in self._known:
+                return self._known[space_id]
+            raise
+        node = Node.decode(raw) if raw is not None else None
+        if node is None:
+            self._known.pop(space_id, None)
+        else:
+            self._known[space_id] = node
+        return node
 
     async def claim(self, space_id: str) -> Node:
         if space_id in self.owned:
@@ -192,8 +277,9 @@ class RedisPlacement:
         if not self.media:
             raise RuntimeError("this process does not run media (--role media)")
         for _ in range(3):  # the lease may run out between SET and GET
-            if await self._redis.set(self._key(space_id), self.node.encode(), nx=True, px=self.ttl_ms):
+            if await self._call(self._redis.set(self._key(space_id), self.node.encode(), nx=True, px=self.ttl_ms)):
                 self.owned.add(space_id)
+                self._known[space_id] = self.node
                 log.info("media for %s is now served here (%s)", space_id, self.node.id)
                 return self.node
             current = await self.owner(space_id)
@@ -206,21 +292,25 @@ class RedisPlacement:
 
     async def release(self, space_id: str) -> None:
         self.owned.discard(space_id)
-        await self._redis.eval(_RELEASE, 1, self._key(space_id), self.node.encode())
+        self._known.pop(space_id, None)
+        try:
+            await self._call(self._redis.eval(_RELEASE, 1, self._key(space_id), self.node.encode()))
+        except MediaError:  # the lease runs out on its own
+            log.info("media lease for %s not released (Redis away); it runs out in %d ms", space_id, self.ttl_ms)
 
     def owns(self, space_id: str) -> bool:
         return space_id in self.owned
 
     async def pick(self) -> Node | None:
-        members = await self._redis.smembers(f"{self.prefix}:nodes")
+        members = await self._call(self._redis.smembers(f"{self.prefix}:nodes"))
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in members]
         if not ids:
             return None
-        raws = await self._redis.mget([f"{self.prefix}:node:{i}" for i in ids])
+        raws = await self._call(self._redis.mget([f"{self.prefix}:node:{i}" for i in ids]))
         alive: list[tuple[int, float, Node]] = []
         for node_id, raw in zip(ids, raws, strict=True):
             if raw is None:  # its heartbeat ran out: gone
-                await self._redis.srem(f"{self.prefix}:nodes", node_id)
+                await self._call(self._redis.srem(f"{self.prefix}:nodes", node_id))
                 continue
             d = json.loads(raw)
             alive.append((int(d.get("load", 0)), random.random(), Node(node_id, str(d["url"]))))
@@ -235,18 +325,33 @@ class RedisPlacement:
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
             try:
-                await self._heartbeat()
-                for space_id in list(self.owned):
-                    kept = await self._redis.eval(_RENEW, 1, self._key(space_id), self.node.encode(), self.ttl_ms)
-                    if not kept and space_id in self.owned:  # it ran out (this process stalled): not ours now
-                        self.owned.discard(space_id)
-                        log.warning("lost the media lease for %s", space_id)
-                        if self.on_lost is not None:
-                            await self.on_lost(space_id)
+                await self._renew()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("renewing media leases failed; retrying")
+            except Exception as e:  # rooms go on serving their people; leases are taken back when Redis is
+                self.outage.lost(e)
+            else:
+                self.outage.back()
+
+    async def _renew(self) -> None:
+        """Renew this process's heartbeat and leases; on a signaling-only process, see whether Redis
+        answers (while it does not, owners are answered from memory)."""
+        if not self.media:
+            await self._redis.ping()
+            return
+        await self._heartbeat()
+        for space_id in list(self.owned):
+            if space_id not in self.owned:
+                continue  # released meanwhile
+            kept = await self._redis.eval(_KEEP, 1, self._key(space_id), self.node.encode(), self.ttl_ms)
+            if kept == 2:
+                log.warning("media lease for %s ran out while Redis was away; taken back", space_id)
+            elif not kept and space_id in self.owned:  # another process holds it now: it serves the Space
+                self.owned.discard(space_id)
+                self._known.pop(space_id, None)
+                log.warning("lost the media lease for %s to another process", space_id)
+                if self.on_lost is not None:
+                    await self.on_lost(space_id)
 
 
 class Duty:
@@ -254,33 +359,39 @@ class Duty:
 
     Without Redis there is one process and it always holds the duty. With Redis the first process
     to ask takes it and renews it every ``ttl_s / 3``; when it dies another takes it within
-    ``ttl_s`` and ``on_gain`` lets it catch up on what it missed."""
+    ``ttl_s`` and ``on_gain`` lets it catch up on what it missed. A holder that cannot reach Redis
+    keeps the duty until its lease would have run out (another process may have it after that),
+    then asks for it again with backoff until Redis is back."""
 
-    def __init__(self, redis_url: str, name: str, node_id: str, *, ttl_s: float = 10.0) -> None:
-        self.redis_url, self.key, self.node_id = redis_url, f"spacebridge:duty:{name}", node_id
+    def __init__(self, redis_url: str, name: str, node_id: str, *, ttl_s: float = 10.0,
+                 prefix: str | None = None) -> None:
+        self.redis_url, self.node_id = redis_url, node_id
+        self.key = f"{redis_prefix(redis_url) if prefix is None else prefix}duty:{name}" if redis_url else name
         self.ttl_ms = int(ttl_s * 1000)
         self.held = not redis_url
         self.on_gain: Callable[[], Awaitable[None]] | None = None
+        self.outage = Outage(f"duty {name}")
+        self._renewed = 0.0  # time.monotonic() of the last renewal Redis confirmed
         self._redis: Any = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if not self.redis_url:
             return
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.from_url(self.redis_url)
+        self._redis = redis_client(self.redis_url)
         await self._step()
         self._task = asyncio.create_task(self._keep())
 
     async def _step(self) -> None:
         if self.held:
             self.held = bool(await self._redis.eval(_RENEW, 1, self.key, self.node_id, self.ttl_ms))
-            if not self.held:
+            if self.held:
+                self._renewed = time.monotonic()
+            else:
                 log.warning("lost the %s duty", self.key)
             return
         if await self._redis.set(self.key, self.node_id, nx=True, px=self.ttl_ms):
-            self.held = True
+            self.held, self._renewed = True, time.monotonic()
             log.info("this process now holds %s", self.key)
             if self.on_gain is not None:
                 await self.on_gain()
@@ -292,8 +403,13 @@ class Duty:
                 await self._step()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("keeping %s failed; retrying", self.key)
+            except Exception as e:
+                self.outage.lost(e)
+                if self.held and time.monotonic() - self._renewed > self.ttl_ms / 1000:
+                    self.held = False  # our lease has run out: another process may hold the duty now
+                    log.warning("gave up the %s duty: Redis unreachable for longer than its lease", self.key)
+            else:
+                self.outage.back()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -303,6 +419,7 @@ class Duty:
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 if self.held:
-                    await self._redis.eval(_RELEASE, 1, self.key, self.node_id)
-            await self._redis.aclose()
+                    await asyncio.wait_for(self._redis.eval(_RELEASE, 1, self.key, self.node_id), REDIS_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
         self.held = not self.redis_url

@@ -5,8 +5,10 @@ claims use ``FOR UPDATE SKIP LOCKED`` so two never take the same job. On SQLite 
 every transaction with ``BEGIN IMMEDIATE``, which serialises claims the same way for one process.
 
 Delivery is at-least-once: a runner killed mid-batch leaves its jobs leased, and they come back
-when the lease expires. The dedupe key travels with each job so receivers can drop a repeat; the
-duplicate window is the in-flight batch of a runner that died after sending but before marking done.
+when the lease expires. Each job is marked done as soon as its handler returns (group-committed with
+the jobs that finished alongside it, see ``_Marks``), so what a crash can repeat is only what was
+sent but not yet marked: about one message per runner at a platform's pace, never the claimed batch.
+The dedupe key travels with each job so receivers can drop a repeat.
 """
 
 from __future__ import annotations
@@ -55,6 +57,51 @@ class Unreachable(Exception):
 
 
 Handler = Callable[[Job], Awaitable[None]]
+Later = tuple[Job, float | None, str]
+Finish = Callable[[list[int], list[Job], list[Later]], Awaitable[None]]
+
+
+class _Marks:
+    """Group-commits a batch's outcomes while the batch runs: each job is marked done (or due again)
+    right after its handler returns, in one statement with whatever finished alongside it.
+
+    A runner killed mid-batch repeats only the jobs whose handler had returned but whose mark was
+    not yet committed (one commit's worth: with a platform's pacing, at most about one message),
+    not the whole claimed batch. A failed commit leaves those jobs leased: they come back after
+    the lease, as after a crash.
+    """
+
+    def __init__(self, finish: Finish, worker_id: str) -> None:
+        self._finish, self._worker_id = finish, worker_id
+        self._done: list[int] = []
+        self._missed: list[Job] = []
+        self._later: list[Later] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, *, done: int | None = None, missed: list[Job] | None = None, later: Later | None = None) -> None:
+        if done is not None:
+            self._done.append(done)
+        if missed:
+            self._missed.extend(missed)
+        if later is not None:
+            self._later.append(later)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush(), name=f"jobs:{self._worker_id}:marks")
+
+    async def _flush(self) -> None:
+        while self._done or self._missed or self._later:
+            done, missed, later = self._done, self._missed, self._later
+            self._done, self._missed, self._later = [], [], []
+            try:
+                await self._finish(done, missed, later)
+            except Exception:
+                log.exception("job runner %s: could not mark %d jobs; they run again after their lease",
+                              self._worker_id, len(done) + len(missed) + len(later))
+
+    async def close(self) -> None:
+        """Wait until every outcome added so far is committed (or given up on)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
 
 
 class JobRunner:
@@ -159,8 +206,9 @@ class JobRunner:
         missed = [j for j in jobs if now - j.due_at > self.grace.get(j.kind, self.default_grace)]
         runnable = [j for j in jobs if j not in missed]
         sem = asyncio.Semaphore(self.concurrency)
-        done: list[int] = []
-        later: list[tuple[Job, float | None, str]] = []
+        marks = _Marks(self._finish, self.worker_id)
+        if missed:
+            marks.add(missed=missed)
 
         async def one(job: Job) -> None:
             handler = self.handlers.get(job.kind)
@@ -169,21 +217,21 @@ class JobRunner:
                     if handler is None:
                         raise Retry(60.0, f"no handler for {job.kind!r} in this process")
                     await handler(job)
-                    done.append(job.id)
+                    marks.add(done=job.id)
                 except Unreachable:
                     self.stats["unreachable"] += 1
-                    done.append(job.id)
+                    marks.add(done=job.id)
                 except Retry as r:
-                    later.append((job, r.after_s, str(r)))
+                    marks.add(later=(job, r.after_s, str(r)))
                 except Exception as e:
                     log.warning("job %s (%s) failed: %r", job.id, job.kind, e)
-                    later.append((job, None, f"{type(e).__name__}: {e}"[:2000]))
+                    marks.add(later=(job, None, f"{type(e).__name__}: {e}"[:2000]))
 
         await asyncio.gather(*(one(j) for j in runnable))
-        await self._finish(done, missed, later)
+        await marks.close()
         return len(jobs)
 
-    async def _finish(self, done: list[int], missed: list[Job], later: list[tuple[Job, float | None, str]]) -> None:
+    async def _finish(self, done: list[int], missed: list[Job], later: list[Later]) -> None:
         now = self.clock.now()
         mine = and_(JobRow.lease_owner == self.worker_id, JobRow.status == "running")
         async with self.sm() as s, s.begin():

@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from adapters.webrtc.candidates import CandidatePolicy
+
 
 def data_dir() -> Path:
     return Path(os.environ.get("SPACEBRIDGE_DATA_DIR") or platformdirs.user_data_dir("spacebridge"))
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(60.0, ge=5.0, le=3600.0)  # how long a crashed worker's jobs wait before retry
     reaction_rate_per_s: float = Field(5.0, gt=0)
     log_level: str = "INFO"
+    # Remote ICE candidates the server may contact (adapters/webrtc/candidates.py): CIDRs, "global", "mdns"
+    ice_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["global"])
     discord_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "discord_bot_token", "DISCORD_BOT_TOKEN", "SPACEBRIDGE_DISCORD_BOT_TOKEN"))
     discord_api_base: str = ""  # REST base (an API proxy, or a local fake): https://discord.com/api/v10 if empty
@@ -148,6 +152,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _shards(self) -> Settings:
+    @field_validator("ice_allowed_networks", mode="before")
+    @classmethod
+    def _ice_allowed(cls, v: Any) -> Any:
+        if isinstance(v, str):  # 127.0.0.0/8,::1/128 (or a JSON list, as the other list settings take)
+            v = [n.strip(" \"'") for n in v.strip().removeprefix("[").removesuffix("]").replace(",", " ").split()]
+        if isinstance(v, list):
+            CandidatePolicy.parse(v)  # ValueError in words: which entry, and what the setting takes
+        return v
+
+    def candidate_policy(self) -> CandidatePolicy:
+        return CandidatePolicy.parse(self.ice_allowed_networks)
+
         if self.discord_shard_ids:
             if not self.discord_shard_count:
                 raise ValueError("discord_shard_ids needs discord_shard_count (the total across all processes)")

@@ -50,3 +50,13 @@ class Conflict(DomainError):
 
 class RateLimited(DomainError):
     kind = "rate_limited"
+
+
+class Unavailable(DomainError):
+    """A service the command needs (the database) is not answering; the command may be retried.
+
+    Raised once, where storage meets the driver, so every adapter answers in words instead of
+    dropping the connection. ``retry_after_s`` says when trying again is worthwhile.
+    """
+
+    kind = "unavailable"

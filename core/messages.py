@@ -144,6 +144,7 @@ _TEXT: dict[str, str] = {
     "telegram.init_data_malformed": "Telegram's sign-in data is damaged; open the Space again from the bot.",
     "telegram.init_data_forged": "Telegram's sign-in data is not genuine; open the Space again from the bot.",
     "telegram.init_data_expired": "This sign-in is too old; open the Space again from the bot.",
+    "service.unavailable": "Spacebridge cannot reach its {what} right now; try again in {retry_after_s} s.",
 }
 
 

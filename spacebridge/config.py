@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPACEBRIDGE_", extra="forbid", populate_by_name=True)
 
     database_url: str = ""
+    # A database that does not answer is an error within these times, never a hang (core/storage/engine.py)
+    database_connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    database_statement_timeout_s: float = Field(15.0, gt=0, le=3600)
+    min_free_disk_mb: int = Field(100, ge=0, le=10_000_000)  # /readyz and doctor fail below this in the data dir
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_url: str = ""
@@ -117,8 +121,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
+        from core.storage.engine import check_url
+
         if v and v.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if v:
+            check_url(v)  # DatabaseURLError is a ValueError: pydantic names the setting
         return v
 
     @field_validator("redis_url")
@@ -229,7 +237,9 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for err in e.errors():
             where = ".".join(str(p) for p in err["loc"]) or "config"
-            lines.append(f"  {where}: {err['msg']}")
+            if where in Settings.model_fields:  # name the variable people actually set
+                where = f"{where} (SPACEBRIDGE_{where.upper()})"
+            lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     except ValueError as e:  # malformed TOML
         raise ConfigError(f"invalid configuration file {path}: {e}") from None

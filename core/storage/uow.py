@@ -1,6 +1,7 @@
 """The unit of work: one transaction, the repositories inside it, and the events it produced.
 
-It rolls back unless ``commit()`` was called, so a command that raises half-way changes nothing.
+It rolls back unless ``commit()`` was called, so a command that raises half-way changes nothing, and
+it is where a database that stopped answering becomes ``Unavailable`` for every adapter.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.events import Event
+from core.storage.engine import raise_unavailable
 from core.storage.repositories import (
     AccountRepository,
     CommunityRepository,
     SpaceRepository,
     TicketRepository,
 )
+from core.storage.presence import PresenceRepository
 
 
 class UnitOfWork:
@@ -29,21 +32,34 @@ class UnitOfWork:
         self.accounts = AccountRepository(self.session)
         self.communities = CommunityRepository(self.session)
         self.tickets = TicketRepository(self.session)
+        self.presence = PresenceRepository(self.session)
         self.events = []
         self._committed = False
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
+        """Roll back unless committed; a database outage leaves as ``Unavailable`` (core.errors)."""
         try:
-            if not self._committed:
-                await self.session.rollback()
-        finally:
-            await self.session.close()
+            try:
+                if not self._committed:
+                    await self.session.rollback()
+            finally:
+                await self.session.close()
+        except Exception as cleanup:  # the connection died with the command
+            if e is None:
+                raise_unavailable(cleanup)
+                raise
+        if e is not None:
+            raise_unavailable(e)
 
     async def commit(self) -> None:
-        await self.session.flush()
-        await self.session.commit()
+        try:
+            await self.session.flush()
+            await self.session.commit()
+        except Exception as e:
+            raise_unavailable(e)
+            raise
         self._committed = True
         for space in self.spaces.seen.values():
             self.events.extend(space.pending_events)

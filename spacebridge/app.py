@@ -95,7 +95,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     if set(settings.roles) != {"web", "jobs", "discord", "telegram", "media"} and not settings.redis_url:
         raise ConfigError("running only some roles means other processes run the rest: they share events "
                           "and media placement through Redis, so set SPACEBRIDGE_REDIS_URL (docs/deploy.md)")
-    bus: EventBus = RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
+    prefix = settings.redis_prefix or None  # None: derived from the Redis URL's database index
+    bus: EventBus = RedisBus(settings.redis_url, prefix=prefix) if settings.redis_url else InProcessBus()
     clock = clock or SystemClock()
     sm = make_sessionmaker(engine)
     platform = Platform(settings=settings, engine=engine, sessionmaker=sm, bus=bus, clock=clock,
@@ -106,7 +107,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     placement: Placement | None = None
     if settings.redis_url:
         placement = RedisPlacement(settings.redis_url, Node(new_node_id(), settings.internal_url),
-                                   media="media" in settings.roles, ttl_s=settings.media_lease_s)
+                                   media="media" in settings.roles, ttl_s=settings.media_lease_s, prefix=prefix)
     platform.rooms = Rooms(platform.core, ice_servers=settings.ice_servers,
                            announce=set(settings.ice_announce) or None, placement=placement,
                            internal_key=settings.resolved_secret().decode(), hls_dir=settings.resolved_hls_dir(),
@@ -125,7 +126,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     if settings.telegram_bot_token is not None and "telegram" in settings.roles:
         platform.telegram = make_telegram(platform)
         if settings.redis_url:
-            platform.telegram.cards_duty = Duty(settings.redis_url, "telegram-cards", new_node_id(), ttl_s=5.0)
+            platform.telegram.cards_duty = Duty(settings.redis_url, "telegram-cards", new_node_id(), ttl_s=5.0,
+                                                prefix=prefix)
         platform.notifiers["telegram"] = platform.telegram
         platform.gateways["telegram_stars"] = platform.telegram
     if settings.discord_bot_token is not None and "discord" in settings.roles:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     public_url: str = ""
     secret_key: SecretStr = SecretStr("")
     redis_url: str = ""
+    # Namespace of this deployment's Redis keys and channels (another deployment on the same Redis
+    # server must use another): "spacebridge:<database index>:" if empty
+    redis_prefix: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9_.:\-]*$")
     # What this process runs (several processes share PostgreSQL and Redis; docs/deploy.md): the web
     # room and API, durable jobs, the Discord bot, the Telegram bot, media rooms. All by default.
     roles: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(ROLES))

@@ -198,7 +198,9 @@ class Room:
             raise
         except Exception as e:
             await pc.close()
-            raise MediaError("sdp.invalid", detail=str(e)[:200]) from None
+            # aiortc's words (and what they quote of the offer) stay in our log, not in the reply
+            log.info("room %s: %s's offer refused: %s: %.200s", self.space_id, pid, type(e).__name__, e)
+            raise MediaError("sdp.invalid", detail="the offer could not be read as a WebRTC audio offer") from None
         self.participants[pid] = part
         if publish:
             self.publishers.add(pid)

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import struct
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,8 @@ import aiohttp
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from adapters.webrtc import hls
+from adapters.webrtc import frames, hls
+from adapters.webrtc.outbox import OUTBOX, Limits, dumps, outbox
 from adapters.webrtc.placement import LocalPlacement, Node, Placement
 from adapters.webrtc.room import MediaError, OpusEncoder, Room
 from core import events as ev
@@ -43,6 +45,14 @@ HELLO_TIMEOUT_S = 10.0
 WATCH_EVERY_S = 1.0  # how often a process checks that the Spaces it has sockets for still have media
 HLS_KEEP_S = 600.0  # an ended Space's HLS files stay this long
 INTERNAL_HEADER = "X-Spacebridge-Internal"
+RETRY_AFTER_S = 5.0  # what an error frame says for service.unavailable when the error names no time
+# the web protocol's own codes (core.messages words the core's)
+WORDING = {
+    **frames.WORDING,
+    "protocol.binary": "Send JSON text, not binary messages.",
+    "protocol.unknown_type": "Unknown message type {type}.",
+    "server.error": "Something went wrong on our side handling that message; the room goes on, try again.",
+}
 
 
 _TICK_HEAD = struct.Struct("<QH")
@@ -101,6 +111,11 @@ async def _answered(work: Awaitable[dict[str, Any]]) -> web.Response:
         return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
 
 
+def _supersedes(message: dict[str, Any]) -> str | None:
+    """Frames a newer one of the same kind makes worthless while still queued: audio levels."""
+    return "levels" if message.get("type") == "levels" else None
+
+
 class MediaMoved(Exception):
     def __init__(self, owner: Node) -> None:
         super().__init__(owner.id)
@@ -127,6 +142,7 @@ class Rooms:
         self.internal_key = internal_key
         self.rooms: dict[str, Room] = {}
         self.sockets: dict[str, dict[str, web.WebSocketResponse]] = {}
+        self.outbox_limits = Limits()  # per socket: a client that falls this far behind is closed (1013)
         self.media_at: dict[str, str] = {}  # Space -> the node our sockets' media went to
         self._tasks: set[asyncio.Future[None]] = set()
         self._tap_ids = itertools.count()
@@ -192,13 +208,16 @@ class Rooms:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> bool:
+        """Queue ``message`` for one socket (its outbox writes it); never waits on the socket."""
+        return outbox(ws, self.outbox_limits).put(dumps(message), supersedes=_supersedes(message))
+
     async def _broadcast(self, space_id: str, message: dict[str, Any], but: str | None = None) -> None:
-        frame = json.dumps(message)
+        """Queue ``message`` for every socket of the Space: one slow reader delays nobody else."""
+        frame, kind = dumps(message), _supersedes(message)
         for pid, ws in list(self.sockets.get(space_id, {}).items()):
-            if pid == but:
-                continue
-            with contextlib.suppress(Exception):
-                await ws.send_str(frame)
+            if pid != but:
+                outbox(ws, self.outbox_limits).put(frame, supersedes=kind)
 
     async def on_event(self, event: ev.Event) -> None:
         space_id = getattr(event, "space_id", None)
@@ -209,16 +228,13 @@ class Rooms:
         if isinstance(event, ev.SpaceNotice) and event.account_id is not None:
             target = self.sockets.get(space_id, {}).get(event.account_id)
             if target is not None:
-                with contextlib.suppress(Exception):
-                    await target.send_json({"type": "event", "event": event.to_dict()})
+                self.send(target, {"type": "event", "event": event.to_dict()})
             return
         await self._broadcast(space_id, {"type": "event", "event": event.to_dict()})
         if isinstance(event, ev.RoleChanged):
             target = self.sockets.get(space_id, {}).get(event.account_id)
             if target is not None:
-                with contextlib.suppress(Exception):
-                    await target.send_json({"type": "renegotiate", "role": event.role,
-                                        "publish": event.role != "listener"})
+                self.send(target, {"type": "renegotiate", "role": event.role, "publish": event.role != "listener"})
         if isinstance(event, ev.SpaceEnded):
             await self._close_room(space_id, ended=True)
             if self.hls_dir is not None:  # players still finishing the last segments have this long
@@ -228,8 +244,7 @@ class Rooms:
                     await self.placement.release(space_id)
             self.media_at.pop(space_id, None)
             for ws in list(self.sockets.pop(space_id, {}).values()):
-                with contextlib.suppress(Exception):
-                    await ws.close(code=4000, message=b"space ended")
+                outbox(ws, self.outbox_limits).close(4000, "space ended")  # after the space.ended event
 
     # ---- placement: which process's room a participant's media goes to ------------------------------
     async def offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
@@ -342,7 +357,8 @@ class Rooms:
                                      detail=str(data.get("detail", f"the media process said {r.status}")))
                 return data
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise MediaError("media.unavailable", detail=f"the Space's media process is unreachable ({e})") from None
+            log.info("media process %s unreachable for %s: %s", owner.id, path, type(e).__name__)
+            raise MediaError("media.unavailable", detail="the Space's media process is unreachable") from None
 
     async def internal_offer(self, request: web.Request) -> web.Response:
         """POST /internal/media/{space_id}/offer from another process's signaling."""
@@ -534,35 +550,52 @@ class Rooms:
 
 
 Command = Callable[[Core, Actor, str, dict[str, Any]], Awaitable[Any]]
+_a = frames.arguments
 
 
-def _arg(args: dict[str, Any], name: str, kind: type = str) -> Any:
-    v = args.get(name)
-    if not isinstance(v, kind) or (kind is str and not v):
-        raise Invalid("protocol.bad_argument", argument=name)
-    return v
+def _bare(run: Callable[[Core, Actor, str], Awaitable[Any]]) -> Command:
+    """A command that takes no arguments (and refuses any)."""
+    def command(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
+        _a(frames.Args, x)
+        return run(c, a, s)
+    return command
 
 
+def _remove(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
+    r = _a(frames.Remove, x)
+    return c.remove(a, s, r.account_id, block=r.block, reason=r.reason)
+
+
+def _pin(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
+    p = _a(frames.Pin, x)
+    return c.pin(a, s, p.title, url=p.url, message_ref=p.message_ref)
+
+
+def _promote(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
+    p = _a(frames.Promote, x)
+    return c.promote(a, s, p.account_id, p.role)
+
+
+# every argument is checked by its strict model before the core sees it (frames.py)
 COMMANDS: dict[str, Command] = {
-    "raise_hand": lambda c, a, s, _: c.raise_hand(a, s),
-    "lower_hand": lambda c, a, s, _: c.lower_hand(a, s),
-    "react": lambda c, a, s, x: c.react(a, s, _arg(x, "emoji")),
-    "comment": lambda c, a, s, x: c.comment(a, s, _arg(x, "text")),
-    "approve": lambda c, a, s, x: c.approve(a, s, _arg(x, "account_id")),
-    "deny": lambda c, a, s, x: c.deny(a, s, _arg(x, "account_id")),
-    "invite": lambda c, a, s, x: c.invite(a, s, _arg(x, "account_id")),
-    "accept_invite": lambda c, a, s, _: c.accept_invite(a, s),
-    "promote": lambda c, a, s, x: c.promote(a, s, _arg(x, "account_id"), _arg(x, "role")),
-    "demote": lambda c, a, s, x: c.demote(a, s, _arg(x, "account_id")),
-    "mute": lambda c, a, s, x: c.mute(a, s, _arg(x, "account_id"), True),
-    "unmute": lambda c, a, s, x: c.mute(a, s, _arg(x, "account_id"), False),
-    "remove": lambda c, a, s, x: c.remove(a, s, _arg(x, "account_id"), block=bool(x.get("block")),
-                                          reason=str(x.get("reason", ""))),
-    "pin": lambda c, a, s, x: c.pin(a, s, _arg(x, "title"), url=x.get("url"), message_ref=x.get("message_ref")),
-    "unpin": lambda c, a, s, x: c.unpin(a, s, _arg(x, "pin_id")),
-    "captions": lambda c, a, s, x: c.set_captions(a, s, _arg(x, "enabled", bool)),
-    "clear_queue": lambda c, a, s, _: c.clear_queue(a, s),
-    "end": lambda c, a, s, _: c.end_space(a, s),
+    "raise_hand": _bare(lambda c, a, s: c.raise_hand(a, s)),
+    "lower_hand": _bare(lambda c, a, s: c.lower_hand(a, s)),
+    "react": lambda c, a, s, x: c.react(a, s, _a(frames.Emoji, x).emoji),
+    "comment": lambda c, a, s, x: c.comment(a, s, _a(frames.Comment, x).text),
+    "approve": lambda c, a, s, x: c.approve(a, s, _a(frames.Person, x).account_id),
+    "deny": lambda c, a, s, x: c.deny(a, s, _a(frames.Person, x).account_id),
+    "invite": lambda c, a, s, x: c.invite(a, s, _a(frames.Person, x).account_id),
+    "accept_invite": _bare(lambda c, a, s: c.accept_invite(a, s)),
+    "promote": _promote,
+    "demote": lambda c, a, s, x: c.demote(a, s, _a(frames.Person, x).account_id),
+    "mute": lambda c, a, s, x: c.mute(a, s, _a(frames.Person, x).account_id, True),
+    "unmute": lambda c, a, s, x: c.mute(a, s, _a(frames.Person, x).account_id, False),
+    "remove": _remove,
+    "pin": _pin,
+    "unpin": lambda c, a, s, x: c.unpin(a, s, _a(frames.Unpin, x).pin_id),
+    "captions": lambda c, a, s, x: c.set_captions(a, s, _a(frames.Captions, x).enabled),
+    "clear_queue": _bare(lambda c, a, s: c.clear_queue(a, s)),
+    "end": _bare(lambda c, a, s: c.end_space(a, s)),
 }
 GUEST_COMMANDS: frozenset[str] = frozenset()
 
@@ -643,50 +676,62 @@ class Signaling:
         return actor, joined.role.value
 
     async def _serve(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str) -> None:
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                if msg.type == WSMsgType.ERROR:
-                    break
-                await ws.send_json({"type": "error", "code": "protocol.binary", "message": "Send JSON text."})
-                continue
-            try:
-                data = json.loads(msg.data)
-                if not isinstance(data, dict):
-                    raise ValueError
-            except ValueError:
-                await ws.send_json({"type": "error", "code": "protocol.bad_json", "message": "Not a JSON object."})
-                continue
-            kind = data.get("type")
-            try:
-                if kind == "offer":
-                    await self._offer(ws, space_id, actor, role, data)
-                elif kind == "candidate":
-                    await self._candidate(space_id, actor, data)
-                elif kind == "hls":
-                    result = await self.rooms.listen_hls(space_id, actor.account_id)
-                    await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"]})
-                elif kind == "command":
-                    await self._command(ws, space_id, actor, role, data)
-                elif kind == "ping":
-                    await ws.send_json({"type": "pong"})
-                else:
-                    await ws.send_json({"type": "error", "code": "protocol.unknown_type",
-                                        "message": f"Unknown message type {str(kind)[:40]!r}."})
-            except DomainError as e:
-                await self._error(ws, e, data.get("id"))
+        """Answer the socket's frames until it closes. Every reply goes through the socket's outbox; a
+        frame that fails gets an error frame (its code only, never internal text) and the socket stays."""
+        outbox(ws, self.rooms.outbox_limits)
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    if msg.type == WSMsgType.ERROR:
+                        break
+                    await self._error(ws, Invalid("protocol.binary"))
+                    continue
+                cid: str | int | None = None
+                kind: Any = None
+                try:
+                    data = frames.parse(msg.data)
+                    cid, kind = frames.request_id(data), data.get("type")
+                    await self._frame(ws, space_id, actor, role, kind, cid, data)
+                except DomainError as e:
+                    await self._error(ws, e, cid)
+                except Exception as e:  # a bug or an outage the core did not name: the socket stays open
+                    where = traceback.extract_tb(e.__traceback__)[-1]
+                    log.error("web room %s: a %s frame from %s failed: %s at %s:%s", space_id,
+                              str(kind)[:20], actor.account_id, type(e).__name__, where.filename, where.lineno)
+                    log.debug("the failure in full", exc_info=e)
+                    await self._error(ws, Invalid("server.error"), cid)
+        finally:
+            await outbox(ws, self.rooms.outbox_limits).shutdown()
+
+    async def _frame(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str, kind: Any,
+                     cid: str | int | None, data: dict[str, Any]) -> None:
+        if kind == "offer":
+            await self._offer(ws, space_id, actor, role, data)
+        elif kind == "candidate":
+            await self._candidate(space_id, actor, data)
+        elif kind == "hls":
+            result = await self.rooms.listen_hls(space_id, actor.account_id)
+            self.rooms.send(ws, {"type": "hls", "url": result["hls"], "reason": result["reason"], "id": cid})
+        elif kind == "command":
+            await self._command(ws, space_id, actor, role, data)
+        elif kind == "ping":
+            self.rooms.send(ws, {"type": "pong", "id": cid})
+        else:
+            raise Invalid("protocol.unknown_type", type=str(kind)[:40])
 
     async def _offer(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
                      data: dict[str, Any]) -> None:
         sdp = data.get("sdp")
         if not isinstance(sdp, str):
-            raise MediaError("sdp.invalid", detail="offer needs an sdp string")
+            raise MediaError("sdp.invalid", detail="an offer needs an sdp string")
         result = await self.rooms.offer(space_id, actor.account_id, sdp)
         self._offered.add(ws)
+        cid = frames.request_id(data)
         if "hls" in result:
-            await ws.send_json({"type": "hls", "url": result["hls"], "reason": result["reason"], "id": data.get("id")})
+            self.rooms.send(ws, {"type": "hls", "url": result["hls"], "reason": result["reason"], "id": cid})
             return
         # the offer's id comes back, so a client that offered again meanwhile knows which answer is whose
-        await ws.send_json({"type": "answer", "sdp": result["sdp"], "publish": result["publish"], "id": data.get("id")})
+        self.rooms.send(ws, {"type": "answer", "sdp": result["sdp"], "publish": result["publish"], "id": cid})
 
     async def _candidate(self, space_id: str, actor: Actor, data: dict[str, Any]) -> None:
         """Trickle ICE: a candidate the browser found after its offer went out. No reply unless wrong."""
@@ -697,21 +742,34 @@ class Signaling:
 
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
                        data: dict[str, Any]) -> None:
-        name, args = data.get("name"), data.get("args") or {}
+        name, args = data.get("name"), data.get("args")
         plugin_names = set(self.plugins.commands) if self.plugins is not None else set()
         if not isinstance(name, str) or (name not in COMMANDS and name not in plugin_names):
             raise Invalid("protocol.unknown_command", name=str(name)[:40], known=sorted({*COMMANDS, *plugin_names}))
+        if args is None:
+            args = {}
         if not isinstance(args, dict):
-            raise Invalid("protocol.bad_argument", argument="args")
+            raise Invalid("protocol.bad_argument", argument="args", problem="must be an object")
         if role == "guest" and name not in GUEST_COMMANDS:
             raise Forbidden("guest.link_account", command=name)
+        cid = frames.request_id(data)
         if name not in COMMANDS and self.plugins is not None:
             reply = await self.plugins.invoke(name, actor, space_id, args, "web")
-            await ws.send_json({"type": "ok", "id": data.get("id"), "result": {"text": reply.text, "url": reply.url}})
+            self.rooms.send(ws, {"type": "ok", "id": cid, "result": {"text": reply.text, "url": reply.url}})
             return
         result = await COMMANDS[name](self.core, actor, space_id, args)
-        await ws.send_json({"type": "ok", "id": data.get("id"), "result": _result(result)})
+        self.rooms.send(ws, {"type": "ok", "id": cid, "result": _result(result)})
 
     async def _error(self, ws: web.WebSocketResponse, e: DomainError, cid: Any = None) -> None:
+        """The error frame for ``e``: its code, a fixed sentence, its data; ``retry_after_s`` on top
+        when trying again later can work (rate limits, an outage). Queued once the socket has an outbox,
+        else (refusing a hello) written before the caller closes the socket."""
+        frame: dict[str, Any] = {"type": "error", "id": cid, "code": e.code, "message": describe(e, WORDING),
+                                 "data": e.data}
+        if e.code == "service.unavailable" or "retry_after_s" in e.data:
+            frame["retry_after_s"] = e.data.get("retry_after_s", RETRY_AFTER_S)
+        if ws.get(OUTBOX) is not None:
+            self.rooms.send(ws, frame)
+            return
         with contextlib.suppress(Exception):
-            await ws.send_json({"type": "error", "id": cid, "code": e.code, "message": describe(e), "data": e.data})
+            await ws.send_str(dumps(frame))

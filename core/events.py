@@ -93,7 +93,7 @@ class SpaceStarted(SpaceEvent):
 @dataclass(frozen=True, kw_only=True)
 class SpaceEnded(SpaceEvent):
     name: ClassVar[str] = "space.ended"
-    reason: str  # "host_ended" | "host_left" | "operator"
+    reason: str  # "host_ended" | "host_left" | "host_disconnected" (grace ran out) | "operator"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,10 +121,30 @@ class ParticipantJoined(SpaceEvent):
 class ParticipantLeft(SpaceEvent):
     name: ClassVar[str] = "participant.left"
     account_id: str
-    reason: str  # "left" | "removed" | "blocked"
+    reason: str  # "left" | "removed" | "blocked" | "disconnected" (last connection gone; a seat is kept a while)
     listener_count: int
     by: str | None = None  # who removed them
     why: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParticipantAway(SpaceEvent):
+    """Someone holding a seat (host, stage, a raised hand) lost their last connection. Nothing ends
+    yet: they keep it until ``until`` and come back by reconnecting; then the normal leave applies."""
+
+    name: ClassVar[str] = "participant.away"
+    account_id: str
+    role: str  # host | cohost | speaker | listener (a listener with a raised hand or an invitation)
+    until: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParticipantBack(SpaceEvent):
+    """Someone who was away reconnected within their grace period."""
+
+    name: ClassVar[str] = "participant.back"
+    account_id: str
+    role: str
 
 
 @dataclass(frozen=True, kw_only=True)

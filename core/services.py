@@ -7,6 +7,7 @@ Adapters call these with an ``Actor`` they vouch for; nothing here knows which p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +38,7 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 HOST_REMINDER_MIN = 30
+EXPIRE_JOB = "presence.expire"  # a kept seat's grace period ran out (core/presence.py runs it)
 CARD_CAPTION_LINES = 3
 MAX_COMMENT = 300
 
@@ -201,14 +203,22 @@ class Core:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], bus: EventBus, clock: Clock,
                  *, reaction_rate_per_s: float = 5.0, reaction_burst: int = 10,
-                 wake_jobs: Callable[[], None] | None = None) -> None:
+                 wake_jobs: Callable[[], None] | None = None, host_grace_s: float = 180.0,
+                 speaker_grace_s: float = 60.0, presence_stale_s: float = 30.0) -> None:
         self.sessionmaker = sessionmaker
+        # presence (core/presence.py): this process's connections carry node_id; a dropped last
+        # connection keeps a seat for a grace period; connections not refreshed for stale_s are dead
+        self.node_id = new_id()
+        self.host_grace = timedelta(seconds=host_grace_s)
+        self.speaker_grace = timedelta(seconds=speaker_grace_s)
+        self.presence_stale = timedelta(seconds=presence_stale_s)
+        self.owed_disconnects: dict[str, tuple[str, str]] = {}  # connection -> (space, account)
         self.bus = bus
         self.clock = clock
         self.reactions = ReactionBook(reaction_rate_per_s, reaction_burst)
         self.wake_jobs = wake_jobs or (lambda: None)
         self._access = AccessCache()
-        self._joins: GroupCommit[tuple[str, str], JoinResult] = GroupCommit(self._join_batch)
+        self._joins: GroupCommit[tuple[str, str, str | None], JoinResult] = GroupCommit(self._join_batch)
         bus.subscribe(self._on_event, names=AccessCache.REVOKING)
         self._live: dict[str, float] = {}
         self.guards: list[Guard] = []
@@ -598,15 +608,19 @@ class Core:
         return await self.run(op)
 
     # ---- presence ----------------------------------------------------------------------------
-    async def join(self, actor: Actor, space_id: str) -> JoinResult:
+    async def join(self, actor: Actor, space_id: str, *, connection: str | None = None) -> JoinResult:
         """Enter a live Space. Joins arriving together share one transaction (group commit), and
-        each returns only once its own presence is committed."""
-        return await self._joins.submit((actor.account_id, space_id))
+        each returns only once its own presence is committed.
 
-    async def _join_batch(self, batch: list[tuple[str, str]]) -> list[JoinResult | DomainError]:
+        ``connection`` (a new id per socket) records a live connection of this process: presence
+        then lasts while any of the person's connections does (``disconnect``). Someone who was
+        away (their seat kept) is back."""
+        return await self._joins.submit((actor.account_id, space_id, connection))
+
+    async def _join_batch(self, batch: list[tuple[str, str, str | None]]) -> list[JoinResult | DomainError]:
         out: list[JoinResult | DomainError | None] = [None] * len(batch)
         by_space: dict[str, list[int]] = {}
-        for i, (_, space_id) in enumerate(batch):
+        for i, (_, space_id, _conn) in enumerate(batch):
             by_space.setdefault(space_id, []).append(i)
         async with self.uow() as uow:
             now = self.now()
@@ -636,6 +650,10 @@ class Core:
                         role = space.role_of(account) or Role.LISTENER
                         out[i] = JoinResult(space_id, account, role, count)
                         if account in new:
+                await uow.presence.connect_many([(c, space_id, batch[i][0]) for i in idx
+                                                 if out[i] is None and (c := batch[i][2]) is not None],
+                                                self.node_id, now)
+                back = await uow.presence.back(space_id, sorted(set(admitted)))
                             new.discard(account)
                             uow.emit(ev.ParticipantJoined(space_id=space_id, account_id=account, role=role.value,
                                                           listener_count=count, at=now))
@@ -646,6 +664,10 @@ class Core:
         if uow.events:
             await self.bus.publish(uow.events)
         return [r for r in out if r is not None]
+                        if account in back:
+                            back.remove(account)
+                            uow.emit(ev.ParticipantBack(space_id=space_id, account_id=account, role=role.value,
+                                                        at=now))
 
     async def _check_access(self, uow: UnitOfWork, space: Space, account_id: str) -> None:
         blocked = account_id != space.host_id and await uow.spaces.is_blocked(space.host_id, account_id)
@@ -687,6 +709,90 @@ class Core:
             space = await uow.spaces.get(space_id)
             await self._check_access(uow, space, actor.account_id)
             pos = space.raise_hand(actor.account_id, self.now())
+    async def disconnect(self, space_id: str, account_id: str, connection: str) -> None:
+        """A connection went away without a ``leave`` (network, reload, crash, a closed tab). Only the
+        person's last connection counts: then they are no longer present, and a seat they hold is
+        kept for a grace period (``presence.expire`` applies the leave if they are not back)."""
+        async def op(uow: UnitOfWork) -> None:
+            await uow.presence.drop(connection)
+            await self._gone_if_unconnected(uow, space_id, account_id)
+
+        try:
+            await self.run(op)
+        except Exception:  # the database is away: owed, retried by the presence keeper, never kept fresh
+            self.owed_disconnects[connection] = (space_id, account_id)
+            raise
+        self.owed_disconnects.pop(connection, None)
+        self.wake_jobs()
+
+    async def retry_disconnects(self) -> int:
+        """Record the disconnects the database missed; returns how many are still owed."""
+        for connection, (space_id, account_id) in list(self.owed_disconnects.items()):
+            with contextlib.suppress(Exception):
+                await self.disconnect(space_id, account_id, connection)
+        return len(self.owed_disconnects)
+
+    async def forget_connections(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """People whose connections were swept (their process died): each counts as a disconnect."""
+        for space_id, account_id in pairs:
+            async def op(uow: UnitOfWork, space_id: str = space_id, account_id: str = account_id) -> None:
+                await self._gone_if_unconnected(uow, space_id, account_id)
+
+            with contextlib.suppress(NotFound):
+                await self.run(op)
+        if pairs:
+            self.wake_jobs()
+
+    async def _gone_if_unconnected(self, uow: UnitOfWork, space_id: str, account_id: str) -> None:
+        now = self.now()
+        if await uow.presence.live_count(space_id, account_id, now - self.presence_stale):
+            return  # another tab, or the reloaded page, is still (or already again) connected
+        try:
+            space = await uow.spaces.get(space_id)
+        except NotFound:
+            return
+        if await uow.spaces.set_absent(space_id, account_id, now):
+            await uow.session.flush()
+            uow.emit(ev.ParticipantLeft(space_id=space_id, account_id=account_id, reason="disconnected",
+                                        listener_count=await uow.spaces.present_count(space_id), at=now))
+        if space.state != SpaceState.LIVE or not space.holds_seat(account_id):
+            return
+        role = space.role_of(account_id) or Role.LISTENER
+        until = now + (self.host_grace if role == Role.HOST else self.speaker_grace)
+        away_id = new_id()
+        if await uow.presence.set_away(space_id, account_id, away_id, now, until):
+            await jobs.enqueue(uow.session, EXPIRE_JOB, {"space_id": space_id, "account_id": account_id,
+                                                         "away_id": away_id},
+                               due_at=until, dedupe_key=f"{EXPIRE_JOB}:{away_id}", group_key=f"{space_id}:presence")
+            uow.emit(ev.ParticipantAway(space_id=space_id, account_id=account_id, role=role.value, until=until,
+                                        at=now))
+
+    async def expire_away(self, away_id: str) -> bool:
+        """A grace period ran out: if they are still away, the leave they did not ask for applies now
+        (a host hands over to a connected co-host, or the Space ends "host_disconnected"). True if so."""
+        async def op(uow: UnitOfWork) -> bool:
+            away = await uow.presence.take_away(away_id)
+            if away is None:
+                return False  # back (or the Space ended) meanwhile
+            now = self.now()
+            space = await uow.spaces.get(away.space_id)
+            if await uow.spaces.is_present(away.space_id, away.account_id):
+                # back by a way that did not clear the record (a join racing the disconnect)
+                role = space.role_of(away.account_id) or Role.LISTENER
+                uow.emit(ev.ParticipantBack(space_id=space.id, account_id=away.account_id, role=role.value, at=now))
+                return False
+            present = set(await uow.spaces.present_accounts(space.id))
+            before = copy.deepcopy(space)
+            space.leave(away.account_id, now, reason="host_disconnected", prefer=present)
+            if space != before:
+                await uow.spaces.save(space)
+            if space.state == SpaceState.ENDED:
+                await uow.spaces.clear_presence(space.id, now)
+            return True
+
+        expired = await self.run(op)
+        return expired
+
             await uow.spaces.save(space)
             await uow.spaces.set_present(space_id, actor.account_id, self.now())
             return pos

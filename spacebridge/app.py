@@ -21,6 +21,7 @@ from telegram.error import InvalidToken, NetworkError
 from adapters.discord.bot import DiscordAdapter, DiscordConfig
 from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.telegram.limits import FloodLimits
+from adapters.webrtc.drain import SOCKETS, Sockets, close_sockets
 from adapters.webrtc.placement import Duty, Node, Placement, RedisPlacement, new_node_id
 from adapters.webrtc.signaling import Rooms
 from billing.ledger import Ledger
@@ -31,6 +32,7 @@ from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
 from core.ports import Notifier, PaymentGateway
+from core.presence import EXPIRE_JOB, PresenceKeeper, make_expire_handler
 from core.scheduler import JobRunner, make_deliver_handlers
 from core.services import Core
 from core.storage import migrate
@@ -40,6 +42,7 @@ from plugins.manager import PluginManager
 from spacebridge.config import ConfigError, Settings, data_dir
 
 log = logging.getLogger("spacebridge")
+DRAIN_CLOSE_S = 2.0  # how long a shutdown waits for sockets to take their 1012 and handlers to end
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Platform:
     telegram: TelegramAdapter | None = None
     discord: DiscordAdapter | None = None
     plugins: PluginManager = field(init=False)
+    presence: PresenceKeeper = field(init=False)
     runners: list[JobRunner] = field(default_factory=list)
     web_app: web.Application | None = None
     _site_runner: web.AppRunner | None = None
@@ -100,7 +104,10 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     clock = clock or SystemClock()
     sm = make_sessionmaker(engine)
     platform = Platform(settings=settings, engine=engine, sessionmaker=sm, bus=bus, clock=clock,
-                        core=Core(sm, bus, clock, reaction_rate_per_s=settings.reaction_rate_per_s))
+                        core=Core(sm, bus, clock, reaction_rate_per_s=settings.reaction_rate_per_s,
+                                  host_grace_s=settings.host_grace_s, speaker_grace_s=settings.speaker_grace_s,
+                                  presence_stale_s=settings.presence_stale_s))
+    platform.presence = PresenceKeeper(platform.core, heartbeat_s=settings.presence_heartbeat_s)
     platform.core.wake_jobs = platform.wake
     platform.ledger = Ledger(platform.core, hold=timedelta(minutes=settings.ticket_hold_minutes),
                              fee_bps=settings.platform_fee_bps)
@@ -195,7 +202,7 @@ def add_job_runners(platform: Platform, count: int) -> None:
     for i in range(count):
         platform.runners.append(JobRunner(
             platform.sessionmaker, handlers, platform.clock,
-            worker_id=f"{socket.gethostname()}:{os.getpid()}:{i}", grace=GRACE,
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{i}", grace=grace,
             lease_s=platform.settings.job_lease_s,
         ))
 
@@ -208,7 +215,10 @@ def make_web_app(platform: Platform) -> web.Application:
     web_routes.setup(app)
     return app
 
+        EXPIRE_JOB: make_expire_handler(core),
 
+    # a grace expiry is never too late to apply (after an outage the seat must still be given up)
+    grace = {**GRACE, EXPIRE_JOB: timedelta(days=3650)}
 async def start(platform: Platform, host: str, port: int, *, jobs: int | None = None) -> None:
     roles = set(platform.settings.roles)
     await platform.bus.start()
@@ -220,8 +230,10 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if roles & {"web", "media"}:  # media processes answer other processes' offers over HTTP
         platform.web_app = make_web_app(platform)
-        runner = web.AppRunner(platform.web_app, access_log=None)
+        # requests still running after the sockets got their 1012 are cut after this long, not 60 s
+        runner = web.AppRunner(platform.web_app, access_log=None, shutdown_timeout=DRAIN_CLOSE_S)
         await runner.setup()
+    app[SOCKETS] = Sockets()
         site = web.TCPSite(runner, host, port)
         await site.start()
         platform._site_runner = runner
@@ -253,6 +265,7 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
         try:
             await platform.discord.start()
         except discord.LoginFailure:
+    await platform.presence.start()
             raise ConfigError("Discord refused DISCORD_BOT_TOKEN: check it in the Developer Portal (Bot → Token)") \
                 from None
         except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as e:
@@ -278,6 +291,12 @@ async def stop(platform: Platform) -> None:
     if platform.stripe is not None:
         await platform.stripe.close()
     drain = getattr(platform.bus, "drain", None)
+    """Drain within a few seconds: every web socket is told 1012 (service restart) first, so pages
+    reconnect (to this process once restarted, or another); live Spaces stay live and presence rows
+    stay, a restart is not a disconnect. Slow parts are bounded, never awaited without a limit."""
+    if platform.web_app is not None:
+        await close_sockets(platform.web_app, DRAIN_CLOSE_S)
+    await platform.presence.stop()
     if drain is not None:  # handlers cut off mid-query would leave connections the engine cannot close
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drain(), 5.0)

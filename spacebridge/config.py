@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Remote ICE candidates the server may contact (adapters/webrtc/candidates.py): CIDRs, "global", "mdns"
     ice_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["global"])
+    # Presence (core/presence.py): a dropped connection is not a leave. The host's Space stays live this
+    # long after their last connection went, a speaker (co-host, raised hand) keeps the seat this long.
+    host_grace_s: float = Field(180.0, ge=0, le=86_400)
+    speaker_grace_s: float = Field(60.0, ge=0, le=86_400)
+    # Each process refreshes its connections this often; a connection not refreshed for presence_stale_s
+    # (its process died) counts as dropped.
+    presence_heartbeat_s: float = Field(10.0, ge=0.05, le=600)
+    presence_stale_s: float = Field(30.0, ge=0.2, le=3600)
     discord_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "discord_bot_token", "DISCORD_BOT_TOKEN", "SPACEBRIDGE_DISCORD_BOT_TOKEN"))
     discord_api_base: str = ""  # REST base (an API proxy, or a local fake): https://discord.com/api/v10 if empty
@@ -188,6 +196,14 @@ class Settings(BaseSettings):
     def _level(cls, v: str) -> str:
         v = v.upper()
         if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    @model_validator(mode="after")
+    def _presence(self) -> Settings:
+        if self.presence_stale_s < 2 * self.presence_heartbeat_s:
+            raise ValueError(f"presence_stale_s ({self.presence_stale_s}) must be at least twice "
+                             f"presence_heartbeat_s ({self.presence_heartbeat_s}), or live connections "
+                             "would be taken for dropped ones")
+        return self
+
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
 

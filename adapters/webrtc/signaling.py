@@ -21,14 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from adapters.webrtc import frames, hls
+from adapters.webrtc.candidates import CandidatePolicy
+from adapters.webrtc.drain import SOCKETS, Sockets
 from adapters.webrtc.outbox import OUTBOX, Limits, dumps, outbox
 from adapters.webrtc.placement import LocalPlacement, Node, Placement
 from adapters.webrtc.room import MediaError, OpusEncoder, Room
 from core import events as ev
 from core.errors import Conflict, DomainError, Forbidden, Invalid
+from core.ids import new_id
 from core.messages import describe
 from core.model.accounts import Actor
 from core.model.space import SpaceState
@@ -618,9 +621,27 @@ class Signaling:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         space_id = request.match_info["space_id"]
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20)
+        """One participant's socket. Its end is a *disconnect*, never a leave (that is the ``leave``
+        message or End): only the person's last connection counts and a seat is kept for a grace
+        period (core/presence.py). A server shutting down closes it with 1012 and records nothing."""
         await ws.prepare(request)
         try:
-            actor, role = await self._hello(ws, space_id)
+            await self._connected(ws, space_id, sockets)
+        finally:
+            if sockets is not None:
+                sockets.open.discard(ws)
+        return ws
+
+    async def _connected(self, ws: web.WebSocketResponse, space_id: str, sockets: Sockets | None) -> None:
+        connection = new_id()
+        try:
+            actor, role = await self._hello(ws, space_id, connection)
+        sockets = request.app.get(SOCKETS)
+        if sockets is not None:
+            if sockets.draining:
+                await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"server restarting")
+                return ws
+            sockets.open.add(ws)
         except DomainError as e:
             await self._error(ws, e)
             await ws.close(code=4001, message=e.code.encode())
@@ -642,12 +663,21 @@ class Signaling:
                 with contextlib.suppress(Exception):  # the media side may be gone already (moved, ended)
                     await self.rooms.leave(space_id, pid)
             self._offered.discard(ws)
-            if role != "guest":
-                with contextlib.suppress(DomainError):
-                    await self.core.leave(actor, space_id)
-        return ws
+            if role != "guest" and not (sockets is not None and sockets.draining):
+                try:  # a restart is not a disconnect: its rows go stale, and are swept if nobody returns
+                    await self.core.disconnect(space_id, pid, connection)
+                except Exception as e:  # owed: the presence keeper retries it (its row is not kept fresh)
+                    log.warning("disconnect of %s from %s not recorded yet: %s", pid, space_id, e)
 
-    async def _hello(self, ws: web.WebSocketResponse, space_id: str) -> tuple[Actor, str]:
+    async def _leave(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str) -> None:
+        """The explicit ``leave`` message: the person leaves (a host hands over or ends the Space), then
+        the socket closes with 1000. Closing a tab is not this; it is a disconnect."""
+        if role != "guest":
+            await self.core.leave(actor, space_id)
+        await ws.close(code=WSCloseCode.OK, message=b"left")
+
+    async def _hello(self, ws: web.WebSocketResponse, space_id: str,
+                     connection: str | None = None) -> tuple[Actor, str]:
         msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
         if msg.type != WSMsgType.TEXT:
             raise ValueError("no hello")
@@ -667,7 +697,7 @@ class Signaling:
                                 "space": view.as_dict(), "commands": []})
             return actor, "guest"
         actor = Actor(account_id=grant.account_id, platform="web")
-        joined = await self.core.join(actor, space_id)
+        joined = await self.core.join(actor, space_id, connection=connection)
         view = await self.core.view(space_id)
         await ws.send_json({"type": "welcome", "you": {"account_id": actor.account_id, "role": joined.role.value},
                             "space": view.as_dict(), "captions": await self.core.recent_captions(space_id),

@@ -7,6 +7,7 @@ state or raises a ``DomainError`` having changed nothing, and records the events
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -394,15 +395,24 @@ class Space:
         self._drop_hand(account_id, "left", by, now)
         self.invited.discard(account_id)
 
-    def leave(self, account_id: str, now: datetime) -> None:
-        """Someone leaves. A leaving host hands over to the first co-host, or the Space ends."""
+    def holds_seat(self, account_id: str) -> bool:
+        """Whether leaving would take something from them (host, stage, a raised hand, an invitation):
+        what a dropped connection keeps for a grace period."""
+        return (self.role_of(account_id) is not None or self.queue_position(account_id) is not None
+                or account_id in self.invited)
+
+    def leave(self, account_id: str, now: datetime, *, reason: str = "host_left",
+              prefer: Collection[str] = ()) -> None:
+        """Someone leaves. A leaving host hands over to a co-host (the first of ``prefer``, those
+        still connected, else the first), or the Space ends with ``reason``."""
         if not self.is_open:
             return
         self._drop_hand(account_id, "left", account_id, now)
         self.invited.discard(account_id)
         if account_id == self.host_id and self.state == SpaceState.LIVE:
             if self.cohosts:
-                new_host = self.cohosts.pop(0)
+                new_host = next((c for c in self.cohosts if c in prefer), self.cohosts[0])
+                self.cohosts.remove(new_host)
                 self.host_id = new_host
                 self.muted.discard(new_host)
                 self._emit(ev.RoleChanged(space_id=self.id, account_id=new_host, role=Role.HOST.value,
@@ -411,7 +421,7 @@ class Space:
                                           previous=Role.HOST.value, by=account_id, at=now))
             else:
                 self._close(SpaceState.ENDED, now)
-                self._emit(ev.SpaceEnded(space_id=self.id, reason="host_left", at=now))
+                self._emit(ev.SpaceEnded(space_id=self.id, reason=reason, at=now))
         elif self.role_of(account_id) in (Role.COHOST, Role.SPEAKER):
             self._set_role(account_id, Role.LISTENER, account_id, now)
 

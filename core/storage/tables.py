@@ -182,3 +182,32 @@ class PluginDataRow(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+class ConnectionRow(Base):
+    """One live connection (a web socket) of a person to a Space, on one process (``node``).
+
+    Presence is per person: they are present while any of their rows is fresh. Each process
+    refreshes ``seen_at`` of all its rows in one statement per heartbeat, so rows of a process that
+    died (SIGKILL, crash) go stale and are swept as disconnects (``core/presence.py``).
+    """
+
+    __tablename__ = "connections"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    node: Mapped[str] = mapped_column(String(64), index=True)
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+    __table_args__ = (Index("ix_connections_person", "space_id", "account_id"),)
+
+
+class AwayRow(Base):
+    """Someone who holds a seat (host, stage, a raised hand) lost their last connection: they keep
+    it until ``until``, when the ``presence.expire`` job (keyed by ``away_id``) applies the leave."""
+
+    __tablename__ = "presence_away"
+    space_id: Mapped[str] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    away_id: Mapped[str] = mapped_column(String(32), unique=True)
+    since: Mapped[datetime]
+    until: Mapped[datetime]

@@ -12,13 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.events import Event
 from core.storage.engine import raise_unavailable
+from core.storage.presence import PresenceRepository
 from core.storage.repositories import (
     AccountRepository,
     CommunityRepository,
     SpaceRepository,
     TicketRepository,
 )
-from core.storage.presence import PresenceRepository
 
 
 class UnitOfWork:

@@ -627,6 +627,12 @@ class Signaling:
         await ws.prepare(request)
         try:
             await self._connected(ws, space_id, sockets)
+        sockets = request.app.get(SOCKETS)
+        if sockets is not None:
+            if sockets.draining:
+                await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"server restarting")
+                return ws
+            sockets.open.add(ws)
         finally:
             if sockets is not None:
                 sockets.open.discard(ws)
@@ -645,12 +651,12 @@ class Signaling:
         except DomainError as e:
             await self._error(ws, e)
             await ws.close(code=4001, message=e.code.encode())
-            return ws
+            return
         except (TimeoutError, ValueError):
             await ws.send_json({"type": "error", "code": "protocol.no_hello",
                                 "message": "Send {\"type\": \"hello\", \"token\": ...} first."})
             await ws.close(code=4002)
-            return ws
+            return
         pid = actor.account_id
         self.rooms.sockets.setdefault(space_id, {})[pid] = ws
         try:

@@ -643,6 +643,10 @@ class Core:
                     else:
                         out[i] = err
                 new = await uow.spaces.set_present_many(space_id, sorted(set(admitted)), now)
+                await uow.presence.connect_many([(c, space_id, batch[i][0]) for i in idx
+                                                 if out[i] is None and (c := batch[i][2]) is not None],
+                                                self.node_id, now)
+                back = await uow.presence.back(space_id, sorted(set(admitted)))
                 count = await uow.spaces.present_count(space_id) if admitted else 0
                 for i in idx:
                     if out[i] is None:
@@ -650,13 +654,13 @@ class Core:
                         role = space.role_of(account) or Role.LISTENER
                         out[i] = JoinResult(space_id, account, role, count)
                         if account in new:
-                await uow.presence.connect_many([(c, space_id, batch[i][0]) for i in idx
-                                                 if out[i] is None and (c := batch[i][2]) is not None],
-                                                self.node_id, now)
-                back = await uow.presence.back(space_id, sorted(set(admitted)))
                             new.discard(account)
                             uow.emit(ev.ParticipantJoined(space_id=space_id, account_id=account, role=role.value,
                                                           listener_count=count, at=now))
+                        if account in back:
+                            back.remove(account)
+                            uow.emit(ev.ParticipantBack(space_id=space_id, account_id=account, role=role.value,
+                                                        at=now))
             await uow.commit()
         for r in out:
             if isinstance(r, JoinResult):
@@ -664,10 +668,6 @@ class Core:
         if uow.events:
             await self.bus.publish(uow.events)
         return [r for r in out if r is not None]
-                        if account in back:
-                            back.remove(account)
-                            uow.emit(ev.ParticipantBack(space_id=space_id, account_id=account, role=role.value,
-                                                        at=now))
 
     async def _check_access(self, uow: UnitOfWork, space: Space, account_id: str) -> None:
         blocked = account_id != space.host_id and await uow.spaces.is_blocked(space.host_id, account_id)
@@ -702,13 +702,6 @@ class Core:
         self._access.revoke(space_id, actor.account_id)
         return space
 
-    # ---- stage and queue ---------------------------------------------------------------------
-    async def raise_hand(self, actor: Actor, space_id: str) -> int:
-        await self._guard(actor, space_id, "hand")
-        async def op(uow: UnitOfWork) -> int:
-            space = await uow.spaces.get(space_id)
-            await self._check_access(uow, space, actor.account_id)
-            pos = space.raise_hand(actor.account_id, self.now())
     async def disconnect(self, space_id: str, account_id: str, connection: str) -> None:
         """A connection went away without a ``leave`` (network, reload, crash, a closed tab). Only the
         person's last connection counts: then they are no longer present, and a seat they hold is
@@ -793,6 +786,13 @@ class Core:
         expired = await self.run(op)
         return expired
 
+    # ---- stage and queue ---------------------------------------------------------------------
+    async def raise_hand(self, actor: Actor, space_id: str) -> int:
+        await self._guard(actor, space_id, "hand")
+        async def op(uow: UnitOfWork) -> int:
+            space = await uow.spaces.get(space_id)
+            await self._check_access(uow, space, actor.account_id)
+            pos = space.raise_hand(actor.account_id, self.now())
             await uow.spaces.save(space)
             await uow.spaces.set_present(space_id, actor.account_id, self.now())
             return pos

@@ -198,7 +198,10 @@ def add_job_runners(platform: Platform, count: int) -> None:
         "space.fanout": FanoutHandler(core, configured_platforms(platform.settings)),
         **make_deliver_handlers(notifiers),
         "ticket.refund": make_refund_handler(ledger, platform.gateways),
+        EXPIRE_JOB: make_expire_handler(core),
     }
+    # a grace expiry is never too late to apply (after an outage the seat must still be given up)
+    grace = {**GRACE, EXPIRE_JOB: timedelta(days=3650)}
     for i in range(count):
         platform.runners.append(JobRunner(
             platform.sessionmaker, handlers, platform.clock,
@@ -212,13 +215,11 @@ def make_web_app(platform: Platform) -> web.Application:
 
     app = web.Application(client_max_size=1024 * 1024)
     app[PLATFORM] = platform
+    app[SOCKETS] = Sockets()
     web_routes.setup(app)
     return app
 
-        EXPIRE_JOB: make_expire_handler(core),
 
-    # a grace expiry is never too late to apply (after an outage the seat must still be given up)
-    grace = {**GRACE, EXPIRE_JOB: timedelta(days=3650)}
 async def start(platform: Platform, host: str, port: int, *, jobs: int | None = None) -> None:
     roles = set(platform.settings.roles)
     await platform.bus.start()
@@ -233,7 +234,6 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
         # requests still running after the sockets got their 1012 are cut after this long, not 60 s
         runner = web.AppRunner(platform.web_app, access_log=None, shutdown_timeout=DRAIN_CLOSE_S)
         await runner.setup()
-    app[SOCKETS] = Sockets()
         site = web.TCPSite(runner, host, port)
         await site.start()
         platform._site_runner = runner
@@ -248,6 +248,7 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
         reach = socket.gethostbyname(socket.gethostname()) if host in ("0.0.0.0", "::", "") else host
         placement.node = Node(placement.node.id, f"http://{reach}:{port}")
     await platform.rooms.start()
+    await platform.presence.start()
     platform.plugins.set_public_url(platform.url)
     if platform.telegram is not None:
         if not platform.settings.public_url:
@@ -265,7 +266,6 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
         try:
             await platform.discord.start()
         except discord.LoginFailure:
-    await platform.presence.start()
             raise ConfigError("Discord refused DISCORD_BOT_TOKEN: check it in the Developer Portal (Bot → Token)") \
                 from None
         except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as e:
@@ -274,6 +274,12 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
 
 
 async def stop(platform: Platform) -> None:
+    """Drain within a few seconds: every web socket is told 1012 (service restart) first, so pages
+    reconnect (to this process once restarted, or another); live Spaces stay live and presence rows
+    stay, a restart is not a disconnect. Slow parts are bounded, never awaited without a limit."""
+    if platform.web_app is not None:
+        await close_sockets(platform.web_app, DRAIN_CLOSE_S)
+    await platform.presence.stop()
     for r in platform.runners:
         with contextlib.suppress(Exception):
             await r.stop()
@@ -291,12 +297,6 @@ async def stop(platform: Platform) -> None:
     if platform.stripe is not None:
         await platform.stripe.close()
     drain = getattr(platform.bus, "drain", None)
-    """Drain within a few seconds: every web socket is told 1012 (service restart) first, so pages
-    reconnect (to this process once restarted, or another); live Spaces stay live and presence rows
-    stay, a restart is not a disconnect. Slow parts are bounded, never awaited without a limit."""
-    if platform.web_app is not None:
-        await close_sockets(platform.web_app, DRAIN_CLOSE_S)
-    await platform.presence.stop()
     if drain is not None:  # handlers cut off mid-query would leave connections the engine cannot close
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drain(), 5.0)

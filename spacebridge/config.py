@@ -68,12 +68,11 @@ class Settings(BaseSettings):
     webrtc_max_listeners: int = Field(500, ge=0, le=100_000)  # per room; more listeners are sent to HLS
     ice_servers: list[str] = Field(default_factory=list)
     ice_announce: list[str] = Field(default_factory=list)  # only these host addresses go into answers
+    # Remote ICE candidates the server may contact (adapters/webrtc/candidates.py): CIDRs, "global", "mdns"
+    ice_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["global"])
     job_workers: int = Field(1, ge=0, le=64)
     job_lease_s: float = Field(60.0, ge=5.0, le=3600.0)  # how long a crashed worker's jobs wait before retry
     reaction_rate_per_s: float = Field(5.0, gt=0)
-    log_level: str = "INFO"
-    # Remote ICE candidates the server may contact (adapters/webrtc/candidates.py): CIDRs, "global", "mdns"
-    ice_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["global"])
     # Presence (core/presence.py): a dropped connection is not a leave. The host's Space stays live this
     # long after their last connection went, a speaker (co-host, raised hand) keeps the seat this long.
     host_grace_s: float = Field(180.0, ge=0, le=86_400)
@@ -82,6 +81,11 @@ class Settings(BaseSettings):
     # (its process died) counts as dropped.
     presence_heartbeat_s: float = Field(10.0, ge=0.05, le=600)
     presence_stale_s: float = Field(30.0, ge=0.2, le=3600)
+    log_level: str = "INFO"
+    log_file: str = ""  # also append the log (secrets redacted) to this file; CLI commands add their warnings
+    # Pages on these origins (scheme://host[:port], comma-separated) may open the room's WebSocket besides
+    # public_url and the address serve listens on; sockets sent without an Origin (bots, scripts) are allowed
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     discord_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "discord_bot_token", "DISCORD_BOT_TOKEN", "SPACEBRIDGE_DISCORD_BOT_TOKEN"))
     discord_api_base: str = ""  # REST base (an API proxy, or a local fake): https://discord.com/api/v10 if empty
@@ -191,11 +195,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"discord_shard_ids {bad} are outside 0..{self.discord_shard_count - 1}")
         return self
 
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, v: str) -> str:
-        v = v.upper()
-        if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
     @model_validator(mode="after")
     def _presence(self) -> Settings:
         if self.presence_stale_s < 2 * self.presence_heartbeat_s:
@@ -204,6 +203,11 @@ class Settings(BaseSettings):
                              "would be taken for dropped ones")
         return self
 
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
 

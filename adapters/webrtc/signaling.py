@@ -619,20 +619,20 @@ class Signaling:
         return [c.public() for c in self.plugins.command_list()] if self.plugins is not None else []
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        space_id = request.match_info["space_id"]
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20)
         """One participant's socket. Its end is a *disconnect*, never a leave (that is the ``leave``
         message or End): only the person's last connection counts and a seat is kept for a grace
         period (core/presence.py). A server shutting down closes it with 1012 and records nothing."""
+        space_id = request.match_info["space_id"]
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20)
         await ws.prepare(request)
-        try:
-            await self._connected(ws, space_id, sockets)
         sockets = request.app.get(SOCKETS)
         if sockets is not None:
             if sockets.draining:
                 await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"server restarting")
                 return ws
             sockets.open.add(ws)
+        try:
+            await self._connected(ws, space_id, sockets)
         finally:
             if sockets is not None:
                 sockets.open.discard(ws)
@@ -642,12 +642,6 @@ class Signaling:
         connection = new_id()
         try:
             actor, role = await self._hello(ws, space_id, connection)
-        sockets = request.app.get(SOCKETS)
-        if sockets is not None:
-            if sockets.draining:
-                await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"server restarting")
-                return ws
-            sockets.open.add(ws)
         except DomainError as e:
             await self._error(ws, e)
             await ws.close(code=4001, message=e.code.encode())

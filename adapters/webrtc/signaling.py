@@ -24,7 +24,6 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from adapters.webrtc import frames, hls
-from adapters.webrtc.candidates import CandidatePolicy
 from adapters.webrtc.drain import SOCKETS, Sockets
 from adapters.webrtc.outbox import OUTBOX, Limits, dumps, outbox
 from adapters.webrtc.placement import LocalPlacement, Node, Placement

@@ -173,8 +173,6 @@ class Settings(BaseSettings):
                 raise ValueError("shard ids are a comma-separated list of numbers, e.g. 0,1") from None
         return v
 
-    @model_validator(mode="after")
-    def _shards(self) -> Settings:
     @field_validator("ice_allowed_networks", mode="before")
     @classmethod
     def _ice_allowed(cls, v: Any) -> Any:
@@ -187,6 +185,8 @@ class Settings(BaseSettings):
     def candidate_policy(self) -> CandidatePolicy:
         return CandidatePolicy.parse(self.ice_allowed_networks)
 
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
         if self.discord_shard_ids:
             if not self.discord_shard_count:
                 raise ValueError("discord_shard_ids needs discord_shard_count (the total across all processes)")

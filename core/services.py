@@ -336,9 +336,15 @@ class Core:
         return await self.run(op)
 
     async def redeem_link_code(self, actor: Actor, code: str) -> Account:
-        """Join the caller's account to the account that issued ``code`` (single use, 10 minutes)."""
+        """Join the caller's account to the account that issued ``code`` (single use, 10 minutes).
+
+        The issuer's account survives; the caller's is merged into it (``AccountMerge``: everything
+        moves, nothing the person had is lost) and its id stops existing.
+        """
+        if not isinstance(code, str):
+            raise Invalid("link.bad_code")
         code = code.strip().upper()
-        if not code.isalnum() or len(code) > 16:
+        if not code.isascii() or not code.isalnum() or len(code) > 16:
             raise Invalid("link.bad_code")
 
         async def op(uow: UnitOfWork) -> Account:
@@ -351,7 +357,8 @@ class Core:
                 raise Conflict("link.already_linked")
             target = await uow.accounts.get(used.account_id)
             mine = await uow.accounts.identities(actor.account_id)
-            await uow.accounts.merge_into(actor.account_id, target.id)
+            await uow.accounts.merge_into(actor.account_id, target.id)  # logs what it moved
+            target = await uow.accounts.get(target.id)
             for i in mine:
                 uow.emit(ev.IdentityLinked(account_id=target.id, platform=i.platform, external_id=i.external_id,
                                            at=self.now()))

@@ -74,7 +74,7 @@ class Counter:
 
 
 async def _listeners(conn: Connection, count: int, seconds: float) -> None:
-    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     from adapters.webrtc.room import restrict_candidates
 
@@ -88,7 +88,7 @@ async def _listeners(conn: Connection, count: int, seconds: float) -> None:
 
     attacher = asyncio.create_task(attach())
     for _ in range(count):
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: loopback only
         pc.addTransceiver("audio", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         t0 = time.monotonic()
@@ -120,10 +120,11 @@ async def run(listeners: int, speakers: int, seconds: float, procs: int) -> dict
     import av
     import numpy as np
 
+    from adapters.webrtc.candidates import CandidatePolicy
     from adapters.webrtc.room import Room
     from core.ports import FRAME_SAMPLES, SAMPLE_RATE
 
-    room = Room("bench", announce={LOOPBACK})
+    room = Room("bench", announce={LOOPBACK}, allowed=CandidatePolicy.parse(["127.0.0.0/8"]))
     room.start()
     # Speakers feed the mixer directly (decoding speaker uplinks is not what this measures).
     tones = {f"s{i}": (0.1 * 32767 * np.sin(2 * np.pi * (300 + 60 * i) * np.arange(FRAME_SAMPLES) / SAMPLE_RATE))

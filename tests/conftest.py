@@ -18,6 +18,9 @@ from spacebridge.app import Platform, build, start, stop
 from spacebridge.config import load_settings
 from tests.support import services
 
+# Nothing the suite runs leaves loopback (tests/support/netguard): the run fails if anything tries.
+pytest_plugins = ["tests.support.netguard.plugin"]
+
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:

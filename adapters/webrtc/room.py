@@ -24,6 +24,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConn
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
+from adapters.webrtc.candidates import CandidatePolicy, filter_sdp
 from adapters.webrtc.fanout import FanOut
 from adapters.webrtc.mixer import Mixer, Pcm
 from adapters.webrtc.wire import Idle, Outlet
@@ -90,10 +91,11 @@ class MediaError(Invalid):
 
 class Room:
     def __init__(self, space_id: str, *, ice_servers: list[str] | None = None,
-                 announce: set[str] | None = None) -> None:
+                 announce: set[str] | None = None, allowed: CandidatePolicy | None = None) -> None:
         self.space_id = space_id
         self.ice_servers = ice_servers or []
         self.announce = announce
+        self.allowed = allowed or CandidatePolicy()  # remote candidates we may send to (public only by default)
         self.mixer = Mixer()
         self.packet_taps: FanOut[Any] = FanOut(10)  # the room's packets for in-process consumers (Discord)
         self.encoders: dict[str, OpusEncoder] = {}
@@ -186,6 +188,10 @@ class Room:
             if track.kind == "audio" and part.inbound is None:
                 part.inbound = asyncio.create_task(self._read(part, track))
 
+        offer_sdp, dropped = filter_sdp(offer_sdp, self.allowed)
+        if dropped:
+            log.debug("room %s: %s's candidates outside %s dropped: %s", self.space_id, pid,
+                      self.allowed.describe(), ", ".join(dropped))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             if not any(t.kind == "audio" for t in pc.getTransceivers()):
@@ -232,7 +238,9 @@ class Room:
 
     async def add_candidate(self, pid: str, candidate: str | None, sdp_mid: str | None = None) -> bool:
         """A remote ICE candidate trickled after the participant's offer (``None``: no more will
-        come). False when it belongs to an offer this room no longer holds (the client offered again)."""
+        come). False when it is not added: it belongs to an offer this room no longer holds (the client
+        offered again), or its address is outside the allowed networks (dropped without a word, as
+        browsers offer every interface they have)."""
         part = self.participants.get(pid)
         if part is None:
             return False
@@ -250,6 +258,10 @@ class Room:
                 raise ValueError("not an RTP candidate")
         except (AssertionError, ValueError, IndexError) as e:
             raise MediaError("candidate.invalid", detail=f"not an ICE candidate line ({e})") from None
+        if not self.allowed.allows(parsed.ip):
+            log.debug("room %s: %s's candidate on %s outside %s dropped", self.space_id, pid, parsed.ip,
+                      self.allowed.describe())
+            return False
         mids = [t.mid for t in part.pc.getTransceivers()]
         parsed.sdpMid = sdp_mid if sdp_mid in mids else mids[0]
         await part.pc.addIceCandidate(parsed)

@@ -10,13 +10,12 @@ import pytest
 
 from core.model.accounts import Actor
 from spacebridge.app import Platform
+from tests.support.netguard import CHROMIUM_FLAGS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required", *CHROMIUM_FLAGS,
 ]
 
 # Loudness of what the page's <audio> element receives, measured in the page with WebAudio.

@@ -12,9 +12,10 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from adapters.webrtc.candidates import CandidatePolicy
 from adapters.webrtc.room import MediaError, Room, restrict_candidates
 from adapters.webrtc.wire import MAX_BACKLOG
 from core.ports import FRAME_SAMPLES, SAMPLE_RATE
@@ -49,7 +50,7 @@ class Client:
     """A participant: publishes a tone (or nothing) and records what it hears, with arrival times."""
 
     def __init__(self, hz: float | None) -> None:
-        self.pc = RTCPeerConnection()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: loopback only
         self.heard: list[tuple[float, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
         if hz is None:
@@ -93,7 +94,7 @@ def has(peaks: set[int], hz: int) -> bool:
 
 @pytest.fixture
 async def room() -> AsyncIterator[Room]:
-    r = Room("space-test", announce={LOOPBACK})
+    r = Room("space-test", announce={LOOPBACK}, allowed=CandidatePolicy.parse(["127.0.0.0/8"]))
     yield r
     await r.close()
 

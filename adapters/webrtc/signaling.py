@@ -24,6 +24,7 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from adapters.webrtc import frames, hls
+from adapters.webrtc.candidates import CandidatePolicy
 from adapters.webrtc.drain import SOCKETS, Sockets
 from adapters.webrtc.outbox import OUTBOX, Limits, dumps, outbox
 from adapters.webrtc.placement import LocalPlacement, Node, Placement
@@ -140,6 +141,7 @@ class Rooms:
         self.writers: dict[str, hls.HlsWriter] = {}
         self.ice_servers = ice_servers or []
         self.announce = announce
+        self.allowed: CandidatePolicy | None = None  # remote ICE candidates rooms may contact (None: public only)
         self.placement: Placement = placement or LocalPlacement()
         self.internal_key = internal_key
         self.rooms: dict[str, Room] = {}
@@ -169,7 +171,8 @@ class Rooms:
     def room(self, space_id: str) -> Room:
         r = self.rooms.get(space_id)
         if r is None:
-            r = self.rooms[space_id] = Room(space_id, ice_servers=self.ice_servers, announce=self.announce)
+            r = self.rooms[space_id] = Room(space_id, ice_servers=self.ice_servers, announce=self.announce,
+                                            allowed=self.allowed)
             r.on_levels = lambda levels: self._spawn(self._levels(space_id, levels))
             if self.hls_dir is not None:
                 writer = self.writers[space_id] = hls.HlsWriter(

@@ -40,6 +40,8 @@ from core.storage.engine import backend_name, make_engine, make_sessionmaker
 from core.tokens import JoinTokens
 from plugins.manager import PluginManager
 from spacebridge.config import ConfigError, Settings, data_dir
+from spacebridge.http_edges import HttpLimits
+from spacebridge.http_edges import install as install_http_edges
 
 log = logging.getLogger("spacebridge")
 DRAIN_CLOSE_S = 2.0  # how long a shutdown waits for sockets to take their 1012 and handlers to end
@@ -221,7 +223,9 @@ def make_web_app(platform: Platform) -> web.Application:
     return app
 
 
-async def start(platform: Platform, host: str, port: int, *, jobs: int | None = None) -> None:
+async def start(platform: Platform, host: str, port: int, *, jobs: int | None = None,
+                http: HttpLimits | None = None) -> None:
+    """Start every part ``platform`` runs; ``http`` bounds half-sent requests (header and body deadlines)."""
     roles = set(platform.settings.roles)
     await platform.bus.start()
     if "jobs" in roles:
@@ -232,8 +236,11 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if roles & {"web", "media"}:  # media processes answer other processes' offers over HTTP
         platform.web_app = make_web_app(platform)
+        http = http or HttpLimits()
+        install_http_edges(platform.web_app, http)
         # requests still running after the sockets got their 1012 are cut after this long, not 60 s
-        runner = web.AppRunner(platform.web_app, access_log=None, shutdown_timeout=DRAIN_CLOSE_S)
+        runner = web.AppRunner(platform.web_app, access_log=None, shutdown_timeout=DRAIN_CLOSE_S,
+                                **http.server_kwargs())
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()

@@ -82,20 +82,36 @@ PLATFORM: web.AppKey[Platform] = web.AppKey("platform", Platform)
 
 
 async def ensure_schema(settings: Settings, engine: AsyncEngine) -> None:
-    """SQLite databases are upgraded in place; PostgreSQL must be upgraded on purpose (db upgrade)."""
+    """SQLite databases are upgraded in place; PostgreSQL must be upgraded on purpose (db upgrade).
+
+    A database that cannot be reached or opened is a ``ConfigError`` in words (never a traceback),
+    and the wait for it is bounded by the configured timeouts.
+    """
+    from spacebridge.doctor import database_problem
+
     head = migrate.head_revision()
-    current = await migrate.current_revision(engine)
-    if current == head:
-        return
-    if backend_name(engine) == "sqlite":
-        await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url())
-        return
+    limit = settings.database_connect_timeout_s + settings.database_statement_timeout_s
+    try:
+        current = await asyncio.wait_for(migrate.current_revision(engine), limit)
+        if current == head:
+            return
+        if backend_name(engine) == "sqlite":
+            await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url())
+            return
+    except Exception as e:
+        raise ConfigError(database_problem(settings, e)) from None
     raise ConfigError(f"the database is at revision {current or 'empty'}, the code needs {head}: "
                       "run `spacebridge db upgrade` first")
 
 
 async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True) -> Platform:
-    engine = make_engine(settings.resolved_database_url())
+    try:
+        engine = make_engine(settings.resolved_database_url(), connect_timeout_s=settings.database_connect_timeout_s,
+                             statement_timeout_s=settings.database_statement_timeout_s)
+    except OSError as e:  # SQLite's directory cannot be made
+        from spacebridge.doctor import database_problem
+
+        raise ConfigError(database_problem(settings, e)) from None
     if upgrade:
         await ensure_schema(settings, engine)
     if set(settings.roles) != {"web", "jobs", "discord", "telegram", "media"} and not settings.redis_url:
@@ -312,10 +328,24 @@ async def stop(platform: Platform) -> None:
     await platform.engine.dispose()
 
 
-async def database_ok(engine: AsyncEngine) -> bool:
+async def database_ok(engine: AsyncEngine, timeout_s: float = 2.0) -> bool:
+    """Whether the database answers within ``timeout_s`` (a partition is a "no", never a hang)."""
+    return await database_problem_now(engine, timeout_s) is None
+
+
+async def database_problem_now(engine: AsyncEngine, timeout_s: float = 2.0) -> str | None:
+    """None if the database answers and its schema is the code's; else what is wrong, in words."""
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False
+        async with asyncio.timeout(timeout_s):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            current = await migrate.current_revision(engine)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except Exception as e:
+        lines = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+    head = migrate.head_revision()
+    if current != head:
+        return f"schema {current or 'empty'}, the code needs {head}"
+    return None

@@ -120,6 +120,7 @@ def serve(
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> None:
+        await _preflight(settings)
         platform = await build(settings)
         stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -141,8 +142,33 @@ def serve(
         asyncio.run(main())
     except ConfigError as e:
         _fail(str(e), 2)
+    except DomainError as e:  # the database went away during start-up
+        _fail(describe(e), 1)
     except OSError as e:
-        _fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", 2)
+        if _from_bind(e):  # only a failed bind is the listen address's fault
+            from spacebridge.doctor import listen_problem
+
+            _fail(listen_problem(settings.host, settings.port, e), 2)
+        raise
+
+
+async def _preflight(settings: Settings) -> None:
+    """What serve needs before it builds anything, named the way ``doctor`` names it."""
+    from spacebridge.doctor import check_data_dir, check_redis
+
+    for check in (await check_data_dir(settings), await check_redis(settings)):
+        if not check["ok"] and not check.get("optional"):
+            raise ConfigError(f"{check['name']}: {check['detail']}")
+
+
+def _from_bind(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "create_server":
+            return True
+        tb = tb.tb_next
+    return False
+
 
 
 # ---- db ------------------------------------------------------------------------------------------
@@ -179,7 +205,7 @@ def doctor(as_json: JsonOpt = False) -> None:
             mark = "ok  " if c["ok"] else ("--  " if c.get("optional") else "FAIL")
             typer.echo(f"[{mark}] {c['name']}: {c['detail']}")
     if not all(c["ok"] or c.get("optional") for c in checks):
-        raise typer.Exit(1)
+        raise typer.Exit(2)  # what serve exits with for the same problems
 
 
 # ---- accounts ------------------------------------------------------------------------------------

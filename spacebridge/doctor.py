@@ -1,60 +1,55 @@
-"""``spacebridge doctor``: one line per thing that must work, and what to do when it does not."""
+"""``spacebridge doctor``: one line per thing that must work, and what to do when it does not.
+
+It checks what ``serve`` will need (an address it can bind, a writable data directory with free
+disk, a reachable and migrated database, Redis for the chosen roles) and never crashes: a check
+that cannot even run says so in its line. ``serve`` runs the same checks before it starts, so both
+word a problem the same way.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
+from core.errors import Unavailable
 from core.storage import migrate
-from core.storage.engine import make_engine
-from spacebridge.config import Settings
+from core.storage.engine import DatabaseURLError, check_url, is_outage, make_engine
+from spacebridge.config import Settings, data_dir
 
 # View Channel, Send Messages, Embed Links, Connect, Speak, Mute Members, Move Members, Manage Channels,
 # Manage Roles (ticket role), Manage Events (scheduled Spaces): what the Discord adapter asks for.
 DISCORD_PERMISSIONS = 8_882_506_768
 
+Check = dict[str, Any]
 
-async def run_checks(settings: Settings) -> list[dict[str, Any]]:
-    checks: list[dict[str, Any]] = [{"name": "config", "ok": True, "detail": "valid"}]
-    url = settings.resolved_database_url()
-    shown = url.split("@")[-1]
-    engine = make_engine(url)
-    try:
-        current = await migrate.current_revision(engine)
-        head = migrate.head_revision()
-        if current == head:
-            checks.append({"name": "database", "ok": True, "detail": f"{shown} at schema {head}"})
-        elif engine.dialect.name == "sqlite":
-            checks.append({"name": "database", "ok": True,
-                           "detail": f"{shown} at schema {current or 'empty'}; serve upgrades it to {head}"})
-        else:
-            checks.append({"name": "database", "ok": False, "detail": f"{shown} at schema {current or 'empty'}, "
-                           f"needs {head}: run `spacebridge db upgrade`"})
-    except Exception as e:
-        checks.append({"name": "database", "ok": False, "detail": f"cannot connect to {shown}: {e}"})
-    finally:
-        await engine.dispose()
-    if settings.redis_url:
-        try:
-            import redis.asyncio as aioredis
 
-            r = aioredis.from_url(settings.redis_url)
-            await r.ping()
-            await r.aclose()
-            checks.append({"name": "redis", "ok": True, "detail": f"{settings.redis_url} answers"})
-        except Exception as e:
-            checks.append({"name": "redis", "ok": False, "detail": f"{settings.redis_url}: {e}"})
-    else:
-        checks.append({"name": "redis", "ok": False, "optional": True,
-                       "detail": "not set: events stay in this process (set SPACEBRIDGE_REDIS_URL for several)"})
+async def run_checks(settings: Settings) -> list[Check]:
+    checks: list[Check] = [{"name": "config", "ok": True, "detail": "valid"}]
+    checks.append(await _safe("listen", lambda: check_listen(settings)))
+    checks.append(await _safe("data dir", lambda: check_data_dir(settings)))
+    checks.append(await _safe("database", lambda: check_database(settings)))
+    checks.append(await _safe("redis", lambda: check_redis(settings)))
     for name, value, env in (("discord", settings.discord_bot_token, "DISCORD_BOT_TOKEN"),
                              ("telegram", settings.telegram_bot_token, "TELEGRAM_BOT_TOKEN")):
         if not (value and value.get_secret_value().strip()):
             checks.append({"name": name, "ok": False, "optional": True, "detail": f"off: set {env} to enable"})
         elif name == "telegram":
-            checks.append(await _telegram(settings))
+            checks.append(await _safe(name, lambda: _telegram(settings)))
         else:
-            checks.append(await _discord(settings))
-    checks.extend(await _plugins(settings))
+            checks.append(await _safe(name, lambda: _discord(settings)))
+    try:
+        checks.extend(await _plugins(settings))
+    except Exception as e:
+        checks.append({"name": "plugins", "ok": False, "detail": f"could not be listed: {_one_line(e)}"})
     if settings.ticketing_enabled:
         checks.append({"name": "ticketing", "ok": True, "detail": "Stripe keys set"})
     else:
@@ -63,7 +58,227 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     return checks
 
 
-async def _plugins(settings: Settings) -> list[dict[str, Any]]:
+def all_ok(checks: list[Check]) -> bool:
+    return all(c["ok"] or c.get("optional") for c in checks)
+
+
+async def _safe(name: str, check: Callable[[], Awaitable[Check]]) -> Check:
+    """A check that raises is a failed line, never a crash of doctor."""
+    try:
+        return await check()
+    except Exception as e:
+        return {"name": name, "ok": False, "detail": f"could not be checked: {_one_line(e)}"}
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:240]}" if text else type(e).__name__
+
+
+# ---- listen address ------------------------------------------------------------------------------
+async def check_listen(settings: Settings) -> Check:
+    """Bind the address serve will listen on (and let go at once): catches a port in use or a bad host."""
+    if not set(settings.roles) & {"web", "media"}:
+        return {"name": "listen", "ok": True, "detail": "no web or media role: serve listens on nothing"}
+    host, port = settings.host, settings.port
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return {"name": "listen", "ok": False,
+                "detail": f"cannot resolve SPACEBRIDGE_HOST {host!r} ({e.strerror or e}); use an address of this "
+                          "machine, e.g. 127.0.0.1 or 0.0.0.0"}
+    for family, type_, proto, _, addr in infos:
+        with socket.socket(family, type_, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does
+            try:
+                s.bind(addr)
+            except OSError as e:
+                return {"name": "listen", "ok": False, "detail": listen_problem(host, port, e)}
+    return {"name": "listen", "ok": True, "detail": f"{host}:{port} is free" if port else f"{host}: a free port"}
+
+
+def listen_problem(host: str, port: int, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is in use by another program: stop it or set SPACEBRIDGE_PORT "
+                "(or --port) to a free port")
+    if e.errno == errno.EACCES:
+        return f"not allowed to listen on port {port}: ports below 1024 need privileges; set SPACEBRIDGE_PORT"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return (f"{host} is not an address of this machine: set SPACEBRIDGE_HOST (or --host) to one, "
+                "e.g. 127.0.0.1 or 0.0.0.0")
+    return f"cannot listen on {host}:{port}: {e.strerror or e}; check SPACEBRIDGE_HOST and SPACEBRIDGE_PORT"
+
+
+# ---- data directory ------------------------------------------------------------------------------
+async def check_data_dir(settings: Settings) -> Check:
+    return await asyncio.to_thread(_check_data_dir, settings)
+
+
+def _check_data_dir(settings: Settings) -> Check:
+    where = data_dir()
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".doctor-{uuid.uuid4().hex}"
+        with open(probe, "wb") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            return {"name": "data dir", "ok": False, "detail": f"{where}: the disk is full; free some space"}
+        return {"name": "data dir", "ok": False,
+                "detail": f"{where} is not a writable directory ({e.strerror or e}); set SPACEBRIDGE_DATA_DIR "
+                          "to one this user can write"}
+    free_mb = shutil.disk_usage(where).free // (1024 * 1024)
+    if free_mb < settings.min_free_disk_mb:
+        return {"name": "data dir", "ok": False,
+                "detail": f"{where}: only {free_mb} MB free on its disk (below SPACEBRIDGE_MIN_FREE_DISK_MB="
+                          f"{settings.min_free_disk_mb}); free some space"}
+    return {"name": "data dir", "ok": True, "detail": f"{where} is writable, {free_mb} MB free"}
+
+
+# ---- database ------------------------------------------------------------------------------------
+async def check_database(settings: Settings) -> Check:
+    url = settings.resolved_database_url()
+    shown = shown_url(url)
+    try:
+        check_url(url)
+    except DatabaseURLError as e:
+        return {"name": "database", "ok": False, "detail": f"SPACEBRIDGE_DATABASE_URL {e}"}
+    engine = None
+    try:
+        engine = make_engine(url, connect_timeout_s=settings.database_connect_timeout_s,
+                             statement_timeout_s=settings.database_statement_timeout_s)
+        limit = settings.database_connect_timeout_s + settings.database_statement_timeout_s
+        current = await asyncio.wait_for(migrate.current_revision(engine), limit)
+        head = migrate.head_revision()
+        if current == head:
+            return {"name": "database", "ok": True, "detail": f"{shown} at schema {head}"}
+        if engine.dialect.name == "sqlite":
+            return {"name": "database", "ok": True,
+                    "detail": f"{shown} at schema {current or 'empty'}; serve upgrades it to {head}"}
+        return {"name": "database", "ok": False, "detail": f"{shown} at schema {current or 'empty'}, "
+                f"needs {head}: run `spacebridge db upgrade`"}
+    except Exception as e:
+        return {"name": "database", "ok": False, "detail": database_problem(settings, e)}
+    finally:
+        if engine is not None:
+            try:
+                await asyncio.wait_for(engine.dispose(), 5)
+            except Exception:  # a dead connection cannot be closed politely; the check already said so
+                pass
+
+
+def shown_url(url: str) -> str:
+    """The URL without its user and password (for messages and logs)."""
+    return url.split("@")[-1] if "@" in url else url
+
+
+def _sqlstate(e: BaseException) -> str | None:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        state = getattr(x, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return state
+        todo += [x.__cause__, x.__context__, getattr(x, "orig", None)]
+    return None
+
+
+def database_problem(settings: Settings, e: BaseException) -> str:
+    """One sentence: what is wrong with the configured database, and what to change."""
+    url = settings.resolved_database_url()
+    if isinstance(e, DatabaseURLError):
+        return f"SPACEBRIDGE_DATABASE_URL {e}"
+    try:
+        u = make_url(url)
+    except Exception:
+        return "SPACEBRIDGE_DATABASE_URL is not a database URL"
+    if u.get_backend_name() == "sqlite":
+        path = Path(u.database or "")
+        text = " ".join(str(x) for x in (e, getattr(e, "orig", None)) if x is not None).lower()
+        where = "SPACEBRIDGE_DATABASE_URL" if settings.database_url else "SPACEBRIDGE_DATA_DIR"
+        if "disk is full" in text or getattr(e, "errno", None) == errno.ENOSPC:
+            return f"the disk holding the SQLite database {path} is full: free some space"
+        if "readonly" in text or "read-only" in text:
+            return f"the SQLite database {path} is read-only: make it (and its directory) writable or change {where}"
+        if isinstance(e, OSError) or "unable to open" in text:
+            return (f"cannot open the SQLite database {path}: its directory is missing or not writable; "
+                    f"set {where} to a place this user can write")
+        return f"the SQLite database {path} cannot be used ({_one_line(e)}); check {where}"
+    at = f"{u.host or 'localhost'}:{u.port or 5432}"
+    state = _sqlstate(e)
+    if state == "3D000":
+        return (f"PostgreSQL at {at} has no database {u.database!r}: create it (createdb -h {u.host or 'localhost'} "
+                f"-p {u.port or 5432} {u.database}) or fix the name in SPACEBRIDGE_DATABASE_URL")
+    if state is not None and state.startswith("28"):
+        return (f"PostgreSQL at {at} refused user {u.username!r}: check the user and password in "
+                "SPACEBRIDGE_DATABASE_URL")
+    if isinstance(e, TimeoutError) or isinstance(e.__cause__, TimeoutError):
+        return (f"PostgreSQL at {at} did not answer within {settings.database_connect_timeout_s:g} s: is it running "
+                "and reachable from here? check SPACEBRIDGE_DATABASE_URL")
+    if isinstance(e, Unavailable) or is_outage(e) or isinstance(e, OSError):
+        cause = e.__cause__ if isinstance(e, Unavailable) and e.__cause__ is not None else e
+        why = getattr(cause, "strerror", None) or _one_line(cause)
+        return f"cannot reach PostgreSQL at {at} ({why}): is it running? check SPACEBRIDGE_DATABASE_URL"
+    return f"the database at {shown_url(url)} cannot be used ({_one_line(e)}); check SPACEBRIDGE_DATABASE_URL"
+
+
+# ---- redis ---------------------------------------------------------------------------------------
+def redis_needed(settings: Settings) -> bool:
+    """Several processes (a subset of roles) share events and media placement through Redis."""
+    return set(settings.roles) != {"web", "jobs", "discord", "telegram", "media"}
+
+
+async def check_redis(settings: Settings) -> Check:
+    if not settings.redis_url:
+        if redis_needed(settings):
+            return {"name": "redis", "ok": False,
+                    "detail": f"roles {','.join(settings.roles)} run beside other processes, which share events and "
+                              "media through Redis: set SPACEBRIDGE_REDIS_URL (docs/deploy.md)"}
+        return {"name": "redis", "ok": False, "optional": True,
+                "detail": "not set: events stay in this process (set SPACEBRIDGE_REDIS_URL for several)"}
+    problem = await redis_problem(settings)
+    if problem:
+        return {"name": "redis", "ok": False, "detail": problem}
+    return {"name": "redis", "ok": True, "detail": f"{shown_url(settings.redis_url)} answers"}
+
+
+async def redis_problem(settings: Settings, timeout_s: float = 3.0) -> str | None:
+    """None if Redis answers a PING within ``timeout_s``; else a sentence saying what to fix."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+    shown = shown_url(settings.redis_url)
+    try:
+        r = aioredis.from_url(settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    except ValueError as e:
+        return f"SPACEBRIDGE_REDIS_URL is not usable ({e}); write redis://host:6379/0"
+    try:
+        await asyncio.wait_for(r.ping(), timeout_s + 1)
+        return None
+    except AuthenticationError:
+        return f"Redis at {shown} refused the password: check SPACEBRIDGE_REDIS_URL"
+    except ResponseError as e:
+        return f"Redis at {shown} refused: {str(e)[:200]}; check SPACEBRIDGE_REDIS_URL"
+    except (RedisError, OSError, TimeoutError) as e:
+        why = str(e).splitlines()[0][:200] if str(e) else f"no answer within {timeout_s:g} s"
+        return f"cannot reach Redis at {shown} ({why}): is it running? check SPACEBRIDGE_REDIS_URL"
+    finally:
+        try:
+            await asyncio.wait_for(r.aclose(), 2)
+        except Exception:
+            pass
+
+
+# ---- plugins and chat apps -----------------------------------------------------------------------
+async def _plugins(settings: Settings) -> list[Check]:
     """Each installed plugin: importable here, and how it fared in the serving process last time."""
     from core.clock import SystemClock
     from core.kv import KeyValueStore
@@ -72,15 +287,18 @@ async def _plugins(settings: Settings) -> list[dict[str, Any]]:
     from plugins.manager import STATUS_NS, discover, instantiate
 
     last: dict[str, dict[str, Any]] = {}
-    engine = make_engine(settings.resolved_database_url())
     try:
-        kv = KeyValueStore(make_sessionmaker(engine), SystemClock(), STATUS_NS)
-        last = {e.value["name"]: e.value for e in await kv.scan("plugin:")}
+        engine = make_engine(settings.resolved_database_url(), connect_timeout_s=settings.database_connect_timeout_s,
+                             statement_timeout_s=settings.database_statement_timeout_s)
+        try:
+            kv = KeyValueStore(make_sessionmaker(engine), SystemClock(), STATUS_NS)
+            limit = settings.database_connect_timeout_s + settings.database_statement_timeout_s
+            last = {e.value["name"]: e.value for e in await asyncio.wait_for(kv.scan("plugin:"), limit)}
+        finally:
+            await asyncio.wait_for(engine.dispose(), 5)
     except Exception:
-        pass  # no schema yet: the database check above says so
-    finally:
-        await engine.dispose()
-    out: list[dict[str, Any]] = []
+        pass  # no database or no schema yet: the database check above says so
+    out: list[Check] = []
     for ep in discover():
         name = f"plugin {ep.name}"
         if ep.name in settings.plugins_disabled:
@@ -103,7 +321,7 @@ async def _plugins(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-async def _telegram(settings: Settings) -> dict[str, Any]:
+async def _telegram(settings: Settings) -> Check:
     """Ask Telegram who the token belongs to (getMe): proves the token and the network at once."""
     from telegram import Bot
     from telegram.error import InvalidToken, TelegramError
@@ -123,7 +341,7 @@ async def _telegram(settings: Settings) -> dict[str, Any]:
         return {"name": "telegram", "ok": False, "detail": f"cannot reach the Telegram Bot API: {e}"}
 
 
-async def _discord(settings: Settings) -> dict[str, Any]:
+async def _discord(settings: Settings) -> Check:
     """Ask Discord who the token belongs to (GET /users/@me), as discord.py's login does."""
     import aiohttp
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
+from typing import Any
 
 from aiohttp import web
 
 from adapters.webrtc import STATIC
 from core.errors import DomainError
 from core.messages import describe
-from spacebridge.app import PLATFORM, Platform, database_ok
+from spacebridge.app import PLATFORM, Platform, database_problem_now
+from spacebridge.doctor import check_data_dir, redis_problem
 
 
 def _platform(request: web.Request) -> Platform:
@@ -18,9 +21,41 @@ def _platform(request: web.Request) -> Platform:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process and its event loop answer. Whether it can serve is /readyz."""
     p = _platform(request)
-    ok = await database_ok(p.engine)
-    return web.json_response({"ok": ok, "database": p.engine.dialect.name}, status=200 if ok else 503)
+    return web.json_response({"ok": True, "database": p.engine.dialect.name})
+
+
+READY_TIMEOUT_S = 2.0
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: each thing serving needs, checked at once with a short timeout (never hangs).
+
+    200 when all pass, else 503; the body names every check, so a probe's log says what is wrong.
+    """
+    p = _platform(request)
+    settings = p.settings
+
+    async def database() -> dict[str, Any]:
+        problem = await database_problem_now(p.engine, READY_TIMEOUT_S)
+        return {"name": "database", "ok": problem is None, "detail": problem or p.engine.dialect.name}
+
+    async def disk() -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(check_data_dir(settings), READY_TIMEOUT_S)
+        except TimeoutError:
+            return {"name": "data dir", "ok": False, "detail": f"no answer within {READY_TIMEOUT_S:g} s"}
+
+    async def redis() -> dict[str, Any]:
+        problem = await redis_problem(settings, timeout_s=READY_TIMEOUT_S / 2)
+        return {"name": "redis", "ok": problem is None, "detail": problem or "answers"}
+
+    probes = [database(), disk()] + ([redis()] if settings.redis_url else [])
+    checks = list(await asyncio.gather(*probes))
+    ok = all(c["ok"] for c in checks)
+    return web.json_response({"ok": ok, "checks": checks}, status=200 if ok else 503,
+                             headers={"Cache-Control": "no-store"})
 
 
 async def api_spaces(request: web.Request) -> web.Response:
@@ -121,6 +156,7 @@ def setup(app: web.Application) -> None:
         p.rooms.hls_dir.mkdir(parents=True, exist_ok=True)
         app.router.add_get("/hls/{key}/{name}", hls_file)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)
     app.router.add_get("/", index)

@@ -159,7 +159,7 @@ def unavailable(error: BaseException) -> Unavailable | None:
     """``Unavailable`` if ``error`` means the database is unreachable, full, read-only or too slow."""
     if isinstance(error, Unavailable):
         return error
-    if _is_outage(error):
+    if is_outage(error):
         _note(error)
         return Unavailable("service.unavailable", what="database", retry_after_s=RETRY_AFTER_S)
     return None
@@ -172,7 +172,8 @@ def raise_unavailable(error: BaseException) -> None:
         raise u from error
 
 
-def _is_outage(error: BaseException) -> bool:
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` means the database is unreachable, full, read-only or too slow (not a bug)."""
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return True

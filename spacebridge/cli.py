@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from core.messages import describe
 from core.model.accounts import Actor
 from core.model.space import Space
 from core.timeparse import parse_when
+from spacebridge import logs
 from spacebridge.config import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -51,10 +51,12 @@ def _fail(message: str, code: int = 1, as_json: bool = False, data: dict[str, An
 
 def _settings() -> Settings:
     try:
-        return load_settings()
+        settings = load_settings()
+        logs.setup(settings, console=False)  # secrets redacted from whatever a library logs
     except ConfigError as e:
         _fail(str(e), 2)
         raise  # unreachable
+    return settings
 
 
 def _with_core(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
@@ -115,9 +117,9 @@ def serve(
 
     try:
         settings = load_settings(host=host, port=port, roles=role)
+        logs.setup(settings, console=True)  # redacts tokens, keys and passwords whoever logs them
     except ConfigError as e:
         _fail(str(e), 2)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> None:
         await _preflight(settings)
@@ -170,7 +172,6 @@ def _from_bind(e: BaseException) -> bool:
     return False
 
 
-
 # ---- db ------------------------------------------------------------------------------------------
 @db_app.command("upgrade")
 def db_upgrade() -> None:
@@ -194,6 +195,7 @@ def doctor(as_json: JsonOpt = False) -> None:
 
     try:
         settings = load_settings()
+        logs.setup(settings, console=False)
     except ConfigError as e:
         checks = [{"name": "config", "ok": False, "detail": str(e)}]
     else:

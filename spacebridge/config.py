@@ -6,6 +6,7 @@ Read only by the composition root. Precedence: arguments > environment > TOML fi
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -163,16 +164,6 @@ class Settings(BaseSettings):
                                  (f" (not {', '.join(map(str, bad))})" if bad else ""))
         return v
 
-    @field_validator("discord_shard_ids", mode="before")
-    @classmethod
-    def _shard_ids(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return [int(x) for x in v.split(",") if x.strip()]
-            except ValueError:
-                raise ValueError("shard ids are a comma-separated list of numbers, e.g. 0,1") from None
-        return v
-
     @field_validator("ice_allowed_networks", mode="before")
     @classmethod
     def _ice_allowed(cls, v: Any) -> Any:
@@ -184,6 +175,16 @@ class Settings(BaseSettings):
 
     def candidate_policy(self) -> CandidatePolicy:
         return CandidatePolicy.parse(self.ice_allowed_networks)
+
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _shard_ids(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return [int(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError("shard ids are a comma-separated list of numbers, e.g. 0,1") from None
+        return v
 
     @model_validator(mode="after")
     def _shards(self) -> Settings:
@@ -209,6 +210,19 @@ class Settings(BaseSettings):
         v = v.upper()
         if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [o.strip() for o in v.split(",") if o.strip()]
+        if isinstance(v, list):
+            for o in v:
+                if not (isinstance(o, str) and re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", o.rstrip("/"))):
+                    raise ValueError(f"{o!r} is not an origin: give scheme://host[:port], e.g. https://example.org, "
+                                     "comma-separated")
+            v = [o.rstrip("/").lower() for o in v]
         return v
 
     def resolved_hls_dir(self) -> Path | None:

@@ -155,6 +155,13 @@ function onEvent(e) {
     case "caption.line": caption(e); break;
     case "comment.posted": comment(e); break;
     case "space.notice": notice(e); break;
+    case "participant.away":  // lost their connection; the seat (or the whole Space, for the host) waits
+      if (e.role === "host") notice({ text: `${name(e.account_id)} (the host) lost their connection; the Space stays live while they come back.` });
+      else if (e.role !== "listener") notice({ text: `${name(e.account_id)} lost their connection; their seat is kept for a while.` });
+      break;
+    case "participant.back":
+      if (e.role !== "listener") notice({ text: `${name(e.account_id)} is back.` });
+      break;
     case "space.badge": s.badges = s.badges || {}; if (e.text) s.badges[e.source] = e.text; else delete s.badges[e.source]; render(); break;
     case "space.ended": say("This Space has ended."); teardown(); break;
     default: refresh();
@@ -315,9 +322,12 @@ function connect() {
     // 4001/4002: refused (its error frame said why). 1000: we left. Anything else is the network or a
     // server going away: come back, with growing pauses, as long as the page is open.
     if (state.left || ev.code === 4001 || ev.code === 4002 || ev.code === 1000) { if (!$("status").textContent) say("Disconnected."); teardown(); return; }
+    // 1012 service restart, 1001 going away, 1006 dropped, 1011 server error, 1013 too slow (try again
+    // later), 1009 a frame too big: the Space goes on, so come back (jittered, so a restarted server
+    // is not hit by every page in the same instant)
     if (state.pc) state.pc.close(); state.pc = null;
-    const wait = Math.min(10000, 500 * 2 ** state.retries++);
-    say(`Connection lost; reconnecting in ${Math.round(wait / 1000) || 1} s…`);
+    const wait = Math.min(10000, 500 * 2 ** state.retries++) * (0.5 + Math.random());
+    say(ev.code === 1012 ? "The server is restarting; reconnecting…" : `Connection lost; reconnecting in ${Math.round(wait / 1000) || 1} s…`);
     clearTimeout(state.timer); state.timer = setTimeout(connect, wait);
   };
 }
@@ -340,7 +350,14 @@ function setup() {
     const input = $("comment-text"); const text = input.value.trim(); if (!text) return;
     command("comment", { text }).then((r) => { show(r); if (r.type === "ok") input.value = ""; });
   };
-  $("leave").onclick = () => { state.left = true; clearTimeout(state.timer); state.ws?.close(1000); teardown(); say("You left the Space."); };
+  // Leave is an explicit act (a host's Space ends or passes to a co-host); closing the tab is only a
+  // disconnect, and the seat waits for a while. The server answers "leave" by closing with 1000.
+  $("leave").onclick = () => {
+    state.left = true; clearTimeout(state.timer);
+    const ws = state.ws; send({ type: "leave" });
+    if (ws) setTimeout(() => ws.close(1000), 2000);
+    teardown(); say("You left the Space.");
+  };
   connect();
 }
 setup();

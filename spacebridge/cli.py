@@ -85,6 +85,19 @@ def _operator(account_id: str) -> Actor:
     return Actor(account_id=account_id, platform="web", is_operator=True)
 
 
+def _as(as_: str | None, as_json: bool) -> None:
+    """``--as ""`` is a mistake, never "act as the operator": refuse it before touching anything."""
+    if as_ is not None and not as_.strip():
+        _fail("--as needs an account id (leave --as out to act as the operator where that is allowed)", 2,
+              as_json, {"code": "cli.bad_option", "option": "--as"})
+
+
+async def _known(core: Any, *account_ids: str) -> None:
+    """A clear account.not_found for an unknown id, instead of a database constraint error later."""
+    for account_id in account_ids:
+        await core.account(account_id)
+
+
 def _space_dict(s: Space) -> dict[str, Any]:
     return {
         "id": s.id, "title": s.title, "state": s.state.value, "host_id": s.host_id,
@@ -253,7 +266,14 @@ def account_tier(account_id: str, tier: Annotated[str, typer.Argument(help="free
 def follow(host: str, as_: AsOpt, unfollow: Annotated[bool, typer.Option("--unfollow")] = False,
            as_json: JsonOpt = False) -> None:
     """Follow (or --unfollow) a host; prints the host's follower count."""
-    n = _with_core(lambda core: core.follow(Actor(account_id=as_, platform="web"), host, on=not unfollow), as_json)
+    _as(as_, as_json)
+
+    async def go(core: Any) -> int:
+        await _known(core, as_, host)
+        n: int = await core.follow(Actor(account_id=as_, platform="web"), host, on=not unfollow)
+        return n
+
+    n = _with_core(go, as_json)
     typer.echo(json.dumps({"host_id": host, "followers": n, "following": not unfollow}) if as_json else
                f"{host} has {n} followers")
 
@@ -278,6 +298,8 @@ def space_list(
 
 def _create(title: str, as_: str, at: str | None, topic: list[str] | None, unlisted: bool,
             community: str | None, override: bool, as_json: bool) -> None:
+    _as(as_, as_json)
+
     async def go(core: Any) -> Space:
         when: datetime | None = parse_when(at, core.now()) if at else None
         actor = Actor(account_id=as_, platform="web", is_operator=override)
@@ -313,6 +335,8 @@ def space_schedule(title: str, as_: AsOpt,
 
 def _space_cmd(space_id: str, as_: str | None, as_json: bool,
                fn: Callable[[Any, Actor], Awaitable[Space]]) -> None:
+    _as(as_, as_json)
+
     async def go(core: Any) -> Space:
         actor_id = as_ or (await core.view(space_id)).space.host_id
         return await fn(core, Actor(account_id=actor_id, platform="web", is_operator=as_ is None))
@@ -370,6 +394,7 @@ def space_link(space_id: str, as_: AsOpt,
     """A personal join link for the web room (signed, short-lived, bound to Space, account and role)."""
     from core.tokens import JoinTokens
 
+    _as(as_, as_json)
     if role not in ("listener", "speaker"):
         _fail("role must be listener or speaker", 2, as_json)
     if not 30 <= ttl <= 7 * 24 * 3600:
@@ -447,6 +472,7 @@ def billing_ticketing(
     """Make a scheduled Space ticketed (or free again with --off)."""
     from core.model.space import Ticketing
 
+    _as(as_, as_json)
     if not off and price is None:
         _fail("give --price (or --off)", 2, as_json)
 
@@ -476,7 +502,10 @@ def billing_buy(space_id: str, as_: AsOpt,
     """Hold a seat for --as and open a payment: a PaymentIntent (card form) or a checkout link."""
     from billing.sales import TicketSales
 
+    _as(as_, as_json)
+
     async def go(platform: Any) -> dict[str, Any]:
+        await _known(platform.core, as_)
         sales = TicketSales(platform.ledger, platform.stripe, platform.settings.base_url())
         actor = Actor(account_id=as_, platform="web")
         if checkout:
@@ -495,6 +524,7 @@ def billing_buy(space_id: str, as_: AsOpt,
 @billing_app.command("refund")
 def billing_refund(space_id: str, as_: AsOpt, as_json: JsonOpt = False) -> None:
     """Ask for a refund of --as's ticket (offered once the host has moved the Space)."""
+    _as(as_, as_json)
     t = _with_platform(lambda p: p.ledger.request_refund(Actor(account_id=as_, platform="web"), space_id), as_json)
     typer.echo(json.dumps({"ticket_id": t.id, "refund": "queued"}) if as_json else f"refund of {t.id} queued")
 
@@ -505,7 +535,10 @@ def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="
     """Start (or resume) Stripe Connect Express onboarding for a creator; prints the onboarding link."""
     from billing.stripe_gateway import BillingError
 
+    _as(as_, as_json)
+
     async def go(platform: Any) -> dict[str, Any]:
+        await _known(platform.core, as_)
         if platform.stripe is None:
             raise BillingError("billing.off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
         acct = await platform.ledger.payout_account(as_)
@@ -536,6 +569,10 @@ def community_list(as_json: JsonOpt = False) -> None:
 @community_app.command("create")
 def community_create(platform: str, external_id: str, name: str, as_json: JsonOpt = False) -> None:
     """Register a community (the bots do this themselves when added)."""
+    for label, value, most in (("external id", external_id, 64), ("name", name, 200)):
+        if not value.strip() or len(value) > most:
+            _fail(f"the community's {label} must be 1 to {most} characters, not blank", 2, as_json,
+                  {"code": "cli.bad_argument", "argument": label})
     c = _with_core(lambda core: core.ensure_community(platform, external_id, name), as_json)
     typer.echo(json.dumps({"id": c.id}) if as_json else c.id)
 
@@ -558,12 +595,14 @@ def community_set(community_id: str,
     changes: dict[str, Any] = {}
     for item in settings:
         key, sep, raw = item.partition("=")
-        if not sep:
-            _fail(f"expected KEY=VALUE, got {item!r}", 2)
+        if not sep or not key.strip():
+            _fail(f"expected KEY=VALUE, got {item[:80]!r}", 2)
         try:
             changes[key] = json.loads(raw)
         except json.JSONDecodeError:
             changes[key] = raw
+        except RecursionError:
+            _fail(f"the value of {key[:40]} is nested too deeply", 2)
     c = _with_core(lambda core: core.update_community(_operator("operator"), community_id, changes))
     typer.echo(json.dumps(c.settings.model_dump(mode="json"), indent=2))
 
@@ -639,6 +678,11 @@ def audit(space: str, limit: Annotated[int, typer.Option(help="How many entries,
     """The moderation audit log of a Space: who did what to whom, when and why."""
     from plugins.moderation import AUDIT_PLUGIN, read_audit
 
+    if not 1 <= limit <= 1000:
+        _fail("--limit must be between 1 and 1000", 2, as_json, {"code": "cli.bad_option", "option": "--limit"})
+    if actor is not None and not actor.strip():
+        _fail("--by needs an account id", 2, as_json, {"code": "cli.bad_option", "option": "--by"})
+
     async def run(core: Any) -> list[dict[str, Any]]:
         from core.kv import KeyValueStore
 
@@ -659,4 +703,18 @@ def audit(space: str, limit: Annotated[int, typer.Option(help="How many entries,
 
 
 def main() -> None:
-    app()
+    """Run the CLI; with --json, even a usage error (a mistyped option) is printed as JSON."""
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    from typer.exceptions import Abort, TyperException
+
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as e:  # usage errors: unknown option, a value of the wrong type
+        typer.echo(json.dumps({"error": {"message": e.format_message(), "code": "cli.usage"}}))
+        sys.exit(e.exit_code)
+    except Abort:
+        typer.echo(json.dumps({"error": {"message": "aborted", "code": "cli.aborted"}}))
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

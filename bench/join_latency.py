@@ -64,7 +64,8 @@ async def run(joins: int, beeps: bool = False) -> dict[str, object]:
         tone_wav(f"{d}/tone.wav")
         flags.append(f"--use-file-for-fake-audio-capture={d}/tone.wav")
     os.environ["SPACEBRIDGE_DATA_DIR"] = d
-    p = await build(load_settings(database_url=f"sqlite:///{d}/j.sqlite3", ice_announce=["127.0.0.2"], job_workers=0))
+    p = await build(load_settings(database_url=f"sqlite:///{d}/j.sqlite3", ice_announce=["127.0.0.2"], job_workers=0,
+                                  ice_allowed_networks=["127.0.0.0/8"]))  # the browser's loopback candidates only
     await start(p, "127.0.0.1", 0)
     host = await p.core.ensure_account("web", "host", "Host")
     space = await p.core.create_space(Actor(account_id=host.id, is_community_admin=True), "Latency")

@@ -77,7 +77,7 @@ async def measure(processes: int, clients: int, joins: int, seconds: float) -> d
                                                                       "STRIPE_"))}
     env.update(SPACEBRIDGE_DATABASE_URL=db, SPACEBRIDGE_REDIS_URL=REDIS, SPACEBRIDGE_SECRET_KEY=SECRET,
                SPACEBRIDGE_DATA_DIR=f"/tmp/{name}", SPACEBRIDGE_LOG_LEVEL="WARNING", SPACEBRIDGE_HLS_ENABLED="false",
-               SPACEBRIDGE_REACTION_RATE_PER_S="100000",
+               SPACEBRIDGE_REACTION_RATE_PER_S="100000", SPACEBRIDGE_ICE_ALLOWED_NETWORKS="127.0.0.0/8",
                SPACEBRIDGE_PLUGINS_DISABLED='["captions", "recording", "moderation"]')
     up = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "spacebridge", "db", "upgrade"], cwd=ROOT,
                                  env=env, capture_output=True, text=True)

@@ -100,7 +100,10 @@ def candidate_host(value: str) -> str | None:
 
 def filter_sdp(sdp: str, policy: CandidatePolicy) -> tuple[str, list[str]]:
     """The SDP without the candidate lines the policy refuses (and without malformed ones), and the
-    refused addresses. Lines are split as aiortc splits them, so no line can hide from the filter."""
+    refused addresses. Lines are split as aiortc splits them, so no line can hide from the filter.
+
+    When a candidate is refused, ``a=end-of-candidates`` goes too: with every candidate gone the ICE
+    agent would give up at once, while the client's own checks, arriving a moment later, connect it."""
     kept: list[str] = []
     dropped: list[str] = []
     for line in sdp.splitlines():
@@ -110,4 +113,6 @@ def filter_sdp(sdp: str, policy: CandidatePolicy) -> tuple[str, list[str]]:
                 dropped.append(host or "?")
                 continue
         kept.append(line)
+    if dropped:
+        kept = [ln for ln in kept if ln.rstrip() != "a=end-of-candidates"]
     return "\r\n".join(kept) + "\r\n", dropped

@@ -83,6 +83,7 @@ class Participant:
     inbound: asyncio.Task[None] | None = None
     buffer: deque[Pcm] = field(default_factory=lambda: deque(maxlen=JITTER_FRAMES))
     ufrag: str | None = None  # the offer's ICE username fragment: trickled candidates must match it
+    refused: bool = False  # some of its candidates were outside the allowed networks (see add_candidate)
 
 
 class MediaError(Invalid):
@@ -190,6 +191,7 @@ class Room:
 
         offer_sdp, dropped = filter_sdp(offer_sdp, self.allowed)
         if dropped:
+            part.refused = True
             log.debug("room %s: %s's candidates outside %s dropped: %s", self.space_id, pid,
                       self.allowed.describe(), ", ".join(dropped))
         try:
@@ -245,7 +247,8 @@ class Room:
         if part is None:
             return False
         if candidate is None:
-            await part.pc.addIceCandidate(None)
+            if not part.refused:  # else its checks may still reach us (a peer-reflexive candidate): wait
+                await part.pc.addIceCandidate(None)
             return True
         if not isinstance(candidate, str) or len(candidate) > MAX_CANDIDATE:
             raise MediaError("candidate.invalid", detail=f"a candidate is a string of at most {MAX_CANDIDATE} bytes")
@@ -259,6 +262,7 @@ class Room:
         except (AssertionError, ValueError, IndexError) as e:
             raise MediaError("candidate.invalid", detail=f"not an ICE candidate line ({e})") from None
         if not self.allowed.allows(parsed.ip):
+            part.refused = True
             log.debug("room %s: %s's candidate on %s outside %s dropped", self.space_id, pid, parsed.ip,
                       self.allowed.describe())
             return False

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import services
+from tests.support.netguard.plugin import ICE_ALLOWED
 
 ROOT = Path(__file__).resolve().parents[2]
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -25,6 +26,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "DISCORD_", "TELEGRAM_",
                                                                       "STRIPE_"))}
     env["SPACEBRIDGE_DATA_DIR"] = str(tmp_path / "data")
+    env["SPACEBRIDGE_ICE_ALLOWED_NETWORKS"] = ICE_ALLOWED  # the server contacts loopback candidates only
     env.update(extra)
     return env
 

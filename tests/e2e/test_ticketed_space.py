@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.netguard.plugin import ICE_ALLOWED
 from tests.support.stripe_fake import FakeStripe, LocalStripe, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LocalStripe]]:
     asyncio.run(ls.start())
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "STRIPE_"))}
-    env.update(SPACEBRIDGE_DATA_DIR=str(tmp_path / "data"), STRIPE_API_KEY="sk_test_e2e",
+    env.update(SPACEBRIDGE_DATA_DIR=str(tmp_path / "data"), SPACEBRIDGE_ICE_ALLOWED_NETWORKS=ICE_ALLOWED,
+               STRIPE_API_KEY="sk_test_e2e",
                STRIPE_WEBHOOK_SECRET=SECRET, SPACEBRIDGE_STRIPE_API_BASE=ls.url, SPACEBRIDGE_PORT=str(port))
     serve = subprocess.Popen([sys.executable, "-m", "spacebridge", "serve"], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -4,17 +4,22 @@ Telegram allows about 30 messages a second overall, one a second per private cha
 minute per group, and answers 429 with ``retry_after`` when they are broken. The stock
 ``AIORateLimiter`` is a leaky bucket that lets a full burst through and then drips, which can put
 up to twice the limit into one sliding second; that is enough for Telegram to start throttling a
-broadcast. This limiter instead paces: every send waits for its chat's (or group's) window, then
-for the overall one, and both are measured with a small margin so that jitter between our clock
-and Telegram's arrival time never adds up to a breach. A 429 that arrives anyway pauses every
+broadcast. This limiter instead paces, and counts each request the way Telegram does: on arrival.
+
+We cannot see when a request arrives, only that it arrives after we let it go and before we read
+its answer. So a request holds its place in a window from the moment it is let go until ``span``
+after its answer (``_Window``). However late or bunched requests travel — a busy machine, a
+stalled event loop on either side, a slow connection pool — no ``span``-long stretch at Telegram
+can then hold more than ``cap`` of them. Pacing on top of that (one overall slot every
+``1/overall_per_s``) only spreads a broadcast evenly. A 429 that arrives anyway pauses every
 sender for ``retry_after`` and the request is retried a few times before the caller hears of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +30,8 @@ from telegram.ext import BaseRateLimiter
 
 __all__ = ["BULK", "FloodLimiter", "FloodLimits", "Send", "retry_seconds"]
 
-LIMITED_PREFIXES = ("send", "edit", "copy", "forward", "pin")
+# Bot API methods Telegram counts against the flood limits (deleteMessage and unpinChatMessage too).
+LIMITED_PREFIXES = ("send", "edit", "copy", "forward", "pin", "unpin", "delete")
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,9 @@ class FloodLimits:
     overall_per_s: float = 30.0
     chat_per_s: float = 1.0
     group_per_min: int = 20
-    margin: float = 0.02  # each window is this fraction longer than Telegram's
+    # each window is this fraction longer than Telegram's; arrival jitter needs none (see _Window),
+    # this only absorbs clock granularity
+    margin: float = 0.01
     max_retries: int = 3
 
 
@@ -45,20 +53,69 @@ def retry_seconds(e: RetryAfter) -> float:
     return float(td) if isinstance(td, int | float) else 1.0
 
 
-class _Window:
-    """At most ``cap`` events in any ``span`` seconds (``cap`` 1 is plain pacing)."""
+class _Pace:
+    """One slot every ``span`` seconds, booked when granted: spreads sends evenly, promises nothing."""
 
-    __slots__ = ("cap", "lock", "span", "times")
+    __slots__ = ("last", "span")
+
+    def __init__(self, span: float) -> None:
+        self.span = span
+        self.last: float | None = None
+
+    def delay(self, now: float) -> float:
+        return 0.0 if self.last is None else max(0.0, self.last + self.span - now)
+
+
+class _Window:
+    """At most ``cap`` requests in any ``span`` seconds of their arrival at Telegram.
+
+    A request counts from when it is let go (``take``) until ``span`` after its answer was read
+    (``release``). Any ``span``-long stretch at Telegram holding ``cap + 1`` arrivals would need the
+    last one let go while the other ``cap`` were all in flight or answered less than ``span`` ago,
+    which ``delay`` refuses.
+    """
+
+    __slots__ = ("answered", "cap", "in_flight", "lock", "released", "span")
 
     def __init__(self, cap: int, span: float) -> None:
         self.cap, self.span = cap, span
-        self.times: deque[float] = deque()
+        self.answered: list[float] = []  # heap of answer times
+        self.in_flight = 0
         self.lock = asyncio.Lock()
+        self.released = asyncio.Event()
 
-    def delay(self, now: float) -> float:
-        while self.times and self.times[0] <= now - self.span:
-            self.times.popleft()
-        return 0.0 if len(self.times) < self.cap else self.times[0] + self.span - now
+    def delay(self, now: float) -> float | None:
+        """0 if a request may go now, else seconds to wait; None: wait for an answer."""
+        while self.answered and self.answered[0] <= now - self.span:
+            heapq.heappop(self.answered)
+        if self.in_flight + len(self.answered) < self.cap:
+            return 0.0
+        return self.answered[0] + self.span - now if self.answered else None
+
+    def idle(self, now: float) -> bool:
+        return self.in_flight == 0 and not self.lock.locked() and self.delay(now) == 0.0
+
+    def take(self) -> None:
+        self.in_flight += 1
+
+    def release(self, now: float) -> None:
+        self.in_flight -= 1
+        heapq.heappush(self.answered, now)
+        self.released.set()
+
+    async def wait(self, clock: Callable[[], float]) -> float:
+        """Wait until a request may go; returns the seconds waited (by the schedule, not measured)."""
+        waited = 0.0
+        while True:
+            d = self.delay(clock())
+            if d == 0.0:
+                return waited
+            if d is None:
+                self.released.clear()
+                await self.released.wait()
+            else:
+                waited += d
+                await asyncio.sleep(d)
 
 
 @dataclass(frozen=True)
@@ -79,7 +136,8 @@ class FloodLimiter(BaseRateLimiter[Send]):
         self.limits = limits or FloodLimits()
         self.clock = clock
         m = 1.0 + self.limits.margin
-        self._overall = _Window(1, m / self.limits.overall_per_s)
+        self._pace = _Pace(m / self.limits.overall_per_s)
+        self._overall = _Window(max(1, int(self.limits.overall_per_s)), m)
         self._bulk_gate = asyncio.Lock()
         self._chats: dict[int | str, _Window] = {}
         self._pause_until = 0.0
@@ -102,7 +160,7 @@ class FloodLimiter(BaseRateLimiter[Send]):
         if w is None:
             if len(self._chats) > 50_000:  # forget idle chats rather than grow without bound
                 now = self.clock()
-                for k in [k for k, v in self._chats.items() if not v.lock.locked() and v.delay(now) == 0.0]:
+                for k in [k for k, v in self._chats.items() if v.idle(now)]:
                     del self._chats[k]
             m = 1.0 + self.limits.margin
             is_group = isinstance(key, str) or key < 0
@@ -111,15 +169,16 @@ class FloodLimiter(BaseRateLimiter[Send]):
             self._chats[key] = w
         return w
 
-    async def _wait(self, w: _Window) -> None:
+    async def _paced(self) -> None:
+        """The next overall slot (and the end of any 429 pause)."""
         slot = None
         while True:
             now = self.clock()
-            d = max(w.delay(now), self._pause_until - now)
+            d = max(self._pace.delay(now), self._pause_until - now)
             if d <= 0:
                 # Book the slot we waited for, not the moment the event loop woke us: sleeps overshoot
                 # by a millisecond or so, and booking late would lower the rate by that much per message.
-                w.times.append(now if slot is None else max(slot, now - w.span / 4))
+                self._pace.last = now if slot is None else max(slot, now - self._pace.span / 4)
                 return
             slot = now + d
             self.stats["waited_s"] += d
@@ -128,23 +187,24 @@ class FloodLimiter(BaseRateLimiter[Send]):
     async def _overall_slot(self, bulk: bool) -> None:
         if bulk:  # at most one bulk sender queues for the overall slot: replies never wait behind a broadcast
             async with self._bulk_gate, self._overall.lock:
-                await self._wait(self._overall)
+                await self._take_overall()
         else:
             async with self._overall.lock:
-                await self._wait(self._overall)
+                await self._take_overall()
+
+    async def _take_overall(self) -> None:
+        self.stats["waited_s"] += await self._overall.wait(self.clock)
+        await self._paced()  # the window only empties while we wait: nobody else takes from it
+        self._overall.take()
 
     async def _acquire(self, chat: _Window | None, bulk: bool) -> None:
         if chat is None:
             await self._overall_slot(bulk)
             return
         async with chat.lock:  # waiting for one chat holds up nobody else
-            while True:
-                d = chat.delay(self.clock())
-                if d <= 0:
-                    break
-                await asyncio.sleep(d)
+            self.stats["waited_s"] += await chat.wait(self.clock)
             await self._overall_slot(bulk)
-            chat.times.append(self.clock())
+            chat.take()
 
     async def process_request(
         self,
@@ -159,8 +219,9 @@ class FloodLimiter(BaseRateLimiter[Send]):
         send = rate_limit_args or Send()
         retries = self.limits.max_retries if send.max_retries is None else send.max_retries
         for attempt in range(retries + 1):
+            chat = self._window_for(data.get("chat_id")) if limited else None
             if limited:
-                await self._acquire(self._window_for(data.get("chat_id")), send.bulk)
+                await self._acquire(chat, send.bulk)
                 self.stats["requests"] += 1
             try:
                 return await callback(*args, **kwargs)
@@ -169,4 +230,11 @@ class FloodLimiter(BaseRateLimiter[Send]):
                 self._pause_until = max(self._pause_until, self.clock() + retry_seconds(e) + 0.1)
                 if attempt == retries:
                     raise
+            finally:
+                if limited:  # the answer is in (or the request failed): it arrived by now, if at all
+                    now = self.clock()
+                    self._overall.release(now)
+                    if chat is not None:
+                        chat.release(now)
         raise AssertionError("unreachable")
+

@@ -230,11 +230,14 @@ def add_job_runners(platform: Platform, count: int) -> None:
 
 
 def make_web_app(platform: Platform) -> web.Application:
-    from spacebridge import web_routes
+    from spacebridge import web_routes, web_security
 
     app = web.Application(client_max_size=1024 * 1024)
     app[PLATFORM] = platform
     app[SOCKETS] = Sockets()
+    # security headers on every response; browser sockets only from this instance's own pages
+    web_security.setup(app, lambda: web_security.allowed_origins(
+        platform.settings.public_url, platform.bound_url, platform.settings.allowed_origins))
     web_routes.setup(app)
     return app
 

@@ -10,8 +10,9 @@ from typing import Any
 from aiohttp import web
 
 from adapters.webrtc import STATIC
-from core.errors import DomainError
+from core.errors import DomainError, NotFound
 from core.messages import describe
+from core.model.space import Visibility
 from spacebridge.app import PLATFORM, Platform, database_problem_now
 from spacebridge.doctor import check_data_dir, redis_problem
 
@@ -67,9 +68,17 @@ async def api_spaces(request: web.Request) -> web.Response:
 
 
 async def api_space(request: web.Request) -> web.Response:
+    """One Space. An unlisted one is found only with a join link's token for it (``?t=``); without
+    one the answer is the same as for a Space that does not exist, so ids cannot be probed."""
     p = _platform(request)
+    space_id = request.match_info["space_id"]
     try:
-        view = await p.core.view(request.match_info["space_id"])
+        view = await p.core.view(space_id)
+        if view.space.visibility == Visibility.UNLISTED:
+            try:
+                p.tokens.verify(request.query.get("t", ""), p.core.now(), space_id)
+            except DomainError:
+                raise NotFound("space.not_found", space_id=space_id) from None
     except DomainError as e:
         return web.json_response({"error": {**e.as_dict(), "message": describe(e)}}, status=404)
     return web.json_response(view.as_dict())

@@ -80,6 +80,7 @@ class RecordingPlugin:
                     button="Leave my voice out")
         ctx.command("clip", "Clip the last 30 seconds into a link", self.cmd_clip, button="Clip 30 s")
         ctx.command("recordings", "Replays of this Space", self.cmd_recordings)
+        ctx.route("GET", "/r/replay.js", self.replay_script)  # before /r/{rec_id}: pages run no inline script
         ctx.route("GET", "/r/{rec_id}", self.replay_page)
         ctx.route("GET", "/r/{rec_id}/audio.ogg", self.replay_audio)
         ctx.route("GET", "/r/{rec_id}/timeline.json", self.replay_timeline)
@@ -360,6 +361,9 @@ class RecordingPlugin:
         if meta is None or (kind == "rec" and meta.get("state") != "done"):
             raise web.HTTPNotFound(text="There is no such recording (it may have expired).")
         return meta
+
+    async def replay_script(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "replay.js", headers={"Cache-Control": "no-cache"})
 
     async def replay_page(self, request: web.Request) -> web.StreamResponse:
         await self._meta("rec", request.match_info["rec_id"])

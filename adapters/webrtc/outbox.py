@@ -16,10 +16,11 @@ import json
 import logging
 import math
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMessage, WSMsgType, web
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Outbox:
         self._close: tuple[int, str] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._ending: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()  # the close is done or given up on: the socket's reader should stop too
         self._task = asyncio.create_task(self._write(), name="outbox")
 
     def __len__(self) -> int:
@@ -144,10 +146,14 @@ class Outbox:
     async def _end(self, code: int, reason: str) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-        # a close frame the client does not take in time: aiohttp then drops the connection itself
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.ws.close(code=code, message=reason.encode()[:120])
+        # a close frame the client does not take in time: aiohttp then closes the transport itself
+        # (which still flushes the frame if the client ever reads again)
+        try:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.ws.close(code=code, message=reason.encode()[:120])
+        finally:
+            self.ended.set()
 
     async def shutdown(self) -> None:
         """The socket's life is over: stop writing (a close under way finishes, within its timeout)."""
@@ -160,6 +166,26 @@ class Outbox:
             return
         self._task.cancel()
         await asyncio.wait({self._task})
+
+
+async def receive(ws: web.WebSocketResponse, box: Outbox) -> AsyncIterator[WSMessage]:
+    """The socket's messages until it closes or its outbox gave up on it: a client that stopped
+    reading may never take the close frame, and its handler must not wait for it forever."""
+    ended = asyncio.ensure_future(box.ended.wait())
+    try:
+        while True:
+            message = asyncio.ensure_future(ws.receive())
+            await asyncio.wait({message, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not message.done():
+                message.cancel()
+                await asyncio.wait({message})
+                return
+            msg = message.result()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            yield msg
+    finally:
+        ended.cancel()
 
 
 OUTBOX: web.ResponseKey[Outbox] = web.ResponseKey("outbox", Outbox)

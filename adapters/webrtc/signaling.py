@@ -26,7 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from adapters.webrtc import frames, hls
 from adapters.webrtc.candidates import CandidatePolicy
 from adapters.webrtc.drain import SOCKETS, Sockets
-from adapters.webrtc.outbox import OUTBOX, Limits, dumps, outbox
+from adapters.webrtc.outbox import OUTBOX, Limits, dumps, outbox, receive
 from adapters.webrtc.placement import LocalPlacement, Node, Placement
 from adapters.webrtc.room import MediaError, OpusEncoder, Room
 from core import events as ev
@@ -710,9 +710,9 @@ class Signaling:
     async def _serve(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str) -> None:
         """Answer the socket's frames until it closes. Every reply goes through the socket's outbox; a
         frame that fails gets an error frame (its code only, never internal text) and the socket stays."""
-        outbox(ws, self.rooms.outbox_limits)
+        box = outbox(ws, self.rooms.outbox_limits)
         try:
-            async for msg in ws:
+            async for msg in receive(ws, box):
                 if msg.type != WSMsgType.TEXT:
                     if msg.type == WSMsgType.ERROR:
                         break
@@ -733,7 +733,7 @@ class Signaling:
                     log.debug("the failure in full", exc_info=e)
                     await self._error(ws, Invalid("server.error"), cid)
         finally:
-            await outbox(ws, self.rooms.outbox_limits).shutdown()
+            await box.shutdown()
 
     async def _frame(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str, kind: Any,
                      cid: str | int | None, data: dict[str, Any]) -> None:

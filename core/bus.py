@@ -143,14 +143,14 @@ def redis_prefix(url: str) -> str:
     return f"spacebridge:{int(db) if db.isdigit() else 0}:"
 
 
-def redis_client(url: str) -> Any:
+def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> Any:
     """A Redis client that fails fast instead of waiting: a partitioned Redis (no bytes either way)
     must turn into an error within seconds, which the callers turn into a reconnect with backoff."""
     import redis.asyncio as aioredis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return aioredis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                              retry=Retry(NoBackoff(), 0))
 
 
@@ -176,6 +176,7 @@ class Outage:
     def __init__(self, what: str) -> None:
         self.what = what
         self.down_since: float | None = None
+        self.back_at: float | None = None  # time.monotonic() when it last came back
 
     @property
     def down(self) -> bool:
@@ -188,8 +189,13 @@ class Outage:
 
     def back(self) -> None:
         if self.down_since is not None:
-            log.warning("%s: Redis is back after %.1f s", self.what, time.monotonic() - self.down_since)
+            self.back_at = time.monotonic()
+            log.warning("%s: Redis is back after %.1f s", self.what, self.back_at - self.down_since)
             self.down_since = None
+
+    def back_within(self, seconds: float) -> bool:
+        """Whether it came back less than ``seconds`` ago."""
+        return self.back_at is not None and time.monotonic() - self.back_at < seconds
 
 
 def describe_error(error: BaseException) -> str:

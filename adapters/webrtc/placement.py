@@ -140,6 +140,8 @@ class RedisPlacement:
                  prefix: str | None = None) -> None:
         self.redis_url, self.node, self.media = redis_url, node, media
         self.ttl_ms = int(ttl_s * 1000)
+        # a renewal that waits longer than this is an outage, noticed before the lease runs out
+        self.timeout_s = min(REDIS_TIMEOUT_S, max(0.5, ttl_s / 3))
         self.prefix = f"{redis_prefix(redis_url) if prefix is None else prefix}media"
         self.owned: set[str] = set()
         self.on_lost: Callable[[str], Awaitable[None]] | None = None
@@ -159,7 +161,7 @@ class RedisPlacement:
         return self._redis is not None and not (self.outage.down or self.listener_outage.down)
 
     async def start(self) -> None:
-        self._redis = redis_client(self.redis_url)
+        self._redis = redis_client(self.redis_url, self.timeout_s)
         await self._redis.ping()
         ready = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(ready))
@@ -265,6 +267,10 @@ class RedisPlacement:
                 return self._known[space_id]
             raise
         node = Node.decode(raw) if raw is not None else None
+        if node is None and space_id in self._known and self.outage.back_within(self.ttl_ms / 1000 + self.timeout_s):
+            # Redis just came back and the owner's lease ran out meanwhile: it takes it back within
+            # a renewal or two; don't send everyone's media elsewhere in the meantime
+            return self._known[space_id]
         if node is None:
             self._known.pop(space_id, None)
         else:
@@ -378,7 +384,7 @@ class Duty:
     async def start(self) -> None:
         if not self.redis_url:
             return
-        self._redis = redis_client(self.redis_url)
+        self._redis = redis_client(self.redis_url, min(REDIS_TIMEOUT_S, max(0.5, self.ttl_ms / 3000)))
         await self._step()
         self._task = asyncio.create_task(self._keep())
 

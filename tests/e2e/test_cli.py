@@ -26,6 +26,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "DISCORD_", "TELEGRAM_",
                                                                       "STRIPE_"))}
     env["SPACEBRIDGE_DATA_DIR"] = str(tmp_path / "data")
+    if "SPACEBRIDGE_LOG_FILE" in os.environ:  # the run checks every process's log for secrets (support/logcheck)
+        env["SPACEBRIDGE_LOG_FILE"] = os.environ["SPACEBRIDGE_LOG_FILE"]
     env["SPACEBRIDGE_ICE_ALLOWED_NETWORKS"] = ICE_ALLOWED  # the server contacts loopback candidates only
     env.update(extra)
     return env
@@ -101,7 +103,7 @@ def test_role_is_checked_for_as(sb: Run) -> None:
 
 def test_bad_config_is_named(sb: Run, tmp_path: Path) -> None:
     p = sb("doctor", ok=False, SPACEBRIDGE_PORT="99999")
-    assert "port" in p.stdout and p.returncode == 1
+    assert "port" in p.stdout and p.returncode == 2
     p = sb("space", "list", ok=False, SPACEBRIDGE_DATABASE_URL="mysql://x")
     assert p.returncode == 2 and "database_url" in p.stderr and "sqlite:/// or postgresql://" in p.stderr
     bad = tmp_path / "bad.toml"

@@ -259,8 +259,9 @@ class Room:
             parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
             if parsed.component != 1 or parsed.protocol.lower() not in ("udp", "tcp") or not 0 < parsed.port < 65536:
                 raise ValueError("not an RTP candidate")
-        except (AssertionError, ValueError, IndexError) as e:
-            raise MediaError("candidate.invalid", detail=f"not an ICE candidate line ({e})") from None
+        except (AssertionError, ValueError, IndexError) as e:  # the parser's words stay in the log
+            log.debug("room %s: %s sent an unreadable candidate: %s", self.space_id, pid, e)
+            raise MediaError("candidate.invalid", detail="not an ICE candidate line") from None
         if not self.allowed.allows(parsed.ip):
             part.refused = True
             log.debug("room %s: %s's candidate on %s outside %s dropped", self.space_id, pid, parsed.ip,

@@ -13,6 +13,7 @@ Discord bot tokens, passwords in URLs, ``Authorization`` values), configured or 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -191,15 +192,16 @@ def setup(settings: Settings, *, console: bool) -> None:
     if settings.log_file:
         from spacebridge.config import ConfigError
 
-        path = Path(settings.log_file).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(path, encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"log_file: cannot append to {path} ({e.strerror or e}); point "
-                              "SPACEBRIDGE_LOG_FILE at a writable file or leave it empty") from None
-        handler.setFormatter(logging.Formatter(FORMAT))
-        if not console:
-            handler.setLevel(logging.WARNING)  # what a CLI command would print to stderr anyway
-        root.addHandler(handler)
+        path = Path(os.path.abspath(Path(settings.log_file).expanduser()))
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == str(path) for h in root.handlers):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handler = logging.FileHandler(path, encoding="utf-8")
+            except OSError as e:
+                raise ConfigError(f"log_file: cannot append to {path} ({e.strerror or e}); point "
+                                  "SPACEBRIDGE_LOG_FILE at a writable file or leave it empty") from None
+            handler.setFormatter(logging.Formatter(FORMAT))
+            if not console:
+                handler.setLevel(logging.WARNING)  # what a CLI command would print to stderr anyway
+            root.addHandler(handler)
     install(secrets_of(settings))

@@ -22,6 +22,15 @@ from tests.support import services
 pytest_plugins = ["tests.support.netguard.plugin"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _secrets_never_logged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every log line of the run (in process, and from every spacebridge subprocess) is checked for
+    secrets at the end; one holding a token or key fails the run (tests/support/logcheck.py)."""
+    from tests.support import logcheck
+
+    yield from logcheck.session(request.config, tmp_path_factory.mktemp("logs"))
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     services.require("postgresql")

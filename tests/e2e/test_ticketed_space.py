@@ -28,7 +28,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LocalStripe]]:
     ls = LocalStripe()
     asyncio.run(ls.start())
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "STRIPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "STRIPE_"))
+           or k == "SPACEBRIDGE_LOG_FILE"}  # the run checks every process's log for secrets (support/logcheck)
     env.update(SPACEBRIDGE_DATA_DIR=str(tmp_path / "data"), SPACEBRIDGE_ICE_ALLOWED_NETWORKS=ICE_ALLOWED,
                STRIPE_API_KEY="sk_test_e2e",
                STRIPE_WEBHOOK_SECRET=SECRET, SPACEBRIDGE_STRIPE_API_BASE=ls.url, SPACEBRIDGE_PORT=str(port))

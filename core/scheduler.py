@@ -6,9 +6,13 @@ every transaction with ``BEGIN IMMEDIATE``, which serialises claims the same way
 
 Delivery is at-least-once: a runner killed mid-batch leaves its jobs leased, and they come back
 when the lease expires. Each job is marked done as soon as its handler returns (group-committed with
-the jobs that finished alongside it, see ``_Marks``), so what a crash can repeat is only what was
-sent but not yet marked: about one message per runner at a platform's pace, never the claimed batch.
-The dedupe key travels with each job so receivers can drop a repeat.
+the jobs that finished alongside it, see ``_Marks``), so a crash repeats only what was done but not
+yet marked, never the claimed batch. Deliveries (``notify.deliver.*``: a DM cannot be taken back)
+run one after another per runner, each marked before the next is sent: a crash repeats at most one
+DM per runner. Their pace is the platform's rate limit anyway (the notifier's limiter books the
+interval from the previous send, so the commit in between costs nothing while a send and a commit
+take less than the interval; otherwise run more job workers). The dedupe key travels with each job
+so receivers that can drop a repeat do.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,10 +69,8 @@ class _Marks:
     """Group-commits a batch's outcomes while the batch runs: each job is marked done (or due again)
     right after its handler returns, in one statement with whatever finished alongside it.
 
-    A runner killed mid-batch repeats only the jobs whose handler had returned but whose mark was
-    not yet committed (one commit's worth: with a platform's pacing, at most about one message),
-    not the whole claimed batch. A failed commit leaves those jobs leased: they come back after
-    the lease, as after a crash.
+    ``add`` returns a future that resolves once that outcome is committed (or given up on: a failed
+    commit leaves those jobs leased, and they come back after the lease, as after a crash).
     """
 
     def __init__(self, finish: Finish, worker_id: str) -> None:
@@ -76,27 +78,36 @@ class _Marks:
         self._done: list[int] = []
         self._missed: list[Job] = []
         self._later: list[Later] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, *, done: int | None = None, missed: list[Job] | None = None, later: Later | None = None) -> None:
+    def add(self, *, done: int | None = None, missed: list[Job] | None = None,
+            later: Later | None = None) -> asyncio.Future[None]:
         if done is not None:
             self._done.append(done)
         if missed:
             self._missed.extend(missed)
         if later is not None:
             self._later.append(later)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name=f"jobs:{self._worker_id}:marks")
+        return waiter
 
     async def _flush(self) -> None:
-        while self._done or self._missed or self._later:
-            done, missed, later = self._done, self._missed, self._later
-            self._done, self._missed, self._later = [], [], []
+        while self._waiters:
+            done, missed, later, waiters = self._done, self._missed, self._later, self._waiters
+            self._done, self._missed, self._later, self._waiters = [], [], [], []
             try:
                 await self._finish(done, missed, later)
             except Exception:
                 log.exception("job runner %s: could not mark %d jobs; they run again after their lease",
                               self._worker_id, len(done) + len(missed) + len(later))
+            finally:
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
 
     async def close(self) -> None:
         """Wait until every outcome added so far is committed (or given up on)."""
@@ -109,7 +120,7 @@ class JobRunner:
                  clock: Clock, *, worker_id: str, batch_size: int = 200, lease_s: float = 60.0,
                  grace: Mapping[str, timedelta] | None = None, default_grace: timedelta = timedelta(minutes=15),
                  poll_interval_s: float = 0.5, concurrency: int = 64, backoff_base_s: float = 2.0,
-                 backoff_max_s: float = 900.0) -> None:
+                 backoff_max_s: float = 900.0, one_at_a_time: Collection[str] = ("notify.deliver",)) -> None:
         self.sm = sessionmaker
         self.handlers = dict(handlers)
         self.clock = clock
@@ -120,6 +131,9 @@ class JobRunner:
         self.default_grace = default_grace
         self.poll_interval_s = poll_interval_s
         self.concurrency = concurrency
+        # Kinds (and their ``kind.*`` sub-kinds) whose effect no receiver can drop as a repeat (a DM):
+        # run one after another, each marked before the next starts, so a crash repeats at most one.
+        self.one_at_a_time = tuple(one_at_a_time)
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._wake = asyncio.Event()
@@ -198,6 +212,9 @@ class JobRunner:
             )).all()
         return [Job(r.id, r.kind, r.payload, r.attempts, r.due_at, r.dedupe_key, r.group_key) for r in rows]
 
+    def _one_at_a_time(self, kind: str) -> bool:
+        return any(kind == k or kind.startswith(k + ".") for k in self.one_at_a_time)
+
     async def run_once(self) -> int:
         jobs = await self.claim()
         if not jobs:
@@ -206,30 +223,53 @@ class JobRunner:
         missed = [j for j in jobs if now - j.due_at > self.grace.get(j.kind, self.default_grace)]
         runnable = [j for j in jobs if j not in missed]
         sem = asyncio.Semaphore(self.concurrency)
+        serial = asyncio.Lock()
         marks = _Marks(self._finish, self.worker_id)
         if missed:
             marks.add(missed=missed)
 
-        async def one(job: Job) -> None:
+        async def run(job: Job) -> asyncio.Future[None]:
             handler = self.handlers.get(job.kind)
+            try:
+                if handler is None:
+                    raise Retry(60.0, f"no handler for {job.kind!r} in this process")
+                await handler(job)
+                return marks.add(done=job.id)
+            except Unreachable:
+                self.stats["unreachable"] += 1
+                return marks.add(done=job.id)
+            except Retry as r:
+                return marks.add(later=(job, r.after_s, str(r)))
+            except Exception as e:
+                log.warning("job %s (%s) failed: %r", job.id, job.kind, e)
+                return marks.add(later=(job, None, f"{type(e).__name__}: {e}"[:2000]))
+
+        renewed = [now]
+
+        async def one(job: Job) -> None:
+            if self.clock.now() - renewed[0] > self.lease / 2:  # a long batch keeps its lease
+                renewed[0] = self.clock.now()
+                await self._renew()
+            if self._one_at_a_time(job.kind):
+                async with serial:  # the next one starts only once this one's outcome is committed
+                    await (await run(job))
+                return
             async with sem:
-                try:
-                    if handler is None:
-                        raise Retry(60.0, f"no handler for {job.kind!r} in this process")
-                    await handler(job)
-                    marks.add(done=job.id)
-                except Unreachable:
-                    self.stats["unreachable"] += 1
-                    marks.add(done=job.id)
-                except Retry as r:
-                    marks.add(later=(job, r.after_s, str(r)))
-                except Exception as e:
-                    log.warning("job %s (%s) failed: %r", job.id, job.kind, e)
-                    marks.add(later=(job, None, f"{type(e).__name__}: {e}"[:2000]))
+                await run(job)
 
         await asyncio.gather(*(one(j) for j in runnable))
         await marks.close()
         return len(jobs)
+
+    async def _renew(self) -> None:
+        """Extend the lease of every job this runner still holds (a batch of DMs paced by the
+        platform may outlast one lease; another runner must not take them meanwhile)."""
+        try:
+            async with self.sm() as s, s.begin():
+                await s.execute(update(JobRow).where(JobRow.lease_owner == self.worker_id, JobRow.status == "running")
+                                .values(lease_expires_at=self.clock.now() + self.lease))
+        except Exception:
+            log.exception("job runner %s: could not renew its leases", self.worker_id)
 
     async def _finish(self, done: list[int], missed: list[Job], later: list[Later]) -> None:
         now = self.clock.now()

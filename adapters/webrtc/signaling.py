@@ -748,6 +748,8 @@ class Signaling:
             await self._command(ws, space_id, actor, role, data)
         elif kind == "ping":
             self.rooms.send(ws, {"type": "pong", "id": cid})
+        elif kind == "leave":  # explicit: the person leaves, then the socket closes 1000 (a close alone is not this)
+            await self._leave(ws, space_id, actor, role)
         else:
             raise Invalid("protocol.unknown_type", type=str(kind)[:40])
 

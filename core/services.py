@@ -164,7 +164,8 @@ class AccessCache:
     (here or, through the bus, in another process), and by a TTL as a backstop.
     """
 
-    REVOKING = ("participant.left", "account.blocked", "space.ended", "ticket.changed")
+    # bus.gap: another process's events were lost (Redis was away too long), revocations maybe among them
+    REVOKING = ("participant.left", "account.blocked", "space.ended", "ticket.changed", "bus.gap")
 
     def __init__(self, ttl_s: float = 60.0, max_entries: int = 200_000) -> None:
         self.ttl_s, self.max_entries = ttl_s, max_entries
@@ -190,7 +191,9 @@ class AccessCache:
             del self._until[key]
 
     def on_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.SpaceEnded):
+        if event.name == "bus.gap":
+            self._until.clear()  # every grant is read again from the database on next use
+        elif isinstance(event, ev.SpaceEnded):
             self.revoke_space(event.space_id)
         elif isinstance(event, ev.ParticipantLeft | ev.AccountBlocked):
             self.revoke(event.space_id, event.account_id)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from core.bus import RedisBus
+from core.bus import RedisBus, redis_prefix
 from core.clock import SystemClock
 from core.model.accounts import Actor
 from core.services import Core
@@ -196,7 +196,7 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
         await offer_until_answered(speaker)
         await offer_until_answered(listener)
         assert await hears(listener.client, 440, 10), "the listener on B does not hear the speaker on A"
-        owner = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
+        owner = await aioredis.from_url(REDIS_URL).get(redis_prefix(REDIS_URL) + f"media:space:{space.id}")
         assert owner is not None and a.url.encode() in owner
 
         # the host starts recording from a page served by B: B's recorder reads A's room over the
@@ -239,7 +239,7 @@ async def test_two_processes_share_events_jobs_and_media(shared: dict[str, Any])
         await offer_until_answered(listener)
         assert await hears(listener.client, 440, 15), "no audio after the media process died"
         moved_after = time.monotonic() - killed
-        owner = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
+        owner = await aioredis.from_url(REDIS_URL).get(redis_prefix(REDIS_URL) + f"media:space:{space.id}")
         assert owner is not None and b.url.encode() in owner
         assert moved_after < LEASE_S + 15
         for p in (speaker, listener, speaker_again, desk):
@@ -361,7 +361,7 @@ async def test_the_reference_deployment_survives_losing_a_media_process(shared: 
             listener.start()
             try:
                 await until(lambda: listener.hears(440), 20, "the listener never heard the speaker")
-                raw = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
+                raw = await aioredis.from_url(REDIS_URL).get(redis_prefix(REDIS_URL) + f"media:space:{space.id}")
                 assert raw is not None
                 owner = a if a.url.encode() in raw else b
                 other = b if owner is a else a
@@ -380,7 +380,7 @@ async def test_the_reference_deployment_survives_losing_a_media_process(shared: 
                 await owner.proc.wait()
                 await until(lambda: not listener.hears(440), 10, "audio did not stop with its process")
                 await until(lambda: listener.hears(440), LEASE_S + 20, "no audio after losing the media process")
-                raw = await aioredis.from_url(REDIS_URL).get(f"spacebridge:media:space:{space.id}")
+                raw = await aioredis.from_url(REDIS_URL).get(redis_prefix(REDIS_URL) + f"media:space:{space.id}")
                 assert raw is not None and other.url.encode() in raw
             finally:
                 await speaker.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import signal
 import subprocess
 import sys
@@ -22,13 +23,21 @@ from core.model.accounts import Actor
 from core.services import Core
 from core.storage import jobs
 from core.storage.engine import make_engine, make_sessionmaker
-from tests.e2e.test_cli import ROOT, _env
 from tests.support.telegram_fake import FakeBotAPI, Limits
 
 FOLLOWERS = 200  # one claimed batch (JobRunner's default batch_size): the old runner repeated all of it
 WORKERS = 1
 LEASE_S = 5.0  # the smallest lease serve accepts: the dead process's jobs come back quickly
 FIRST_FAN = 10_000
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any Spacebridge or platform setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "DISCORD_", "TELEGRAM_",
+                                                                      "STRIPE_"))}
+    env["SPACEBRIDGE_DATA_DIR"] = str(tmp_path / "data")
+    return {**env, **extra}
 
 
 async def _seed(url: str) -> str:

@@ -30,6 +30,7 @@ from adapters.webrtc.outbox import OUTBOX, Limits, dumps, outbox, receive
 from adapters.webrtc.placement import LocalPlacement, Node, Placement
 from adapters.webrtc.room import MediaError, OpusEncoder, Room
 from core import events as ev
+from core.bus import BusGap
 from core.errors import Conflict, DomainError, Forbidden, Invalid
 from core.ids import new_id
 from core.messages import describe
@@ -225,6 +226,10 @@ class Rooms:
                 outbox(ws, self.outbox_limits).put(frame, supersedes=kind)
 
     async def on_event(self, event: ev.Event) -> None:
+        if isinstance(event, BusGap):  # another process's events were lost: every page here reads afresh
+            for sid in list(self.sockets):
+                self._spawn(self._resync(sid))
+            return
         space_id = getattr(event, "space_id", None)
         if space_id is None or (space_id not in self.sockets and space_id not in self.rooms):
             return
@@ -485,6 +490,11 @@ class Rooms:
             room.tick_taps.unsubscribe(key)
             await ws.close()
         return ws
+
+    async def _resync(self, space_id: str) -> None:
+        """The Space's whole view to its sockets here, in place of events that never arrived."""
+        with contextlib.suppress(DomainError):
+            await self._broadcast(space_id, {"type": "space", "space": (await self.core.view(space_id)).as_dict()})
 
     async def _sync_publishers(self, space_id: str) -> None:
         room = self.rooms.get(space_id)
@@ -748,6 +758,8 @@ class Signaling:
             await self._command(ws, space_id, actor, role, data)
         elif kind == "ping":
             self.rooms.send(ws, {"type": "pong", "id": cid})
+        elif kind == "sync":  # the whole Space now, e.g. after events a client could not apply
+            self.rooms.send(ws, {"type": "space", "id": cid, "space": (await self.core.view(space_id)).as_dict()})
         elif kind == "leave":  # explicit: the person leaves, then the socket closes 1000 (a close alone is not this)
             await self._leave(ws, space_id, actor, role)
         else:

@@ -142,10 +142,8 @@ function comment(c) {
   box.scrollTop = box.scrollHeight;
 }
 
-async function refresh() {
-  const r = await fetch(`/api/spaces/${spaceId}`); if (!r.ok) return;
-  const s = await r.json(); state.space = s; Object.assign(state.names, s.names || {}); render();
-}
+// the whole Space again, over the socket (it answers "space"): works for unlisted Spaces and long stays alike
+function refresh() { send({ type: "sync" }); }
 
 function onEvent(e) {
   const s = state.space;
@@ -304,9 +302,10 @@ function connect() {
       case "answer":  // only the answer to our latest offer (we may have offered again meanwhile)
         if (state.pc && msg.id === state.offer) await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch(() => startMedia(onStage()));
         break;
-      case "renegotiate": state.role = msg.role; await startMedia(msg.publish); await refresh(); break;
+      case "renegotiate": state.role = msg.role; await startMedia(msg.publish); refresh(); break;
       case "reconnect_media": if (!state.hls) await startMedia(onStage()); break;
       case "hls": await startHls(msg.url); break;
+      case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); render(); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;
       case "error":

@@ -11,7 +11,7 @@ its answer. So a request holds its place in a window from the moment it is let g
 after its answer (``_Window``). However late or bunched requests travel — a busy machine, a
 stalled event loop on either side, a slow connection pool — no ``span``-long stretch at Telegram
 can then hold more than ``cap`` of them. Pacing on top of that (one overall slot every
-``1/overall_per_s``) only spreads a broadcast evenly. A 429 that arrives anyway pauses every
+``1/overall_per_s``, a few saved up while idle) only spreads a broadcast evenly. A 429 that arrives anyway pauses every
 sender for ``retry_after`` and the request is retried a few times before the caller hears of it.
 """
 
@@ -42,6 +42,7 @@ class FloodLimits:
     # each window is this fraction longer than Telegram's; arrival jitter needs none (see _Window),
     # this only absorbs clock granularity
     margin: float = 0.01
+    burst: int = 5  # overall slots an idle moment may save up (the 30/s window still holds)
     max_retries: int = 3
 
 
@@ -54,16 +55,29 @@ def retry_seconds(e: RetryAfter) -> float:
 
 
 class _Pace:
-    """One slot every ``span`` seconds, booked when granted: spreads sends evenly, promises nothing."""
+    """Spreads sends: one slot every ``span`` seconds, and up to ``burst`` slots saved by idle moments,
+    so a short pause in the work (a batch of jobs being claimed) is caught up. It promises nothing
+    about Telegram's limits; the windows do."""
 
-    __slots__ = ("last", "span")
+    __slots__ = ("at", "burst", "span", "tokens")
 
-    def __init__(self, span: float) -> None:
-        self.span = span
-        self.last: float | None = None
+    def __init__(self, span: float, burst: int) -> None:
+        self.span, self.burst = span, burst
+        self.tokens = float(burst)
+        self.at: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self.at is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.at) / self.span)
+        self.at = now
 
     def delay(self, now: float) -> float:
-        return 0.0 if self.last is None else max(0.0, self.last + self.span - now)
+        self._refill(now)
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) * self.span
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self.tokens -= 1.0
 
 
 class _Window:
@@ -136,7 +150,7 @@ class FloodLimiter(BaseRateLimiter[Send]):
         self.limits = limits or FloodLimits()
         self.clock = clock
         m = 1.0 + self.limits.margin
-        self._pace = _Pace(m / self.limits.overall_per_s)
+        self._pace = _Pace(m / self.limits.overall_per_s, self.limits.burst)
         self._overall = _Window(max(1, int(self.limits.overall_per_s)), m)
         self._bulk_gate = asyncio.Lock()
         self._chats: dict[int | str, _Window] = {}
@@ -171,16 +185,12 @@ class FloodLimiter(BaseRateLimiter[Send]):
 
     async def _paced(self) -> None:
         """The next overall slot (and the end of any 429 pause)."""
-        slot = None
         while True:
             now = self.clock()
             d = max(self._pace.delay(now), self._pause_until - now)
             if d <= 0:
-                # Book the slot we waited for, not the moment the event loop woke us: sleeps overshoot
-                # by a millisecond or so, and booking late would lower the rate by that much per message.
-                self._pace.last = now if slot is None else max(slot, now - self._pace.span / 4)
+                self._pace.take(now)
                 return
-            slot = now + d
             self.stats["waited_s"] += d
             await asyncio.sleep(d)
 

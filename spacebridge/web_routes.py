@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
+from yarl import URL
 
 from adapters.webrtc import STATIC
+from adapters.webrtc.hls import TOKEN_PARAM, rewrite_playlist
 from core.errors import DomainError, NotFound
 from core.messages import describe
 from core.model.space import Visibility
@@ -114,19 +118,54 @@ HLS_NAME = re.compile(r"^(index\.m3u8|init\.mp4|s\d{1,20}\.m4s)$")
 HLS_KEY = re.compile(r"^[a-z0-9]{1,40}-[0-9a-f]{20}$")
 
 
+def _hls_allowed(request: web.Request, key: str, name: str, token: str) -> None:
+    """404 for what is not a Space's HLS file, 403 without a valid, unrevoked token for that Space
+    (adapters/webrtc/hls.HlsAccess): no database, one HMAC and a dict lookup per request."""
+    rooms = _platform(request).rooms
+    if rooms.hls_dir is None or not HLS_KEY.match(key) or not HLS_NAME.match(name):
+        raise web.HTTPNotFound()
+    space_id = key.rsplit("-", 1)[0]
+    if not hmac.compare_digest(rooms.hls_key(space_id), key):
+        raise web.HTTPNotFound()
+    if rooms.hls_access.subject(space_id, token) is None:
+        raise web.HTTPForbidden(text="this HLS link has expired or is not yours; the room page gets a new one",
+                                headers={"Cache-Control": "no-store"})
+
+
 async def hls_file(request: web.Request) -> web.StreamResponse:
-    """The HLS files the media process writes (nginx or a CDN does this in a big deployment)."""
+    """The HLS files the media process writes, for the holder of a valid token (``?t=``); the
+    playlist comes back with that token on every segment. nginx does this in a big deployment
+    (``hls_auth``, docs/deploy.md)."""
     hls_dir = _platform(request).rooms.hls_dir
     key, name = request.match_info["key"], request.match_info["name"]
-    if hls_dir is None or not HLS_KEY.match(key) or not HLS_NAME.match(name):
-        raise web.HTTPNotFound()
+    token = request.query.get(TOKEN_PARAM, "")
+    _hls_allowed(request, key, name, token)
+    assert hls_dir is not None
     path = hls_dir / key / name
     if not path.is_file():
         raise web.HTTPNotFound()
+    if name.endswith(".m3u8"):  # changes every segment; per person (the token is in it)
+        try:
+            text = await asyncio.to_thread(path.read_text)
+        except OSError:
+            raise web.HTTPNotFound() from None
+        return web.Response(text=rewrite_playlist(text, urlencode({TOKEN_PARAM: token})),
+                            content_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-cache"})
     response = web.FileResponse(path)
-    # the playlist changes every segment; segments never change once written
-    response.headers["Cache-Control"] = "no-cache" if name.endswith(".m3u8") else "public, max-age=60"
+    # segments never change once written; private: a shared cache must not hand them to people unchecked
+    response.headers["Cache-Control"] = "private, max-age=60"
     return response
+
+
+async def hls_auth(request: web.Request) -> web.Response:
+    """nginx's ``auth_request`` for /hls/: 204 if the original request (``X-Original-URI``) may be
+    served, else 403 (or 404); nginx then serves the file itself."""
+    url = URL(request.headers.get("X-Original-URI", ""))
+    parts = url.path.split("/")
+    if len(parts) != 4 or parts[1] != "hls":
+        raise web.HTTPNotFound()
+    _hls_allowed(request, parts[2], parts[3], url.query.get(TOKEN_PARAM, ""))
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
 
 def setup(app: web.Application) -> None:
@@ -164,6 +203,7 @@ def setup(app: web.Application) -> None:
     if p.rooms.hls_dir is not None:
         p.rooms.hls_dir.mkdir(parents=True, exist_ok=True)
         app.router.add_get("/hls/{key}/{name}", hls_file)
+        app.router.add_get("/hls-auth", hls_auth)  # nginx auth_request (docs/deploy.md)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/spaces", api_spaces)

@@ -19,8 +19,10 @@ directory; the app serves it too, at ``/hls/<space_id>/index.m3u8``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fractions
+import hmac
 import logging
 import mimetypes
 import queue
@@ -145,3 +147,85 @@ def remove_stale(root: Path, older_than_s: float) -> int:
             remove(d)
             gone += 1
     return gone
+
+
+# ---- who may fetch: per-person, short-lived, revocable URLs ------------------------------------------
+TOKEN_TTL_S = 60  # a grant's life; the page asks for a fresh one over its socket before it runs out
+TOKEN_PARAM = "t"
+_REVOKES = ("participant.left", "account.blocked", "ticket.changed")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class HlsAccess:
+    """Signs and checks the ``?t=`` token of every HLS request: bound to one Space, one person
+    (account id, or a guest's connection id), the time it was issued and its expiry.
+
+    A token is given only after the same access check as an offer (signaling); every request then
+    costs an HMAC and one dict lookup here, no database: ``revoked`` remembers, per Space and person,
+    when access was last taken away (a refund, a block, a removal, leaving), fed by the bus's events
+    from every process. Tokens issued before that moment are refused; a person let back in gets a
+    new one. Entries older than a token's life are forgotten (such tokens have expired anyway)."""
+
+    def __init__(self, key: str, ttl_s: int = TOKEN_TTL_S) -> None:
+        self._key = hmac.new(key.encode(), b"spacebridge-hls-access", "sha256").digest()
+        self.ttl_s = ttl_s
+        self.revoked: dict[tuple[str, str], float] = {}
+
+    def _sign(self, space_id: str, subject: str, issued_ms: int, expires: int) -> str:
+        msg = f"{space_id}|{subject}|{issued_ms}|{expires}".encode()
+        return _b64(hmac.new(self._key, msg, "sha256").digest()[:16])
+
+    def issue(self, space_id: str, subject: str, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        issued_ms, expires = int(now * 1000), int(now) + self.ttl_s
+        return f"{_b64(subject.encode())}.{issued_ms}.{expires}.{self._sign(space_id, subject, issued_ms, expires)}"
+
+    def subject(self, space_id: str, token: str, now: float | None = None) -> str | None:
+        """Whose valid token ``token`` is for ``space_id``, or None (forged, another Space's, expired,
+        revoked, malformed)."""
+        now = time.time() if now is None else now
+        parts = token.split(".") if 0 < len(token) <= 400 else []
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        try:
+            subject = _unb64(parts[0]).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        issued_ms, expires = int(parts[1]), int(parts[2])
+        if not hmac.compare_digest(parts[3], self._sign(space_id, subject, issued_ms, expires)):
+            return None
+        if expires < now or issued_ms / 1000 <= self.revoked.get((space_id, subject), 0.0):
+            return None
+        return subject
+
+    def revoke(self, space_id: str, subject: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if len(self.revoked) >= 10_000:
+            self.revoked = {k: t for k, t in self.revoked.items() if t > now - self.ttl_s}
+        self.revoked[(space_id, subject)] = now
+
+    async def on_event(self, event: Any) -> None:
+        """Bus handler: access taken away (a paid ticket never revokes; other states may have)."""
+        if getattr(event, "name", None) not in _REVOKES or getattr(event, "status", None) == "paid":
+            return
+        self.revoke(event.space_id, event.account_id)
+
+
+def rewrite_playlist(text: str, query: str) -> str:
+    """The playlist as written, with ``?<query>`` on every segment and on the init segment's URI, so
+    a player's relative requests carry the person's token (nginx's ``sub_filter`` does the same)."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            line = f"{line}?{query}"
+        elif line.startswith("#EXT-X-MAP:"):
+            line = line.replace('.mp4"', f'.mp4?{query}"')
+        out.append(line)
+    return "\n".join(out) + "\n"

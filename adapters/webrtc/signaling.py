@@ -59,6 +59,13 @@ WORDING = {
 }
 
 
+# the ``access.revoked`` error frame's sentence, by what took access away (then the socket closes 4001)
+REVOKED = {
+    "ticket.refunded": "Your ticket was refunded, so your place in this Space has ended.",
+    "removed": "A moderator removed you from this Space.",
+    "blocked": "The host has blocked you from their Spaces.",
+    "other": "Your access to this Space has ended.",
+}
 _TICK_HEAD = struct.Struct("<QH")
 _PCM_BYTES = FRAME_SAMPLES * 2
 
@@ -156,7 +163,9 @@ class Rooms:
         self._closed = False
         self.placement.on_lost = self._lost
         self.placement.on_relay = self._broadcast
+        self.hls_access = hls.HlsAccess(internal_key)  # every HLS request's token (any web process checks it)
         core.bus.subscribe(self.on_event)
+        core.bus.subscribe(self.hls_access.on_event)
 
     @property
     def distributed(self) -> bool:
@@ -202,6 +211,13 @@ class Rooms:
     def hls_url(self, space_id: str) -> str:
         return f"/hls/{self.hls_key(space_id)}/{hls.PLAYLIST}"
 
+    def hls_grant(self, space_id: str, subject: str, url: str, reason: str, cid: Any = None) -> dict[str, Any]:
+        """The ``hls`` frame for one person whose access was just checked: the playlist URL with their
+        own short-lived token (segments listed in it carry it too) and when to ask for a fresh one."""
+        token = self.hls_access.issue(space_id, subject)
+        return {"type": "hls", "url": f"{url}?{hls.TOKEN_PARAM}={token}", "reason": reason,
+                "expires_in_s": self.hls_access.ttl_s, "id": cid}
+
     async def _levels(self, space_id: str, levels: dict[str, float]) -> None:
         message = {"type": "levels", "levels": levels}
         await self._broadcast(space_id, message)
@@ -240,7 +256,14 @@ class Rooms:
             if target is not None:
                 self.send(target, {"type": "event", "event": event.to_dict()})
             return
+        if isinstance(event, ev.TicketChanged):
+            await self._ticket_changed(event)
+            return
         await self._broadcast(space_id, {"type": "event", "event": event.to_dict()})
+        if isinstance(event, ev.ParticipantLeft) and event.reason in ("removed", "blocked"):
+            await self.cut_off(space_id, event.account_id, event.reason)
+        elif isinstance(event, ev.AccountBlocked):
+            await self.cut_off(space_id, event.account_id, "blocked")
         if isinstance(event, ev.RoleChanged):
             target = self.sockets.get(space_id, {}).get(event.account_id)
             if target is not None:
@@ -255,6 +278,38 @@ class Rooms:
             self.media_at.pop(space_id, None)
             for ws in list(self.sockets.pop(space_id, {}).values()):
                 outbox(ws, self.outbox_limits).close(4000, "space ended")  # after the space.ended event
+
+    async def _ticket_changed(self, event: ev.TicketChanged) -> None:
+        """A ticket's news goes to its owner and the Space's moderators only (it names a buyer); a
+        ticket that stopped being paid cuts its owner off at once if that took their access away."""
+        space_id, owner = event.space_id, event.account_id
+        here = self.sockets.get(space_id, {})
+        if here:
+            space = (await self.core.view(space_id)).space
+            frame = dumps({"type": "event", "event": event.to_dict()})
+            for pid, ws in list(here.items()):
+                if pid in (owner, space.host_id) or pid in space.cohosts:
+                    outbox(ws, self.outbox_limits).put(frame)
+        room = self.rooms.get(space_id)
+        if event.status == "paid" or (owner not in here and (room is None or owner not in room.participants)):
+            return
+        try:
+            await self.core.may_join(owner, space_id)
+        except Forbidden:
+            await self.cut_off(space_id, owner, f"ticket.{event.status}")
+
+    async def cut_off(self, space_id: str, pid: str, reason: str) -> None:
+        """Access was taken away (a refund, a block, a removal): the person's media here leaves the
+        room now, and their socket here gets an ``access.revoked`` error frame, then close 4001 (a page
+        does not reconnect on it). Their HLS tokens are refused from the same event (``HlsAccess``)."""
+        with contextlib.suppress(Exception):  # the media side may be gone already (moved, ended)
+            await self.leave(space_id, pid)
+        ws = self.sockets.get(space_id, {}).get(pid)
+        if ws is None:
+            return
+        self.send(ws, {"type": "error", "id": None, "code": "access.revoked",
+                       "message": REVOKED.get(reason, REVOKED["other"]), "data": {"reason": reason}})
+        outbox(ws, self.outbox_limits).close(4001, "access.revoked")
 
     # ---- placement: which process's room a participant's media goes to ------------------------------
     async def offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
@@ -698,13 +753,9 @@ class Signaling:
             raise ValueError("no hello")
         grant = self.tokens.verify(str(data.get("token", "")), self.core.now(), space_id=space_id)
         if grant.account_id is None:
-            view = await self.core.view(space_id)
-            if view.space.visibility.value != "public":
-                raise Forbidden("space.guests_not_allowed", space_id=space_id)
             actor = Actor(account_id=f"guest-{id(ws):x}", platform="web")
-            if view.space.state != SpaceState.LIVE:
-                code = "space.not_live" if view.space.state == SpaceState.SCHEDULED else "space.ended"
-                raise Conflict(code, space_id=space_id, state=view.space.state.value)
+            await self._entitled(space_id, actor, "guest")  # public, no tickets, live: as at every offer
+            view = await self.core.view(space_id)
             await ws.send_json({"type": "welcome", "you": {"account_id": None, "role": "guest"},
                                 "space": view.as_dict(), "commands": []})
             return actor, "guest"
@@ -752,8 +803,7 @@ class Signaling:
         elif kind == "candidate":
             await self._candidate(space_id, actor, data)
         elif kind == "hls":
-            result = await self.rooms.listen_hls(space_id, actor.account_id)
-            self.rooms.send(ws, {"type": "hls", "url": result["hls"], "reason": result["reason"], "id": cid})
+            await self._hls(ws, space_id, actor, role, cid, data)
         elif kind == "command":
             await self._command(ws, space_id, actor, role, data)
         elif kind == "ping":
@@ -770,14 +820,44 @@ class Signaling:
         sdp = data.get("sdp")
         if not isinstance(sdp, str):
             raise MediaError("sdp.invalid", detail="an offer needs an sdp string")
+        await self._entitled(space_id, actor, role)
         result = await self.rooms.offer(space_id, actor.account_id, sdp)
         self._offered.add(ws)
         cid = frames.request_id(data)
         if "hls" in result:
-            self.rooms.send(ws, {"type": "hls", "url": result["hls"], "reason": result["reason"], "id": cid})
+            self.rooms.send(ws, self.rooms.hls_grant(space_id, actor.account_id, result["hls"], result["reason"], cid))
             return
         # the offer's id comes back, so a client that offered again meanwhile knows which answer is whose
         self.rooms.send(ws, {"type": "answer", "sdp": result["sdp"], "publish": result["publish"], "id": cid})
+
+    async def _entitled(self, space_id: str, actor: Actor, role: str) -> None:
+        """The join rule again, at every offer and HLS grant (access can end while a socket is open):
+        a paid, unrefunded ticket where one is needed, not blocked, not removed; a guest only in a
+        live public Space that sells no tickets."""
+        if role != "guest":
+            await self.core.may_join(actor.account_id, space_id)
+            return
+        space = (await self.core.view(space_id)).space
+        if space.visibility.value != "public":
+            raise Forbidden("space.guests_not_allowed", space_id=space_id)
+        if space.ticketing is not None:
+            raise Forbidden("ticket.required", space_id=space_id, price_minor=space.ticketing.price_minor,
+                            currency=space.ticketing.currency)
+        if space.state != SpaceState.LIVE:
+            code = "space.not_live" if space.state == SpaceState.SCHEDULED else "space.ended"
+            raise Conflict(code, space_id=space_id, state=space.state.value)
+
+    async def _hls(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str, cid: str | int | None,
+                   data: dict[str, Any]) -> None:
+        """``{"type": "hls"}``: listen over HLS; ``"renew": true`` only asks for a fresh token for the
+        URL already playing (reason ``renewed``), without touching the media."""
+        await self._entitled(space_id, actor, role)
+        if data.get("renew") is True:
+            grant = self.rooms.hls_grant(space_id, actor.account_id, self.rooms.hls_url(space_id), "renewed", cid)
+        else:
+            result = await self.rooms.listen_hls(space_id, actor.account_id)
+            grant = self.rooms.hls_grant(space_id, actor.account_id, result["hls"], result["reason"], cid)
+        self.rooms.send(ws, grant)
 
     async def _candidate(self, space_id: str, actor: Actor, data: dict[str, Any]) -> None:
         """Trickle ICE: a candidate the browser found after its offer went out. No reply unless wrong."""

@@ -29,6 +29,19 @@ def hls_location(directory: Path, extra: str = "") -> str:
             f'location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; {extra} }} }}')
 
 
+def hls_guarded_location(directory: Path, app: str) -> str:
+    """``/hls/`` as docs/deploy.md configures it: nginx serves the files, but only after the app's
+    ``/hls-auth`` said yes to each request's token (revocations count at once), and copies the
+    playlist request's token onto the segment URIs in it (``sub_filter``)."""
+    return (f"location = /_hls_auth {{ internal; proxy_pass {app}/hls-auth; proxy_pass_request_body off; "
+            f'proxy_set_header Content-Length ""; proxy_set_header X-Original-URI $request_uri; }} '
+            f"location /hls/ {{ auth_request /_hls_auth; alias {directory}/; "
+            f'add_header Cache-Control "private, max-age=60"; '
+            f'location ~ \\.m3u8$ {{ add_header Cache-Control "no-cache"; '
+            f"sub_filter_types application/vnd.apple.mpegurl; "
+            f"sub_filter_once off; sub_filter '.m4s' '.m4s?$args'; sub_filter 'init.mp4\"' 'init.mp4?$args\"'; }} }}")
+
+
 def start_nginx(prefix: Path, port: int, server: str, *, http: str = "", workers: str = "1",
                 connections: int = 1024, listen: str = "") -> subprocess.Popen[bytes]:
     """nginx with ``server`` (the server block's body) on 127.0.0.1:``port``, ready to answer."""

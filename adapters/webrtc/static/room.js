@@ -186,7 +186,7 @@ function stopHls() {
   const audio = $("audio"); audio.removeAttribute("src"); audio.load();
 }
 
-async function startHls(url) {
+async function startHls(url, ttl) {
   if (state.pc) state.pc.close(); state.pc = null;
   stopHls();
   const me = { stop: false }; state.hls = me;
@@ -203,15 +203,21 @@ async function startHls(url) {
     sb.addEventListener("updateend", resolve, { once: true }); sb.addEventListener("error", reject, { once: true }); sb.appendBuffer(buf);
   });
   const get = async (u) => { const r = await fetch(u, { cache: "no-store" }); if (!r.ok) throw new Error(`${r.status}`); return r; };
-  const base = new URL(url, location.href); let next = -1; let init = null; let wait = 1000;
+  // the URL carries this person's short-lived token: a fresh one is asked for over the socket at half its life
+  // (or at once when refused) and swapped in without stopping the audio ("hls" frame with reason "renewed")
+  me.base = new URL(url, location.href); me.renewAt = Date.now() + (ttl || 60) * 500;
+  let next = -1; let init = null; let wait = 1000;
   while (!me.stop) {
+    if (Date.now() >= me.renewAt) { me.renewAt = Date.now() + 5000; me.asked = Date.now(); send({ type: "hls", renew: true }); }
+    const base = me.base;
     try {
       const pl = parsePlaylist(await (await get(base)).text());
       wait = pl.target * 500;
       if (next < 0) next = Math.max(pl.seq, pl.seq + pl.segs.length - 2);  // start two segments behind the live edge
       if (next < pl.seq) next = pl.seq;  // fell behind the window: skip ahead
       for (let i = next - pl.seq; i < pl.segs.length && !me.stop; i++) {
-        if (pl.map && pl.map !== init) { await append(await (await get(new URL(pl.map, base))).arrayBuffer()); init = pl.map; }
+        const map = pl.map && pl.map.split("?")[0];  // the same init segment under a renewed token is not appended again
+        if (map && map !== init) { await append(await (await get(new URL(pl.map, base))).arrayBuffer()); init = map; }
         await append(await (await get(new URL(pl.segs[i], base))).arrayBuffer());
         next = pl.seq + i + 1;
       }
@@ -220,7 +226,7 @@ async function startHls(url) {
         sb.remove(0, audio.currentTime - 10); await new Promise((resolve) => sb.addEventListener("updateend", resolve, { once: true }));
       }
       if (pl.ended) break;
-    } catch (err) { wait = 1000; }  // the playlist is not written yet, or a segment rolled off: try again
+    } catch (err) { wait = 1000; if (err.message === "403" && Date.now() - (me.asked || 0) > 3000) me.renewAt = 0; }  // not written yet, a segment rolled off, or the token ran out: try again
     await new Promise((resolve) => setTimeout(resolve, wait));
   }
 }
@@ -304,7 +310,9 @@ function connect() {
         break;
       case "renegotiate": state.role = msg.role; await startMedia(msg.publish); refresh(); break;
       case "reconnect_media": if (!state.hls) await startMedia(onStage()); break;
-      case "hls": await startHls(msg.url); break;
+      case "hls":
+        if (msg.reason === "renewed") { if (state.hls) { state.hls.base = new URL(msg.url, location.href); state.hls.renewAt = Date.now() + (msg.expires_in_s || 60) * 500; } break; }
+        await startHls(msg.url, msg.expires_in_s); break;
       case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); render(); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;

@@ -19,18 +19,19 @@ from core.ports import SAMPLE_RATE
 from spacebridge.app import Platform
 from tests.integration.webrtc.test_room_media import Client
 from tests.integration.webrtc.test_signaling import Peer
-from tests.support.nginx import hls_location, require_nginx, start_nginx, stop_nginx
+from tests.support.nginx import hls_guarded_location, require_nginx, start_nginx, stop_nginx
 from tests.support.stripe_fake import free_port
 
 
 @pytest.fixture
 def nginx(tmp_path: Path, platform: Platform) -> Iterator[str]:
-    """nginx serving the platform's HLS directory at /hls/, as docs/deploy.md configures it."""
+    """nginx serving the platform's HLS directory at /hls/, as docs/deploy.md configures it (each
+    request's token checked by the app's /hls-auth)."""
     require_nginx()
     hls_dir = platform.rooms.hls_dir
     assert hls_dir is not None
     port = free_port()
-    proc = start_nginx(tmp_path / "nginx", port, hls_location(hls_dir))
+    proc = start_nginx(tmp_path / "nginx", port, hls_guarded_location(hls_dir, platform.url))
     yield f"http://127.0.0.1:{port}"
     stop_nginx(proc)
 
@@ -67,9 +68,11 @@ async def test_hls_is_the_rooms_audio_served_by_nginx_and_rolls(platform: Platfo
         # a listener asks for HLS (the page's #hls=1): the answer is where to fetch it
         finn_peer = await join(finn.id, "listener", None)
         await finn_peer.ws.send_json({"type": "hls"})
-        url = (await finn_peer.recv("hls", reason="asked"))["url"]
+        grant = await finn_peer.recv("hls", reason="asked")
+        url, token = grant["url"], grant["url"].split("?t=")[1]
         key = url.split("/")[2]
-        assert url == f"/hls/{key}/index.m3u8" and key.startswith(f"{s}-") and len(key) > len(s) + 16
+        assert url == f"/hls/{key}/index.m3u8?t={token}" and key.startswith(f"{s}-") and len(key) > len(s) + 16
+        assert grant["expires_in_s"] == 60
 
         # nginx serves the playlist the room writes; it rolls, and old segments are deleted
         deadline = time.monotonic() + 20
@@ -82,6 +85,7 @@ async def test_hls_is_the_rooms_audio_served_by_nginx_and_rolls(platform: Platfo
             assert time.monotonic() < deadline, "no HLS playlist with 5 segments through nginx"
             await asyncio.sleep(0.5)
         assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl" and not ended
+        assert all(x.endswith(f".m4s?t={token}") for x in segs), segs  # nginx put the person's token on each
         first = segs[0]
         await asyncio.sleep(4.5)
         async with http.get(nginx + url) as r:
@@ -96,7 +100,7 @@ async def test_hls_is_the_rooms_audio_served_by_nginx_and_rolls(platform: Platfo
             await asyncio.sleep(0.5)
 
         # the segments decode (init + media, as a player appends them) to the speaker's 440 Hz
-        async with http.get(f"{nginx}/hls/{key}/init.mp4") as r:
+        async with http.get(f"{nginx}/hls/{key}/init.mp4?t={token}") as r:
             media = await r.read()
         for name in segs2[-3:]:
             async with http.get(f"{nginx}/hls/{key}/{name}") as r:

@@ -387,27 +387,39 @@ def space_show(space_id: str, as_json: JsonOpt = False) -> None:
 
 
 @space_app.command("link")
-def space_link(space_id: str, as_: AsOpt,
-               role: Annotated[str, typer.Option(help="listener or speaker")] = "listener",
+def space_link(space_id: str,
+               as_: Annotated[str | None, typer.Option(
+                   "--as", help="The account the link is for (leave out for a guest link).")] = None,
+               role: Annotated[str, typer.Option(help="listener, speaker or guest (no account, listen only)")]
+               = "listener",
                ttl: Annotated[int, typer.Option(help="Seconds the link stays valid.")] = 900,
                as_json: JsonOpt = False) -> None:
-    """A personal join link for the web room (signed, short-lived, bound to Space, account and role)."""
+    """A join link for the web room (signed, short-lived, bound to Space, account and role); a guest
+    link has no account and only listens to a public Space that sells no tickets."""
     from core.tokens import JoinTokens
 
     _as(as_, as_json)
-    if role not in ("listener", "speaker"):
-        _fail("role must be listener or speaker", 2, as_json)
+    if role not in ("listener", "speaker", "guest"):
+        _fail("role must be listener, speaker or guest", 2, as_json)
+    if (role == "guest") != (as_ is None):
+        _fail("a guest link has no --as; a listener or speaker link needs --as ACCOUNT", 2, as_json,
+              {"code": "cli.bad_option", "option": "--as"})
     if not 30 <= ttl <= 7 * 24 * 3600:
         _fail("ttl must be between 30 seconds and 7 days", 2, as_json)
     settings = _settings()
 
     async def go(core: Any) -> dict[str, Any]:
-        view = await core.view(space_id)
-        await core.account(as_)
-        if view.space.state.value in ("ended", "cancelled"):
-            from core.errors import Conflict
+        from core.errors import Conflict, Forbidden
 
+        view = await core.view(space_id)
+        if as_ is not None:
+            await core.account(as_)
+        if view.space.state.value in ("ended", "cancelled"):
             raise Conflict("space.closed", space_id=space_id, state=view.space.state.value)
+        if as_ is None and view.space.visibility.value != "public":
+            raise Forbidden("space.guests_not_allowed", space_id=space_id)
+        if as_ is None and view.space.ticketing is not None:  # a guest has no account to hold a ticket
+            raise Forbidden("ticket.required", space_id=space_id)
         token = JoinTokens(settings.resolved_secret()).issue(space_id, as_, role, core.now(), ttl_s=ttl)
         return {"space_id": space_id, "account_id": as_, "role": role, "token": token,
                 "url": f"{settings.base_url()}/s/{space_id}#t={token}", "expires_in_s": ttl}

@@ -291,5 +291,5 @@ async def test_trickled_candidates_reach_the_listeners_connection(platform: Plat
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         await asyncio.sleep(2.5)
         assert has(fan.client.spectrum_peaks(time.monotonic() - 1.0), 440), "the listener does not hear the host"
-        for c in (host.client, fan.client):
-            await c.pc.close()
+        for client in (host.client, fan.client):
+            await client.pc.close()

@@ -131,8 +131,11 @@ def install(secrets: Iterable[str | None] = ()) -> Redactor:
                 return record
 
             logging.setLogRecordFactory(factory)
-            sys.excepthook = _excepthook
-            threading.excepthook = _thread_excepthook
+            # uncaught tracebacks go to stderr without logging; a hook someone else installed is left alone
+            if sys.excepthook is sys.__excepthook__:
+                sys.excepthook = _excepthook
+            if threading.excepthook is threading.__excepthook__:
+                threading.excepthook = _thread_excepthook
             _factory_wrapped = True
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):

@@ -146,3 +146,14 @@ async def test_serve_with_telegram_long_polling_logs_no_token(tmp_path: Path) ->
 async def test_serve_at_info_leaves_out_per_request_lines(tmp_path: Path) -> None:
     text, fake = await _serve_and_poll(tmp_path, "INFO", polls=2)
     assert "HTTP Request" not in text and fake.token not in text
+
+
+def test_uncaught_traceback_is_redacted_too() -> None:
+    """A crash prints its traceback without logging; it is redacted the same way."""
+    import subprocess
+
+    code = ("from spacebridge import logs; logs.install(['configured-secret-value'])\n"
+            f"raise RuntimeError('bad token {TG} and configured-secret-value')")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "RuntimeError: bad token" in p.stderr, p.stderr
+    assert TG not in p.stderr and "configured-secret-value" not in p.stderr

@@ -133,6 +133,8 @@ _TEXT: dict[str, str] = {
     "link.code_invalid": "That code is not valid: {hint}.",
     "link.same_platform": "Redeem the code on a different platform than the one that issued it.",
     "link.already_linked": "These accounts are already linked.",
+    "link.two_payout_accounts": "Both accounts are paid out to different Stripe accounts, so they cannot be "
+                                "merged: keep one payout account first.",
     "follow.self": "You cannot follow yourself.",
     "community.not_found": "There is no community {community_id}.",
     "community.admin_required": "Only community admins can change its settings.",

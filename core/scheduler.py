@@ -30,6 +30,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.clock import Clock
+from core.errors import Unavailable
 from core.ports import Delivery, Notifier
 from core.storage.base import dialect_name
 from core.storage.jobs import JobRow
@@ -101,6 +102,8 @@ class _Marks:
             self._done, self._missed, self._later, self._waiters = [], [], [], []
             try:
                 await self._finish(done, missed, later)
+            except Unavailable:  # the database is away (storage says so, once): they run again after their lease
+                pass
             except Exception:
                 log.exception("job runner %s: could not mark %d jobs; they run again after their lease",
                               self._worker_id, len(done) + len(missed) + len(later))
@@ -162,6 +165,9 @@ class JobRunner:
         while not self._stopping:
             try:
                 n = await self.run_once()
+            except Unavailable:  # the database is away: storage has said so once; no traceback per poll
+                n = 0
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("job runner %s: claim failed; retrying", self.worker_id)
                 n = 0
@@ -268,6 +274,8 @@ class JobRunner:
             async with self.sm() as s, s.begin():
                 await s.execute(update(JobRow).where(JobRow.lease_owner == self.worker_id, JobRow.status == "running")
                                 .values(lease_expires_at=self.clock.now() + self.lease))
+        except Unavailable:
+            pass
         except Exception:
             log.exception("job runner %s: could not renew its leases", self.worker_id)
 

@@ -1,8 +1,8 @@
 """The ``ticket.refund`` job: give a buyer's money back through their provider, then revoke the seat.
 
-Queued by a cancel (every paid ticket, in the cancel's own transaction) and by a payment that
-arrived for a seat that could not be kept. The provider call carries ``refund:<ticket id>`` as its
-idempotency key, so a job re-run after a crash never refunds twice.
+Queued by a cancel (every paid ticket, in the cancel's own transaction) and for every payment
+that could not become a seat (a returned-payment row, see billing/ledger.py). The provider call
+carries ``refund:<row id>`` as its idempotency key, so a job re-run after a crash never refunds twice.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def make_refund_handler(ledger: Ledger, gateways: Mapping[str, PaymentGateway]) 
             return
         await gateway.refund(ticket.provider_ref, ticket.amount_minor, f"refund:{ticket.id}",
                              job.payload.get("reason", "requested_by_customer"))
-        if ticket.status == TicketStatus.PAID:
-            await ledger.mark_refunded(ticket.id)
+        returned = ticket.status == TicketStatus.VOID and ticket.hold_expires_at is None
+        if ticket.status == TicketStatus.PAID or returned:
+            await ledger.mark_refunded(ticket.id)  # a seat's ticket, or a returned payment
 
     return refund

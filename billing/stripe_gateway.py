@@ -1,16 +1,29 @@
 """Stripe through the official ``stripe`` library: PaymentIntents, Checkout Sessions, refunds and
 Connect Express onboarding. Every call carries an idempotency key derived from our own ids, and
 Stripe's errors are translated once, here, into ``BillingError`` codes the adapters can word.
+
+Rules from Stripe's documentation this module keeps (tests/support/stripe_strict.py enforces them):
+a Checkout Session's ``expires_at`` is 30 minutes to 24 hours after its creation; a destination
+charge goes only to an account whose ``transfers`` capability is active; refunding a destination
+charge reverses the transfer and the application fee, so the creator, not the platform, pays it back.
 """
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 import stripe
 
 from core.errors import DomainError
 from core.model.ticket import Ticket
+
+# Stripe accepts a Checkout Session's expires_at from 30 minutes to 24 hours after it is created.
+CHECKOUT_MIN = timedelta(minutes=30)
+CHECKOUT_MAX = timedelta(hours=24)
+# A payout account Stripe said was ready is believed for this long before asking again.
+READY_TTL_S = 300.0
 
 
 class BillingError(DomainError):
@@ -37,6 +50,7 @@ class StripeGateway:
 
     def __init__(self, api_key: str, *, api_base: str | None = None, fee_bps: int = 0) -> None:
         self.fee_bps = fee_bps
+        self._ready_until: dict[str, float] = {}
         self._http = stripe.AIOHTTPClient()
         self.client = stripe.StripeClient(
             api_key, base_addresses={"api": api_base, "connect": api_base} if api_base else None,
@@ -83,19 +97,33 @@ class StripeGateway:
                 "product_data": {"name": f"Ticket: {title}"[:250]}}}],
             "payment_intent_data": {"metadata": meta, **self._destination(ticket, destination)},
         }
-        if ticket.hold_expires_at is not None:
-            params["expires_at"] = int(ticket.hold_expires_at.timestamp())
+        if ticket.hold_expires_at is not None:  # the session lives exactly as long as the seat's hold
+            now = time.time()
+            expires = int(ticket.hold_expires_at.timestamp())
+            if not now + CHECKOUT_MIN.total_seconds() <= expires <= now + CHECKOUT_MAX.total_seconds():
+                raise BillingError("billing.bad_hold", minutes=int((expires - now) // 60),
+                                   allowed="30 minutes to 24 hours")
+            params["expires_at"] = expires
+        key = f"cs:{ticket.id}:{params.get('expires_at', '')}"  # a lengthened hold is a new session
         s = await self._call(self.client.v1.checkout.sessions.create_async(
-            params=params, options={"idempotency_key": f"cs:{ticket.id}"}))  # type: ignore[arg-type]
+            params=params, options={"idempotency_key": key}))  # type: ignore[arg-type]
         return str(s.id), str(s.url)
 
     async def refund(self, provider_ref: str, amount_minor: int, idempotency_key: str, reason: str) -> str:
+        """Give a payment back. A destination charge's refund also reverses the creator's transfer and
+        the platform's fee (Stripe's default takes it all from the platform's balance)."""
         intent = provider_ref
         if provider_ref.startswith("cs_"):
             session = await self._call(self.client.v1.checkout.sessions.retrieve_async(provider_ref))
+            if not session.payment_intent:
+                raise BillingError("billing.nothing_to_refund", ref=provider_ref)
             intent = str(session.payment_intent)
+        pi = (await self._call(self.client.v1.payment_intents.retrieve_async(intent))).to_dict()
         params: dict[str, Any] = {"payment_intent": intent, "amount": amount_minor,
                                   "metadata": {"reason": reason[:200]}}
+        if pi.get("transfer_data"):
+            params["reverse_transfer"] = True
+            params["refund_application_fee"] = True
         if reason in ("duplicate", "fraudulent", "requested_by_customer"):
             params["reason"] = reason
         r = await self._call(self.client.v1.refunds.create_async(
@@ -118,6 +146,16 @@ class StripeGateway:
             "type": "account_onboarding"}))
         return str(link.url)
 
-    async def account_ready(self, connect_account: str) -> bool:
-        acct = await self._call(self.client.v1.accounts.retrieve_async(connect_account))
-        return bool(acct.charges_enabled)
+    async def account_ready(self, connect_account: str, *, fresh: bool = False) -> bool:
+        """Can this Connect account take destination charges now: charges enabled and the
+        ``transfers`` capability active? A yes is remembered for a few minutes (a sale asks)."""
+        if not fresh and self._ready_until.get(connect_account, 0.0) > time.monotonic():
+            return True
+        acct = (await self._call(self.client.v1.accounts.retrieve_async(connect_account))).to_dict()
+        caps = acct.get("capabilities") or {}
+        ready = bool(acct.get("charges_enabled")) and caps.get("transfers") == "active"
+        if ready:
+            self._ready_until[connect_account] = time.monotonic() + READY_TTL_S
+        else:
+            self._ready_until.pop(connect_account, None)
+        return ready

@@ -3,14 +3,20 @@
 Every ledger step is idempotent and monotonic (held -> paid -> refunded; nothing goes back), so a
 replayed event changes nothing and a late "payment failed" cannot undo a payment that succeeded.
 An event's id is recorded in the same transaction as the change it makes, and two deliveries of
-one event at once apply it once (the second finds the id taken). A failure other than a refusal
-fails the whole batch it was in: each delivery gets a 500 and Stripe delivers it again.
+one event at once apply it once (the second finds the id taken). Events that arrive together are
+applied in one transaction; if that fails, each is applied again on its own, so only the event
+that fails gets a 500 (and Stripe's retry) and its neighbours succeed.
+
+Refused before anything is read into the ledger: bodies over 256 KiB (announced or chunked), bad
+or missing signatures, signatures older than the tolerance or dated beyond it in the future, and
+events whose ``data.object`` is not an object.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import stripe
@@ -25,12 +31,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE_S = 300
 MAX_BODY = 256 * 1024
+REFUND_EVENTS = ("charge.refunded", "refund.created", "refund.updated")
 
 
 class WebhookRejected(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
+
+
+class EventFailed(DomainError):
+    """An event that could not be applied on its own (a bug or an outage); Stripe will retry it."""
+
+    kind = "webhook"
 
 
 class StripeWebhooks:
@@ -51,12 +64,22 @@ class StripeWebhooks:
         except stripe.SignatureVerificationError as e:
             code = "webhook.stale" if "tolerance" in str(e) else "webhook.bad_signature"
             raise WebhookRejected(code, str(e)) from None
+        stamps = [p[2:] for p in signature.split(",") if p.strip().startswith("t=")]
+        if not stamps or not stamps[0].strip().isdigit():
+            raise WebhookRejected("webhook.bad_signature", "no timestamp in Stripe-Signature")
+        if int(stamps[0]) > time.time() + self.tolerance_s:  # Stripe's library checks only the past
+            raise WebhookRejected("webhook.from_future", "the signature is dated in the future")
         try:
             event = json.loads(text)
             if not isinstance(event, dict) or not event.get("id") or not event.get("type"):
                 raise ValueError("not an event")
-        except ValueError:
-            raise WebhookRejected("webhook.bad_body", "body is not a Stripe event") from None
+            data = event.get("data")
+            if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+                raise ValueError("data.object is not an object")
+            if not isinstance(event["id"], str) or not isinstance(event["type"], str):
+                raise ValueError("id and type must be strings")
+        except ValueError as e:
+            raise WebhookRejected("webhook.bad_body", f"body is not a Stripe event ({e})") from None
         return event
 
     async def apply(self, event: dict[str, Any]) -> str:
@@ -64,7 +87,23 @@ class StripeWebhooks:
         arrive together (a sale's worth of payments) are applied in one transaction."""
         return await self._events.submit(event)
 
-    async def _apply_batch(self, events: list[dict[str, Any]]) -> list[str]:
+    async def _apply_batch(self, events: list[dict[str, Any]]) -> list[str | DomainError]:
+        try:
+            outcomes: list[str | DomainError] = list(await self._apply_together(events))
+        except Exception:
+            if len(events) == 1:
+                log.exception("stripe event %s (%s) failed; Stripe will deliver it again",
+                              events[0].get("id"), events[0].get("type"))
+                return [EventFailed("webhook.failed", event_id=str(events[0].get("id")))]
+            outcomes = []
+            for event in events:  # one bad event must not fail its neighbours: apply each alone
+                outcomes.extend(await self._apply_batch([event]))
+            return outcomes
+        if "processed" in outcomes:
+            self.ledger.core.wake_jobs()  # a payment that could not be a seat queued its refund
+        return outcomes
+
+    async def _apply_together(self, events: list[dict[str, Any]]) -> list[str]:
         async def op(uow: UnitOfWork) -> list[str]:
             fresh = await self.ledger.first_times(uow, "stripe", [(str(e["id"]), str(e["type"])[:64]) for e in events])
             taken: dict[str, int] = {}
@@ -77,18 +116,21 @@ class StripeWebhooks:
                     out.append("duplicate")
             return out
 
-        outcomes = await self.ledger.core.run(op)
-        if "processed" in outcomes:
-            self.ledger.core.wake_jobs()  # a payment for a seat we could not keep queued its refund
-        return outcomes
+        return await self.ledger.core.run(op)
 
     async def _apply_one(self, uow: UnitOfWork, event: dict[str, Any], taken: dict[str, int]) -> str:
         kind = str(event["type"])
-        obj = (event.get("data") or {}).get("object") or {}
-        ticket_id = (obj.get("metadata") or {}).get("ticket_id") or obj.get("client_reference_id")
-        if not ticket_id and obj.get("payment_intent"):
-            t = await self.ledger.by_ref_in(uow, str(obj["payment_intent"]))
+        obj: dict[str, Any] = event["data"]["object"]
+        meta = obj.get("metadata")
+        ticket_id = (meta.get("ticket_id") if isinstance(meta, dict) else None) or obj.get("client_reference_id")
+        if kind in REFUND_EVENTS and isinstance(obj.get("payment_intent"), str):
+            t = await self.ledger.by_ref_in(uow, obj["payment_intent"])  # the payment refunded, not the buyer's seat
+            ticket_id = t.id if t else ticket_id
+        elif not ticket_id and isinstance(obj.get("payment_intent"), str):
+            t = await self.ledger.by_ref_in(uow, obj["payment_intent"])
             ticket_id = t.id if t else None
+        if ticket_id is not None and not isinstance(ticket_id, str):
+            return "ignored"
         if not ticket_id:
             return "ignored"
         try:
@@ -108,9 +150,11 @@ class StripeWebhooks:
                 return "ignored"
             await ledger.settle_in(uow, ticket_id, paid=True, provider_ref=obj.get("payment_intent") or obj.get("id"),
                                    amount_minor=obj.get("amount_total"), currency=obj.get("currency"), taken=taken)
-        elif kind in ("payment_intent.payment_failed", "payment_intent.canceled", "checkout.session.expired"):
+        elif kind == "payment_intent.payment_failed":
+            return "ignored"  # the buyer may retry the same PaymentIntent while the hold lasts
+        elif kind in ("payment_intent.canceled", "checkout.session.expired"):
             await ledger.settle_in(uow, ticket_id, paid=False, taken=taken)
-        elif kind in ("charge.refunded", "refund.created", "refund.updated"):
+        elif kind in REFUND_EVENTS:
             if kind != "charge.refunded" and obj.get("status") not in ("succeeded", "pending"):
                 return "ignored"
             await ledger.mark_refunded_in(uow, ticket_id, taken)
@@ -119,11 +163,22 @@ class StripeWebhooks:
         return "processed"
 
     async def handle(self, request: web.Request) -> web.Response:
+        too_large = web.json_response({"error": {"code": "webhook.too_large",
+                                                 "message": f"the body is over {MAX_BODY} bytes"}}, status=413)
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return web.json_response({"error": {"code": "webhook.too_large"}}, status=413)
-        payload = await request.read()
+            return too_large
+        payload = b""
+        while chunk := await request.content.read(64 * 1024):  # a chunked body has no length to trust
+            payload += chunk
+            if len(payload) > MAX_BODY:
+                return too_large
         try:
             event = self.verify(payload, request.headers.get("Stripe-Signature"))
         except WebhookRejected as e:
             return web.json_response({"error": {"code": e.code, "message": str(e)}}, status=400)
-        return web.json_response({"received": True, "outcome": await self.apply(event)})
+        try:
+            outcome = await self.apply(event)
+        except EventFailed as e:
+            return web.json_response({"error": {"code": e.code, "message": "not applied; deliver it again"}},
+                                     status=500)
+        return web.json_response({"received": True, "outcome": outcome})

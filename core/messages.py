@@ -113,6 +113,11 @@ _TEXT: dict[str, str] = {
     "billing.provider_refused": "The payment provider refused: {detail}",
     "billing.idempotency_conflict": "That payment is already being processed.",
     "payment.card_declined": "The card was declined: {detail}",
+    "billing.payouts_not_ready": "Tickets are not on sale yet: the host has not finished setting up payouts "
+                                 "with Stripe (run `spacebridge billing connect` to finish).",
+    "billing.bad_hold": "A checkout link must stay open {allowed}; this seat is held for {minutes} minutes.",
+    "billing.nothing_to_refund": "There is no payment to refund for {ref}.",
+    "webhook.failed": "The payment event {event_id} could not be applied; it will be delivered again.",
     "ticket.none_paid": "You have no paid ticket for this Space.",
     "ticket.not_refundable": "Refunds are offered when the host moves or cancels the Space.",
     "protocol.bad_argument": "The command's {argument} is missing or of the wrong kind.",

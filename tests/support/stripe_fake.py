@@ -7,9 +7,16 @@ and ``{"error": {...}}`` out) and covers, on its own:
 - ``Idempotency-Key`` on every POST: a repeated key returns the first response, as Stripe does;
 - Checkout Sessions (create, retrieve, and a test-only "customer paid" action that pays a real
   localstripe PaymentIntent and sends a signed ``checkout.session.completed``);
-- Connect: ``/v1/accounts`` (Express) and ``/v1/account_links``;
+- Connect: ``/v1/accounts`` (Express, capabilities ``inactive`` until the test calls
+  ``finish_onboarding``) and ``/v1/account_links``;
 - destination charges: ``application_fee_amount`` and ``transfer_data[destination]`` on
-  PaymentIntents, recorded and echoed back (localstripe refuses those parameters).
+  PaymentIntents and Checkout's ``payment_intent_data``, recorded and echoed back (localstripe
+  refuses those parameters); what Stripe would then hold is listed at ``/v1/transfers`` (amount
+  less fee, with reversals) and ``/v1/application_fees`` (with fee refunds), computed from
+  localstripe's PaymentIntents; refunds' ``reverse_transfer``/``refund_application_fee``/``reason``
+  are recorded and left out of what localstripe is sent.
+
+tests/support/stripe_strict.py puts Stripe's own request checks in front of all this.
 
 Everything else is passed through to localstripe unchanged. Every request is recorded.
 """
@@ -81,6 +88,7 @@ class FakeStripe:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     fees: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refund_flags: dict[str, dict[str, Any]] = field(default_factory=dict)  # refund id -> flags it was sent
     _idem: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     base: str = ""
     http: aiohttp.ClientSession | None = None  # kept open by a caller that pays many intents
@@ -117,7 +125,8 @@ class FakeStripe:
         if p == "/v1/accounts" and m == "POST":
             acct = {"id": f"acct_{secrets.token_hex(8)}", "object": "account", "type": form.get("type", "express"),
                     "email": form.get("email"), "metadata": form.get("metadata", {}), "charges_enabled": False,
-                    "payouts_enabled": False, "details_submitted": False}
+                    "payouts_enabled": False, "details_submitted": False,
+                    "capabilities": {k: "inactive" for k in (form.get("capabilities") or {})}}
             self.accounts[acct["id"]] = acct
             return web.json_response(acct)
         if (a := re.fullmatch(r"/v1/accounts/(acct_\w+)", p)) and m == "GET":
@@ -131,7 +140,77 @@ class FakeStripe:
                                       "url": f"{self.base}/connect/onboarding/{form['account']}"})
         if p == "/v1/payment_intents" and m == "POST":
             return await self._create_intent(form, body)
+        if (i := re.fullmatch(r"/v1/payment_intents/(pi_\w+)", p)) and m == "GET":
+            resp = await self._proxy(m, request.path_qs, body)
+            if resp.status == 200:
+                obj = json.loads(resp.body)  # type: ignore[arg-type]
+                obj.update(self.fees.get(i.group(1)) or {"application_fee_amount": None, "transfer_data": None})
+                return web.json_response(obj)
+            return resp
+        if p == "/v1/refunds" and m == "POST":
+            return await self._refund(form, body)
+        if p == "/v1/transfers" and m == "GET":
+            return web.json_response({"object": "list", "data": await self.transfers(), "has_more": False})
+        if p == "/v1/application_fees" and m == "GET":
+            return web.json_response({"object": "list", "data": await self.application_fees(),
+                                      "has_more": False})
         return await self._proxy(request.method, request.path_qs, body)
+
+    def finish_onboarding(self, account: str) -> None:
+        """The creator finished Stripe's onboarding: charges enabled, every requested capability active."""
+        acct = self.accounts[account]
+        acct.update(charges_enabled=True, payouts_enabled=True, details_submitted=True,
+                    capabilities={k: "active" for k in acct["capabilities"]})
+
+    async def _refund(self, form: dict[str, Any], body: str) -> web.Response:
+        flags = {k: form.get(k) for k in ("reverse_transfer", "refund_application_fee", "reason")}
+        kept = "&".join(part for part in body.split("&")
+                        if not part.startswith(("reverse_transfer=", "refund_application_fee=", "reason=")))
+        resp = await self._proxy("POST", "/v1/refunds", kept)
+        if resp.status == 200:
+            obj = json.loads(resp.body)  # type: ignore[arg-type]
+            self.refund_flags[obj["id"]] = {**flags, "payment_intent": obj.get("payment_intent"),
+                                            "amount": obj.get("amount")}
+        return resp
+
+    async def _intent(self, intent_id: str) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{self.localstripe}/v1/payment_intents/{intent_id}",
+                headers={"Authorization": "Bearer sk_test_localstripe"}) as r:
+            out: dict[str, Any] = await r.json()
+            return out
+
+    def _refunded(self, intent_id: str, flag: str) -> int:
+        return sum(int(f["amount"]) for f in self.refund_flags.values()
+                   if f["payment_intent"] == intent_id and f.get(flag) == "true")
+
+    async def transfers(self) -> list[dict[str, Any]]:
+        """What Stripe would have transferred for each paid destination charge, less reversals."""
+        out = []
+        for pi, extra in self.fees.items():
+            dest = (extra.get("transfer_data") or {}).get("destination")
+            if dest is None or (intent := await self._intent(pi)).get("status") != "succeeded":
+                continue
+            fee = int(extra.get("application_fee_amount") or 0)
+            amount = int(intent["amount"]) - fee
+            # a full refund with reverse_transfer reverses the whole transfer; a partial one, in proportion
+            reversed_ = min(amount, self._refunded(pi, "reverse_transfer") * amount // int(intent["amount"]))
+            out.append({"id": f"tr_{pi[3:]}", "object": "transfer", "amount": amount, "currency": intent["currency"],
+                        "destination": dest, "source_transaction": intent.get("latest_charge"),
+                        "amount_reversed": reversed_, "reversed": reversed_ == amount})
+        return out
+
+    async def application_fees(self) -> list[dict[str, Any]]:
+        out = []
+        for pi, extra in self.fees.items():
+            fee = extra.get("application_fee_amount")
+            if fee is None or (intent := await self._intent(pi)).get("status") != "succeeded":
+                continue
+            refunded = min(int(fee), self._refunded(pi, "refund_application_fee") * int(fee) // int(intent["amount"]))
+            out.append({"id": f"fee_{pi[3:]}", "object": "application_fee", "amount": int(fee),
+                        "amount_refunded": refunded, "refunded": refunded == int(fee), "currency": intent["currency"],
+                        "account": (extra.get("transfer_data") or {}).get("destination")})
+        return out
 
     async def _proxy(self, method: str, path: str, body: str) -> web.Response:
         async with aiohttp.ClientSession() as http, http.request(
@@ -185,9 +264,21 @@ class FakeStripe:
         meta = {f"metadata[{k}]": v for k, v in (sess["_payment_intent_data"].get("metadata") or {}).items()}
         pi = await self._post_ls("/v1/payment_intents", {"amount": str(sess["amount_total"]),
                                                          "currency": sess["currency"], **meta})
+        pid = sess["_payment_intent_data"]
+        if pid.get("transfer_data") or pid.get("application_fee_amount") is not None:
+            fee = pid.get("application_fee_amount")
+            self.fees[pi["id"]] = {"application_fee_amount": int(fee) if fee is not None else None,
+                                   "transfer_data": pid.get("transfer_data")}
         await self.pay_intent(pi["id"])
         sess.update(status="complete", payment_status="paid", payment_intent=pi["id"])
         await self.send_event("checkout.session.completed", {k: v for k, v in sess.items() if not k.startswith("_")})
+        return sess
+
+    async def expire_session(self, sid: str) -> dict[str, Any]:
+        """Checkout gave up on the session (it reached ``expires_at``): signed ``checkout.session.expired``."""
+        sess = self.sessions[sid]
+        sess.update(status="expired")
+        await self.send_event("checkout.session.expired", {k: v for k, v in sess.items() if not k.startswith("_")})
         return sess
 
     async def pay_intent(self, intent_id: str, card: str = "4242424242424242") -> dict[str, Any]:
@@ -233,8 +324,23 @@ class FakeStripe:
 # localstripe pickles its whole store to /tmp/localstripe.pickle on every write, so each request
 # costs time in proportion to everything stored so far (24 purchases/s after 300). Benchmarks of our
 # purchase path start it with that snapshot off; the API it serves is unchanged.
-_NO_SNAPSHOT = ("import sys, localstripe.resources as r, localstripe.server as s; "
-                "r.Store.dump_to_disk = lambda self: None; sys.argv[0] = 'localstripe'; s.start()")
+_NO_SNAPSHOT = "r.Store.dump_to_disk = lambda self: None\n"
+# Stripe lets a buyer retry a declined PaymentIntent: a new payment method, then confirm again (the
+# failed charge stays on record). localstripe keeps the failed charge as the intent's last one and
+# refuses the second confirm, so its process gets Stripe's rule: a new payment method on an intent
+# whose last charge failed starts a new attempt.
+_LAUNCH = """import sys, localstripe.resources as r, localstripe.server as s
+{snapshot}
+_update = r.PaymentIntent._api_update.__func__
+def _retry(cls, id, **data):
+    obj = cls._api_retrieve(id)
+    if 'payment_method' in data and obj.latest_charge is not None and obj.latest_charge.status == 'failed':
+        obj.latest_charge = None
+    return _update(cls, id, **data)
+r.PaymentIntent._api_update = classmethod(_retry)
+sys.argv[0] = 'localstripe'
+s.start()
+"""
 
 
 class LocalStripe:
@@ -249,7 +355,7 @@ class LocalStripe:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
-        how = ["-m", "localstripe"] if self.snapshot else ["-c", _NO_SNAPSHOT]
+        how = ["-c", _LAUNCH.format(snapshot="" if self.snapshot else _NO_SNAPSHOT)]
         self.proc = subprocess.Popen([sys.executable, *how, "--port", str(self.port), "--from-scratch"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30

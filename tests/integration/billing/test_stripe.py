@@ -1,6 +1,8 @@
 """Tickets paid through the real stripe library: localstripe for payments, refunds and its own
 signed webhooks; the small front server (tests/support/stripe_fake.py) for Checkout, Connect and
-application fees. Our webhook endpoint is a real aiohttp server."""
+application fees; in front of both, the strict front (tests/support/stripe_strict.py) that refuses
+whatever Stripe would refuse. Our webhook endpoint is a real aiohttp server; webhooks the fake
+sends are signed by the test."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from core.scheduler import JobRunner
 from core.services import Core
 from core.storage import migrate
 from core.storage.engine import make_engine, make_sessionmaker
-from tests.support.stripe_fake import FakeStripe, LocalStripe, free_port, sign
+from tests.support.stripe_fake import LocalStripe, free_port, sign
+from tests.support.stripe_strict import StrictStripe
 
 SECRET = "whsec_test_secret"
 
@@ -41,7 +44,7 @@ class Env:
     ledger: Ledger
     sales: TicketSales
     gateway: StripeGateway
-    fake: FakeStripe
+    fake: StrictStripe
     ls: LocalStripe
     webhook_url: str
     host: Actor
@@ -85,7 +88,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     ls = LocalStripe()
     await ls.start()
     await ls.send_webhooks_to(webhook_url, SECRET)
-    fake = FakeStripe(localstripe=ls.url, webhook_url=webhook_url, webhook_secret=SECRET)
+    fake = StrictStripe(ls.url, webhook_url=webhook_url, webhook_secret=SECRET)
     front = web.AppRunner(fake.app())
     await front.setup()
     fport = free_port()
@@ -104,6 +107,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     ls.stop()
     await bus.close()
     await engine.dispose()
+    assert fake.refused == [], "a request Stripe would refuse"
 
 
 async def test_card_payment_webhook_grants_the_seat(env: Env) -> None:
@@ -119,36 +123,165 @@ async def test_card_payment_webhook_grants_the_seat(env: Env) -> None:
     assert (await env.core.join(fan, env.space_id)).listener_count == 2
 
 
-async def test_declined_card_releases_the_seat(env: Env) -> None:
+async def processed(env: Env, kind: str, count: int = 1) -> None:
+    """Wait until our endpoint has recorded ``count`` events of ``kind`` (localstripe sends its own)."""
+    from sqlalchemy import func, select
+
+    from core.storage.tables import ProcessedEventRow
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        async with env.core.uow() as uow:
+            n = (await uow.session.execute(select(func.count()).select_from(ProcessedEventRow)
+                                           .where(ProcessedEventRow.kind == kind))).scalar_one()
+        if n >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {kind} event arrived")
+
+
+async def run_refunds(env: Env) -> None:
+    runner = JobRunner(env.core.sessionmaker, {"ticket.refund": make_refund_handler(env.ledger,
+                                                                                  {"stripe": env.gateway})},
+                       env.core.clock, worker_id="refunds")
+    await runner.run_until_idle()
+
+
+async def test_declined_then_retried_on_the_same_intent_is_honoured(env: Env) -> None:
     fan = await env.buyer("unlucky")
     purchase = await env.sales.buy_with_card(fan, env.space_id)
-    await env.pay_card(purchase.provider_ref, card="4000000000000341")
-    await env.wait_status(purchase.ticket.id, TicketStatus.VOID)
-    assert (await env.ledger.report(env.space_id)).held == 0
+    declined = await env.pay_card(purchase.provider_ref, card="4000000000000341")
+    assert "error" in declined
+    await processed(env, "payment_intent.payment_failed")  # localstripe's signed webhook arrived
+    assert (await env.ledger.get(purchase.ticket.id)).status == TicketStatus.HELD, "a decline lost the seat"
+    assert (await env.ledger.report(env.space_id)).held == 1
+    assert (await env.pay_card(purchase.provider_ref))["status"] == "succeeded"  # Stripe.js retries
+    await env.wait_status(purchase.ticket.id, TicketStatus.PAID)
+    await env.core.bus.drain()  # type: ignore[attr-defined]
+    r = await env.ledger.report(env.space_id)
+    assert (r.sold, r.returned, r.refunds_pending, r.held) == (1, 0, 0, 0)
 
 
-async def test_checkout_link_with_connect_and_application_fee(env: Env) -> None:
-    acct = await env.gateway.create_connect_account("creator", "creator@example.org")
+async def test_payouts_only_once_connect_says_the_account_can_take_them(env: Env) -> None:
+    from core.messages import describe
+
+    acct = await env.gateway.create_connect_account(env.host.account_id, "creator@example.org")
+    await env.ledger.set_payout_account(env.host.account_id, acct)
     link = await env.gateway.account_link(acct, "http://sb.test/connect/refresh", "http://sb.test/connect/done")
     assert acct.startswith("acct_") and acct in link
     assert not await env.gateway.account_ready(acct)
     fan = await env.buyer("chat-fan")
-    purchase = await env.sales.buy_with_checkout(fan, env.space_id, "Paid AMA", destination=acct)
+    with pytest.raises(BillingError) as e:
+        await env.sales.buy_with_checkout(fan, env.space_id, "Paid AMA")
+    assert e.value.code == "billing.payouts_not_ready"
+    assert "not finished" in describe(e.value)
+    assert (await env.ledger.report(env.space_id)).held == 0, "a refused sale kept the seat"
+    assert not [r for r in env.fake.requests if r["path"] in ("/v1/checkout/sessions", "/v1/payment_intents")
+                and r["method"] == "POST"], "a charge was attempted to an account that cannot take it"
+    env.fake.finish_onboarding(acct)
+    purchase = await env.sales.buy_with_checkout(fan, env.space_id, "Paid AMA")
     assert purchase.url and purchase.provider_ref.startswith("cs_test_")
     sent = [r for r in env.fake.requests if r["path"] == "/v1/checkout/sessions"][-1]
-    assert sent["idempotency_key"] == f"cs:{purchase.ticket.id}"
+    assert sent["idempotency_key"].startswith(f"cs:{purchase.ticket.id}:")
+    left = int(sent["form"]["expires_at"]) - time.time()
+    assert 30 * 60 <= left <= 24 * 3600, "Checkout refuses sessions outside 30 min - 24 h"
     assert sent["form"]["payment_intent_data"]["application_fee_amount"] == "75"  # 5 % of 15.00
     assert sent["form"]["payment_intent_data"]["transfer_data"]["destination"] == acct
     await env.fake.complete_session(purchase.provider_ref)
     await env.wait_status(purchase.ticket.id, TicketStatus.PAID)
     r = await env.ledger.report(env.space_id)
     assert (r.sold, r.gross_minor, r.fees_minor, r.net_minor) == (1, 1500, 75, 1425)
-    pi_fee = await env.gateway.create_payment_intent(purchase.ticket, destination=acct)
-    assert env.fake.fees[pi_fee[0]]["application_fee_amount"] == 75
-    with pytest.raises(BillingError) as e:
-        await env.gateway.create_connect_account("x", None) and await env.gateway.account_link(
-            "acct_missing", "http://a", "http://b")
-    assert e.value.code == "billing.provider_refused"
+
+
+async def test_the_strict_front_refuses_what_stripe_refuses(env: Env) -> None:
+    """The calls the old code made: each is refused as Stripe refuses it."""
+    import stripe
+
+    client = env.gateway.client.v1
+    acct = await env.gateway.create_connect_account("creator", None)
+    base = {"mode": "payment", "success_url": "http://sb.test/ok", "cancel_url": "http://sb.test/no",
+            "line_items": [{"quantity": 1, "price_data": {"currency": "eur", "unit_amount": 1500,
+                                                          "product_data": {"name": "Ticket"}}}]}
+    with pytest.raises(stripe.InvalidRequestError, match="at least 30 minutes"):
+        await client.checkout.sessions.create_async(params={**base, "expires_at": int(time.time()) + 900})
+    with pytest.raises(stripe.InvalidRequestError, match="capabilities"):
+        await client.payment_intents.create_async(params={"amount": 1500, "currency": "eur",
+                                                          "transfer_data": {"destination": acct},
+                                                          "application_fee_amount": 75})
+    with pytest.raises(stripe.InvalidRequestError, match="unknown parameter: colour"):
+        await client.payment_intents.create_async(params={"amount": 1500, "currency": "eur", "colour": "red"})
+    env.fake.finish_onboarding(acct)
+    pi = await client.payment_intents.create_async(params={"amount": 1500, "currency": "eur",
+                                                           "transfer_data": {"destination": acct},
+                                                           "application_fee_amount": 75})
+    assert (await env.pay_card(pi.id))["status"] == "succeeded"
+    with pytest.raises(stripe.InvalidRequestError, match="reverse_transfer"):
+        await client.refunds.create_async(params={"payment_intent": pi.id})
+    with pytest.raises(stripe.IdempotencyError):
+        await client.payment_intents.create_async(params={"amount": 1, "currency": "eur"},
+                                                  options={"idempotency_key": "k1"})
+        await client.payment_intents.create_async(params={"amount": 2, "currency": "eur"},
+                                                  options={"idempotency_key": "k1"})
+    assert {r["code"] for r in env.fake.refused} == {
+        "parameter_invalid_integer", "insufficient_capabilities_for_transfer", "parameter_unknown",
+        "parameter_missing", "idempotency_key_in_use"}
+    assert env.fake.source["repository"] == "github.com/stripe/openapi"
+    env.fake.refused.clear()
+
+
+async def test_checkout_after_card_pays_one_ticket_and_returns_the_second_payment(env: Env) -> None:
+    fan = await env.buyer("twice")
+    card = await env.sales.buy_with_card(fan, env.space_id)
+    link = await env.sales.buy_with_checkout(fan, env.space_id, "Paid AMA")
+    assert link.ticket.id == card.ticket.id, "one payable ticket per buyer"
+    assert link.ticket.hold_expires_at and link.ticket.hold_expires_at > env.core.now() + timedelta(minutes=30)
+    assert (await env.pay_card(card.provider_ref))["status"] == "succeeded"
+    await env.wait_status(card.ticket.id, TicketStatus.PAID)
+    await env.fake.complete_session(link.provider_ref)  # the buyer pays the link as well
+    await processed(env, "checkout.session.completed")
+    await processed(env, "payment_intent.succeeded", 2)
+    r = await env.ledger.report(env.space_id)
+    assert (r.sold, r.returned, r.refunds_pending, r.gross_minor) == (1, 1, 1, 3000)
+    await run_refunds(env)
+    r = await env.ledger.report(env.space_id)
+    assert (r.sold, r.refunded, r.returned, r.refunds_pending) == (1, 0, 1, 0)
+    assert (r.gross_minor, r.refunded_minor) == (3000, 1500)
+    assert (await env.ledger.get(card.ticket.id)).status == TicketStatus.PAID, "the seat itself stays paid"
+    second = env.fake.sessions[link.provider_ref]["payment_intent"]
+    refunds = [f for f in env.fake.refund_flags.values() if f["payment_intent"] == second]
+    assert len(refunds) == 1 and refunds[0]["reason"] == "duplicate"
+    await env.fake.send_event("charge.refunded", {"id": "ch_dup", "object": "charge", "payment_intent": second,
+                                                  "metadata": {"ticket_id": card.ticket.id}})
+    assert (await env.ledger.get(card.ticket.id)).status == TicketStatus.PAID, "the duplicate's refund took the seat"
+
+
+async def test_a_rebought_ticket_after_an_expired_hold_is_one_ticket(env: Env) -> None:
+    ledger = Ledger(env.core, hold=timedelta(seconds=1), fee_bps=500)
+    sales = TicketSales(ledger, env.gateway, "http://sb.test")
+    fan = await env.buyer("slow")
+    first = await sales.buy_with_card(fan, env.space_id)
+    deadline = time.monotonic() + 10
+    while (await ledger.report(env.space_id)).held and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    second = await sales.buy_with_card(fan, env.space_id)
+    assert second.ticket.id != first.ticket.id
+    assert (await env.pay_card(first.provider_ref))["status"] == "succeeded"  # the old tab paid after all
+    assert (await env.pay_card(second.provider_ref))["status"] == "succeeded"
+    await processed(env, "payment_intent.succeeded", 2)
+    statuses = sorted([(await ledger.get(first.ticket.id)).status, (await ledger.get(second.ticket.id)).status])
+    assert statuses == [TicketStatus.PAID, TicketStatus.VOID]
+    await run_refunds(env)
+    r = await ledger.report(env.space_id)
+    assert (r.sold, r.returned, r.refunds_pending, r.gross_minor, r.refunded_minor) == (1, 1, 0, 3000, 1500)
+
+
+async def test_checkout_expiry_releases_the_seat(env: Env) -> None:
+    fan = await env.buyer("walked-away")
+    link = await env.sales.buy_with_checkout(fan, env.space_id, "Paid AMA")
+    assert (await env.ledger.report(env.space_id)).held == 1
+    await env.fake.expire_session(link.provider_ref)
+    assert (await env.ledger.get(link.ticket.id)).status == TicketStatus.VOID
+    assert (await env.ledger.report(env.space_id)).held == 0
 
 
 async def test_replays_out_of_order_forged_and_stale(env: Env) -> None:

@@ -45,6 +45,10 @@ async def join(p: Platform, http: aiohttp.ClientSession, space_id: str, account_
     return peer
 
 
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
 async def status(http: aiohttp.ClientSession, url: str) -> int:
     async with http.get(url) as r:
         return r.status
@@ -110,7 +114,6 @@ async def test_refund_cuts_media_socket_and_hls_link_and_ticket_news_stays_priva
         assert await status(http, segment) == 200
 
         # the link is bound: another person's name in it, another Space, an old one, none at all
-        b64 = lambda x: base64.urlsafe_b64encode(x.encode()).rstrip(b"=").decode()  # noqa: E731
         forged = finn_url.replace(f"?t={b64(ids['finn'])}.", f"?t={b64(ids['ada'])}.")
         assert forged != finn_url and await status(http, forged) == 403
         other = finn_url.replace(p.rooms.hls_key(s), p.rooms.hls_key("othr0space"))

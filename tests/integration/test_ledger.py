@@ -61,7 +61,7 @@ async def test_hold_expires_and_late_payment_is_refunded(core: Core, clock: Froz
         await ledger.hold(fast, space_id, "stripe")
     clock.advance(minutes=16)
     second = await ledger.hold(fast, space_id, "stripe")
-    late = await ledger.settle(first.id, paid=True)
+    late = await ledger.settle(first.id, paid=True, provider_ref="pi_late")
     assert late.status == TicketStatus.VOID
     async with core.uow() as uow:
         st = await jobs.job_stats(uow.session, kind="ticket.refund")
@@ -164,3 +164,40 @@ async def test_reschedule_tells_holders_and_opens_refunds(core: Core, clock: Fro
     (stranger,) = await buyers(core, 1)
     with pytest.raises(DomainError, match="ticket.none_paid"):
         await ledger.request_refund(stranger, space_id)
+
+
+async def test_a_hold_whose_payment_reference_was_never_saved_lets_the_seat_go(core: Core, clock: FrozenClock) -> None:
+    from billing.ledger import REF_GRACE
+
+    ledger = Ledger(core)
+    _, space_id = await ticketed(core, capacity=1)
+    crashed, next_in_line = await buyers(core, 2)
+    orphan = await ledger.hold(crashed, space_id, "stripe")  # Stripe answered, then the process died
+    with pytest.raises(Conflict, match="ticket.sold_out"):
+        await ledger.hold(next_in_line, space_id, "stripe")
+    clock.advance(seconds=REF_GRACE.total_seconds() + 1)
+    seat = await ledger.hold(next_in_line, space_id, "stripe")
+    await ledger.attach_ref(seat.id, "pi_next")
+    assert (await ledger.report(space_id)).held == 1
+    # the orphan's payment arrives after all (its metadata names the ticket): the seat is gone, so it is returned
+    assert (await ledger.settle(orphan.id, paid=True, provider_ref="pi_orphan")).status == TicketStatus.VOID
+    report = await ledger.report(space_id)
+    assert (report.returned, report.refunds_pending, report.gross_minor) == (1, 1, 1000)
+
+
+async def test_one_paid_ticket_per_buyer_whatever_the_path(core: Core, clock: FrozenClock) -> None:
+    ledger = Ledger(core)
+    _, space_id = await ticketed(core, capacity=5)
+    (fan,) = await buyers(core, 1)
+    card = await ledger.hold(fan, space_id, "stripe")
+    via_link = (await ledger.hold_to_pay(fan, space_id, "stripe", checkout=True)).ticket
+    assert via_link.id == card.id and via_link.hold_expires_at == clock.now() + timedelta(minutes=31)
+    assert (await ledger.settle(card.id, paid=True, provider_ref="pi_card")).status == TicketStatus.PAID
+    for _ in range(2):  # the link's payment, told twice (payment_intent.succeeded and checkout.session.completed)
+        await ledger.settle(card.id, paid=True, provider_ref="pi_link")
+    with pytest.raises(Conflict, match="ticket.already_paid"):
+        await ledger.hold(fan, space_id, "stripe")
+    report = await ledger.report(space_id)
+    assert (report.sold, report.returned, report.refunds_pending, report.gross_minor) == (1, 1, 1, 2000)
+    async with core.uow() as uow:
+        assert (await jobs.job_stats(uow.session, kind="ticket.refund"))["pending"] == 1

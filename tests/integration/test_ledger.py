@@ -44,7 +44,7 @@ async def test_200_buyers_50_seats(core: Core) -> None:
     assert len(holds) == 50
     assert all(isinstance(e, Conflict) and e.code == "ticket.sold_out" for e in refused)
     assert describe(refused[0]) == "Sold out: all 50 seats are taken."  # type: ignore[arg-type]
-    await asyncio.gather(*(ledger.settle(t.id, paid=True) for t in holds))  # type: ignore[union-attr]
+    await asyncio.gather(*(ledger.settle(t.id, paid=True) for t in holds))
     report = await ledger.report(space_id)
     assert (report.sold, report.gross_minor, report.fees_minor, report.net_minor) == (50, 50_000, 2_500, 47_500)
     with pytest.raises(Conflict, match="ticket.sold_out"):

@@ -2,8 +2,9 @@
 
 No second encode: the very packets listeners get over WebRTC are muxed (PyAV, ffmpeg's ``hls``
 muxer) into fragmented-MP4 segments of ``segment_s`` and a rolling playlist of ``list_size``
-segments, in ``<hls_dir>/<space_id>/``. Any static file server (nginx, a CDN) can serve that
-directory; the app serves it too, at ``/hls/<space_id>/index.m3u8``.
+segments, in ``<hls_dir>/<space_id>-<key>/``. A static file server (nginx) serves that directory
+after asking the app whether each request's per-person token is valid (``HlsAccess``,
+docs/deploy.md); the app serves it too, at ``/hls/<space_id>-<key>/index.m3u8?t=<token>``.
 
 - Segment numbers start at the wall-clock second, so a Space that moves to another media process
   (docs/deploy.md) goes on with higher numbers: ffmpeg's ``append_list`` keeps the old segments in the

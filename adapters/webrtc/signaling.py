@@ -681,6 +681,9 @@ class Signaling:
         self.core, self.rooms, self.tokens = core, rooms, tokens
         self.plugins = plugins
         self._offered: set[web.WebSocketResponse] = set()  # sockets whose media is in a room
+        # every open socket of a person in a Space, oldest first: the newest gets the events, and when it
+        # closes the next newest takes over (a second tab keeps working when the other one closes)
+        self._tabs: dict[tuple[str, str], list[web.WebSocketResponse]] = {}
 
     def _plugin_commands(self) -> list[dict[str, Any]]:
         return [c.public() for c in self.plugins.command_list()] if self.plugins is not None else []
@@ -711,24 +714,42 @@ class Signaling:
             actor, role = await self._hello(ws, space_id, connection)
         except DomainError as e:
             await self._error(ws, e)
-            await ws.close(code=4001, message=e.code.encode())
+            # 4002: the first frame was no hello; 1013: try again later (the database is away); 4001: refused
+            code = 4002 if e.code.startswith("protocol.") else 1013 if e.code == "service.unavailable" else 4001
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await ws.close(code=code, message=e.code.encode())
             return
         except (TimeoutError, ValueError):
-            await ws.send_json({"type": "error", "code": "protocol.no_hello",
-                                "message": "Send {\"type\": \"hello\", \"token\": ...} first."})
-            await ws.close(code=4002)
+            with contextlib.suppress(Exception):
+                await ws.send_json({"type": "error", "code": "protocol.no_hello",
+                                    "message": "Send {\"type\": \"hello\", \"token\": ...} first."})
+                await ws.close(code=4002)
             return
         pid = actor.account_id
         self.rooms.sockets.setdefault(space_id, {})[pid] = ws
+        tabs = self._tabs.setdefault((space_id, pid), [])
+        tabs.append(ws)
         try:
             await self._serve(ws, space_id, actor, role)
         finally:
-            latest = self.rooms.sockets.get(space_id, {}).get(pid) is ws
-            if latest:
-                del self.rooms.sockets[space_id][pid]
+            tabs.remove(ws)
+            if not tabs:
+                self._tabs.pop((space_id, pid), None)
+            here = self.rooms.sockets.get(space_id, {})
+            latest = here.get(pid) is ws
+            if latest and tabs:
+                here[pid] = tabs[-1]  # the person's newest other tab gets the events from now on
+            elif latest:
+                del here[pid]
             if latest and ws in self._offered:  # an older tab closing must not cut a newer one's audio
                 with contextlib.suppress(Exception):  # the media side may be gone already (moved, ended)
                     await self.rooms.leave(space_id, pid)
+                if tabs and tabs[-1] in self._offered:  # its media was replaced by this tab's: offer anew
+                    self._offered.discard(tabs[-1])
+                    with contextlib.suppress(Exception):
+                        mine = (await self.core.view(space_id)).space.role_of(pid)
+                        now = mine.value if mine is not None else "listener"
+                        self.rooms.send(tabs[-1], {"type": "renegotiate", "role": now, "publish": now != "listener"})
             self._offered.discard(ws)
             if role != "guest" and not (sockets is not None and sockets.draining):
                 try:  # a restart is not a disconnect: its rows go stale, and are swept if nobody returns
@@ -748,10 +769,11 @@ class Signaling:
         msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
         if msg.type != WSMsgType.TEXT:
             raise ValueError("no hello")
-        data = json.loads(msg.data)
-        if not isinstance(data, dict) or data.get("type") != "hello":
+        data = frames.parse(msg.data)  # strict: deep nesting, NaN or 1e999 get a protocol.* error, no traceback
+        if data.get("type") != "hello":
             raise ValueError("no hello")
-        grant = self.tokens.verify(str(data.get("token", "")), self.core.now(), space_id=space_id)
+        token = data.get("token")
+        grant = self.tokens.verify(token if isinstance(token, str) else "", self.core.now(), space_id=space_id)
         if grant.account_id is None:
             actor = Actor(account_id=f"guest-{id(ws):x}", platform="web")
             await self._entitled(space_id, actor, "guest")  # public, no tickets, live: as at every offer

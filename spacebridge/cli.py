@@ -444,6 +444,9 @@ def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
         return f"{minor} XTR" if cur == "XTR" else f"{minor / 100:.2f} {cur}"
 
     typer.echo(f"sold {r.sold} (refunded {r.refunded}, held now {r.held}, capacity {r.capacity or 'unlimited'})")
+    if r.returned:
+        typer.echo(f"returned {r.returned} extra payment(s) of {money(r.returned_minor)} "
+                   f"({r.refunds_pending} refund(s) still on the way)")
     typer.echo(f"gross {money(r.gross_minor)}  refunded {money(r.refunded_minor)}  fees {money(r.fees_minor)}  "
                f"net {money(r.net_minor)}")
 
@@ -467,6 +470,8 @@ def _with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> 
         return asyncio.run(go())
     except DomainError as e:
         _fail(describe(e), 1, as_json, e.as_dict())
+    except ConfigError as e:  # e.g. the database cannot be opened: a sentence, never a traceback
+        _fail(str(e), 2, as_json)
     raise AssertionError("unreachable")
 
 
@@ -559,11 +564,14 @@ def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="
             await platform.ledger.set_payout_account(as_, acct)
         base = platform.settings.base_url()
         url = await platform.stripe.account_link(acct, f"{base}/connect/refresh", f"{base}/connect/done")
-        return {"account_id": as_, "stripe_account": acct, "onboarding_url": url,
-                "ready": await platform.stripe.account_ready(acct)}
+        ready = await platform.stripe.account_ready(acct, fresh=True)
+        return {"account_id": as_, "stripe_account": acct, "onboarding_url": url, "ready": ready,
+                "message": None if ready else describe(BillingError("billing.payouts_not_ready"))}
 
     out = _with_platform(go, as_json)
     typer.echo(json.dumps(out) if as_json else out["onboarding_url"])
+    if not as_json and out["message"]:
+        typer.echo(out["message"], err=True)
 
 
 # ---- communities ---------------------------------------------------------------------------------

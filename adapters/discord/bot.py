@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import ssl
@@ -145,6 +146,12 @@ class VoiceSession:
 class _State:
     voice: dict[int, VoiceSession] = field(default_factory=dict)  # guild id -> session
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+def stage_connection(guild_id: int, user_id: int) -> str:
+    """The presence connection of a member's voice on a guild's Stage: their Discord client's link to
+    the Space, as a socket is a web page's. Stable, so leaving the Stage ends the row joining made."""
+    return "discord:" + hashlib.blake2b(f"{guild_id}:{user_id}".encode(), digest_size=12).hexdigest()
 
 
 class DiscordAdapter:
@@ -776,16 +783,17 @@ class DiscordAdapter:
                 return
             space = live[0]
             actor = await self._actor(member)
+            connection = stage_connection(member.guild.id, member.id)
             if now_in and not was:
-                try:
-                    await self.core.join(actor, space.id)
+                try:  # the member's voice is a connection, kept fresh by this process's presence heartbeat
+                    await self.core.join(actor, space.id, connection=connection)
                 except DomainError as e:  # no ticket, blocked: they may not listen here either
                     log.info("%s may not join %s from the Stage: %s", member, space.id, e.code)
                     with contextlib.suppress(discord.HTTPException):
                         await member.move_to(None, reason=f"Spacebridge: {say(e)}"[:500])
                     return
-            if was and not now_in:
-                await self.core.leave(actor, space.id)
+            if was and not now_in:  # a disconnect, not a leave: a client that dropped may come back in the
+                await self.core.disconnect(space.id, actor.account_id, connection)  # grace period
                 return
             if after.requested_to_speak_at is not None and before.requested_to_speak_at is None:
                 await self.core.raise_hand(actor, space.id)
@@ -899,12 +907,30 @@ class DiscordAdapter:
                 await self._open_stage(guild, stage, view.space, settings)
             except discord.HTTPException as e:
                 log.warning("could not open the Stage for %s: %s", space_id, e)
+            await self._already_on_stage(guild, stage, space_id)
             if self.audio is not None:
                 self._start_voice(guild, stage, space_id)
         if announce and channel is not None:
             mention = f"<@&{settings.announce_role}> " if settings.announce_role else ""
             await self._post_card(channel, space_id, f"{mention}🔴 **{view.host_name}** is live: {view.space.title}",
                                   roles=[int(settings.announce_role)] if settings.announce_role else [])
+
+    async def _already_on_stage(self, guild: discord.Guild, stage: discord.StageChannel, space_id: str) -> None:
+        """Members in the Stage's voice when the Space goes live, or when this process starts while it is
+        live (a restart): their voice is a connection again, before the old one goes stale and is swept."""
+        me = self.client.user.id if self.client is not None and self.client.user is not None else None
+        for user_id in list(stage.voice_states):
+            member = guild.get_member(user_id)
+            if member is None:
+                with contextlib.suppress(discord.HTTPException):
+                    member = await guild.fetch_member(user_id)
+            if member is None or member.bot or member.id == me:
+                continue
+            try:
+                await self.core.join(await self._actor(member), space_id,
+                                     connection=stage_connection(guild.id, member.id))
+            except DomainError as e:  # blocked, no ticket: on_voice_state_update turned them away already
+                log.info("%s on the Stage not counted in %s: %s", member, space_id, e.code)
 
     async def _open_stage(self, guild: discord.Guild, stage: discord.StageChannel, space: Space,
                           settings: Any) -> None:

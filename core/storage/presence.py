@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,10 +20,19 @@ class PresenceRepository:
 
     # ---- connections -------------------------------------------------------------------------------
     async def connect_many(self, rows: Sequence[tuple[str, str, str]], node: str, now: datetime) -> None:
-        """Record connections ``(conn id, space, account)`` of this process in one statement."""
-        if rows:
-            await self.session.execute(insert(ConnectionRow), [
-                {"id": c, "space_id": s, "account_id": a, "node": node, "seen_at": now} for c, s, a in rows])
+        """Record connections ``(conn id, space, account)`` of this process in one statement.
+
+        A connection id already recorded is taken over (a stable id such as a Discord member's voice on a
+        Stage, registered again by a restarted process before its old row went stale)."""
+        if not rows:
+            return
+        values = list({c: {"id": c, "space_id": s, "account_id": a, "node": node, "seen_at": now}
+                       for c, s, a in rows}.values())
+        ins = pg_insert(ConnectionRow) if dialect_name(self.session) == "postgresql" else sqlite_insert(ConnectionRow)
+        stmt = ins.values(values)
+        await self.session.execute(stmt.on_conflict_do_update(index_elements=[ConnectionRow.id], set_={
+            "space_id": stmt.excluded.space_id, "account_id": stmt.excluded.account_id, "node": stmt.excluded.node,
+            "seen_at": stmt.excluded.seen_at}))
 
     async def drop(self, conn_id: str) -> tuple[str, str] | None:
         """Forget one connection; its (space, account), or None if it was gone (swept) already."""

@@ -21,10 +21,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.webrtc.room import restrict_candidates
 from core.model.accounts import Actor
 from spacebridge.app import Platform, build, start, stop
 from spacebridge.config import load_settings
+from tests.integration.webrtc.test_room_media import Client
 from tests.support.faultproxy import FaultProxy
+from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 
 CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
 
@@ -332,3 +335,35 @@ async def test_a_hostile_hello_gets_a_clear_error_and_close(sqlite_room: Room, t
     assert await room.connections(room.host_id) == 0
     fine = await room.tab(room.host_id, role="speaker")  # the server is unharmed
     assert (await fine.command("react", emoji="👏"))["type"] == "ok"
+
+
+async def test_the_tab_left_over_is_asked_to_offer_again_when_the_newer_tabs_media_goes(
+        tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Media is one per person: the newer tab's offer replaced the older's. When the newer tab closes, the
+    older one is told ``renegotiate`` (its role, publish) and its new offer is answered."""
+    ensure_loopback_alias()
+    async for room in _room(sqlite_url, tmp_path, monkeypatch, ice_announce=[LOOPBACK],
+                            ice_allowed_networks=["127.0.0.0/8"]):
+        clients: list[Client] = []
+        try:
+            first = await room.tab(room.host_id, role="speaker")
+            assert (await _offer(first, clients))["publish"] is True
+            second = await room.tab(room.host_id, role="speaker")
+            assert (await _offer(second, clients))["publish"] is True
+            await second.ws.close()
+            assert await first.recv("renegotiate") == {"type": "renegotiate", "role": "host", "publish": True}
+            assert (await _offer(first, clients))["publish"] is True
+            assert await room.state() == ("live", room.host_id)
+        finally:
+            for c in clients:
+                await c.pc.close()
+
+
+async def _offer(tab: Tab, clients: list[Client]) -> dict[str, Any]:
+    """A new peer connection publishing a tone, offered over ``tab``; the answer frame."""
+    client = Client(440)
+    clients.append(client)
+    pc = client.pc
+    await pc.setLocalDescription(await pc.createOffer())
+    await tab.ws.send_json({"type": "offer", "sdp": restrict_candidates(pc.localDescription.sdp, {LOOPBACK})})
+    return await tab.recv("answer", timeout=20)

@@ -5,8 +5,8 @@ async), made by the callable its package exposes in the entry-point group ``spac
 Everything a plugin registers goes through its ``PluginContext`` so the platform can take it all
 back at once: if ``setup`` raises, nothing of the plugin stays registered (plugins/manager.py).
 
-Commands are declared once, platform-neutral (``Option`` kinds, a minimum role); each adapter turns
-them into its own form: a Discord app command, a Telegram ``/command``, a web room action.
+Commands are declared once, platform-neutral (``Option`` kinds, a minimum role) and join the one
+command table (core/commands.py) next to the core's own, so every surface offers them the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 GROUP = "spacebridge.plugins"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
-OptionKind = Literal["text", "number", "flag", "member"]
+OptionKind = Literal["text", "number", "flag", "member", "person"]  # member: the old name of person
 MinRole = Literal["anyone", "speaker", "moderator", "host"]
 ROLE_RANK = {"listener": 0, "speaker": 1, "cohost": 2, "host": 3}
 NEEDED_RANK: dict[str, int] = {"anyone": 0, "speaker": 1, "moderator": 2, "host": 3}
@@ -43,7 +43,8 @@ NEEDED_RANK: dict[str, int] = {"anyone": 0, "speaker": 1, "moderator": 2, "host"
 
 @dataclass(frozen=True)
 class Option:
-    """One argument of a command. ``member`` is a person in the Space (an account id once resolved)."""
+    """One argument of a command. ``person`` (or ``member``) is someone in the Space: an account id once
+    resolved, or a queue position (core/commands.py)."""
 
     name: str
     description: str
@@ -219,7 +220,7 @@ class PluginContext:
             raise Invalid("plugin.bad_min_role", name=name, allowed=sorted(NEEDED_RANK))
         opts = tuple(options)
         for o in opts:
-            if not NAME_RE.match(o.name) or o.kind not in ("text", "number", "flag", "member"):
+            if not NAME_RE.match(o.name) or o.kind not in ("text", "number", "flag", "member", "person"):
                 raise Invalid("plugin.bad_option", option=o.name, problem="bad name or kind")
             if o.name == "space":  # every platform adds its own "which Space" option under this name
                 raise Invalid("plugin.bad_option", option=o.name, problem="the name space is reserved")

@@ -21,6 +21,9 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.command_model import Invocation as TableInvocation
+from core.command_model import Option as TableOption
+from core.commands import BUILTINS, Command, CommandTable, Kind, Outcome
 from core.errors import DomainError, Forbidden, Invalid, NotFound
 from core.kv import KeyValueStore
 from core.messages import describe
@@ -94,6 +97,7 @@ class PluginManager:
         self.plugins: dict[str, tuple[Plugin, PluginContext]] = {}
         self.statuses: dict[str, PluginStatus] = {}
         self.commands: dict[str, CommandSpec] = {}
+        self.table = CommandTable(BUILTINS)  # the one command table: the core's and every loaded plugin's
         self.routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = []
         self._kv = KeyValueStore(core.sessionmaker, core.clock, STATUS_NS)
         self._space_community: dict[str, str | None] = {}
@@ -153,6 +157,7 @@ class PluginManager:
         reg = ctx.registered
         for c in reg.commands:
             self.commands[c.name] = c
+            self.table.add(self._table_command(c))
         self.core.guards.extend(reg.guards)
         self.core.text_filters.extend(reg.filters)
         self.routes.extend((m, f"/p/{name}{p}", h) for m, p, h in reg.routes)
@@ -164,7 +169,7 @@ class PluginManager:
     def _check_commands(self, ctx: PluginContext) -> None:
         seen: set[str] = set()
         for c in ctx.registered.commands:
-            if c.name in self.reserved or c.name in self.commands or c.name in seen:
+            if c.name in self.reserved or c.name in self.commands or c.name in self.table or c.name in seen:
                 raise Invalid("plugin.command_taken", name=c.name)
             seen.add(c.name)
 
@@ -184,6 +189,7 @@ class PluginManager:
         for c in reg.commands:
             if self.commands.get(c.name) is c:
                 del self.commands[c.name]
+                self.table.remove(c.name)
         for g in reg.guards:
             with contextlib.suppress(ValueError):
                 self.core.guards.remove(g)
@@ -249,17 +255,38 @@ class PluginManager:
         if ROLE_RANK[role] < needed and not actor.is_operator:
             code = {1: "role.stage_required", 2: "role.moderator_required", 3: "role.host_required"}[needed]
             raise Forbidden(code, role=role)
-        if needed == 0 and not actor.is_operator:
-            await self.core.may_join(actor.account_id, space_id)
         if space.state != SpaceState.LIVE and space.state != SpaceState.SCHEDULED:
             raise Forbidden("space.closed", state=space.state.value)
-        checked = self._check_args(spec, args)
+        return await self._run(spec, actor, space, role, self._check_args(spec, args), platform)
+
+    def _table_command(self, spec: CommandSpec) -> Command:
+        """The plugin command as an entry of the one table: the table checks arguments, state and role,
+        then this runs it as ``invoke`` would (plugin switched on here, the handler's failures contained)."""
+        async def run(i: TableInvocation) -> Outcome:
+            assert i.space is not None
+            reply = await self._run(spec, i.actor, i.space, i.role, dict(i.args), i.actor.platform)
+            return Outcome("plugin.reply", {"plugin": spec.plugin, "text": reply.text, "url": reply.url},
+                           {"text": reply.text, "url": reply.url})
+
+        kinds: dict[str, Kind] = {"member": "person", "person": "person", "number": "number", "flag": "flag"}
+        options = tuple(TableOption(o.name, "choice" if o.choices else kinds.get(o.kind, "text"), o.description,
+                                    o.required, o.choices, MAX_TEXT_ARG if o.kind == "text" else None)
+                        for o in spec.options)
+        return Command(spec.name, spec.description, run, options, spec.min_role, ("scheduled", "live"),
+                       spec.button, None, "space", False, spec.plugin)
+
+    async def _run(self, spec: CommandSpec, actor: Actor, space: Space, role: str, checked: dict[str, Any],
+                   platform: str) -> Reply:
+        if not await self.enabled(spec.plugin, space.id):
+            raise Forbidden("plugin.disabled", plugin=spec.plugin)
+        if NEEDED_RANK[spec.min_role] == 0 and not actor.is_operator:
+            await self.core.may_join(actor.account_id, space.id)
         try:
             result = await spec.handler(Invocation(actor, space, role, checked, platform))
         except DomainError:
             raise
         except Exception:
-            log.exception("plugin %s: command %s failed", spec.plugin, name)
+            log.exception("plugin %s: command %s failed", spec.plugin, spec.name)
             raise Invalid("plugin.failed", plugin=spec.plugin) from None
         if isinstance(result, Reply):
             return result

@@ -165,9 +165,9 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
 def reserved_command_names() -> set[str]:
     """Names the platforms already use for core commands; a plugin may not take them."""
     from adapters.telegram.bot import COMMANDS as TELEGRAM_COMMANDS
-    from adapters.webrtc.signaling import COMMANDS as WEB_COMMANDS
+    from core.commands import COMMAND_NAMES
 
-    return {"space", "spacebridge", "start", "help", *WEB_COMMANDS, *(c for c, _ in TELEGRAM_COMMANDS)}
+    return {"space", "spacebridge", "start", "help", *COMMAND_NAMES, *(c for c, _ in TELEGRAM_COMMANDS)}
 
 
 def make_discord(platform: Platform) -> DiscordAdapter:

@@ -2,26 +2,24 @@
 
 Frames are parsed by pydantic-core's JSON reader (no recursion into the interpreter's stack, no
 NaN/Infinity) and then checked for depth, number range and container size, so a hostile frame is
-refused with a code before anything reads it. Each built-in command's arguments are a strict
-pydantic model: a string is a string, a flag is ``true``/``false``, unknown arguments are refused,
-and every refusal names the argument.
+refused with a code before anything reads it. A command's arguments are then checked against the
+command table (core/commands.py): strictly typed, unknown arguments refused, every refusal naming
+the argument.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import Invalid
 
 MAX_DEPTH = 32  # nesting of arrays/objects in one frame
 MAX_SAFE_INT = 2**53 - 1  # what a browser's JSON.parse keeps exactly
 MAX_ITEMS = 4096  # values in one frame, all containers together
-MAX_ID = 128  # account ids, pin ids, request ids
-MAX_TEXT = 4096  # free text (the core applies its own, smaller limits and says so)
+MAX_ID = 128  # request ids
 
 # wording for the codes of this module, for ``core.messages.describe(error, WORDING)``
 WORDING = {
@@ -78,75 +76,3 @@ def request_id(data: dict[str, Any]) -> str | int | None:
     if isinstance(cid, int) and not isinstance(cid, bool):
         return cid
     return None
-
-
-# ---- command arguments ------------------------------------------------------------------------
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
-
-
-class Args(BaseModel):
-    """No arguments (and no unknown ones)."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-
-class Emoji(Args):
-    emoji: Annotated[str, Field(min_length=1, max_length=64)]
-
-
-class Comment(Args):
-    text: Text
-
-
-class Person(Args):
-    account_id: Id
-
-
-class Promote(Args):
-    account_id: Id
-    role: Annotated[str, Field(min_length=1, max_length=32)]
-
-
-class Remove(Args):
-    account_id: Id
-    block: bool = False
-    reason: Annotated[str, Field(max_length=500)] = ""
-
-
-class Pin(Args):
-    title: Text
-    url: Annotated[str, Field(max_length=2048)] | None = None
-    message_ref: Annotated[str, Field(max_length=MAX_ID)] | None = None
-
-
-class Unpin(Args):
-    pin_id: Id
-
-
-class Captions(Args):
-    enabled: bool
-
-
-_PROBLEMS = {
-    "missing": "is missing",
-    "extra_forbidden": "is not an argument of this command",
-    "string_type": "must be text",
-    "bool_type": "must be true or false",
-    "string_too_short": "must not be empty",
-    "string_too_long": "is too long (at most {max_length} characters)",
-}
-
-
-M = TypeVar("M", bound=Args)
-
-
-def arguments(model: type[M], args: dict[str, Any]) -> M:
-    """``args`` as ``model``, or ``protocol.bad_argument`` naming the first wrong argument."""
-    try:
-        return model.model_validate(args, strict=True)
-    except ValidationError as e:
-        err = e.errors(include_url=False, include_input=False)[0]
-        name = str(err["loc"][0]) if err["loc"] else "args"
-        problem = _PROBLEMS.get(err["type"], "is of the wrong kind").format(**(err.get("ctx") or {}))
-        raise Invalid("protocol.bad_argument", argument=name[:40], problem=problem) from None

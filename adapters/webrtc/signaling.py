@@ -31,6 +31,7 @@ from adapters.webrtc.placement import LocalPlacement, Node, Placement
 from adapters.webrtc.room import MediaError, OpusEncoder, Room
 from core import events as ev
 from core.bus import BusGap
+from core.commands import BUILTIN_TABLE, CommandTable, Ports, dispatch
 from core.errors import Conflict, DomainError, Forbidden, Invalid
 from core.ids import new_id
 from core.messages import describe
@@ -619,57 +620,6 @@ class Rooms:
             await self._http.close()
 
 
-Command = Callable[[Core, Actor, str, dict[str, Any]], Awaitable[Any]]
-_a = frames.arguments
-
-
-def _bare(run: Callable[[Core, Actor, str], Awaitable[Any]]) -> Command:
-    """A command that takes no arguments (and refuses any)."""
-    def command(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
-        _a(frames.Args, x)
-        return run(c, a, s)
-    return command
-
-
-def _remove(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
-    r = _a(frames.Remove, x)
-    return c.remove(a, s, r.account_id, block=r.block, reason=r.reason)
-
-
-def _pin(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
-    p = _a(frames.Pin, x)
-    return c.pin(a, s, p.title, url=p.url, message_ref=p.message_ref)
-
-
-def _promote(c: Core, a: Actor, s: str, x: dict[str, Any]) -> Awaitable[Any]:
-    p = _a(frames.Promote, x)
-    return c.promote(a, s, p.account_id, p.role)
-
-
-# every argument is checked by its strict model before the core sees it (frames.py)
-COMMANDS: dict[str, Command] = {
-    "raise_hand": _bare(lambda c, a, s: c.raise_hand(a, s)),
-    "lower_hand": _bare(lambda c, a, s: c.lower_hand(a, s)),
-    "react": lambda c, a, s, x: c.react(a, s, _a(frames.Emoji, x).emoji),
-    "comment": lambda c, a, s, x: c.comment(a, s, _a(frames.Comment, x).text),
-    "approve": lambda c, a, s, x: c.approve(a, s, _a(frames.Person, x).account_id),
-    "deny": lambda c, a, s, x: c.deny(a, s, _a(frames.Person, x).account_id),
-    "invite": lambda c, a, s, x: c.invite(a, s, _a(frames.Person, x).account_id),
-    "accept_invite": _bare(lambda c, a, s: c.accept_invite(a, s)),
-    "promote": _promote,
-    "demote": lambda c, a, s, x: c.demote(a, s, _a(frames.Person, x).account_id),
-    "mute": lambda c, a, s, x: c.mute(a, s, _a(frames.Person, x).account_id, True),
-    "unmute": lambda c, a, s, x: c.mute(a, s, _a(frames.Person, x).account_id, False),
-    "remove": _remove,
-    "pin": _pin,
-    "unpin": lambda c, a, s, x: c.unpin(a, s, _a(frames.Unpin, x).pin_id),
-    "captions": lambda c, a, s, x: c.set_captions(a, s, _a(frames.Captions, x).enabled),
-    "clear_queue": _bare(lambda c, a, s: c.clear_queue(a, s)),
-    "end": _bare(lambda c, a, s: c.end_space(a, s)),
-}
-GUEST_COMMANDS: frozenset[str] = frozenset()
-
-
 def _result(value: Any) -> Any:
     if isinstance(value, dict | int | bool | str) or value is None:
         return value
@@ -680,13 +630,19 @@ class Signaling:
     def __init__(self, core: Core, rooms: Rooms, tokens: JoinTokens, *, plugins: PluginManager | None = None) -> None:
         self.core, self.rooms, self.tokens = core, rooms, tokens
         self.plugins = plugins
+        self.ports = Ports()  # tickets and share links, set by the composition root where it has them
         self._offered: set[web.WebSocketResponse] = set()  # sockets whose media is in a room
         # every open socket of a person in a Space, oldest first: the newest gets the events, and when it
         # closes the next newest takes over (a second tab keeps working when the other one closes)
         self._tabs: dict[tuple[str, str], list[web.WebSocketResponse]] = {}
 
-    def _plugin_commands(self) -> list[dict[str, Any]]:
-        return [c.public() for c in self.plugins.command_list()] if self.plugins is not None else []
+    def _table(self) -> CommandTable:
+        """Every command of this instance: the core's and the loaded plugins' (core/commands.py)."""
+        return self.plugins.table if self.plugins is not None else BUILTIN_TABLE
+
+    def _commands(self) -> list[dict[str, Any]]:
+        """``welcome.commands``: the whole table; the page draws its controls from it."""
+        return self._table().public()
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """One participant's socket. Its end is a *disconnect*, never a leave (that is the ``leave``
@@ -787,7 +743,7 @@ class Signaling:
         await ws.send_json({"type": "welcome", "you": {"account_id": actor.account_id, "role": joined.role.value},
                             "space": view.as_dict(), "captions": await self.core.recent_captions(space_id),
                             "comments": await self.core.recent_comments(space_id),
-                            "commands": self._plugin_commands()})
+                            "commands": self._commands()})
         return actor, joined.role.value
 
     async def _serve(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str) -> None:
@@ -890,23 +846,15 @@ class Signaling:
 
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
                        data: dict[str, Any]) -> None:
-        name, args = data.get("name"), data.get("args")
-        plugin_names = set(self.plugins.commands) if self.plugins is not None else set()
-        if not isinstance(name, str) or (name not in COMMANDS and name not in plugin_names):
-            raise Invalid("protocol.unknown_command", name=str(name)[:40], known=sorted({*COMMANDS, *plugin_names}))
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
-            raise Invalid("protocol.bad_argument", argument="args", problem="must be an object")
-        if role == "guest" and name not in GUEST_COMMANDS:
-            raise Forbidden("guest.link_account", command=name)
-        cid = frames.request_id(data)
-        if name not in COMMANDS and self.plugins is not None:
-            reply = await self.plugins.invoke(name, actor, space_id, args, "web")
-            self.rooms.send(ws, {"type": "ok", "id": cid, "result": {"text": reply.text, "url": reply.url}})
-            return
-        result = await COMMANDS[name](self.core, actor, space_id, args)
-        self.rooms.send(ws, {"type": "ok", "id": cid, "result": _result(result)})
+        """A table command (core/commands.py): checked, run and answered with ``ok`` and its result."""
+        table, name, args = self._table(), data.get("name"), data.get("args")
+        command = table.get(name) if isinstance(name, str) else None
+        if (isinstance(args, dict) and "account_id" in args and "person" not in args and command is not None
+                and any(o.name == "person" for o in command.options)):
+            args = {("person" if k == "account_id" else k): v for k, v in args.items()}  # the old web name
+        outcome = await dispatch(self.core, actor, name, space_id, args, table=table, ports=self.ports,
+                                 guest=role == "guest")
+        self.rooms.send(ws, {"type": "ok", "id": frames.request_id(data), "result": _result(outcome.result)})
 
     async def _error(self, ws: web.WebSocketResponse, e: DomainError, cid: Any = None) -> None:
         """The error frame for ``e``: its code, a fixed sentence, its data; ``retry_after_s`` on top

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.webrtc.signaling import COMMANDS
+from core.commands import COMMAND_NAMES as COMMANDS
 from core.model.accounts import Actor
 from spacebridge.app import Platform
 

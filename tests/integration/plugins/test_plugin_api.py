@@ -63,9 +63,10 @@ async def test_third_party_plugin_loads_and_a_broken_one_leaves_nothing(plugged:
         r = await peer.command("wipe")
         assert r["type"] == "error" and r["code"] == "role.moderator_required"
         r = await peer.command("hello", to=5)
-        assert r["code"] == "plugin.bad_option" and "must be text" in r["message"]
+        assert r["code"] == "protocol.bad_argument" and r["data"]["argument"] == "to"  # one table, one refusal
+        assert "must be text" in r["message"]
         r = await peer.command("hello", whom="x")
-        assert r["code"] == "plugin.bad_option"
+        assert r["code"] == "protocol.bad_argument" and r["data"]["argument"] == "whom"
         r = await peer.command("broken")
         assert r["code"] == "protocol.unknown_command"
         # events reach the plugin; the broken plugin's handler never runs (it would raise)

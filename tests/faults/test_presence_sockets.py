@@ -367,3 +367,30 @@ async def _offer(tab: Tab, clients: list[Client]) -> dict[str, Any]:
     await pc.setLocalDescription(await pc.createOffer())
     await tab.ws.send_json({"type": "offer", "sdp": restrict_candidates(pc.localDescription.sdp, {LOOPBACK})})
     return await tab.recv("answer", timeout=20)
+
+
+async def test_a_hello_while_the_database_is_away_is_told_to_try_again_later(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not 4001 (which tells a page not to reconnect): an error frame with ``retry_after_s``, close 1013."""
+    from tests.conftest import _truncate
+
+    await _truncate(pg_url)
+    with FaultProxy.for_url(pg_url) as db:
+        async for room in _room(db.url(pg_url), tmp_path, monkeypatch, min_free_disk_mb=0,
+                                database_connect_timeout_s=1.0, database_statement_timeout_s=1.0):
+            db.cut()
+            tab = await room.socket()
+            await tab.ws.send_json({"type": "hello", "token": room.token(room.fan_id, "listener")})
+            error = await tab.recv("error", timeout=30)
+            assert error["code"] == "service.unavailable" and error["retry_after_s"] > 0
+            assert await tab.closed() == 1013
+            db.restore()
+            deadline = time.monotonic() + 60
+            while True:  # the page tries again, as told, until the database is back
+                tab = await room.socket()
+                await tab.ws.send_json({"type": "hello", "token": room.token(room.fan_id, "listener")})
+                msg = await tab.ws.receive(timeout=30)
+                if json.loads(msg.data)["type"] == "welcome" or time.monotonic() > deadline:
+                    break
+                await tab.closed()
+            assert json.loads(msg.data)["type"] == "welcome"

@@ -5,10 +5,12 @@ how we call Stripe would pass every test and fail every sale in production. ``St
 where stripe-python is pointed and refuses, with Stripe-shaped 400 errors, before anything reaches
 the fake:
 
-- anything Stripe's published OpenAPI description does not allow: an unknown operation or
-  parameter, a missing required one, a non-integer integer, a non-boolean boolean, a value outside
-  an enum. The description is a subset of ``openapi/spec3.json`` from github.com/stripe/openapi
-  (commit and API version in ``stripe_openapi.json``'s ``source``);
+- anything Stripe's API reference does not allow: an unknown operation or parameter (at any depth),
+  a missing required one, a non-integer integer, a non-boolean boolean, a value outside an enum.
+  The source is Stripe's OpenAPI description as stripe-python ships it: the request-parameter
+  TypedDicts generated from it under ``stripe/params/`` (stripe==16.1.0 in requirements.lock;
+  ``SOURCE`` below), walked at test time. Those types widen every enum with ``|str`` for forward
+  compatibility; the ``Literal`` choices are the enum Stripe checks, so only they are accepted;
 - the documented rules the project depends on:
   * Checkout Sessions: ``expires_at`` from 30 minutes to 24 hours after creation;
   * destination charges (``transfer_data[destination]``) only to an account whose ``transfers``
@@ -18,31 +20,57 @@ the fake:
     ``refund_application_fee=true`` (Stripe's default leaves the creator's transfer and the
     platform's fee in place and takes the refund from the platform's balance: this is the
     project's rule, checked here so a refund that leaves money with the creator fails a test);
-- a PaymentIntent declined once may be confirmed again (Stripe allows it; localstripe does too,
-  and ``FakeStripe.pay_intent`` retries exactly like Stripe.js).
+- a PaymentIntent declined once may be confirmed again with a new payment method (Stripe allows
+  it; the localstripe process is taught the same rule, see ``tests/support/stripe_fake.py``).
 
 Every refusal is recorded in ``refused`` so a test can assert that nothing was refused.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import sys
 import time
-from pathlib import Path
-from typing import Any
+import types
+import typing
+from decimal import Decimal, InvalidOperation
+from importlib.metadata import version
+from typing import Any, ForwardRef, Literal, Union
 
+import typing_extensions
 from aiohttp import web
+from stripe import params as sp
+from stripe._request_options import RequestOptions
+from stripe._stripe_object import UntypedStripeObject
+from stripe.params import checkout as spc
 
 from tests.support.stripe_fake import FakeStripe, parse_form
 
-SPEC_FILE = Path(__file__).with_name("stripe_openapi.json")
+SOURCE = {"package": "stripe", "version": version("stripe"), "what": "stripe/params: request-parameter TypedDicts "
+          "generated from Stripe's OpenAPI description (github.com/stripe/openapi)"}
 CHECKOUT_MIN_S, CHECKOUT_MAX_S = 30 * 60, 24 * 3600
 
-
-def _load() -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(SPEC_FILE.read_text())
-    return spec
+# Every Stripe operation the project (or a test reading Stripe's ledger back) calls: method, path,
+# Stripe's operation id (names the rule below, if any), and stripe-python's parameter type for it.
+OPERATIONS: list[tuple[str, str, str, type]] = [
+    ("GET", "/v1/accounts/{account}", "GetAccountsAccount", sp.AccountRetrieveParams),
+    ("GET", "/v1/application_fees", "GetApplicationFees", sp.ApplicationFeeListParams),
+    ("GET", "/v1/charges", "GetCharges", sp.ChargeListParams),
+    ("GET", "/v1/checkout/sessions/{session}", "GetCheckoutSessionsSession", spc.SessionRetrieveParams),
+    ("GET", "/v1/payment_intents", "GetPaymentIntents", sp.PaymentIntentListParams),
+    ("GET", "/v1/payment_intents/{intent}", "GetPaymentIntentsIntent", sp.PaymentIntentRetrieveParams),
+    ("GET", "/v1/refunds", "GetRefunds", sp.RefundListParams),
+    ("GET", "/v1/transfers", "GetTransfers", sp.TransferListParams),
+    ("POST", "/v1/account_links", "PostAccountLinks", sp.AccountLinkCreateParams),
+    ("POST", "/v1/accounts", "PostAccounts", sp.AccountCreateParams),
+    ("POST", "/v1/checkout/sessions", "PostCheckoutSessions", spc.SessionCreateParams),
+    ("POST", "/v1/checkout/sessions/{session}/expire", "PostCheckoutSessionsSessionExpire",
+     spc.SessionExpireParams),
+    ("POST", "/v1/payment_intents", "PostPaymentIntents", sp.PaymentIntentCreateParams),
+    ("POST", "/v1/payment_intents/{intent}/cancel", "PostPaymentIntentsIntentCancel", sp.PaymentIntentCancelParams),
+    ("POST", "/v1/refunds", "PostRefunds", sp.RefundCreateParams),
+]
+_OPTIONS = frozenset(RequestOptions.__annotations__)  # client-side options (headers), never form fields
 
 
 def _pattern(path: str) -> re.Pattern[str]:
@@ -56,58 +84,104 @@ class Refusal(Exception):
         self.code, self.param, self.kind, self.status = code, param, kind, status
 
 
-def _check_value(name: str, value: Any, schema: dict[str, Any]) -> None:
-    """``value`` (form-decoded: strings, dicts, lists) against a simplified OpenAPI schema."""
-    if "anyOf" in schema:
-        errors = []
-        for option in schema["anyOf"]:
+def _resolve(tp: Any, ns: dict[str, Any]) -> Any:
+    """A generated annotation with its forward references (strings) evaluated in its module."""
+    if isinstance(tp, str):
+        return _resolve(eval(tp, ns), ns)  # stripe-python's own annotation text, in its own module
+    if isinstance(tp, ForwardRef):
+        return _resolve(tp.__forward_arg__, ns)
+    origin = typing.get_origin(tp)
+    if origin in (typing.NotRequired, typing.Required, typing_extensions.NotRequired, typing_extensions.Required):
+        return _resolve(typing.get_args(tp)[0], ns)
+    return tp
+
+
+def _fields(td: Any) -> tuple[dict[str, Any], frozenset[str], dict[str, Any]]:
+    """A parameter TypedDict's fields (without request options), its required keys and its module."""
+    ns = vars(sys.modules[td.__module__])
+    fields = {k: v for k, v in td.__annotations__.items() if k not in _OPTIONS}
+    return fields, frozenset(td.__required_keys__) - _OPTIONS, ns
+
+
+def _is_typeddict(tp: Any) -> bool:
+    return isinstance(tp, type) and (typing.is_typeddict(tp) or typing_extensions.is_typeddict(tp))
+
+
+def _check_value(name: str, value: Any, tp: Any, ns: dict[str, Any]) -> None:
+    """``value`` (form-decoded: strings, dicts, lists) against a stripe-python parameter type."""
+    tp = _resolve(tp, ns)
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = [_resolve(a, ns) for a in typing.get_args(tp)]
+        choices = [v for o in options if typing.get_origin(o) is Literal for v in typing.get_args(o)]
+        if any(c != "" for c in choices):  # an enum (the generator adds ``|str`` to every one)
+            options = [o for o in options if o is not str]
+        errors: list[Refusal] = []  # from the structured options: they say what was wrong inside
+        for option in options:
             try:
-                _check_value(name, value, option)
+                _check_value(name, value, option, ns)
                 return
             except Refusal as e:
-                errors.append(e)
-        raise errors[0]
-    kind = schema.get("type", "object")
-    if "enum" in schema and value not in schema["enum"]:
-        raise Refusal(f"Invalid {name}: must be one of {', '.join(map(str, schema['enum']))}",
-                      "parameter_invalid_string" if kind == "string" else "parameter_invalid", name)
-    if kind == "integer":
-        if not isinstance(value, str) or not re.fullmatch(r"-?\d+", value):
-            raise Refusal(f"Invalid integer: {value}", "parameter_invalid_integer", name)
-    elif kind == "boolean":
+                if typing.get_origin(option) is not Literal:
+                    errors.append(e)
+        if errors:
+            raise errors[0]
+        raise Refusal(f"Invalid {name}: must be one of {', '.join(map(str, choices))}", "parameter_invalid_string",
+                      name)
+    if origin is Literal:
+        if value not in [str(c) for c in typing.get_args(tp)]:
+            raise Refusal(f"Invalid {name}: must be one of {', '.join(map(str, typing.get_args(tp)))}",
+                          "parameter_invalid_string", name)
+    elif tp is Any or tp is UntypedStripeObject or origin is UntypedStripeObject:
+        return
+    elif tp is bool:
         if value not in ("true", "false"):
             raise Refusal(f"Invalid boolean: {value}", "parameter_invalid", name)
-    elif kind == "string":
+    elif tp is int:
+        if not isinstance(value, str) or not re.fullmatch(r"-?\d+", value):
+            raise Refusal(f"Invalid integer: {value}", "parameter_invalid_integer", name)
+    elif tp is Decimal or tp is float:
+        try:
+            Decimal(value if isinstance(value, str) else "x")
+        except InvalidOperation:
+            raise Refusal(f"Invalid decimal: {value}", "parameter_invalid", name) from None
+    elif tp is str:
         if not isinstance(value, str):
             raise Refusal(f"Invalid string: {name} must be a string", "parameter_invalid_string", name)
-    elif kind == "array":
+    elif origin in (list, typing.List):  # noqa: UP006 - the generated code's spelling
         if not isinstance(value, list):
             raise Refusal(f"Invalid array: {name}", "parameter_invalid", name)
-        for i, item in enumerate(value):
-            _check_value(f"{name}[{i}]", item, schema.get("items", {}))
-    elif kind == "object":
-        if value == "" and not schema.get("properties"):
+        (item,) = typing.get_args(tp)
+        for i, v in enumerate(value):
+            _check_value(f"{name}[{i}]", v, item, ns)
+    elif origin in (dict, typing.Dict):  # noqa: UP006
+        if value == "":
             return  # Stripe's way of emptying a hash (metadata="")
         if not isinstance(value, dict):
             raise Refusal(f"Invalid object: {name}", "parameter_invalid", name)
-        _check_object(name, value, schema)
+        _, item = typing.get_args(tp)
+        for k, v in value.items():
+            _check_value(f"{name}[{k}]", v, item, ns)
+    elif _is_typeddict(tp):
+        if not isinstance(value, dict):
+            raise Refusal(f"Invalid object: {name}", "parameter_invalid", name)
+        _check_object(name, value, tp)
+    else:
+        raise Refusal(f"{name}: no rule for {tp!r} (extend tests/support/stripe_strict.py)", "parameter_invalid",
+                      name)
 
 
-def _check_object(prefix: str, form: dict[str, Any], schema: dict[str, Any]) -> None:
-    props: dict[str, Any] | None = schema.get("properties")
-    for key in schema.get("required", []):
+def _check_object(prefix: str, form: dict[str, Any], td: Any) -> None:
+    fields, required, ns = _fields(td)
+    for key in sorted(required):
         if key not in form:
             full = f"{prefix}[{key}]" if prefix else key
             raise Refusal(f"Missing required param: {full}.", "parameter_missing", full)
-    if props is None:
-        if not schema.get("additionalProperties") and form and prefix:
-            raise Refusal(f"Received unknown parameters: {', '.join(form)}", "parameter_unknown", prefix)
-        return
     for key, value in form.items():
         full = f"{prefix}[{key}]" if prefix else key
-        if key not in props:
+        if key not in fields:
             raise Refusal(f"Received unknown parameter: {full}", "parameter_unknown", full)
-        _check_value(full, value, props[key])
+        _check_value(full, value, fields[key], ns)
 
 
 class StrictStripe(FakeStripe):
@@ -115,17 +189,15 @@ class StrictStripe(FakeStripe):
 
     def __init__(self, localstripe: str, **kwargs: Any) -> None:
         super().__init__(localstripe=localstripe, **kwargs)
-        spec = _load()
-        self.source: dict[str, Any] = spec["source"]
-        self.operations = [(op.split(" ", 1)[0], _pattern(op.split(" ", 1)[1]), body)
-                           for op, body in spec["operations"].items()]
+        self.source: dict[str, str] = dict(SOURCE)
+        self.operations = [(m, _pattern(path), op_id, params) for m, path, op_id, params in OPERATIONS]
         self.refused: list[dict[str, Any]] = []
         self._keys: dict[tuple[str, str], str] = {}
 
     async def route(self, request: web.Request) -> web.StreamResponse:
         body = await request.text()
         try:
-            self.check(request.method, request.path, dict(request.query), body,
+            self.check(request.method, request.path, request.query_string, body,
                        request.headers.get("Idempotency-Key"))
         except Refusal as e:
             self.refused.append({"method": request.method, "path": request.path, "code": e.code,
@@ -134,18 +206,18 @@ class StrictStripe(FakeStripe):
                                                 "param": e.param}}, status=e.status)
         return await super().route(request)
 
-    def check(self, method: str, path: str, query: dict[str, str], body: str, key: str | None) -> None:
-        op = next((o for m, pat, o in self.operations if m == method and pat.match(path)), None)
+    def check(self, method: str, path: str, query: str, body: str, key: str | None) -> None:
+        """Refuse what Stripe would refuse (raises ``Refusal``); ``query`` and ``body`` are form-encoded."""
+        op = next(((op_id, params) for m, pat, op_id, params in self.operations
+                   if m == method and pat.match(path)), None)
         if op is None:
             raise Refusal(f"Unrecognized request URL ({method}: {path}).", "resource_missing",
                           status=404)
+        op_id, params = op
+        form = parse_form(query if method == "GET" else body)
+        _check_object("", form, params)
         if method == "GET":
-            for name in query:
-                if name.split("[", 1)[0] not in op["query"]:
-                    raise Refusal(f"Received unknown parameter: {name}", "parameter_unknown", name)
             return
-        form = parse_form(body)
-        _check_object("", form, {"properties": op["params"], "required": op["required"]})
         if key is not None:
             seen = self._keys.setdefault((path, key), body)
             if seen != body:
@@ -153,7 +225,7 @@ class StrictStripe(FakeStripe):
                               "were first used with. Try using a key other than "
                               f"'{key}' if you meant to execute a different request.",
                               "idempotency_key_in_use", kind="idempotency_error")
-        rule = getattr(self, "_rule_" + op["operationId"], None)
+        rule = getattr(self, "_rule_" + op_id, None)
         if rule is not None:
             rule(form)
 

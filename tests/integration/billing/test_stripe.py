@@ -212,6 +212,24 @@ async def test_the_strict_front_refuses_what_stripe_refuses(env: Env) -> None:
     with pytest.raises(stripe.InvalidRequestError, match="unknown parameter: colour"):
         await client.payment_intents.create_async(params={"amount": 1500, "currency": "eur",
                                                           "colour": "red"})  # type: ignore[typeddict-unknown-key]
+    raw: Any = {**base, "line_items": [{"quantity": 1, "price_data": {"currency": "eur", "unit_amount": 1500,
+                                                                       "colour": "red"}}]}
+    with pytest.raises(stripe.InvalidRequestError, match=r"unknown parameter: line_items\[0\]\[price_data\]\[colour\]"):
+        await client.checkout.sessions.create_async(params=raw)
+    raw = {**base, "mode": "paymnt"}
+    with pytest.raises(stripe.InvalidRequestError, match="Invalid mode: must be one of payment, setup, subscription"):
+        await client.checkout.sessions.create_async(params=raw)
+    raw = {**base, "line_items": [{"quantity": 1, "price_data": {"unit_amount": 1500,
+                                                                 "product_data": {"name": "Ticket"}}}]}
+    with pytest.raises(stripe.InvalidRequestError,
+                       match=r"Missing required param: line_items\[0\]\[price_data\]\[currency\]"):
+        await client.checkout.sessions.create_async(params=raw)
+    raw = {"amount": "lots", "currency": "eur"}
+    with pytest.raises(stripe.InvalidRequestError, match="Invalid integer"):
+        await client.payment_intents.create_async(params=raw)
+    raw = {"colour": "red"}
+    with pytest.raises(stripe.InvalidRequestError, match="unknown parameter: colour"):
+        await client.payment_intents.list_async(params=raw)
     env.fake.finish_onboarding(acct)
     pi = await client.payment_intents.create_async(params={"amount": 1500, "currency": "eur",
                                                            "transfer_data": {"destination": acct},
@@ -226,8 +244,8 @@ async def test_the_strict_front_refuses_what_stripe_refuses(env: Env) -> None:
                                                   options={"idempotency_key": "k1"})
     assert {r["code"] for r in env.fake.refused} == {
         "parameter_invalid_integer", "insufficient_capabilities_for_transfer", "parameter_unknown",
-        "parameter_missing", "idempotency_key_in_use"}
-    assert env.fake.source["repository"] == "github.com/stripe/openapi"
+        "parameter_missing", "idempotency_key_in_use", "parameter_invalid_string"}
+    assert env.fake.source["package"] == "stripe" and env.fake.source["version"].startswith("16.")
     env.fake.refused.clear()
 
 

@@ -189,8 +189,8 @@ async def dispatch(core: Core, actor: Actor, name: Any, space_id: str | None, ra
 
 
 # ---- the core's commands ---------------------------------------------------------------------------
-def _done(code: str, result: Any = None, **data: Any) -> Outcome:
-    return Outcome(code, data, result)
+def _done(outcome: str, result: Any = None, **data: Any) -> Outcome:
+    return Outcome(outcome, data, result)
 
 
 async def _hand(i: Invocation) -> Outcome:

@@ -19,6 +19,7 @@ from core.model.accounts import Actor
 from core.model.space import Space
 from core.timeparse import parse_when
 from spacebridge import logs
+from spacebridge.cli_commands import register as register_table_commands
 from spacebridge.config import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -36,6 +37,7 @@ app.add_typer(account_app, name="account")
 billing_app = typer.Typer(help="Ticket sales and creator payouts.", no_args_is_help=True)
 app.add_typer(community_app, name="community")
 app.add_typer(billing_app, name="billing")
+register_table_commands(app)  # spacebridge cmd NAME SPACE --as ACCOUNT ...: the command table
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Account id to act as.")]

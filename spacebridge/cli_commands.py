@@ -1,0 +1,103 @@
+"""``spacebridge cmd NAME SPACE --as ACCOUNT [--OPTION VALUE ...] [--json]``: every table command in a shell.
+
+Built from core/commands.py, which imports no web framework or chat SDK, so the CLI starts fast. The
+options are the table's: ``--person 2`` (a queue position or an account id), ``--block`` (a flag
+alone means true; ``--block off`` says false), ``--when +2h``. The command runs through the same
+``dispatch`` as the web room and the chat apps, as that account, with the same rules and refusals.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from core.commands import BUILTINS, Command, CommandTable, Outcome, dispatch
+from core.errors import Invalid
+from core.model.accounts import Actor
+
+_SUMMARY = "\n\n".join(
+    f"{c.name}{''.join(' --' + o.name.replace('_', '-') + ('' if o.required else '?') for o in c.options)}"
+    f": {c.summary} ({c.least_role}{', no SPACE needed' if c.scope == 'account' else ''})"
+    for c in sorted(BUILTINS, key=lambda c: c.name))
+
+
+def parse_options(command: Command, words: list[str]) -> dict[str, Any]:
+    """``--name value`` pairs as the command's raw arguments (text; the table reads their kinds)."""
+    known = {o.name: o for o in command.options}
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--") or len(word) < 3:
+            raise Invalid("protocol.bad_argument", argument=word[:40], problem="is not an --option")
+        key, _, value = word[2:].partition("=")
+        key = key.replace("-", "_")
+        option = known.get(key)
+        if option is None:
+            raise Invalid("protocol.bad_argument", argument=key[:40], problem="is not an argument of this command")
+        if not value:
+            nxt = words[i + 1] if i + 1 < len(words) else None
+            if option.kind == "flag" and (nxt is None or nxt.startswith("--")):
+                value = "true"
+            elif nxt is None:
+                raise Invalid("protocol.bad_argument", argument=key, problem="needs a value")
+            else:
+                value, i = nxt, i + 1
+        out[key] = value
+        i += 1
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A table command (see the list above).")],
+    space: Annotated[str, typer.Argument(help="Space id; '-' for account commands (follow, link) without one.")],
+    as_: Annotated[str, typer.Option("--as", help="Account id to act as.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from spacebridge.cli import _as, _fail, _known, _with_platform
+
+    _as(as_, as_json)
+    table = CommandTable(BUILTINS)
+    try:
+        command, _ = table.resolve(name)
+        raw = parse_options(command, list(ctx.args))
+    except Invalid as e:
+        from core.messages import describe
+
+        _fail(describe(e), 2, as_json, e.as_dict())
+        raise  # unreachable
+
+    async def go(platform: Any) -> Outcome:
+        await _known(platform.core, as_)
+        outcome: Outcome = await dispatch(platform.core, Actor(account_id=as_, platform="web"), name,
+                                          None if space == "-" else space, raw, table=table, text=True)
+        return outcome
+
+    outcome = _with_platform(go, as_json)
+    result = {"command": command.name, "outcome": outcome.code, "data": _plain(dict(outcome.data)),
+              "result": _plain(outcome.result)}
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        facts = "  ".join(f"{k}={v}" for k, v in result["data"].items())
+        typer.echo(f"{outcome.code}{'  ' + facts if facts else ''}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cmd`` to the CLI, its help listing every table command."""
+    app.command("cmd", help="Run a Space command as an account, with the same rules as every chat app.\n\n"
+                + _SUMMARY, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cmd)

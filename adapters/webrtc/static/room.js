@@ -1,7 +1,6 @@
 // The Spacebridge web room: signaling over one WebSocket, audio over one RTCPeerConnection.
 // Protocol: docs/webrtc-protocol.md. No dependencies, no external resources.
 
-const REACTIONS = ["😂", "😲", "😢", "💜", "💯", "👏", "✊", "👍", "👎", "👋"];
 const ERRORS = {
   "token.expired": "This join link has expired. Ask for a new one.",
   "token.bad_signature": "This join link is not genuine. Ask for a new one.",
@@ -19,13 +18,20 @@ const hashParams = new URLSearchParams(location.hash.slice(1));
 const token = hashParams.get("t") || "";
 const wantHls = hashParams.get("hls") === "1";  // listen over HLS (a big audience, a poor network)
 
-const state = { hls: null, me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], retries: 0, left: false, timer: null };
+const state = { hls: null, me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], drawn: null, retries: 0, left: false, timer: null };
 const RANK = { listener: 0, speaker: 1, cohost: 2, host: 3 };
 const NEEDS = { anyone: 0, speaker: 1, moderator: 2, host: 3 };
 
 function say(message) { $("status").textContent = message || ""; }
 function name(id) { return state.names[id] || (id && id.startsWith("guest") ? "Guest" : id) || ""; }
 function onStage() { return ["host", "cohost", "speaker"].includes(state.role); }
+// The command table (welcome.commands, core/commands.py): what this person may do in this Space's state.
+function spaceState() { const s = state.space && state.space.state; return s === "cancelled" ? "ended" : s; }
+function table(name) { return state.commands.find((c) => c.name === name); }
+function allowed(c) {
+  if (!c || (state.role === "guest" && !c.guest_ok)) return false;
+  return (RANK[state.role] ?? 0) >= NEEDS[c.least_role] && c.states.includes(spaceState());
+}
 function moderator() { return ["host", "cohost"].includes(state.role); }
 
 function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
@@ -56,10 +62,10 @@ function render() {
     if (moderator() && id !== state.me && id !== s.host_id) {
       const b = document.createElement("button"); b.type = "button";
       b.textContent = muted ? "Unmute" : "Mute"; b.setAttribute("aria-label", `${muted ? "Unmute" : "Mute"} ${name(id)}`);
-      b.onclick = () => command(muted ? "unmute" : "mute", { account_id: id }).then(show);
+      b.onclick = () => command(muted ? "unmute" : "mute", { person: id }).then(show);
       const d = document.createElement("button"); d.type = "button"; d.textContent = "To audience";
       d.setAttribute("aria-label", `Move ${name(id)} to the audience`);
-      d.onclick = () => command("demote", { account_id: id }).then(show);
+      d.onclick = () => command("demote", { person: id }).then(show);
       li.append(b, d);
     }
     stage.append(li);
@@ -71,7 +77,7 @@ function render() {
     for (const [label, cmd] of [["Approve", "approve"], ["Deny", "deny"]]) {
       const b = document.createElement("button"); b.type = "button"; b.textContent = label;
       b.setAttribute("aria-label", `${label} ${name(id)}`);
-      b.onclick = () => command(cmd, { account_id: id }).then(show);
+      b.onclick = () => command(cmd, { person: id }).then(show);
       li.append(b);
     }
     queue.append(li);
@@ -86,7 +92,7 @@ function render() {
   $("captions-box").hidden = !s.captions_enabled;
   const hand = $("hand");
   const raised = s.queue.includes(state.me);
-  hand.hidden = onStage() || state.role === "guest";
+  hand.hidden = onStage() || !allowed(table("hand"));
   hand.setAttribute("aria-pressed", String(raised));
   hand.textContent = raised ? "✋ Lower hand" : "✋ Raise hand";
   $("mic").hidden = !onStage();
@@ -94,20 +100,49 @@ function render() {
   $("mic").setAttribute("aria-pressed", String(mutedMe));
   $("mic").textContent = mutedMe ? "🎙 Unmute" : "🎙 Mute";
   $("badges").textContent = Object.values(s.badges || {}).join(" · ");
-  const more = $("plugins"); more.replaceChildren();
-  for (const c of state.commands) {
-    if (!c.button || state.role === "guest" || (RANK[state.role] ?? 0) < NEEDS[c.min_role]) continue;
-    const b = document.createElement("button"); b.type = "button"; b.textContent = c.button; b.dataset.command = c.name;
-    b.title = c.description; b.onclick = () => command(c.name).then(result);
-    more.append(b);
-  }
+  controls();
   $("app").setAttribute("aria-busy", "false");
 }
 
-// A plugin command's reply: text and maybe a link (a clip, a replay).
+// The table's buttons for this role and state, redrawn only when either changes (never on "levels").
+// hand and share have their own controls on the page; whoever is in the room needs no ticket.
+const PAGE_OWN = ["hand", "share", "ticket"];
+function offered(c) {
+  if (PAGE_OWN.includes(c.name) || (c.name === "accept_invite" && !state.invited)) return false;
+  const host = state.space && state.space.host_id === state.me;  // the host neither follows nor steps down
+  return !(host && (c.name === "follow" || c.name === "step_down"));
+}
+function controls() {
+  const key = `${state.role}|${spaceState()}|${state.commands.length}|${!!state.invited}`;
+  if (key === state.drawn) return;
+  state.drawn = key;
+  const more = $("plugins"); more.replaceChildren();
+  for (const c of state.commands) {
+    if (!c.button || !offered(c) || !allowed(c)) continue;
+    const b = document.createElement("button"); b.type = "button"; b.dataset.command = c.name;
+    b.textContent = c.icon ? `${c.icon} ${c.button}` : c.button; b.title = c.summary;
+    b.onclick = () => command(c.name).then(result);
+    more.append(b);
+  }
+}
+
+// The one reaction palette, from the table's react command.
+function reactions() {
+  const bar = $("reactions"); const react = table("react");
+  const palette = (react && react.options[0].choices) || [];
+  if (bar.dataset.palette === palette.join("")) return;
+  bar.dataset.palette = palette.join(""); bar.replaceChildren();
+  for (const e of palette) {
+    const b = document.createElement("button"); b.type = "button"; b.textContent = e; b.setAttribute("aria-label", `React ${e}`);
+    b.onclick = () => command("react", { emoji: e }).then(show); bar.append(b);
+  }
+}
+
+// A table command's reply: a plugin's text and maybe a link (a clip, a replay); nothing to say otherwise.
 function result(reply) {
   if (!reply || reply.type === "error") { show(reply); return; }
-  const r = reply.result || {}; const box = $("status"); box.replaceChildren(document.createTextNode(r.text || ""));
+  const r = (reply.result && typeof reply.result === "object") ? reply.result : {};
+  const box = $("status"); box.replaceChildren(document.createTextNode(r.text || ""));
   if (r.url) { const a = document.createElement("a"); a.href = r.url; a.target = "_blank"; a.rel = "noopener"; a.textContent = ` ${r.url}`; box.append(a); }
 }
 
@@ -164,7 +199,8 @@ function onEvent(e) {
     case "space.ended": say("This Space has ended."); teardown(); break;
     default: refresh();
   }
-  if (e.type === "role.changed" && e.account_id === state.me) state.role = e.role === "host" ? "host" : e.role;
+  if (e.type === "role.changed" && e.account_id === state.me) { state.role = e.role === "host" ? "host" : e.role; state.invited = false; }
+  if (e.type === "speaker.invited" && e.account_id === state.me) state.invited = true;  // the space frame that follows redraws
 }
 
 // ---- HLS listening: the room's own encode as fMP4 segments, played with Media Source Extensions ----
@@ -298,7 +334,7 @@ function connect() {
     if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
     switch (msg.type) {
       case "welcome":
-        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || [];
+        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || []; state.drawn = null; reactions();
         Object.assign(state.names, msg.space.names || {}); say("");
         $("captions").replaceChildren(); $("comments").replaceChildren();  // a reconnect sends them again
         for (const line of msg.captions || []) caption(line);
@@ -340,13 +376,8 @@ function connect() {
 }
 
 function setup() {
-  const bar = $("reactions");
-  for (const e of REACTIONS) {
-    const b = document.createElement("button"); b.type = "button"; b.textContent = e; b.setAttribute("aria-label", `React ${e}`);
-    b.onclick = () => command("react", { emoji: e }).then(show); bar.append(b);
-  }
-  $("hand").onclick = () => command(state.space.queue.includes(state.me) ? "lower_hand" : "raise_hand").then(show);
-  $("mic").onclick = () => command(state.space.muted.includes(state.me) ? "unmute" : "mute", { account_id: state.me }).then(show);
+  $("hand").onclick = () => command("hand").then(show);  // the table's one raise/lower toggle
+  $("mic").onclick = () => command(state.space.muted.includes(state.me) ? "unmute" : "mute").then(show);
   $("share").onclick = async () => {
     const url = `${location.origin}${location.pathname}`;
     try { if (navigator.share) await navigator.share({ title: state.space?.title, url }); else { await navigator.clipboard.writeText(url); say("Link copied."); } }

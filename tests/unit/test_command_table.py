@@ -156,3 +156,32 @@ async def test_account_commands_need_no_space(core: Core) -> None:
     with pytest.raises(DomainError) as err:
         await dispatch(core, fan, "ticket", space_id, {})
     assert err.value.code == "command.unavailable"  # no ticket desk wired here
+
+
+def test_the_protocol_doc_shows_the_table_as_generated() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "webrtc-protocol.md").read_text()
+    start = doc.index("checks it -->\n") + len("checks it -->\n")
+    assert doc[start:doc.index("<!-- end of generated table -->")] == markdown()
+
+
+async def test_the_worked_example_is_one_entry_and_one_handler(core: Core) -> None:
+    """docs/architecture.md's example: a host-only command with an option, added to a table."""
+    async def title(i: Invocation) -> Outcome:
+        await i.core.edit_space(i.actor, i.space_id, title=str(i.args["text"]))
+        return Outcome("space.renamed", {"title": i.args["text"]})
+
+    table = CommandTable([*BUILTINS, Command("title", "Rename the Space", title,
+                                             (Option("text", "text", "The new title", True, max_len=100),),
+                                             "host", ("scheduled", "live"), icon="✏️")])
+    space_id, host, fan, _ = await _live(core)
+    assert "title" in {c["name"] for c in table.public()}
+    with pytest.raises(DomainError) as e:
+        await dispatch(core, fan, "title", space_id, {"text": "Mine now"}, table=table)
+    assert e.value.code == "role.host_required"
+    with pytest.raises(Invalid) as bad:
+        await dispatch(core, host, "title", space_id, {"text": "x" * 101}, table=table)
+    assert bad.value.data["argument"] == "text"
+    done = await dispatch(core, host, "title", space_id, {"text": "Renamed"}, table=table)
+    assert done.code == "space.renamed" and (await core.view(space_id)).space.title == "Renamed"

@@ -132,6 +132,10 @@ def make_engine(url: str, *, connect_timeout_s: float = 10.0, statement_timeout_
     return create_async_engine(url, connect_args=connect_args, **kwargs)
 
 
+Sessions = async_sessionmaker[AsyncSession]
+"""What the SQL store is built on (outside core/storage, name this, not SQLAlchemy's types)."""
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, class_=Session)
 

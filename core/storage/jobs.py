@@ -6,7 +6,6 @@ Claiming and running jobs is ``core.scheduler.JobRunner``'s business.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +15,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.ports import NewJob
 from core.storage.base import Base, dialect_name
+
+__all__ = ["JobQueue", "JobRow", "NewJob", "cancel_group", "enqueue", "enqueue_many", "job_stats"]
 
 STATUSES = ("pending", "running", "done", "failed", "missed", "cancelled")
 DEFAULT_MAX_ATTEMPTS = 8
@@ -43,17 +45,6 @@ class JobRow(Base):
         Index("ix_jobs_claim", "status", "due_at"),
         Index("ix_jobs_lease", "status", "lease_expires_at"),
     )
-
-
-@dataclass(frozen=True)
-class NewJob:
-    kind: str
-    payload: dict[str, Any]
-    due_at: datetime
-    dedupe_key: str
-    group_key: str | None = None
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -114,3 +105,19 @@ async def job_stats(session: AsyncSession, group_key: str | None = None, kind: s
     for status, n in (await session.execute(q)).all():
         out[status] = int(n)
     return out
+
+
+class JobQueue:
+    """The ``Jobs`` port of a unit of work: the functions above on its session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def enqueue(self, job: NewJob) -> bool:
+        return await enqueue_many(self.session, [job]) == 1
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> int:
+        return await enqueue_many(self.session, jobs)
+
+    async def cancel_group(self, group_key: str) -> int:
+        return await cancel_group(self.session, group_key)

@@ -25,12 +25,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, NotFound
 from core.model.accounts import Account, Identity, LinkCode, Tier
 from core.model.community import Community, CommunitySettings
 from core.model.space import Hand, Pin, Space, SpaceState, Ticketing, Visibility
+from core.ports import DuplicateKey, StaleAggregate
 from core.storage.base import Base, dialect_name
 from core.storage.tables import (
     AccountRow,
@@ -48,10 +50,6 @@ from core.storage.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class StaleAggregate(Exception):
-    """Someone else saved the aggregate first; the command is retried on fresh state."""
 
 
 def _insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any] | list[dict[str, Any]],
@@ -296,9 +294,14 @@ class AccountRepository:
         return [_identity(r) for r in rows]
 
     async def add_identity(self, i: Identity) -> None:
+        """Insert now, so that a race for the same platform user is ``DuplicateKey`` here."""
         self.s.add(IdentityRow(platform=i.platform, external_id=i.external_id, account_id=i.account_id,
                                display_name=i.display_name, dm_opt_in=i.dm_opt_in, reachable=i.reachable,
                                created_at=i.created_at))
+        try:
+            await self.s.flush()
+        except IntegrityError as e:
+            raise DuplicateKey(f"identity {i.platform}:{i.external_id}") from e
 
     async def update_identity(self, platform: str, external_id: str, **values: Any) -> None:
         await self.s.execute(update(IdentityRow).where(IdentityRow.platform == platform,

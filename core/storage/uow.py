@@ -10,8 +10,11 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.clock import Clock
 from core.events import Event
-from core.storage.engine import raise_unavailable
+from core.storage.engine import Sessions, raise_unavailable
+from core.storage.jobs import JobQueue
+from core.storage.kv import KeyValueStore
 from core.storage.presence import PresenceRepository
 from core.storage.repositories import (
     AccountRepository,
@@ -33,6 +36,7 @@ class UnitOfWork:
         self.communities = CommunityRepository(self.session)
         self.tickets = TicketRepository(self.session)
         self.presence = PresenceRepository(self.session)
+        self.jobs = JobQueue(self.session)
         self.events = []
         self._committed = False
         return self
@@ -65,6 +69,23 @@ class UnitOfWork:
             self.events.extend(space.pending_events)
             space.pending_events.clear()
 
+    async def flush(self) -> None:
+        """Send pending writes now (a later statement in this transaction reads them)."""
+        await self.session.flush()
+
     def emit(self, event: Event) -> None:
         """Record an event that belongs to no aggregate (follows, links); published after commit."""
         self.events.append(event)
+
+
+class Database:
+    """The SQL store (``core.ports.Store``): units of work and key-value namespaces on one database."""
+
+    def __init__(self, sessionmaker: Sessions, clock: Clock) -> None:
+        self.sessionmaker, self.clock = sessionmaker, clock
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessionmaker)
+
+    def kv(self, namespace: str) -> KeyValueStore:
+        return KeyValueStore(self.sessionmaker, self.clock, namespace)

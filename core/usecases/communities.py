@@ -1,0 +1,86 @@
+"""Communities (a guild, a chat, the web instance), their settings, and who may host or sell there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core import eligibility
+from core.errors import Forbidden, Invalid
+from core.ids import new_id
+from core.model.accounts import Actor, check_platform
+from core.model.community import WEB_COMMUNITY_EXTERNAL_ID, Community, CommunitySettings
+from core.model.space import Space, Ticketing
+from core.ports import UnitOfWork
+from core.usecases.context import Context
+
+
+class Communities:
+    """Use cases about where Spaces are announced and the rules there."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def ensure_community(self, platform: str, external_id: str, name: str) -> Community:
+        check_platform(platform)
+
+        async def op(uow: UnitOfWork) -> Community:
+            c = await uow.communities.by_external(platform, external_id)
+            if c is None:
+                c = Community(id=new_id(), platform=platform, external_id=external_id, name=name[:200],
+                              created_at=self.ctx.now())
+                await uow.communities.add(c)
+            return c
+
+        return await self.ctx.run(op)
+
+    async def web_community(self) -> Community:
+        return await self.ensure_community("web", WEB_COMMUNITY_EXTERNAL_ID, "This instance")
+
+    async def community(self, community_id: str) -> Community:
+        async with self.ctx.uow() as uow:
+            return await uow.communities.get(community_id)
+
+    async def communities(self) -> list[Community]:
+        async with self.ctx.uow() as uow:
+            return await uow.communities.all()
+
+    async def update_community(self, actor: Actor, community_id: str, changes: dict[str, Any]) -> Community:
+        """Community admins change settings; the result is validated whole before it is saved."""
+        if not actor.is_admin:
+            raise Forbidden("community.admin_required", community_id=community_id)
+
+        async def op(uow: UnitOfWork) -> Community:
+            c = await uow.communities.get(community_id)
+            merged = {**c.settings.model_dump(mode="json"), **changes}
+            try:
+                c.settings = CommunitySettings.model_validate(merged)
+            except ValueError as e:
+                raise Invalid("community.bad_settings", detail=str(e)) from None
+            await uow.communities.save_settings(c)
+            return c
+
+        return await self.ctx.run(op)
+
+    async def check_host_eligibility(self, actor: Actor, community_id: str | None = None) -> list[eligibility.Failure]:
+        async with self.ctx.uow() as uow:
+            community = await self.ctx.community_or_web(uow, community_id)
+            facts = await self.ctx.facts(uow, actor, community)
+            return eligibility.check(community.settings.host_rule, facts, community.settings.admin_override)
+
+    async def set_ticketing(self, actor: Actor, space_id: str, ticketing: Ticketing | None) -> Space:
+        async def op(uow: UnitOfWork) -> Space:
+            space = await uow.spaces.get(space_id)
+            if ticketing is not None:
+                community = await self.ctx.community_or_web(uow, space.community_id)
+                if not community.settings.ticketing_allowed and not actor.is_operator:
+                    raise Forbidden("ticket.not_allowed_here", community_id=community.id)
+                failures = eligibility.check(community.settings.ticketing_rule,
+                                             await self.ctx.facts(uow, actor, community),
+                                             community.settings.admin_override)
+                if failures:
+                    raise Forbidden("eligibility.failed", failures=[f.as_dict() for f in failures])
+            space.set_ticketing(actor.account_id, ticketing, self.ctx.now(), override=actor.is_operator)
+            await uow.spaces.save(space)
+            return space
+
+        return await self.ctx.run(op)

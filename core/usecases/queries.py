@@ -1,0 +1,114 @@
+"""Read models: what every adapter renders (``SpaceView``), lists, and share payloads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core.errors import Conflict, Invalid, NotFound
+from core.model.space import Space, SpaceState
+from core.usecases.context import Context
+from core.usecases.engagement import Engagement
+
+CARD_CAPTION_LINES = 3
+
+
+@dataclass(frozen=True)
+class SpaceView:
+    """What every adapter renders: the Space, how many listen, tallies, recent captions."""
+
+    space: Space
+    host_name: str
+    listener_count: int
+    reactions: dict[str, int]
+    names: dict[str, str] = field(default_factory=dict)
+    badges: dict[str, str] = field(default_factory=dict)  # source -> text ("recording": "🔴 Recording")
+    captions: list[dict[str, Any]] = field(default_factory=list)  # the last few lines while captions are on
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.space
+        return {
+            "id": s.id, "title": s.title, "state": s.state.value, "host_id": s.host_id, "host_name": self.host_name,
+            "community_id": s.community_id, "visibility": s.visibility.value, "topics": s.topics,
+            "scheduled_for": s.scheduled_for.isoformat() if s.scheduled_for else None,
+            "started_at": s.started_at.isoformat() if s.started_at else None,
+            "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+            "cohosts": s.cohosts, "speakers": s.speakers, "muted": sorted(s.muted),
+            "queue": [h.account_id for h in s.hands],
+            "pins": [{"id": p.id, "title": p.title, "url": p.url, "message_ref": p.message_ref} for p in s.pins],
+            "captions_enabled": s.captions_enabled, "listener_count": self.listener_count,
+            "reactions": self.reactions, "names": self.names, "badges": self.badges,
+            "ticketing": None if s.ticketing is None else {
+                "price_minor": s.ticketing.price_minor, "currency": s.ticketing.currency,
+                "capacity": s.ticketing.capacity},
+        }
+
+
+@dataclass(frozen=True)
+class SharePayload:
+    space_id: str
+    title: str
+    host_name: str
+    state: str
+    starts_at: datetime | None
+    links: dict[str, str]
+
+    def text(self) -> str:
+        when = f" starting {self.starts_at:%Y-%m-%d %H:%M} UTC" if self.starts_at and self.state == "scheduled" else ""
+        status = "live now" if self.state == "live" else self.state
+        lines = [f"🎙 {self.title} — hosted by {self.host_name} ({status}{when})"]
+        lines += [f"{p}: {u}" for p, u in sorted(self.links.items())]
+        return "\n".join(lines)
+
+
+class Queries:
+    """Queries; no writes."""
+
+    def __init__(self, ctx: Context, engagement: Engagement) -> None:
+        self.ctx, self.engagement = ctx, engagement
+
+    async def view(self, space_id: str) -> SpaceView:
+        async with self.ctx.uow() as uow:
+            space = await uow.spaces.get(space_id)
+            ids = list({*space.stage, *(h.account_id for h in space.hands)})
+            names: dict[str, str] = {}
+            for a in ids:
+                try:
+                    names[a] = (await uow.accounts.get(a)).display_name
+                except NotFound:
+                    names[a] = a
+            count = await uow.spaces.present_count(space_id)
+            captions: list[dict[str, Any]] = []
+            if space.captions_enabled and space.state == SpaceState.LIVE:
+                rows = await uow.spaces.recent_captions(space_id, CARD_CAPTION_LINES)
+                captions = [{"speaker_id": r.speaker_id, "text": r.text} for r in rows]
+                for r in rows:
+                    if r.speaker_id not in names:
+                        try:
+                            names[r.speaker_id] = (await uow.accounts.get(r.speaker_id)).display_name
+                        except NotFound:
+                            names[r.speaker_id] = r.speaker_id
+        badges = await self.engagement.badges(space_id) if space.state == SpaceState.LIVE else {}
+        return SpaceView(space=space, host_name=names.get(space.host_id, space.host_id), listener_count=count,
+                         reactions=self.ctx.reactions.tallies(space_id, 60), names=names, badges=badges,
+                         captions=captions)
+
+    async def list_spaces(self, *, states: Sequence[str] = ("live", "scheduled"), host_id: str | None = None,
+                          community_id: str | None = None, include_unlisted: bool = True,
+                          limit: int = 100) -> list[Space]:
+        for s in states:
+            if s not in {x.value for x in SpaceState}:
+                raise Invalid("space.bad_state", given=s, allowed=[x.value for x in SpaceState])
+        async with self.ctx.uow() as uow:
+            return await uow.spaces.find(states=states, host_id=host_id, community_id=community_id,
+                                         include_unlisted=include_unlisted, limit=limit)
+
+    async def share(self, space_id: str, links: dict[str, str]) -> SharePayload:
+        view = await self.view(space_id)
+        s = view.space
+        if s.state in (SpaceState.ENDED, SpaceState.CANCELLED):
+            raise Conflict("space.closed", space_id=space_id, state=s.state.value)
+        return SharePayload(space_id=s.id, title=s.title, host_name=view.host_name, state=s.state.value,
+                            starts_at=s.scheduled_for or s.started_at, links=dict(links))

@@ -36,12 +36,13 @@ from core.presence import EXPIRE_JOB, PresenceKeeper, make_expire_handler
 from core.scheduler import JobRunner, make_deliver_handlers
 from core.services import Core
 from core.storage import migrate
-from core.storage.engine import backend_name, make_engine, make_sessionmaker
+from core.storage.engine import make_engine, make_sessionmaker
 from core.tokens import JoinTokens
 from plugins.manager import PluginManager
 from spacebridge.config import ConfigError, Settings, data_dir
 from spacebridge.http_edges import HttpLimits
 from spacebridge.http_edges import install as install_http_edges
+from spacebridge.schema import ensure_schema
 
 log = logging.getLogger("spacebridge")
 DRAIN_CLOSE_S = 2.0  # how long a shutdown waits for sockets to take their 1012 and handlers to end
@@ -79,29 +80,6 @@ class Platform:
 
 
 PLATFORM: web.AppKey[Platform] = web.AppKey("platform", Platform)
-
-
-async def ensure_schema(settings: Settings, engine: AsyncEngine) -> None:
-    """SQLite databases are upgraded in place; PostgreSQL must be upgraded on purpose (db upgrade).
-
-    A database that cannot be reached or opened is a ``ConfigError`` in words (never a traceback),
-    and the wait for it is bounded by the configured timeouts.
-    """
-    from spacebridge.doctor import database_problem
-
-    head = migrate.head_revision()
-    limit = settings.database_connect_timeout_s + settings.database_statement_timeout_s
-    try:
-        current = await asyncio.wait_for(migrate.current_revision(engine), limit)
-        if current == head:
-            return
-        if backend_name(engine) == "sqlite":
-            await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url())
-            return
-    except Exception as e:
-        raise ConfigError(database_problem(settings, e)) from None
-    raise ConfigError(f"the database is at revision {current or 'empty'}, the code needs {head}: "
-                      "run `spacebridge db upgrade` first")
 
 
 async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True) -> Platform:

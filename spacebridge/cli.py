@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -431,6 +431,8 @@ def space_link(space_id: str,
 
 
 # ---- billing -------------------------------------------------------------------------------------
+BUSY_RETRIES = 3  # a buy tried again after the database stayed busy past its timeout (see _with_platform)
+
 @billing_app.command("report")
 def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
     """What a ticketed Space sold: tickets, refunds, gross, platform fees and the creator's net."""
@@ -453,20 +455,63 @@ def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
                f"net {money(r.net_minor)}")
 
 
-def _with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
-    """Like ``_with_core`` but with the whole platform (ledger, Stripe gateway) for billing commands."""
-    from spacebridge.app import build
+def _with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False, *, retry_busy: bool = False) -> T:
+    """Like ``_with_core`` but with what billing commands need (ledger, Stripe gateway), wired as
+    ``serve`` wires them but without the adapters: a ticket rush starts many of these at once, so
+    they start fast and only read the database until the command itself writes.
+
+    ``retry_busy``: ``fn`` is idempotent (a buy: the same hold, the same payment), so a database
+    that stayed busy past its timeout (SQLite's one writer, under a rush on a loaded machine) is
+    tried again a few times before the buyer is told to come back later."""
+    import random
+    from types import SimpleNamespace
+
+    from billing.ledger import Ledger
+    from billing.stripe_gateway import StripeGateway
+    from core.bus import EventBus, InProcessBus, RedisBus
+    from core.clock import SystemClock
+    from core.errors import Unavailable
+    from core.services import Core
+    from core.storage.engine import make_engine, make_sessionmaker
+    from spacebridge.doctor import database_problem
+    from spacebridge.schema import ensure_schema
 
     settings = _settings()
 
     async def go() -> T:
-        platform = await build(settings)
         try:
-            return await fn(platform)
+            engine = make_engine(settings.resolved_database_url(),
+                                 connect_timeout_s=settings.database_connect_timeout_s,
+                                 statement_timeout_s=settings.database_statement_timeout_s)
+        except OSError as e:  # SQLite's directory cannot be made
+            raise ConfigError(database_problem(settings, e)) from None
+        stripe = None
+        try:
+            await ensure_schema(settings, engine)
+            bus: EventBus = (RedisBus(settings.redis_url, prefix=settings.redis_prefix or None)
+                             if settings.redis_url else InProcessBus())
+            core = Core(make_sessionmaker(engine), bus, SystemClock(),
+                        reaction_rate_per_s=settings.reaction_rate_per_s, host_grace_s=settings.host_grace_s,
+                        speaker_grace_s=settings.speaker_grace_s, presence_stale_s=settings.presence_stale_s)
+            ledger = Ledger(core, hold=timedelta(minutes=settings.ticket_hold_minutes),
+                            fee_bps=settings.platform_fee_bps)
+            if settings.ticketing_enabled:
+                assert settings.stripe_api_key is not None
+                stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
+                                       api_base=settings.stripe_api_base or None, fee_bps=settings.platform_fee_bps)
+            context = SimpleNamespace(settings=settings, engine=engine, core=core, ledger=ledger, stripe=stripe)
+            for attempt in range(BUSY_RETRIES if retry_busy else 0):
+                try:
+                    return await fn(context)
+                except Unavailable as e:
+                    if e.data.get("what") != "database":
+                        raise
+                    await asyncio.sleep(random.uniform(0.5, 2.0) * (attempt + 1))  # waiters spread out
+            return await fn(context)
         finally:
-            if platform.stripe is not None:
-                await platform.stripe.close()
-            await platform.engine.dispose()
+            if stripe is not None:
+                await stripe.close()
+            await engine.dispose()
 
     try:
         return asyncio.run(go())
@@ -536,7 +581,7 @@ def billing_buy(space_id: str, as_: AsOpt,
                 "url": p.url, "hold_expires_at": p.ticket.hold_expires_at.isoformat()
                 if p.ticket.hold_expires_at else None}
 
-    out = _with_platform(go, as_json)
+    out = _with_platform(go, as_json, retry_busy=True)
     typer.echo(json.dumps(out) if as_json else (out["url"] or out["provider_ref"]))
 
 

@@ -64,11 +64,6 @@ async def stripe_front() -> AsyncIterator[StrictStripe]:
     assert fake.refused == [], "a request Stripe would refuse"
 
 
-# Known open (issue 15): on SQLite, 60 CLI processes starting at once contend for the write lock in
-# spacebridge/app.py's ensure_schema (BEGIN IMMEDIATE for a read of the schema revision) and some
-# exceed the busy timeout (now a sentence, no longer a traceback); on PostgreSQL some of the 50
-# losers get an answer other than "Sold out". Both need work outside billing; see the H8 report.
-@pytest.mark.xfail(reason="60 concurrent CLI buyers: not every loser hears 'Sold out' yet (issue 15)", strict=False)
 async def test_sixty_cli_buyers_for_ten_seats(database_url: str, stripe_front: StrictStripe, tmp_path: Path) -> None:
     await asyncio.to_thread(migrate.upgrade, database_url)
     engine = make_engine(database_url)

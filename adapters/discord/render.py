@@ -15,10 +15,12 @@ from typing import Any
 
 import discord
 
+from adapters.chat.buttons import JOIN, card_buttons
+from core.commands import REACTIONS
 from core.model.space import SpaceState
 from core.services import SpaceView
 
-CARD_REACTIONS = ("👏", "😂", "❤️", "🔥", "🎉")
+CARD_REACTIONS = REACTIONS  # the one reaction set (core.commands)
 MAX_LINE_NAMES = 12
 LIVE_COLOUR = 0xE0245E
 SCHEDULED_COLOUR = 0x1D9BF0
@@ -88,20 +90,21 @@ def card(view: SpaceView, web_url: str) -> CardContent:
         embed.add_field(name="Pinned", value="\n".join(
             f"📌 [{p.title}]({p.url})" if p.url else f"📌 {p.title}" for p in s.pins)[:1024], inline=False)
     embed.set_footer(text=f"Space {s.id}")
-    buttons = discord.ui.View(timeout=None)
-    if s.state == SpaceState.LIVE:
-        buttons.add_item(discord.ui.Button(label="Join web room", emoji="🎧", custom_id=f"sb:j:{s.id}",
-                                           style=discord.ButtonStyle.primary, row=0))
-        buttons.add_item(discord.ui.Button(label="Hand", emoji="✋", custom_id=f"sb:h:{s.id}", row=0))
-        for i, e in enumerate(CARD_REACTIONS):
-            buttons.add_item(discord.ui.Button(emoji=e, custom_id=f"sb:r:{s.id}:{i}", row=1))
-    elif s.state == SpaceState.SCHEDULED:
-        buttons.add_item(discord.ui.Button(label="Remind me", emoji="🔔", custom_id=f"sb:m:{s.id}",
-                                           style=discord.ButtonStyle.primary))
-        buttons.add_item(discord.ui.Button(label="Details", url=web_url))
-    else:
+    rows = card_buttons(s)
+    if not rows:
         return CardContent(embed, None)
-    return CardContent(embed, buttons)
+    view_ = discord.ui.View(timeout=None)
+    for n_row, row in enumerate(rows):
+        for b in row:
+            style = discord.ButtonStyle.primary if b.primary and not (b.link and b.kind != JOIN) \
+                else discord.ButtonStyle.secondary
+            if b.link and b.kind != JOIN:  # a URL button: the web page of the Space
+                view_.add_item(discord.ui.Button(label=b.label, emoji=b.emoji, url=web_url, row=n_row))
+            else:
+                custom_id = f"sb:{b.kind}:{s.id}" + (f":{b.arg}" if b.arg else "")
+                view_.add_item(discord.ui.Button(label=b.label or None, emoji=b.emoji, custom_id=custom_id,
+                                                 style=style, row=n_row))
+    return CardContent(embed, view_)
 
 
 def event_description(view: SpaceView, web_url: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from core.commands import REACTIONS
 from core.model.accounts import Actor
 from tests.integration.discord.conftest import DC
 from tests.support.discord_fake import Mention
@@ -121,7 +122,7 @@ async def test_card_buttons_react_raise_hands_and_hand_out_personal_links(dc: DC
     await dc.fake.join_voice(dc.guild, dc.fan, dc.stage)  # listening on the Stage
     fan = await dc.actor(dc.fan)
     await until(lambda: _present(dc, space_id, fan.account_id))
-    iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id=f"sb:r:{space_id}:0", message_id=card)
+    iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id=f"sb:r:{space_id}:{REACTIONS.index('👏')}", message_id=card)
     answer = await dc.fake.reply(iid)
     assert answer["flags"] & 64 and "👏 1" in answer["content"]
     assert (await dc.core.view(space_id)).reactions == {"👏": 1}
@@ -138,7 +139,7 @@ async def test_card_buttons_react_raise_hands_and_hand_out_personal_links(dc: DC
     claims = dc.platform.tokens.verify(token, dc.core.now(), space_id)
     assert claims.account_id == fan.account_id and claims.role == "listener"
     # a forged button (unknown reaction index) is refused and changes nothing
-    iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id=f"sb:r:{space_id}:9", message_id=card)
+    iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id=f"sb:r:{space_id}:{len(REACTIONS)}", message_id=card)
     assert "⚠️" in (await dc.fake.reply(iid))["content"]
     assert (await dc.core.view(space_id)).reactions == {"👏": 1}
     iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id="sb:zz", message_id=card)

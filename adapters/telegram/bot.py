@@ -46,6 +46,11 @@ from telegram.ext import (
     filters,
 )
 
+from adapters.chat import buttons
+from adapters.chat.actions import run
+from adapters.chat.spaces import pick_space
+from adapters.chat.wording import PLAIN, word
+from adapters.chat.wording import say as chat_say
 from adapters.telegram import render
 from adapters.telegram.limits import BULK, FloodLimiter, FloodLimits, retry_seconds
 from adapters.telegram.webapp import DEFAULT_MAX_AGE_S, validate_init_data
@@ -54,7 +59,6 @@ from billing.ledger import Ledger
 from core import events as ev
 from core.cards import Card, CardRefresher, CardStore
 from core.errors import Conflict, DomainError, Invalid, NotFound
-from core.messages import describe
 from core.model.accounts import Actor
 from core.model.space import Role, Space, SpaceState
 from core.model.ticket import Provider, TicketStatus
@@ -90,6 +94,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("approve", "Bring a raised hand on stage (host, co-host)"),
     ("deny", "Lower someone's hand (host, co-host)"),
     ("invite", "Invite someone to speak (host, co-host)"),
+    ("promote", "Make someone a speaker or co-host: /promote WHO [cohost]"),
+    ("demote", "Move someone back to the audience (host, co-host)"),
     ("mute", "Mute a speaker (host, co-host)"),
     ("remove", "Remove someone from the Space (host, co-host)"),
     ("pin", "Pin a link: /pin URL [title]"),
@@ -113,7 +119,7 @@ _MISC_TEXT = {
 
 
 def say(error: DomainError) -> str:
-    return describe(error, _MISC_TEXT)
+    return chat_say(error, _MISC_TEXT)
 
 
 @dataclass
@@ -258,20 +264,10 @@ class TelegramAdapter:
                     continue
                 del args[i]
                 return space
-        community = await self._community_id(update)
-        if community is not None:
-            candidates = await self.core.list_spaces(states=states, community_id=community)
-        elif actor is not None:
-            candidates = await self.core.list_spaces(states=states, host_id=actor.account_id)
-        else:
-            candidates = []
-        live = [s for s in candidates if s.state == SpaceState.LIVE]
-        pick = live or candidates
-        if len(pick) == 1 or (live and community is not None):
-            return pick[0]
-        if not pick and community is not None and states == ("live",):
-            raise NotFound("telegram.no_space_here")
-        raise Invalid("telegram.which_space", command=command)
+        return await pick_space(self.core, space_id=None, community_id=await self._community_id(update),
+                                host_id=actor.account_id if actor is not None else None, states=states,
+                                no_space_code="telegram.no_space_here", which_code="telegram.which_space",
+                                command=command)
 
     async def _who(self, update: Update, args: list[str], space: Space | None = None) -> str:
         msg = update.effective_message
@@ -297,6 +293,7 @@ class TelegramAdapter:
             "follow": self.cmd_follow, "unfollow": self.cmd_unfollow, "remind": self.cmd_remind,
             "cancel": self.cmd_cancel, "end": self.cmd_end, "react": self.cmd_react, "hand": self.cmd_hand,
             "queue": self.cmd_queue, "approve": self.cmd_approve, "deny": self.cmd_deny, "invite": self.cmd_invite,
+            "promote": self.cmd_promote, "demote": self.cmd_demote,
             "mute": self.cmd_mute, "remove": self.cmd_remove, "pin": self.cmd_pin, "unpin": self.cmd_unpin,
             "captions": self.cmd_captions, "share": self.cmd_share, "ticket": self.cmd_ticket,
             "refund": self.cmd_refund, "link": self.cmd_link,
@@ -516,9 +513,7 @@ class TelegramAdapter:
         msg = update.effective_message
         assert msg is not None
         space = await self._space(update, args, "cancel", states=("scheduled",), actor=actor)
-        space = await self.core.cancel_space(actor, space.id)
-        if space.ticketing is not None:
-            await self.ledger.refund_all(space.id)
+        space = await self.core.cancel_space(actor, space.id)  # queues the ticket refunds itself
         await self._reply(msg, f"✖️ <b>{escape(space.title)}</b> is cancelled. Subscribers are being told"
                                + (" and every ticket is refunded." if space.ticketing else "."))
 
@@ -588,6 +583,27 @@ class TelegramAdapter:
                          args: list[str]) -> None:
         await self._stage(update, actor, args, "invite", lambda s, w: self.core.invite(actor, s.id, w),
                           "📨 {name} is invited to speak.")
+
+    async def cmd_promote(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor,
+                          args: list[str]) -> None:
+        role = "cohost" if any(a.lower() in ("cohost", "co-host") for a in args) else "speaker"
+        args = [a for a in args if a.lower() not in ("cohost", "co-host", "speaker")]
+        await self._table_person(update, actor, args, "promote", {"role": role})
+
+    async def cmd_demote(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor,
+                         args: list[str]) -> None:
+        await self._table_person(update, actor, args, "demote")
+
+    async def _table_person(self, update: Update, actor: Actor, args: list[str], command: str,
+                            extra: dict[str, Any] | None = None) -> None:
+        """A table command about one person, named by a reply, a queue number or an account id."""
+        msg = update.effective_message
+        assert msg is not None
+        space = await self._space(update, args, command, actor=actor)
+        who = await self._who(update, args, space)
+        out = await run(self.core, actor, command, space, {"person": who, **(extra or {})})
+        name = (await self.core.account(who)).display_name
+        await self._reply(msg, word(out, PLAIN, name=name, title=space.title), html=False)
 
     async def cmd_mute(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor, args: list[str]) -> None:
         unmute = bool(args and args[0].lower() == "off")
@@ -667,7 +683,7 @@ class TelegramAdapter:
                 raise Conflict("billing.off", hint="this Space is priced in " + t.currency.upper())
             purchase = await self.stripe_sales.buy_with_checkout(actor, space.id, space.title)
             await self._reply(msg, f"🎟 Pay for <b>{escape(space.title)}</b> here (the seat is yours for "
-                                   f"{int(self.ledger.hold_for.total_seconds() // 60)} min):",
+                                   f"{int(self.ledger.checkout_hold_for.total_seconds() // 60)} min):",
                               markup=InlineKeyboardMarkup([[InlineKeyboardButton("Pay", url=purchase.url)]]))
             return
         ticket = await self.ledger.hold(actor, space.id, Provider.TELEGRAM_STARS.value)
@@ -706,28 +722,10 @@ class TelegramAdapter:
         q = update.callback_query
         if q is None or not q.data:
             return
-        kind, _, rest = q.data.partition(":")
-        space_id, _, arg = rest.partition(":")
+        kind, space_id, arg = buttons.parse(q.data)
         try:
             actor = await self._actor(update)
-            if kind == "r":
-                idx = int(arg) if arg.isdigit() else -1
-                if not 0 <= idx < len(render.CARD_REACTIONS):
-                    raise Invalid("reaction.not_an_emoji")
-                await self.core.react(actor, space_id, render.CARD_REACTIONS[idx])
-                answer = render.CARD_REACTIONS[idx]
-            elif kind == "h":
-                space = (await self.core.view(space_id)).space
-                if any(h.account_id == actor.account_id for h in space.hands):
-                    await self.core.lower_hand(actor, space_id)
-                    answer = "Hand lowered."
-                else:
-                    answer = f"✋ Hand raised: number {await self.core.raise_hand(actor, space_id)} in the queue."
-            elif kind == "m":
-                await self.core.set_reminder(actor, space_id, True)
-                answer = "🔔 I'll DM you when it starts (send /start to me first if you haven't)."
-            else:
-                raise Invalid("protocol.unknown_command", name=kind)
+            answer = await buttons.press(self.core, actor, kind, space_id, arg, PLAIN)
         except DomainError as e:
             await q.answer(say(e)[:200], show_alert=True)
             return

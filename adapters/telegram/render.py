@@ -14,10 +14,12 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from adapters.chat.buttons import card_buttons
+from core.commands import REACTIONS
 from core.model.space import SpaceState
 from core.services import SpaceView
 
-CARD_REACTIONS = ("👏", "😂", "❤️", "🔥", "🎉")
+CARD_REACTIONS = REACTIONS  # the one reaction set (core.commands)
 MAX_LINE_NAMES = 12
 
 
@@ -68,18 +70,18 @@ def card(view: SpaceView, bot_username: str) -> tuple[str, InlineKeyboardMarkup 
         target = f" — {escape(p.url)}" if p.url else ""
         lines.append(f"📌 {escape(p.title)}{target}")
     text = "\n".join(lines)
-    if s.state == SpaceState.LIVE:
-        rows = [
-            [InlineKeyboardButton("🎧 Join", url=join_link(bot_username, s.id)),
-             InlineKeyboardButton("✋ Hand", callback_data=f"h:{s.id}")],
-            [InlineKeyboardButton(e, callback_data=f"r:{s.id}:{i}") for i, e in enumerate(CARD_REACTIONS)],
-        ]
-    elif s.state == SpaceState.SCHEDULED:
-        rows = [[InlineKeyboardButton("🔔 Remind me", callback_data=f"m:{s.id}"),
-                 InlineKeyboardButton("ℹ️ Details", url=join_link(bot_username, s.id))]]
-    else:
-        return text, None
-    return text, InlineKeyboardMarkup(rows)
+    rows: list[list[InlineKeyboardButton]] = []
+    for row in card_buttons(s):
+        line = []
+        for b in row:
+            caption = f"{b.emoji} {b.label}".strip()
+            if b.link:
+                line.append(InlineKeyboardButton(caption, url=join_link(bot_username, s.id)))
+            else:
+                data = f"{b.kind}:{s.id}" + (f":{b.arg}" if b.arg else "")
+                line.append(InlineKeyboardButton(caption, callback_data=data))
+        rows.append(line)
+    return text, (InlineKeyboardMarkup(rows) if rows else None)
 
 
 def fingerprint(text: str, markup: InlineKeyboardMarkup | None) -> str:

@@ -122,7 +122,8 @@ async def test_card_buttons_react_raise_hands_and_hand_out_personal_links(dc: DC
     await dc.fake.join_voice(dc.guild, dc.fan, dc.stage)  # listening on the Stage
     fan = await dc.actor(dc.fan)
     await until(lambda: _present(dc, space_id, fan.account_id))
-    iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id=f"sb:r:{space_id}:{REACTIONS.index('👏')}", message_id=card)
+    clap = REACTIONS.index("👏")
+    iid = await dc.fake.interact(dc.guild, dc.fan, "", custom_id=f"sb:r:{space_id}:{clap}", message_id=card)
     answer = await dc.fake.reply(iid)
     assert answer["flags"] & 64 and "👏 1" in answer["content"]
     assert (await dc.core.view(space_id)).reactions == {"👏": 1}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from core.commands import REACTIONS
 from core.model.space import SpaceState
 from tests.integration.telegram.conftest import FAN1, FAN2, FAN3, GROUP, HOST, TG
 from tests.support.telegram_fake import Call
@@ -117,11 +118,11 @@ async def test_hand_approve_and_reactions_show_on_the_card(tg: TG) -> None:
     assert view.space.speakers == [(await tg.actor(FAN1)).account_id]
     assert [h.account_id for h in view.space.hands] == [(await tg.actor(FAN2)).account_id]
 
-    for user, idx in ((FAN2, 0), (FAN3, 0), (HOST, 3)):
+    for user, idx in ((FAN2, REACTIONS.index("👏")), (FAN3, REACTIONS.index("👏")), (HOST, REACTIONS.index("💯"))):
         mark = len(tg.fake.calls)
         await tg.fake.press(GROUP, user, msg_id, f"r:{space.id}:{idx}")
         await tg.fake.wait_for(lambda c: c.method == "answerCallbackQuery", after=mark)
-    final = await card_for(tg, GROUP, lambda t: "👏 2" in t and "🔥 1" in t and "On stage: User102" in t)
+    final = await card_for(tg, GROUP, lambda t: "👏 2" in t and "💯 1" in t and "On stage: User102" in t)
     assert final.method == "editMessageText" and "✋ 1 in queue" in final.params["text"]
     assert "Bea's hand was lowered" in await tg.say(GROUP, HOST, "/deny 1")
     assert (await tg.core.view(space.id)).space.hands == []

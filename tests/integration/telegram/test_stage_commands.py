@@ -59,3 +59,16 @@ async def test_link_code_from_the_web_redeemed_by_deep_link(tg: TG) -> None:
     assert "not valid" in await tg.say(FAN2, FAN2, f"/link {code.code}")  # single use
     issued = await tg.say(FAN2, FAN2, "/link")
     assert "link code is" in issued
+
+
+async def test_cohost_promote_and_demote_from_the_group(tg: TG) -> None:
+    await tg.say(GROUP, HOST, '/space new "Co-host Night"', name="Hosty")
+    space = (await tg.core.list_spaces(states=("live",)))[0]
+    fan1 = (await tg.actor(FAN1)).account_id
+    await tg.core.join(await tg.actor(FAN1), space.id)
+    assert "Only the host or a co-host" in await tg.say(GROUP, FAN2, f"/promote {fan1} cohost")
+    assert "User102 is now a co-host" in await tg.say(GROUP, HOST, f"/promote {fan1} cohost")
+    assert fan1 in (await tg.core.view(space.id)).space.cohosts
+    assert "User102 is back in the audience" in await tg.say(GROUP, HOST, f"/demote {fan1}")
+    s = (await tg.core.view(space.id)).space
+    assert fan1 not in s.cohosts and fan1 not in s.speakers

@@ -40,10 +40,12 @@ from core.tokens import JoinTokens
 if TYPE_CHECKING:
     from plugins.manager import PluginManager
 
-from adapters.discord.base import PLATFORM, DiscordConfig, _State
+from adapters.discord.base import PLATFORM, DiscordConfig, _State, stage_connection
 from adapters.discord.commands import CommandsMixin
 from adapters.discord.setup import SetupMixin
 from adapters.discord.stage import StageMixin
+
+__all__ = ["DiscordAdapter", "DiscordConfig", "Pacer", "stage_connection"]
 
 log = logging.getLogger(__name__)
 

@@ -294,6 +294,6 @@ class CommandsMixin(DiscordBase):
         purchase = await self.stripe_sales.buy_with_checkout(actor, s.id, s.title)
         view = discord.ui.View(timeout=None)
         view.add_item(discord.ui.Button(label="Pay", emoji="🎟", url=purchase.url))
-        minutes = int(self.ledger.hold_for.total_seconds() // 60)
+        minutes = int(self.ledger.checkout_hold_for.total_seconds() // 60)  # a Checkout hold, not a card hold
         await self._reply(interaction, f"🎟 Pay for **{s.title}** here; the seat is yours for {minutes} min.",
                           view=view)

@@ -60,6 +60,7 @@ async def test_paid_ticket_grants_the_role_and_a_refund_takes_it_back(tmp_path: 
         url = r["components"][0]["components"][0]["url"]
         sid = next(iter(stripe.sessions))
         assert stripe.sessions[sid]["url"] == url and stripe.sessions[sid]["amount_total"] == 1500
+        assert "yours for 31 min" in r["content"], "the link is held as long as Checkout's session lives"
         await stripe.complete_session(sid)
         put = await fake.wait_for(lambda c: c.method == "PUT" and c.path == f"/guilds/{guild.id}/members/{fan}"
                                   f"/roles/{ticket_role}", timeout=15)

@@ -83,8 +83,11 @@ def cmd(
 
     async def go(platform: Any) -> Outcome:
         await _known(platform.core, as_)
+        from spacebridge.ticket_desk import command_ports
+
         outcome: Outcome = await dispatch(platform.core, Actor(account_id=as_, platform="web"), name,
-                                          None if space == "-" else space, raw, table=table, text=True)
+                                          None if space == "-" else space, raw, table=table, text=True,
+                                          ports=command_ports(platform))
         return outcome
 
     outcome = _with_platform(go, as_json)

@@ -171,8 +171,11 @@ async def hls_auth(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     p = app[PLATFORM]
     from adapters.webrtc.signaling import Signaling
+    from spacebridge.ticket_desk import command_ports
 
-    app.router.add_get("/ws/{space_id}", Signaling(p.core, p.rooms, p.tokens, plugins=p.plugins).handle)
+    signaling = Signaling(p.core, p.rooms, p.tokens, plugins=p.plugins)
+    signaling.ports = command_ports(p)  # the command table's ticket/refund and share links
+    app.router.add_get("/ws/{space_id}", signaling.handle)
     for method, path, handler in p.plugins.routes:
         app.router.add_route(method, path, handler)
     app.router.add_get("/s/{space_id}", room_page)

@@ -44,6 +44,10 @@ def test_table_commands_run_from_the_shell_with_the_tables_rules(runner: CliRunn
     code, out = _json(runner, "cmd", "follow", "-", "--as", fan, "--host", host)
     assert code == 0 and out["result"] == {"followers": 1}
 
+    code, out = _json(runner, "cmd", "refund", space, "--as", fan)
+    assert code == 1 and out["error"]["code"] == "ticket.none_paid"
+    code, out = _json(runner, "cmd", "share", space, "--as", fan)
+    assert code == 0 and out["result"]["links"]["web"].endswith(f"/s/{space}")
     code, out = _json(runner, "cmd", "start", space, "--as", host)
     assert code == 0 and out["outcome"] == "space.started"
     code, out = _json(runner, "cmd", "hand", space, "--as", fan)

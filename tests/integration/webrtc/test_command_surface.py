@@ -64,5 +64,8 @@ async def test_every_table_command_answers_over_the_socket_by_the_tables_rules(p
         assert answers["react"]["type"] == "ok" and answers["react"]["result"] == {"👏": 1}
         assert answers["comment"]["type"] == "ok" and answers["comment"]["result"]["text"] == "x"
         assert answers["end"]["type"] == "ok"
+        assert answers["share"]["result"]["links"]["web"].endswith(f"/s/{space.id}")  # ports from the platform
+        assert answers["refund"]["code"] == "ticket.none_paid"  # reached the ledger through the ticket desk
+        assert answers["ticket"]["code"] == "command.unavailable"  # no Stripe on this instance
     else:
         assert answers["hand"]["type"] == "ok" and answers["hand"]["result"] == 1

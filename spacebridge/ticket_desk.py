@@ -1,0 +1,48 @@
+"""The command table's ports, wired from the platform: tickets through billing, share links to the web room.
+
+Core must not import billing, so the table's ``ticket`` and ``refund`` entries reach it through
+``core.commands.Ports``; this is where the composition root fills them in for every surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from core.commands import Ports
+from core.errors import Unavailable
+from core.model.accounts import Actor
+
+if TYPE_CHECKING:
+    from billing.ledger import Ledger
+    from billing.sales import TicketSales
+    from core.services import Core
+    from spacebridge.app import Platform
+
+
+class LedgerDesk:
+    """``ticket``: a Stripe Checkout link (where Stripe is configured); ``refund``: the ledger's request."""
+
+    def __init__(self, core: Core, ledger: Ledger, sales: TicketSales | None) -> None:
+        self.core, self.ledger, self.sales = core, ledger, sales
+
+    async def ticket(self, actor: Actor, space_id: str) -> Mapping[str, Any]:
+        if self.sales is None:
+            raise Unavailable("command.unavailable", command="ticket")
+        title = (await self.core.view(space_id)).space.title
+        bought = await self.sales.buy_with_checkout(actor, space_id, title)
+        return {"ticket_id": bought.ticket.id, "url": bought.url}
+
+    async def refund(self, actor: Actor, space_id: str) -> Mapping[str, Any]:
+        ticket = await self.ledger.request_refund(actor, space_id)
+        return {"ticket_id": ticket.id, "status": str(ticket.status)}
+
+
+def command_ports(platform: Platform) -> Ports:
+    """Ports for ``core.commands.dispatch`` on this instance."""
+    from billing.sales import TicketSales
+
+    base = platform.settings.base_url().rstrip("/")
+    sales = TicketSales(platform.ledger, platform.stripe, base) if platform.stripe is not None else None
+    return Ports(tickets=LedgerDesk(platform.core, platform.ledger, sales),
+                 links=lambda space_id: {"web": f"{base}/s/{space_id}"})

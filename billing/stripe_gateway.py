@@ -148,7 +148,8 @@ class StripeGateway:
 
     async def account_ready(self, connect_account: str, *, fresh: bool = False) -> bool:
         """Can this Connect account take destination charges now: charges enabled and the
-        ``transfers`` capability active? A yes is remembered for a few minutes (a sale asks)."""
+        ``transfers`` capability active? A yes is remembered for a few minutes (a sale asks), and
+        forgotten as soon as Stripe says the account changed (``forget_account``)."""
         if not fresh and self._ready_until.get(connect_account, 0.0) > time.monotonic():
             return True
         acct = (await self._call(self.client.v1.accounts.retrieve_async(connect_account))).to_dict()
@@ -159,3 +160,9 @@ class StripeGateway:
         else:
             self._ready_until.pop(connect_account, None)
         return ready
+
+    def forget_account(self, connect_account: str) -> None:
+        """Stripe sent ``account.updated`` (a capability became active or inactive): the next sale
+        asks Stripe again. Forgetting, rather than believing the event's copy, is right whatever
+        order Stripe delivers the events in."""
+        self._ready_until.pop(connect_account, None)

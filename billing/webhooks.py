@@ -23,6 +23,7 @@ import stripe
 from aiohttp import web
 
 from billing.ledger import Ledger
+from billing.stripe_gateway import StripeGateway
 from core.errors import DomainError
 from core.services import GroupCommit
 from core.storage.uow import UnitOfWork
@@ -47,8 +48,13 @@ class EventFailed(DomainError):
 
 
 class StripeWebhooks:
-    def __init__(self, ledger: Ledger, secret: str, tolerance_s: int = DEFAULT_TOLERANCE_S) -> None:
+    """``gateway``: told of ``account.updated`` events, so a creator's payout account that gains or
+    loses the ``transfers`` capability is believed at once, not after its readiness expires."""
+
+    def __init__(self, ledger: Ledger, secret: str, tolerance_s: int = DEFAULT_TOLERANCE_S,
+                 gateway: StripeGateway | None = None) -> None:
         self.ledger = ledger
+        self.gateway = gateway
         self.secret = secret
         self.tolerance_s = tolerance_s
         self._events: GroupCommit[dict[str, Any], str] = GroupCommit(self._apply_batch, max_batch=200)
@@ -121,6 +127,11 @@ class StripeWebhooks:
     async def _apply_one(self, uow: UnitOfWork, event: dict[str, Any], taken: dict[str, int]) -> str:
         kind = str(event["type"])
         obj: dict[str, Any] = event["data"]["object"]
+        if kind == "account.updated":
+            if self.gateway is None or not isinstance(obj.get("id"), str):
+                return "ignored"
+            self.gateway.forget_account(obj["id"])  # its capabilities may have changed either way
+            return "processed"
         meta = obj.get("metadata")
         ticket_id = (meta.get("ticket_id") if isinstance(meta, dict) else None) or obj.get("client_reference_id")
         if kind in REFUND_EVENTS and isinstance(obj.get("payment_intent"), str):

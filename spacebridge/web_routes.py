@@ -183,7 +183,7 @@ def setup(app: web.Application) -> None:
     if p.stripe is not None and p.settings.stripe_webhook_secret is not None:
         from billing.webhooks import StripeWebhooks
 
-        hooks = StripeWebhooks(p.ledger, p.settings.stripe_webhook_secret.get_secret_value())
+        hooks = StripeWebhooks(p.ledger, p.settings.stripe_webhook_secret.get_secret_value(), gateway=p.stripe)
         app.router.add_post("/webhooks/stripe", hooks.handle)
     else:
         app.router.add_post("/webhooks/stripe", billing_off)

@@ -96,6 +96,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     await web.TCPSite(front, "127.0.0.1", fport).start()
     fake.base = f"http://127.0.0.1:{fport}"
     gateway = StripeGateway("sk_test_spacebridge", api_base=fake.base, fee_bps=500)
+    hooks.gateway = gateway  # account.updated clears what it remembers about payout accounts
     acc = await core.ensure_account("web", "creator", "Creator")
     host = Actor(account_id=acc.id, is_operator=True)
     space = await core.create_space(host, "Paid AMA", start_at=core.now() + timedelta(days=1))
@@ -192,6 +193,28 @@ async def test_payouts_only_once_connect_says_the_account_can_take_them(env: Env
     await env.wait_status(purchase.ticket.id, TicketStatus.PAID)
     r = await env.ledger.report(env.space_id)
     assert (r.sold, r.gross_minor, r.fees_minor, r.net_minor) == (1, 1500, 75, 1425)
+
+
+async def test_account_updated_webhook_is_believed_at_once(env: Env) -> None:
+    """A creator whose payout account Stripe disables (``transfers`` inactive) stops selling as soon
+    as ``account.updated`` arrives, though the account was ready a moment ago; enabled again, sales
+    resume at once."""
+    acct = await env.gateway.create_connect_account(env.host.account_id, None)
+    await env.ledger.set_payout_account(env.host.account_id, acct)
+    env.fake.finish_onboarding(acct)
+    first = await env.sales.buy_with_card(await env.buyer("early"), env.space_id)
+    assert first.provider_ref.startswith("pi_")  # ready, and remembered as ready
+    env.fake.accounts[acct]["capabilities"]["transfers"] = "inactive"
+    status, body = await env.fake.send_event("account.updated", env.fake.accounts[acct])
+    assert (status, body["outcome"]) == (200, "processed")
+    late = await env.buyer("late")
+    with pytest.raises(BillingError) as e:
+        await env.sales.buy_with_card(late, env.space_id)
+    assert e.value.code == "billing.payouts_not_ready"
+    assert (await env.ledger.report(env.space_id)).held == 1, "only the first buyer's seat is held"
+    env.fake.finish_onboarding(acct)
+    await env.fake.send_event("account.updated", env.fake.accounts[acct])
+    assert (await env.sales.buy_with_card(late, env.space_id)).provider_ref.startswith("pi_")
 
 
 async def test_the_strict_front_refuses_what_stripe_refuses(env: Env) -> None:

@@ -18,7 +18,8 @@ from spacebridge.app import Platform
 
 TIMEOUT_S = 30.0
 ARG_NAMES = ["account_id", "emoji", "text", "role", "block", "reason", "title", "url", "message_ref", "pin_id",
-             "enabled", "count", "who", "member", "action", "words", "out", "args"]
+             "enabled", "count", "who", "member", "action", "words", "out", "args", "person", "up", "when", "host",
+             "code", "on"]
 TYPES = ["offer", "candidate", "hls", "command", "ping", "hello", "pong", "welcome", "event", "levels"]
 
 json_values = st.recursive(

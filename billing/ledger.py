@@ -262,10 +262,12 @@ class Ledger:
 
     async def settle_in(self, uow: UnitOfWork, ticket_id: str, *, paid: bool, provider_ref: str | None = None,
                         amount_minor: int | None = None, currency: str | None = None,
-                        taken: dict[str, int] | None = None) -> Ticket:
+                        taken: dict[str, int] | None = None,
+                        buyers: dict[tuple[str, str], list[TicketRow]] | None = None) -> Ticket:
         """``settle`` in the caller's transaction (a webhook records its event id in the same one).
         ``taken`` carries each Space's seat count from one settlement to the next in a batch, so a
-        batch counts a Space's seats once.
+        batch counts a Space's seats once; ``buyers`` (from ``buyers_of``) carries each buyer's
+        held and paid tickets, read once per batch instead of twice per settlement.
 
         A payment becomes the seat only if the ticket is still held, the seat still fits, and the
         buyer has no other paid ticket here; any other payment is returned (see the module
@@ -294,9 +296,13 @@ class Ledger:
             await self._return_payment(uow, t, ref, "duplicate" if t.status != TicketStatus.VOID
                                        else "seat_unavailable", now)
             return t
-        other_paid = (await uow.session.scalars(select(TicketRow.id).where(
-            TicketRow.space_id == t.space_id, TicketRow.account_id == t.account_id, TicketRow.id != t.id,
-            TicketRow.status == "paid"))).first()
+        mine = buyers.get((t.space_id, t.account_id)) if buyers is not None else None
+        if mine is not None:
+            other_paid = next((o.id for o in mine if o.id != t.id and o.status == "paid"), None)
+        else:
+            other_paid = (await uow.session.scalars(select(TicketRow.id).where(
+                TicketRow.space_id == t.space_id, TicketRow.account_id == t.account_id, TicketRow.id != t.id,
+                TicketRow.status == "paid"))).first()
         space = await uow.spaces.get(t.space_id)
         fits = True
         cap = space.ticketing.capacity if space.ticketing else None
@@ -311,9 +317,12 @@ class Ledger:
             if ref:
                 row.provider_ref = ref
             t = self._set(uow, row, TicketStatus.PAID, now, taken, had_seat=_counts(t, now))
-            others = (await uow.session.scalars(select(TicketRow).where(  # the buyer's other holds free their seats
-                TicketRow.space_id == t.space_id, TicketRow.account_id == t.account_id, TicketRow.id != t.id,
-                TicketRow.status == "held"))).all()
+            if mine is not None:  # the buyer's other holds free their seats
+                others = [o for o in mine if o.id != t.id and o.status == "held"]
+            else:
+                others = list((await uow.session.scalars(select(TicketRow).where(
+                    TicketRow.space_id == t.space_id, TicketRow.account_id == t.account_id, TicketRow.id != t.id,
+                    TicketRow.status == "held"))).all())
             for o in others:
                 self._set(uow, o, TicketStatus.VOID, now, taken)
             return t
@@ -321,6 +330,28 @@ class Ledger:
         await self._return_payment(uow, t, ref, "duplicate" if other_paid else "seat_unavailable", now)
         t.status = TicketStatus.VOID
         return t
+
+    async def buyers_of(self, uow: UnitOfWork, ticket_ids: list[str]) -> dict[tuple[str, str], list[TicketRow]]:
+        """Each buyer's held and paid tickets in the Spaces of ``ticket_ids``, read in one query for
+        a batch of settlements (after the Spaces' locks, so PostgreSQL rows are current). The rows
+        are the session's own, so a settlement earlier in the batch is seen by later ones."""
+        rows = (await uow.session.scalars(select(TicketRow).where(TicketRow.id.in_(ticket_ids)))).all()
+        pairs = {(r.space_id, r.account_id) for r in rows}
+        if not pairs:
+            return {}
+        stale = False
+        for space_id in sorted({sp for sp, _ in pairs}):  # one order everywhere: no deadlock
+            stale = await self._lock_space(uow, space_id) or stale
+        q = select(TicketRow).where(TicketRow.space_id.in_({sp for sp, _ in pairs}),
+                                    TicketRow.account_id.in_({a for _, a in pairs}),
+                                    TicketRow.status.in_(("held", "paid")))
+        if stale:
+            q = q.execution_options(populate_existing=True)
+        out: dict[tuple[str, str], list[TicketRow]] = {pair: [] for pair in pairs}
+        for r in (await uow.session.scalars(q)).all():
+            if (r.space_id, r.account_id) in out:
+                out[(r.space_id, r.account_id)].append(r)
+        return out
 
     def _set(self, uow: UnitOfWork, row: TicketRow, status: TicketStatus, now: datetime,
              taken: dict[str, int] | None, had_seat: bool | None = None) -> Ticket:

@@ -26,6 +26,7 @@ from billing.ledger import Ledger
 from billing.stripe_gateway import StripeGateway
 from core.errors import DomainError
 from core.services import GroupCommit
+from core.storage.tables import TicketRow
 from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ class EventFailed(DomainError):
     """An event that could not be applied on its own (a bug or an outage); Stripe will retry it."""
 
     kind = "webhook"
+
+
+def _ticket_of(event: dict[str, Any]) -> Any:
+    """The ticket an event names in its metadata or Checkout reference (unchecked), if any."""
+    obj = event["data"]["object"]
+    meta = obj.get("metadata")
+    return (meta.get("ticket_id") if isinstance(meta, dict) else None) or obj.get("client_reference_id")
 
 
 class StripeWebhooks:
@@ -113,18 +121,21 @@ class StripeWebhooks:
         async def op(uow: UnitOfWork) -> list[str]:
             fresh = await self.ledger.first_times(uow, "stripe", [(str(e["id"]), str(e["type"])[:64]) for e in events])
             taken: dict[str, int] = {}
+            buyers = await self.ledger.buyers_of(uow, [t for e in events if str(e["id"]) in fresh
+                                                       and isinstance(t := _ticket_of(e), str)])
             out = []
             for event in events:
                 if str(event["id"]) in fresh:
                     fresh.discard(str(event["id"]))  # the same event twice in one batch: applied once
-                    out.append(await self._apply_one(uow, event, taken))
+                    out.append(await self._apply_one(uow, event, taken, buyers))
                 else:
                     out.append("duplicate")
             return out
 
         return await self.ledger.core.run(op)
 
-    async def _apply_one(self, uow: UnitOfWork, event: dict[str, Any], taken: dict[str, int]) -> str:
+    async def _apply_one(self, uow: UnitOfWork, event: dict[str, Any], taken: dict[str, int],
+                         buyers: dict[tuple[str, str], list[TicketRow]]) -> str:
         kind = str(event["type"])
         obj: dict[str, Any] = event["data"]["object"]
         if kind == "account.updated":
@@ -145,22 +156,24 @@ class StripeWebhooks:
         if not ticket_id:
             return "ignored"
         try:
-            return await self._apply(uow, kind, obj, str(ticket_id), taken)
+            return await self._apply(uow, kind, obj, str(ticket_id), taken, buyers)
         except DomainError as e:  # refused before it changed anything: recorded, not retried
             log.warning("stripe event %s (%s) for ticket %s refused: %s", event["id"], kind, ticket_id, e.code)
             return "ignored"
 
     async def _apply(self, uow: UnitOfWork, kind: str, obj: dict[str, Any], ticket_id: str,
-                     taken: dict[str, int]) -> str:
+                     taken: dict[str, int], buyers: dict[tuple[str, str], list[TicketRow]]) -> str:
         ledger = self.ledger
         if kind == "payment_intent.succeeded":
             await ledger.settle_in(uow, ticket_id, paid=True, provider_ref=obj.get("id"),
-                                   amount_minor=obj.get("amount"), currency=obj.get("currency"), taken=taken)
+                                   amount_minor=obj.get("amount"), currency=obj.get("currency"), taken=taken,
+                                   buyers=buyers)
         elif kind == "checkout.session.completed":
             if obj.get("payment_status") != "paid":
                 return "ignored"
             await ledger.settle_in(uow, ticket_id, paid=True, provider_ref=obj.get("payment_intent") or obj.get("id"),
-                                   amount_minor=obj.get("amount_total"), currency=obj.get("currency"), taken=taken)
+                                   amount_minor=obj.get("amount_total"), currency=obj.get("currency"), taken=taken,
+                                   buyers=buyers)
         elif kind == "payment_intent.payment_failed":
             return "ignored"  # the buyer may retry the same PaymentIntent while the hold lasts
         elif kind in ("payment_intent.canceled", "checkout.session.expired"):

@@ -151,7 +151,9 @@ async def test_every_moderation_action_is_audited(platform: Platform) -> None:
         assert "filtered 2 words in a pin" in whats and "filtered 2 words in a caption" in whats
         assert whats.count("slowed down (react spam)") == 1 and whats.count("slowed down (hand spam)") == 1
 
-        await peer.ws.close()  # the host leaves: the co-host takes over, and that is logged too
+        # the host leaves (explicitly: a closed socket is only a disconnect): the co-host takes over, logged too
+        await peer.ws.send_json({"type": "leave"})
+        await peer.ws.receive(timeout=10)  # the server closes the socket once the leave is done
     for _ in range(100):
         if (await core.view(s)).space.host_id == ids["cora"]:
             break

@@ -40,6 +40,8 @@ COMMANDS: list[tuple[list[str], int, list[str]]] = [
     (["community", "list"], 0, []), (["community", "create"], 3, []), (["community", "show"], 1, []),
     (["community", "set"], 2, []), (["audit"], 1, ["--limit", "--by"]), (["plugins", "list"], 0, []),
     (["plugins", "enable"], 1, ["--community"]),
+    (["cmd", "hand"], 1, ["--as", "--up"]), (["cmd", "reschedule"], 1, ["--as", "--when"]),
+    (["cmd", "remove"], 1, ["--as", "--person", "--block", "--reason"]), (["cmd"], 2, ["--as", "--person"]),
 ]
 
 

@@ -3,6 +3,7 @@ argument validation generated from the option kinds (a strict pydantic model per
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -112,7 +113,6 @@ class Command:
 
     def __post_init__(self) -> None:
         check_command(self)
-        object.__setattr__(self, "_model", _model_for(self))
 
     def public(self) -> dict[str, Any]:
         """What clients are told (the web ``welcome.commands``); surfaces draw their controls from it."""
@@ -167,7 +167,9 @@ class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@functools.cache
 def _model_for(c: Command) -> type[BaseModel]:
+    """Built on first use, not at import: the CLI starts without building every command's model."""
     fields: dict[str, Any] = {o.name: _field(o) for o in c.options}
     model: type[BaseModel] = create_model(f"Args_{c.name}", __base__=_Args, **fields)
     return model
@@ -197,7 +199,7 @@ def validate_args(command: Command, raw: Any, *, text: bool = False) -> dict[str
         raw = {}
     if not isinstance(raw, Mapping):
         raise Invalid("protocol.bad_argument", argument="args", problem="must be an object")
-    model: type[BaseModel] = getattr(command, "_model")  # noqa: B009 - set in __post_init__
+    model = _model_for(command)
     if text:  # an empty chat/CLI value is no value
         raw = {k: v for k, v in raw.items() if not (isinstance(v, str) and not v.strip())}
     try:

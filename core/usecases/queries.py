@@ -36,7 +36,7 @@ class SpaceView:
             "started_at": s.started_at.isoformat() if s.started_at else None,
             "ended_at": s.ended_at.isoformat() if s.ended_at else None,
             "cohosts": s.cohosts, "speakers": s.speakers, "muted": sorted(s.muted),
-            "queue": [h.account_id for h in s.hands],
+            "queue": [h.account_id for h in s.hands], "invited": sorted(s.invited),
             "pins": [{"id": p.id, "title": p.title, "url": p.url, "message_ref": p.message_ref} for p in s.pins],
             "captions_enabled": s.captions_enabled, "listener_count": self.listener_count,
             "reactions": self.reactions, "names": self.names, "badges": self.badges,

@@ -56,3 +56,23 @@ async def test_a_bus_gap_sends_every_socket_the_space_afresh(platform: Platform)
         await fan.ws.send_json({"type": "ping", "id": 1})
         assert (await fan.recv("pong"))["id"] == 1  # the socket goes on as before
         await fan.ws.close()
+
+
+async def test_a_pending_invitation_survives_a_reload(platform: Platform) -> None:
+    core = platform.core
+    host_acc = await core.ensure_account("web", "host", "Host")
+    fan_acc = await core.ensure_account("web", "fan", "Fan")
+    host = Actor(account_id=host_acc.id, is_community_admin=True)
+    space = await core.create_space(host, "Town hall")
+    async with aiohttp.ClientSession() as http:
+        token = platform.tokens.issue(space.id, fan_acc.id, "listener", core.now())
+        fan = await connect(platform, http, space.id, token, None)
+        await fan.recv("welcome")
+        await core.invite(host, space.id, fan_acc.id)
+        await fan.recv("event", event__type="speaker.invited")
+        await fan.ws.close()  # a reload: the page forgets everything but what welcome says
+        again = await connect(platform, http, space.id, token, None)
+        welcome = await again.recv("welcome")
+        assert welcome["space"]["invited"] == [fan_acc.id]
+        assert (await again.command("accept_invite"))["type"] == "ok"
+        await again.ws.close()

@@ -335,6 +335,7 @@ function connect() {
     switch (msg.type) {
       case "welcome":
         state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || []; state.drawn = null; reactions();
+        state.invited = (msg.space.invited || []).includes(state.me);  // a reload keeps a pending invitation
         Object.assign(state.names, msg.space.names || {}); say("");
         $("captions").replaceChildren(); $("comments").replaceChildren();  // a reconnect sends them again
         for (const line of msg.captions || []) caption(line);
@@ -349,7 +350,7 @@ function connect() {
       case "hls":
         if (msg.reason === "renewed") { if (state.hls) { state.hls.base = new URL(msg.url, location.href); state.hls.renewAt = Date.now() + (msg.expires_in_s || 60) * 500; } break; }
         await startHls(msg.url, msg.expires_in_s); break;
-      case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); render(); break;
+      case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); state.invited = (msg.space.invited || []).includes(state.me); render(); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;
       case "error":

@@ -33,6 +33,8 @@ def markdown(escape: Callable[[str], str]) -> Style:
 
 CHAT_TEXT: dict[str, str] = {
     "chat.who": "Say who: reply to their message, or give their queue number or account id.",
+    "chat.unknown_mention": "I don't know {mention} yet (they have not written here since I started): reply to "
+                            "their message, or give their queue number or account id.",
 }
 
 

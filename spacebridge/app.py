@@ -7,15 +7,13 @@ import contextlib
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import discord
 from aiohttp import web
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.error import InvalidToken, NetworkError
 
 from adapters.discord.bot import DiscordAdapter, DiscordConfig
@@ -31,55 +29,24 @@ from billing.stripe_gateway import StripeGateway
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
-from core.ports import Notifier, PaymentGateway
 from core.presence import EXPIRE_JOB, PresenceKeeper, make_expire_handler
 from core.scheduler import JobRunner, make_deliver_handlers
 from core.services import Core
-from core.storage import migrate
 from core.storage.engine import make_engine, make_sessionmaker
 from core.tokens import JoinTokens
 from plugins.manager import PluginManager
 from spacebridge.config import ConfigError, Settings, data_dir
+from spacebridge.doctor import database_problem_now
 from spacebridge.http_edges import HttpLimits
 from spacebridge.http_edges import install as install_http_edges
+from spacebridge.instance import PLATFORM, Platform
 from spacebridge.schema import ensure_schema
+
+__all__ = ["PLATFORM", "Platform", "add_job_runners", "build", "database_ok", "database_problem_now",
+           "make_web_app", "start", "stop"]
 
 log = logging.getLogger("spacebridge")
 DRAIN_CLOSE_S = 2.0  # how long a shutdown waits for sockets to take their 1012 and handlers to end
-
-
-@dataclass
-class Platform:
-    """Everything one process runs; ``start``/``stop`` bracket its life."""
-
-    settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    bus: EventBus
-    core: Core
-    clock: Clock
-    notifiers: dict[str, Notifier] = field(default_factory=dict)
-    gateways: dict[str, PaymentGateway] = field(default_factory=dict)
-    ledger: Ledger = field(init=False)
-    rooms: Rooms = field(init=False)
-    tokens: JoinTokens = field(init=False)
-    stripe: StripeGateway | None = None
-    telegram: TelegramAdapter | None = None
-    discord: DiscordAdapter | None = None
-    plugins: PluginManager = field(init=False)
-    presence: PresenceKeeper = field(init=False)
-    runners: list[JobRunner] = field(default_factory=list)
-    web_app: web.Application | None = None
-    _site_runner: web.AppRunner | None = None
-    url: str = ""  # the public address (links); bound_url is where this process listens
-    bound_url: str = ""
-
-    def wake(self) -> None:
-        for r in self.runners:
-            r.wake()
-
-
-PLATFORM: web.AppKey[Platform] = web.AppKey("platform", Platform)
 
 
 async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True) -> Platform:
@@ -312,21 +279,3 @@ async def stop(platform: Platform) -> None:
 async def database_ok(engine: AsyncEngine, timeout_s: float = 2.0) -> bool:
     """Whether the database answers within ``timeout_s`` (a partition is a "no", never a hang)."""
     return await database_problem_now(engine, timeout_s) is None
-
-
-async def database_problem_now(engine: AsyncEngine, timeout_s: float = 2.0) -> str | None:
-    """None if the database answers and its schema is the code's; else what is wrong, in words."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            current = await migrate.current_revision(engine)
-    except TimeoutError:
-        return f"no answer within {timeout_s:g} s"
-    except Exception as e:
-        lines = str(e).strip().splitlines()
-        return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
-    head = migrate.head_revision()
-    if current != head:
-        return f"schema {current or 'empty'}, the code needs {head}"
-    return None

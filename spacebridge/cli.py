@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,6 +20,20 @@ from core.model.space import Space
 from core.timeparse import parse_when
 from spacebridge import logs
 from spacebridge.cli_commands import register as register_table_commands
+from spacebridge.cli_support import (
+    AsOpt,
+    AsOptional,
+    JsonOpt,
+    check_as,
+    fail,
+    known,
+    load_settings_or_exit,
+    operator,
+    print_space,
+    space_dict,
+    with_core,
+    with_platform,
+)
 from spacebridge.config import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -39,85 +53,6 @@ app.add_typer(community_app, name="community")
 app.add_typer(billing_app, name="billing")
 register_table_commands(app)  # spacebridge cmd NAME SPACE --as ACCOUNT ...: the command table
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-AsOpt = Annotated[str, typer.Option("--as", help="Account id to act as.")]
-
-
-def _fail(message: str, code: int = 1, as_json: bool = False, data: dict[str, Any] | None = None) -> None:
-    if as_json:
-        typer.echo(json.dumps({"error": {"message": message, **(data or {})}}))
-    else:
-        typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-        logs.setup(settings, console=False)  # secrets redacted from whatever a library logs
-    except ConfigError as e:
-        _fail(str(e), 2)
-        raise  # unreachable
-    return settings
-
-
-def _with_core(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
-    """Run ``fn(core)`` against the configured database; domain errors become a clear message."""
-    from spacebridge.app import build
-
-    settings = _settings()
-
-    async def main() -> T:
-        platform = await build(settings)
-        try:
-            return await fn(platform.core)
-        finally:
-            await platform.engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except DomainError as e:
-        _fail(describe(e), 1, as_json, e.as_dict())
-    except ConfigError as e:
-        _fail(str(e), 2, as_json)
-    raise AssertionError("unreachable")
-
-
-def _operator(account_id: str) -> Actor:
-    return Actor(account_id=account_id, platform="web", is_operator=True)
-
-
-def _as(as_: str | None, as_json: bool) -> None:
-    """``--as ""`` is a mistake, never "act as the operator": refuse it before touching anything."""
-    if as_ is not None and not as_.strip():
-        _fail("--as needs an account id (leave --as out to act as the operator where that is allowed)", 2,
-              as_json, {"code": "cli.bad_option", "option": "--as"})
-
-
-async def _known(core: Any, *account_ids: str) -> None:
-    """A clear account.not_found for an unknown id, instead of a database constraint error later."""
-    for account_id in account_ids:
-        await core.account(account_id)
-
-
-def _space_dict(s: Space) -> dict[str, Any]:
-    return {
-        "id": s.id, "title": s.title, "state": s.state.value, "host_id": s.host_id,
-        "visibility": s.visibility.value, "topics": s.topics, "community_id": s.community_id,
-        "scheduled_for": s.scheduled_for.isoformat() if s.scheduled_for else None,
-        "started_at": s.started_at.isoformat() if s.started_at else None,
-        "ended_at": s.ended_at.isoformat() if s.ended_at else None,
-    }
-
-
-def _print_space(s: Space, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(_space_dict(s)))
-    else:
-        when = s.scheduled_for.strftime(" %Y-%m-%d %H:%M UTC") if s.scheduled_for else ""
-        typer.echo(f"{s.id}  {s.state.value:<9}{when}  {s.title}")
-
-
 # ---- serve ---------------------------------------------------------------------------------------
 @app.command()
 def serve(
@@ -134,7 +69,7 @@ def serve(
         settings = load_settings(host=host, port=port, roles=role)
         logs.setup(settings, console=True)  # redacts tokens, keys and passwords whoever logs them
     except ConfigError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
 
     async def main() -> None:
         await _preflight(settings)
@@ -158,14 +93,14 @@ def serve(
     try:
         asyncio.run(main())
     except ConfigError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     except DomainError as e:  # the database went away during start-up
-        _fail(describe(e), 1)
+        fail(describe(e), 1)
     except OSError as e:
         if _from_bind(e):  # only a failed bind is the listen address's fault
             from spacebridge.doctor import listen_problem
 
-            _fail(listen_problem(settings.host, settings.port, e), 2)
+            fail(listen_problem(settings.host, settings.port, e), 2)
         raise
 
 
@@ -193,12 +128,12 @@ def db_upgrade() -> None:
     """Bring the database schema to the version this code needs."""
     from core.storage import migrate
 
-    settings = _settings()
+    settings = load_settings_or_exit()
     url = settings.resolved_database_url()
     try:
         migrate.upgrade(url)
     except Exception as e:
-        _fail(f"upgrade failed on {url.split('@')[-1]}: {e}", 1)
+        fail(f"upgrade failed on {url.split('@')[-1]}: {e}", 1)
     typer.echo(f"database is at {migrate.head_revision()}")
 
 
@@ -229,7 +164,7 @@ def doctor(as_json: JsonOpt = False) -> None:
 @account_app.command("create")
 def account_create(name: str, as_json: JsonOpt = False) -> None:
     """Create a web account (for operators running Spaces from the shell)."""
-    acc = _with_core(lambda core: core.create_account(name), as_json)
+    acc = with_core(lambda core: core.create_account(name), as_json)
     typer.echo(json.dumps({"id": acc.id, "display_name": acc.display_name}) if as_json else acc.id)
 
 
@@ -243,7 +178,7 @@ def account_show(account_id: str, as_json: JsonOpt = False) -> None:
                 "identities": [{"platform": i.platform, "external_id": i.external_id, "reachable": i.reachable}
                                for i in ids]}
 
-    info = _with_core(go, as_json)
+    info = with_core(go, as_json)
     if as_json:
         typer.echo(json.dumps(info))
     else:
@@ -259,8 +194,8 @@ def account_tier(account_id: str, tier: Annotated[str, typer.Argument(help="free
     try:
         t = Tier(tier)
     except ValueError:
-        _fail("tier must be free or paid", 2)
-    _with_core(lambda core: core.set_tier(_operator(account_id), account_id, t))
+        fail("tier must be free or paid", 2)
+    with_core(lambda core: core.set_tier(operator(account_id), account_id, t))
     typer.echo(f"{account_id} is now {t.value}")
 
 
@@ -268,14 +203,14 @@ def account_tier(account_id: str, tier: Annotated[str, typer.Argument(help="free
 def follow(host: str, as_: AsOpt, unfollow: Annotated[bool, typer.Option("--unfollow")] = False,
            as_json: JsonOpt = False) -> None:
     """Follow (or --unfollow) a host; prints the host's follower count."""
-    _as(as_, as_json)
+    check_as(as_, as_json)
 
     async def go(core: Any) -> int:
-        await _known(core, as_, host)
+        await known(core, as_, host)
         n: int = await core.follow(Actor(account_id=as_, platform="web"), host, on=not unfollow)
         return n
 
-    n = _with_core(go, as_json)
+    n = with_core(go, as_json)
     typer.echo(json.dumps({"host_id": host, "followers": n, "following": not unfollow}) if as_json else
                f"{host} has {n} followers")
 
@@ -288,19 +223,19 @@ def space_list(
     as_json: JsonOpt = False,
 ) -> None:
     states = state or ["live", "scheduled"]
-    spaces = _with_core(lambda core: core.list_spaces(states=states, host_id=host), as_json)
+    spaces = with_core(lambda core: core.list_spaces(states=states, host_id=host), as_json)
     if as_json:
-        typer.echo(json.dumps([_space_dict(s) for s in spaces]))
+        typer.echo(json.dumps([space_dict(s) for s in spaces]))
     elif not spaces:
         typer.echo("no Spaces")
     else:
         for s in spaces:
-            _print_space(s, False)
+            print_space(s, False)
 
 
 def _create(title: str, as_: str, at: str | None, topic: list[str] | None, unlisted: bool,
             community: str | None, override: bool, as_json: bool) -> None:
-    _as(as_, as_json)
+    check_as(as_, as_json)
 
     async def go(core: Any) -> Space:
         when: datetime | None = parse_when(at, core.now()) if at else None
@@ -310,7 +245,7 @@ def _create(title: str, as_: str, at: str | None, topic: list[str] | None, unlis
                                                community_id=community)
         return space
 
-    _print_space(_with_core(go, as_json), as_json)
+    print_space(with_core(go, as_json), as_json)
 
 
 TopicOpt = Annotated[list[str] | None, typer.Option("--topic", help="Topic (up to 3).")]
@@ -337,16 +272,15 @@ def space_schedule(title: str, as_: AsOpt,
 
 def _space_cmd(space_id: str, as_: str | None, as_json: bool,
                fn: Callable[[Any, Actor], Awaitable[Space]]) -> None:
-    _as(as_, as_json)
+    check_as(as_, as_json)
 
     async def go(core: Any) -> Space:
         actor_id = as_ or (await core.view(space_id)).space.host_id
         return await fn(core, Actor(account_id=actor_id, platform="web", is_operator=as_ is None))
 
-    _print_space(_with_core(go, as_json), as_json)
+    print_space(with_core(go, as_json), as_json)
 
 
-AsOptional = Annotated[str | None, typer.Option("--as", help="Act as this account (default: as the operator).")]
 
 
 @space_app.command("start")
@@ -372,7 +306,7 @@ def space_reschedule(space_id: str, at: Annotated[str, typer.Option(help="New st
 
 @space_app.command("show")
 def space_show(space_id: str, as_json: JsonOpt = False) -> None:
-    view = _with_core(lambda core: core.view(space_id), as_json)
+    view = with_core(lambda core: core.view(space_id), as_json)
     d = view.as_dict()
     if as_json:
         typer.echo(json.dumps(d))
@@ -400,15 +334,15 @@ def space_link(space_id: str,
     link has no account and only listens to a public Space that sells no tickets."""
     from core.tokens import JoinTokens
 
-    _as(as_, as_json)
+    check_as(as_, as_json)
     if role not in ("listener", "speaker", "guest"):
-        _fail("role must be listener, speaker or guest", 2, as_json)
+        fail("role must be listener, speaker or guest", 2, as_json)
     if (role == "guest") != (as_ is None):
-        _fail("a guest link has no --as; a listener or speaker link needs --as ACCOUNT", 2, as_json,
+        fail("a guest link has no --as; a listener or speaker link needs --as ACCOUNT", 2, as_json,
               {"code": "cli.bad_option", "option": "--as"})
     if not 30 <= ttl <= 7 * 24 * 3600:
-        _fail("ttl must be between 30 seconds and 7 days", 2, as_json)
-    settings = _settings()
+        fail("ttl must be between 30 seconds and 7 days", 2, as_json)
+    settings = load_settings_or_exit()
 
     async def go(core: Any) -> dict[str, Any]:
         from core.errors import Conflict, Forbidden
@@ -426,19 +360,18 @@ def space_link(space_id: str,
         return {"space_id": space_id, "account_id": as_, "role": role, "token": token,
                 "url": f"{settings.base_url()}/s/{space_id}#t={token}", "expires_in_s": ttl}
 
-    out = _with_core(go, as_json)
+    out = with_core(go, as_json)
     typer.echo(json.dumps(out) if as_json else out["url"])
 
 
 # ---- billing -------------------------------------------------------------------------------------
-BUSY_RETRIES = 3  # a buy tried again after the database stayed busy past its timeout (see _with_platform)
 
 @billing_app.command("report")
 def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
     """What a ticketed Space sold: tickets, refunds, gross, platform fees and the creator's net."""
     from billing.ledger import Ledger
 
-    r = _with_core(lambda core: Ledger(core).report(space_id), as_json)
+    r = with_core(lambda core: Ledger(core).report(space_id), as_json)
     if as_json:
         typer.echo(json.dumps(r.as_dict()))
         return
@@ -455,73 +388,6 @@ def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
                f"net {money(r.net_minor)}")
 
 
-def _with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False, *, retry_busy: bool = False) -> T:
-    """Like ``_with_core`` but with what billing commands need (ledger, Stripe gateway), wired as
-    ``serve`` wires them but without the adapters: a ticket rush starts many of these at once, so
-    they start fast and only read the database until the command itself writes.
-
-    ``retry_busy``: ``fn`` is idempotent (a buy: the same hold, the same payment), so a database
-    that stayed busy past its timeout (SQLite's one writer, under a rush on a loaded machine) is
-    tried again a few times before the buyer is told to come back later."""
-    import random
-    from types import SimpleNamespace
-
-    from billing.ledger import Ledger
-    from billing.stripe_gateway import StripeGateway
-    from core.bus import EventBus, InProcessBus, RedisBus
-    from core.clock import SystemClock
-    from core.errors import Unavailable
-    from core.services import Core
-    from core.storage.engine import make_engine, make_sessionmaker
-    from spacebridge.doctor import database_problem
-    from spacebridge.schema import ensure_schema
-
-    settings = _settings()
-
-    async def go() -> T:
-        try:
-            engine = make_engine(settings.resolved_database_url(),
-                                 connect_timeout_s=settings.database_connect_timeout_s,
-                                 statement_timeout_s=settings.database_statement_timeout_s)
-        except OSError as e:  # SQLite's directory cannot be made
-            raise ConfigError(database_problem(settings, e)) from None
-        stripe = None
-        try:
-            await ensure_schema(settings, engine)
-            bus: EventBus = (RedisBus(settings.redis_url, prefix=settings.redis_prefix or None)
-                             if settings.redis_url else InProcessBus())
-            core = Core(make_sessionmaker(engine), bus, SystemClock(),
-                        reaction_rate_per_s=settings.reaction_rate_per_s, host_grace_s=settings.host_grace_s,
-                        speaker_grace_s=settings.speaker_grace_s, presence_stale_s=settings.presence_stale_s)
-            ledger = Ledger(core, hold=timedelta(minutes=settings.ticket_hold_minutes),
-                            fee_bps=settings.platform_fee_bps)
-            if settings.ticketing_enabled:
-                assert settings.stripe_api_key is not None
-                stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
-                                       api_base=settings.stripe_api_base or None, fee_bps=settings.platform_fee_bps)
-            context = SimpleNamespace(settings=settings, engine=engine, core=core, ledger=ledger, stripe=stripe)
-            for attempt in range(BUSY_RETRIES if retry_busy else 0):
-                try:
-                    return await fn(context)
-                except Unavailable as e:
-                    if e.data.get("what") != "database":
-                        raise
-                    await asyncio.sleep(random.uniform(0.5, 2.0) * (attempt + 1))  # waiters spread out
-            return await fn(context)
-        finally:
-            if stripe is not None:
-                await stripe.close()
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except DomainError as e:
-        _fail(describe(e), 1, as_json, e.as_dict())
-    except ConfigError as e:  # e.g. the database cannot be opened: a sentence, never a traceback
-        _fail(str(e), 2, as_json)
-    raise AssertionError("unreachable")
-
-
 @billing_app.command("ticketing")
 def billing_ticketing(
     space_id: str,
@@ -536,9 +402,9 @@ def billing_ticketing(
     """Make a scheduled Space ticketed (or free again with --off)."""
     from core.model.space import Ticketing
 
-    _as(as_, as_json)
+    check_as(as_, as_json)
     if not off and price is None:
-        _fail("give --price (or --off)", 2, as_json)
+        fail("give --price (or --off)", 2, as_json)
 
     async def go(core: Any) -> Space:
         actor_id = as_ or (await core.view(space_id)).space.host_id
@@ -550,10 +416,10 @@ def billing_ticketing(
         space: Space = await core.set_ticketing(actor, space_id, terms)
         return space
 
-    space = _with_core(go, as_json)
+    space = with_core(go, as_json)
     t = space.ticketing
     if as_json:
-        typer.echo(json.dumps({**_space_dict(space), "ticketing": None if t is None else
+        typer.echo(json.dumps({**space_dict(space), "ticketing": None if t is None else
                                {"price_minor": t.price_minor, "currency": t.currency, "capacity": t.capacity}}))
     else:
         typer.echo("free" if t is None else f"{t.price_minor} {t.currency}, capacity {t.capacity or 'unlimited'}")
@@ -566,10 +432,10 @@ def billing_buy(space_id: str, as_: AsOpt,
     """Hold a seat for --as and open a payment: a PaymentIntent (card form) or a checkout link."""
     from billing.sales import TicketSales
 
-    _as(as_, as_json)
+    check_as(as_, as_json)
 
     async def go(platform: Any) -> dict[str, Any]:
-        await _known(platform.core, as_)
+        await known(platform.core, as_)
         sales = TicketSales(platform.ledger, platform.stripe, platform.settings.base_url())
         actor = Actor(account_id=as_, platform="web")
         if checkout:
@@ -581,15 +447,15 @@ def billing_buy(space_id: str, as_: AsOpt,
                 "url": p.url, "hold_expires_at": p.ticket.hold_expires_at.isoformat()
                 if p.ticket.hold_expires_at else None}
 
-    out = _with_platform(go, as_json, retry_busy=True)
+    out = with_platform(go, as_json, retry_busy=True)
     typer.echo(json.dumps(out) if as_json else (out["url"] or out["provider_ref"]))
 
 
 @billing_app.command("refund")
 def billing_refund(space_id: str, as_: AsOpt, as_json: JsonOpt = False) -> None:
     """Ask for a refund of --as's ticket (offered once the host has moved the Space)."""
-    _as(as_, as_json)
-    t = _with_platform(lambda p: p.ledger.request_refund(Actor(account_id=as_, platform="web"), space_id), as_json)
+    check_as(as_, as_json)
+    t = with_platform(lambda p: p.ledger.request_refund(Actor(account_id=as_, platform="web"), space_id), as_json)
     typer.echo(json.dumps({"ticket_id": t.id, "refund": "queued"}) if as_json else f"refund of {t.id} queued")
 
 
@@ -599,10 +465,10 @@ def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="
     """Start (or resume) Stripe Connect Express onboarding for a creator; prints the onboarding link."""
     from billing.stripe_gateway import BillingError
 
-    _as(as_, as_json)
+    check_as(as_, as_json)
 
     async def go(platform: Any) -> dict[str, Any]:
-        await _known(platform.core, as_)
+        await known(platform.core, as_)
         if platform.stripe is None:
             raise BillingError("billing.off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
         acct = await platform.ledger.payout_account(as_)
@@ -615,7 +481,7 @@ def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="
         return {"account_id": as_, "stripe_account": acct, "onboarding_url": url, "ready": ready,
                 "message": None if ready else describe(BillingError("billing.payouts_not_ready"))}
 
-    out = _with_platform(go, as_json)
+    out = with_platform(go, as_json)
     typer.echo(json.dumps(out) if as_json else out["onboarding_url"])
     if not as_json and out["message"]:
         typer.echo(out["message"], err=True)
@@ -624,7 +490,7 @@ def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="
 # ---- communities ---------------------------------------------------------------------------------
 @community_app.command("list")
 def community_list(as_json: JsonOpt = False) -> None:
-    cs = _with_core(lambda core: core.communities(), as_json)
+    cs = with_core(lambda core: core.communities(), as_json)
     if as_json:
         typer.echo(json.dumps([{"id": c.id, "platform": c.platform, "external_id": c.external_id, "name": c.name}
                                for c in cs]))
@@ -638,15 +504,15 @@ def community_create(platform: str, external_id: str, name: str, as_json: JsonOp
     """Register a community (the bots do this themselves when added)."""
     for label, value, most in (("external id", external_id, 64), ("name", name, 200)):
         if not value.strip() or len(value) > most:
-            _fail(f"the community's {label} must be 1 to {most} characters, not blank", 2, as_json,
+            fail(f"the community's {label} must be 1 to {most} characters, not blank", 2, as_json,
                   {"code": "cli.bad_argument", "argument": label})
-    c = _with_core(lambda core: core.ensure_community(platform, external_id, name), as_json)
+    c = with_core(lambda core: core.ensure_community(platform, external_id, name), as_json)
     typer.echo(json.dumps({"id": c.id}) if as_json else c.id)
 
 
 @community_app.command("show")
 def community_show(community_id: str) -> None:
-    c = _with_core(lambda core: core.community(community_id))
+    c = with_core(lambda core: core.community(community_id))
     typer.echo(json.dumps({"id": c.id, "platform": c.platform, "external_id": c.external_id, "name": c.name,
                            "settings": c.settings.model_dump(mode="json")}, indent=2))
 
@@ -663,14 +529,14 @@ def community_set(community_id: str,
     for item in settings:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            _fail(f"expected KEY=VALUE, got {item[:80]!r}", 2)
+            fail(f"expected KEY=VALUE, got {item[:80]!r}", 2)
         try:
             changes[key] = json.loads(raw)
         except json.JSONDecodeError:
             changes[key] = raw
         except RecursionError:
-            _fail(f"the value of {key[:40]} is nested too deeply", 2)
-    c = _with_core(lambda core: core.update_community(_operator("operator"), community_id, changes))
+            fail(f"the value of {key[:40]} is nested too deeply", 2)
+    c = with_core(lambda core: core.update_community(operator("operator"), community_id, changes))
     typer.echo(json.dumps(c.settings.model_dump(mode="json"), indent=2))
 
 
@@ -684,7 +550,7 @@ def plugins_list(as_json: JsonOpt = False) -> None:
     """Installed plugins, whether the serving process loaded them, and where they are turned off."""
     from plugins.manager import PluginManager, discover
 
-    settings = _settings()
+    settings = load_settings_or_exit()
 
     async def run(core: Any) -> list[dict[str, Any]]:
         manager = PluginManager(core, data_dir=Path("."))
@@ -699,7 +565,7 @@ def plugins_list(as_json: JsonOpt = False) -> None:
                          "off_in": sorted(cid for cid, names in off.items() if ep.name in names)})
         return rows
 
-    rows = _with_core(run, as_json)
+    rows = with_core(run, as_json)
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -715,14 +581,14 @@ def _switch(name: str, community_id: str, on: bool) -> None:
     from plugins.manager import discover
 
     if name not in {ep.name for ep in discover()}:
-        _fail(f"no installed plugin is called {name!r} (see `spacebridge plugins list`)", 2)
+        fail(f"no installed plugin is called {name!r} (see `spacebridge plugins list`)", 2)
 
     async def run(core: Any) -> Any:
         c = await core.community(community_id)
         off = [n for n in c.settings.plugins_disabled if n != name] + ([] if on else [name])
-        return await core.update_community(_operator("operator"), community_id, {"plugins_disabled": sorted(off)})
+        return await core.update_community(operator("operator"), community_id, {"plugins_disabled": sorted(off)})
 
-    c = _with_core(run)
+    c = with_core(run)
     typer.echo(f"{name} is {'on' if on else 'off'} in {c.name} ({c.id}).")
 
 
@@ -746,9 +612,9 @@ def audit(space: str, limit: Annotated[int, typer.Option(help="How many entries,
     from plugins.moderation import AUDIT_PLUGIN, read_audit
 
     if not 1 <= limit <= 1000:
-        _fail("--limit must be between 1 and 1000", 2, as_json, {"code": "cli.bad_option", "option": "--limit"})
+        fail("--limit must be between 1 and 1000", 2, as_json, {"code": "cli.bad_option", "option": "--limit"})
     if actor is not None and not actor.strip():
-        _fail("--by needs an account id", 2, as_json, {"code": "cli.bad_option", "option": "--by"})
+        fail("--by needs an account id", 2, as_json, {"code": "cli.bad_option", "option": "--by"})
 
     async def run(core: Any) -> list[dict[str, Any]]:
         from core.kv import KeyValueStore
@@ -757,7 +623,7 @@ def audit(space: str, limit: Annotated[int, typer.Option(help="How many entries,
         return await read_audit(KeyValueStore(core.sessionmaker, core.clock, AUDIT_PLUGIN), space, limit=limit,
                                 actor=actor)
 
-    entries = _with_core(run, as_json)
+    entries = with_core(run, as_json)
     if as_json:
         typer.echo(json.dumps(entries))
         return

@@ -17,6 +17,7 @@ import typer
 from core.commands import BUILTINS, Command, CommandTable, Outcome, dispatch
 from core.errors import Invalid
 from core.model.accounts import Actor
+from spacebridge.cli_support import check_as, fail, known, with_platform
 
 _SUMMARY = "\n\n".join(
     f"{c.name}{''.join(' --' + o.name.replace('_', '-') + ('' if o.required else '?') for o in c.options)}"
@@ -68,9 +69,7 @@ def cmd(
     as_: Annotated[str, typer.Option("--as", help="Account id to act as.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    from spacebridge.cli import _as, _fail, _known, _with_platform
-
-    _as(as_, as_json)
+    check_as(as_, as_json)
     table = CommandTable(BUILTINS)
     try:
         command, _ = table.resolve(name)
@@ -78,11 +77,11 @@ def cmd(
     except Invalid as e:
         from core.messages import describe
 
-        _fail(describe(e), 2, as_json, e.as_dict())
+        fail(describe(e), 2, as_json, e.as_dict())
         raise  # unreachable
 
     async def go(platform: Any) -> Outcome:
-        await _known(platform.core, as_)
+        await known(platform.core, as_)
         from spacebridge.ticket_desk import command_ports
 
         outcome: Outcome = await dispatch(platform.core, Actor(account_id=as_, platform="web"), name,
@@ -90,7 +89,7 @@ def cmd(
                                           ports=command_ports(platform))
         return outcome
 
-    outcome = _with_platform(go, as_json)
+    outcome = with_platform(go, as_json)
     result = {"command": command.name, "outcome": outcome.code, "data": _plain(dict(outcome.data)),
               "result": _plain(outcome.result)}
     if as_json:

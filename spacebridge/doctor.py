@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.errors import Unavailable
 from core.storage import migrate
@@ -362,3 +364,21 @@ async def _discord(settings: Settings) -> Check:
               f"&permissions={DISCORD_PERMISSIONS}")
     return {"name": "discord", "ok": True,
             "detail": f"token set; the bot is {me.get('username')}; add it to a server: {invite}"}
+
+
+async def database_problem_now(engine: AsyncEngine, timeout_s: float = 2.0) -> str | None:
+    """None if the database answers and its schema is the code's; else what is wrong, in words."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            current = await migrate.current_revision(engine)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except Exception as e:
+        lines = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+    head = migrate.head_revision()
+    if current != head:
+        return f"schema {current or 'empty'}, the code needs {head}"
+    return None

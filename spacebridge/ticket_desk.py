@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from billing.ledger import Ledger
     from billing.sales import TicketSales
     from core.services import Core
-    from spacebridge.app import Platform
+    from spacebridge.instance import Platform
 
 
 class LedgerDesk:

@@ -17,8 +17,8 @@ from adapters.webrtc.hls import TOKEN_PARAM, rewrite_playlist
 from core.errors import DomainError, NotFound
 from core.messages import describe
 from core.model.space import Visibility
-from spacebridge.app import PLATFORM, Platform, database_problem_now
-from spacebridge.doctor import check_data_dir, redis_problem
+from spacebridge.doctor import check_data_dir, database_problem_now, redis_problem
+from spacebridge.instance import PLATFORM, Platform
 
 
 def _platform(request: web.Request) -> Platform:

@@ -1,0 +1,169 @@
+"""What every ``spacebridge`` subcommand shares: loading settings, running a coroutine against the
+configured database (core alone, or with the ledger and Stripe), and errors printed as sentences or JSON.
+A module of its own so the command groups (cli.py, cli_commands.py, ...) import it, not each other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from core.errors import DomainError
+from core.messages import describe
+from core.model.accounts import Actor
+from core.model.space import Space
+from spacebridge import logs
+from spacebridge.config import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+
+AsOptional = Annotated[str | None, typer.Option("--as", help="Act as this account (default: as the operator).")]
+BUSY_RETRIES = 3  # a buy tried again after the database stayed busy past its timeout (see with_platform)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AsOpt = Annotated[str, typer.Option("--as", help="Account id to act as.")]
+
+
+def fail(message: str, code: int = 1, as_json: bool = False, data: dict[str, Any] | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": {"message": message, **(data or {})}}))
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+        logs.setup(settings, console=False)  # secrets redacted from whatever a library logs
+    except ConfigError as e:
+        fail(str(e), 2)
+        raise  # unreachable
+    return settings
+
+
+def with_core(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
+    """Run ``fn(core)`` against the configured database; domain errors become a clear message."""
+    from spacebridge.app import build
+
+    settings = load_settings_or_exit()
+
+    async def main() -> T:
+        platform = await build(settings)
+        try:
+            return await fn(platform.core)
+        finally:
+            await platform.engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except DomainError as e:
+        fail(describe(e), 1, as_json, e.as_dict())
+    except ConfigError as e:
+        fail(str(e), 2, as_json)
+    raise AssertionError("unreachable")
+
+
+def operator(account_id: str) -> Actor:
+    return Actor(account_id=account_id, platform="web", is_operator=True)
+
+
+def check_as(as_: str | None, as_json: bool) -> None:
+    """``--as ""`` is a mistake, never "act as the operator": refuse it before touching anything."""
+    if as_ is not None and not as_.strip():
+        fail("--as needs an account id (leave --as out to act as the operator where that is allowed)", 2,
+              as_json, {"code": "cli.bad_option", "option": "--as"})
+
+
+async def known(core: Any, *account_ids: str) -> None:
+    """A clear account.not_found for an unknown id, instead of a database constraint error later."""
+    for account_id in account_ids:
+        await core.account(account_id)
+
+
+def space_dict(s: Space) -> dict[str, Any]:
+    return {
+        "id": s.id, "title": s.title, "state": s.state.value, "host_id": s.host_id,
+        "visibility": s.visibility.value, "topics": s.topics, "community_id": s.community_id,
+        "scheduled_for": s.scheduled_for.isoformat() if s.scheduled_for else None,
+        "started_at": s.started_at.isoformat() if s.started_at else None,
+        "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+    }
+
+
+def print_space(s: Space, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(space_dict(s)))
+    else:
+        when = s.scheduled_for.strftime(" %Y-%m-%d %H:%M UTC") if s.scheduled_for else ""
+        typer.echo(f"{s.id}  {s.state.value:<9}{when}  {s.title}")
+
+
+def with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False, *, retry_busy: bool = False) -> T:
+    """Like ``with_core`` but with what billing commands need (ledger, Stripe gateway), wired as
+    ``serve`` wires them but without the adapters: a ticket rush starts many of these at once, so
+    they start fast and only read the database until the command itself writes.
+
+    ``retry_busy``: ``fn`` is idempotent (a buy: the same hold, the same payment), so a database
+    that stayed busy past its timeout (SQLite's one writer, under a rush on a loaded machine) is
+    tried again a few times before the buyer is told to come back later."""
+    import random
+    from types import SimpleNamespace
+
+    from billing.ledger import Ledger
+    from billing.stripe_gateway import StripeGateway
+    from core.bus import EventBus, InProcessBus, RedisBus
+    from core.clock import SystemClock
+    from core.errors import Unavailable
+    from core.services import Core
+    from core.storage.engine import make_engine, make_sessionmaker
+    from spacebridge.doctor import database_problem
+    from spacebridge.schema import ensure_schema
+
+    settings = load_settings_or_exit()
+
+    async def go() -> T:
+        try:
+            engine = make_engine(settings.resolved_database_url(),
+                                 connect_timeout_s=settings.database_connect_timeout_s,
+                                 statement_timeout_s=settings.database_statement_timeout_s)
+        except OSError as e:  # SQLite's directory cannot be made
+            raise ConfigError(database_problem(settings, e)) from None
+        stripe = None
+        try:
+            await ensure_schema(settings, engine)
+            bus: EventBus = (RedisBus(settings.redis_url, prefix=settings.redis_prefix or None)
+                             if settings.redis_url else InProcessBus())
+            core = Core(make_sessionmaker(engine), bus, SystemClock(),
+                        reaction_rate_per_s=settings.reaction_rate_per_s, host_grace_s=settings.host_grace_s,
+                        speaker_grace_s=settings.speaker_grace_s, presence_stale_s=settings.presence_stale_s)
+            ledger = Ledger(core, hold=timedelta(minutes=settings.ticket_hold_minutes),
+                            fee_bps=settings.platform_fee_bps)
+            if settings.ticketing_enabled:
+                assert settings.stripe_api_key is not None
+                stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
+                                       api_base=settings.stripe_api_base or None, fee_bps=settings.platform_fee_bps)
+            context = SimpleNamespace(settings=settings, engine=engine, core=core, ledger=ledger, stripe=stripe)
+            for attempt in range(BUSY_RETRIES if retry_busy else 0):
+                try:
+                    return await fn(context)
+                except Unavailable as e:
+                    if e.data.get("what") != "database":
+                        raise
+                    await asyncio.sleep(random.uniform(0.5, 2.0) * (attempt + 1))  # waiters spread out
+            return await fn(context)
+        finally:
+            if stripe is not None:
+                await stripe.close()
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except DomainError as e:
+        fail(describe(e), 1, as_json, e.as_dict())
+    except ConfigError as e:  # e.g. the database cannot be opened: a sentence, never a traceback
+        fail(str(e), 2, as_json)
+    raise AssertionError("unreachable")

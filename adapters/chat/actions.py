@@ -61,10 +61,12 @@ class ChatDesk:
 
 
 async def run(core: Core, actor: Actor, name: str, space: Space | str | None, args: Mapping[str, Any] | None = None,
-              *, ports: Ports | None = None, table: CommandTable | None = None) -> Outcome:
-    """One table command for ``actor`` on ``space``; refusals are ``DomainError``s and change nothing."""
+              *, ports: Ports | None = None, table: CommandTable | None = None, text: bool = False) -> Outcome:
+    """One table command for ``actor`` on ``space``; refusals are ``DomainError``s and change nothing.
+
+    ``text``: the values are words typed in chat (``"on"``, ``"12"``), typed by the table's option kinds."""
     space_id = space.id if isinstance(space, Space) else space
-    return await dispatch(core, actor, name, space_id, dict(args or {}), ports=ports, table=table)
+    return await dispatch(core, actor, name, space_id, dict(args or {}), ports=ports, table=table, text=text)
 
 
 async def room_token(core: Core, tokens: JoinTokens, account_id: str, space_id: str) -> str:

@@ -135,7 +135,7 @@ class CommandsMixin(TelegramBase):
         args, name = await self._options(update, command, words, space)
         links = {"telegram": render.join_link(self.username, space.id), "web": f"{self.public_url}/s/{space.id}"} \
             if space is not None else {}
-        out = await run(self.core, actor, command.name, space, args, table=BUILTIN_TABLE,
+        out = await run(self.core, actor, command.name, space, args, table=BUILTIN_TABLE, text=True,
                         ports=Ports(tickets=ChatDesk(self.ledger), links=lambda _: links))
         if out.code == "space.shared" and space is not None:
             await self._reply(msg, share_text(out.result), html=False)
@@ -179,8 +179,8 @@ class CommandsMixin(TelegramBase):
         if command.name == "pin":
             return self._pin_args(update, rest), ""
         texts = [o for o in command.options if o.kind in ("text", "when")]
-        for o in command.options:
-            if o.kind in ("flag", "choice"):
+        for o in command.options:  # the rest in the table's order; a choice not found is checked as given
+            if o.kind == "flag" or o.name in args:
                 continue
             if o.kind == "person":
                 named = rest or await self._replied_to(update) is not None
@@ -231,7 +231,7 @@ class CommandsMixin(TelegramBase):
         return self.plugins.command_list() if self.plugins is not None else []
 
     async def on_unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Commands the table does not know: a plugin's (registered at start), or a helpful list."""
+        """Commands with no handler of their own: a plugin's (registered at start), or a helpful list."""
         msg = update.effective_message
         if msg is None or not msg.text:
             return
@@ -249,15 +249,15 @@ class CommandsMixin(TelegramBase):
         await self._reply(msg, f"I don't know {cmd.split('@')[0]}. Here is what I can do:\n{HELP}{extra}", html=False)
 
     async def cmd_plugin(self, update: Update, actor: Actor, spec: CommandSpec, args: list[str]) -> None:
-        """A plugin command: words after it fill its options in order (a member: reply, mention, queue number or id)."""
+        """A plugin command: words after it fill its options in order (a member: reply, mention, queue number
+        or id); the plugin manager checks them in its own words, as on Discord."""
         assert self.plugins is not None and update.effective_message is not None
         space = await self._space(update, args, spec.name, actor=actor, states=("live", "scheduled"))
         values: dict[str, Any] = {}
         texts = [o for o in spec.options if o.kind == "text"]
         for o in spec.options:
             if o.kind == "member":
-                msg = update.effective_message
-                if args or (msg.reply_to_message is not None):
+                if args or await self._replied_to(update) is not None:
                     values[o.name] = await self._who(update, args, space)
             elif not args:
                 break

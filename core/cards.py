@@ -11,86 +11,59 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
 
 from core.model.accounts import check_platform
+from core.ports import Card, DuplicateKey
 from core.services import Core
-from core.storage.tables import ChatCardRow, SpaceRow
+
+__all__ = ["Card", "CardRefresher", "CardStore"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Card:
-    platform: str
-    chat_id: str
-    message_id: str
-    space_id: str
-    rendered: str
-
-
-def _card(r: ChatCardRow) -> Card:
-    return Card(r.platform, r.chat_id, r.message_id, r.space_id, r.rendered)
-
-
 class CardStore:
+    """One platform's cards, each call its own unit of work."""
+
     def __init__(self, core: Core, platform: str) -> None:
         self.core = core
         self.platform = check_platform(platform)
 
     async def add(self, chat_id: str, message_id: str, space_id: str, rendered: str) -> bool:
         """Remember a card just posted; False if this message is already known."""
-        now = self.core.now()
         try:
-            async with self.core.uow() as uow:
-                uow.session.add(ChatCardRow(platform=self.platform, chat_id=chat_id, message_id=message_id,
-                                            space_id=space_id, rendered=rendered, created_at=now, updated_at=now))
+            async with self.core.ctx.uow() as uow:
+                await uow.cards.add(Card(self.platform, chat_id, message_id, space_id, rendered), self.core.now())
                 await uow.commit()
-        except IntegrityError:
+        except DuplicateKey:
             return False
         return True
 
     async def for_space(self, space_id: str) -> list[Card]:
-        async with self.core.uow() as uow:
-            rows = await uow.session.scalars(select(ChatCardRow).where(
-                ChatCardRow.platform == self.platform, ChatCardRow.space_id == space_id))
-            return [_card(r) for r in rows]
+        async with self.core.ctx.uow() as uow:
+            return await uow.cards.for_space(self.platform, space_id)
 
     async def in_chat(self, chat_id: str, space_id: str) -> Card | None:
-        async with self.core.uow() as uow:
-            row = (await uow.session.scalars(select(ChatCardRow).where(
-                ChatCardRow.platform == self.platform, ChatCardRow.chat_id == chat_id,
-                ChatCardRow.space_id == space_id))).first()
-            return None if row is None else _card(row)
+        async with self.core.ctx.uow() as uow:
+            return await uow.cards.in_chat(self.platform, chat_id, space_id)
 
     async def open_spaces(self) -> list[str]:
         """Spaces with cards that may still change (for catching up after a restart)."""
-        async with self.core.uow() as uow:
-            q = (select(ChatCardRow.space_id).distinct().join(SpaceRow, SpaceRow.id == ChatCardRow.space_id)
-                 .where(ChatCardRow.platform == self.platform, SpaceRow.state.in_(("scheduled", "live"))))
-            return list(await uow.session.scalars(q))
+        async with self.core.ctx.uow() as uow:
+            return await uow.cards.open_spaces(self.platform)
 
     async def rendered(self, card: Card, rendered: str) -> None:
-        async with self.core.uow() as uow:
-            await uow.session.execute(update(ChatCardRow).where(
-                ChatCardRow.platform == self.platform, ChatCardRow.chat_id == card.chat_id,
-                ChatCardRow.message_id == card.message_id).values(rendered=rendered, updated_at=self.core.now()))
+        async with self.core.ctx.uow() as uow:
+            await uow.cards.set_rendered(card, rendered, self.core.now())
             await uow.commit()
 
     async def drop(self, card: Card) -> None:
-        async with self.core.uow() as uow:
-            await uow.session.execute(delete(ChatCardRow).where(
-                ChatCardRow.platform == self.platform, ChatCardRow.chat_id == card.chat_id,
-                ChatCardRow.message_id == card.message_id))
+        async with self.core.ctx.uow() as uow:
+            await uow.cards.drop(card)
             await uow.commit()
 
     async def find(self, chat_id: str, message_id: str) -> Card | None:
-        async with self.core.uow() as uow:
-            row = await uow.session.get(ChatCardRow, (self.platform, chat_id, message_id))
-            return None if row is None else _card(row)
+        async with self.core.ctx.uow() as uow:
+            return await uow.cards.find(self.platform, chat_id, message_id)
 
 
 class CardRefresher:

@@ -15,10 +15,8 @@ from typing import Any
 
 from core.errors import NotFound
 from core.model.space import SpaceState
-from core.ports import Delivery, DeliveryResult, Notifier
+from core.ports import Delivery, DeliveryResult, NewJob, Notifier, UnitOfWork
 from core.scheduler import Job
-from core.storage import jobs
-from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ class FanoutHandler:
         for fetch in sources:
             after = ""
             while True:
-                async with self.core.uow() as uow:
+                async with self.core.ctx.uow() as uow:
                     page = await fetch(uow, after)
                 if not page:
                     break
@@ -83,7 +81,7 @@ class FanoutHandler:
                 after = page[-1]
 
     async def _enqueue(self, job: Job, template: str, data: dict[str, Any], accounts: list[str]) -> None:
-        async with self.core.uow() as uow:
+        async with self.core.ctx.uow() as uow:
             idents = await uow.accounts.identities_for(accounts)
             rows = []
             now = self.core.now()
@@ -93,10 +91,10 @@ class FanoutHandler:
                 key = f"{job.dedupe_key}:{i.platform}:{i.external_id}"
                 d = Delivery(platform=i.platform, external_id=i.external_id, template=template,
                              data={**data, "account_id": i.account_id}, dedupe_key=key)
-                rows.append(jobs.NewJob(kind=f"notify.deliver.{i.platform}", payload=asdict(d), due_at=now,
+                rows.append(NewJob(kind=f"notify.deliver.{i.platform}", payload=asdict(d), due_at=now,
                                         dedupe_key=key, group_key=f"{data['space_id']}:notices"))
             if rows:
-                await jobs.enqueue_many(uow.session, rows)
+                await uow.jobs.enqueue_many(rows)
             await uow.commit()
 
 

@@ -205,10 +205,13 @@ class Spaces(Protocol):
     async def add_caption(self, space_id: str, speaker_id: str, text: str, start_s: float, end_s: float,
                           now: datetime) -> None: ...
     async def recent_captions(self, space_id: str, limit: int = 20) -> Sequence[CaptionRecord]: ...
+    async def reminder_accounts(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]: ...
 
 
 class Accounts(Protocol):
     async def get(self, account_id: str) -> Account: ...
+    async def identities_for(self, account_ids: Sequence[str]) -> list[Identity]: ...
+    async def followers(self, host: str, after: str = "", limit: int = 1000) -> list[str]: ...
     async def add(self, account: Account) -> None: ...
     async def set_tier(self, account_id: str, tier: Tier) -> None: ...
     async def identity(self, platform: str, external_id: str) -> Identity | None: ...
@@ -238,6 +241,7 @@ class Tickets(Protocol):
     async def mark_refundable(self, space_id: str) -> None: ...
     async def paid_ids(self, space_id: str) -> list[str]: ...
     async def paid_among(self, space_id: str, account_ids: Sequence[str]) -> set[str]: ...
+    async def holders(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]: ...
 
 
 class Connections(Protocol):
@@ -256,6 +260,72 @@ class Jobs(Protocol):
     async def enqueue(self, job: NewJob) -> bool: ...
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> int: ...
     async def cancel_group(self, group_key: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class Card:
+    """A chat message that shows a Space (see core/cards.py), and a hash of what it shows."""
+
+    platform: str
+    chat_id: str
+    message_id: str
+    space_id: str
+    rendered: str
+
+
+class Cards(Protocol):
+    """Where each chat card lives, so an adapter edits its own messages after a restart."""
+
+    async def add(self, card: Card, now: datetime) -> None:
+        """Raises ``DuplicateKey`` if that message is known already."""
+        ...
+    async def for_space(self, platform: str, space_id: str) -> list[Card]: ...
+    async def in_chat(self, platform: str, chat_id: str, space_id: str) -> Card | None: ...
+    async def find(self, platform: str, chat_id: str, message_id: str) -> Card | None: ...
+    async def open_spaces(self, platform: str) -> list[str]: ...
+    async def set_rendered(self, card: Card, rendered: str, now: datetime) -> None: ...
+    async def drop(self, card: Card) -> None: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job, as its handler sees it."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    due_at: datetime
+    dedupe_key: str
+    group_key: str | None
+
+
+@dataclass(frozen=True)
+class Retried:
+    """A claimed job to run again at ``due_at`` (or to fail, past its attempts), with why."""
+
+    job: Job
+    due_at: datetime
+    error: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How many of a batch's retries ran out of attempts, and how many will run again."""
+
+    failed: int = 0
+    retried: int = 0
+
+
+class JobStore(Protocol):
+    """The job table as a runner sees it: claim due (or abandoned) jobs with a lease, renew the
+    lease, and record outcomes; every write touches only jobs this worker still holds."""
+
+    async def claim(self, kinds: Sequence[str], worker_id: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Job]: ...
+    async def renew(self, worker_id: str, lease_until: datetime) -> None: ...
+    async def finish(self, worker_id: str, now: datetime, done: Sequence[int], missed: Sequence[int],
+                     retried: Sequence[Retried]) -> Finished: ...
 
 
 class UnitOfWork(Protocol):
@@ -278,6 +348,8 @@ class UnitOfWork(Protocol):
     def presence(self) -> Connections: ...
     @property
     def jobs(self) -> Jobs: ...
+    @property
+    def cards(self) -> Cards: ...
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,

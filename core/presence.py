@@ -45,7 +45,7 @@ class PresenceKeeper:
 
     async def beat(self) -> int:
         """Refresh every connection of this process (one statement); returns how many."""
-        async with self.core.uow() as uow:
+        async with self.core.ctx.uow() as uow:
             n = await uow.presence.heartbeat(self.core.node_id, self.core.now(),
                                              but=list(self.core.owed_disconnects))
             await uow.commit()
@@ -53,7 +53,7 @@ class PresenceKeeper:
 
     async def sweep(self) -> int:
         """Treat connections nobody refreshed as disconnects; returns how many people were affected."""
-        async with self.core.uow() as uow:
+        async with self.core.ctx.uow() as uow:
             pairs = await uow.presence.sweep(self.core.now() - self.core.presence_stale)
             await uow.commit()
         if pairs:

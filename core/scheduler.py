@@ -22,31 +22,20 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy import and_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from datetime import timedelta
+from typing import TYPE_CHECKING, cast
 
 from core.clock import Clock
 from core.errors import Unavailable
-from core.ports import Delivery, Notifier
-from core.storage.base import dialect_name
-from core.storage.jobs import JobRow
+from core.ports import Delivery, Job, JobStore, Notifier, Retried
+
+if TYPE_CHECKING:
+    from core.storage.engine import Sessions
+
+__all__ = ["Handler", "Job", "JobRunner", "Retry", "Unreachable", "deliver_kind", "make_deliver_handler",
+           "make_deliver_handlers"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    kind: str
-    payload: dict[str, Any]
-    attempts: int
-    due_at: datetime
-    dedupe_key: str
-    group_key: str | None
 
 
 class Retry(Exception):
@@ -119,12 +108,15 @@ class _Marks:
 
 
 class JobRunner:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], handlers: Mapping[str, Handler],
+    def __init__(self, store: JobStore | Sessions, handlers: Mapping[str, Handler],
                  clock: Clock, *, worker_id: str, batch_size: int = 200, lease_s: float = 60.0,
                  grace: Mapping[str, timedelta] | None = None, default_grace: timedelta = timedelta(minutes=15),
                  poll_interval_s: float = 0.5, concurrency: int = 64, backoff_base_s: float = 2.0,
                  backoff_max_s: float = 900.0, one_at_a_time: Collection[str] = ("notify.deliver",)) -> None:
-        self.sm = sessionmaker
+        if not hasattr(store, "claim"):  # a SQLAlchemy sessionmaker: the job table on that database
+            from core.storage.jobs import SqlJobStore
+            store = SqlJobStore(store)
+        self.store = cast(JobStore, store)
         self.handlers = dict(handlers)
         self.clock = clock
         self.worker_id = worker_id
@@ -189,34 +181,8 @@ class JobRunner:
 
     # ---- one batch ---------------------------------------------------------------------------
     async def claim(self) -> list[Job]:
-        now = self.clock.now()
-        async with self.sm() as s, s.begin():
-            skip_locked = dialect_name(s) == "postgresql"
-            # Two index range scans, not one OR (which plans as a scan of the whole table).
-            kinds = list(self.handlers)  # only what this process can run (processes differ in roles)
-            due_q = (select(JobRow.id).where(JobRow.status == "pending", JobRow.due_at <= now,
-                                             JobRow.kind.in_(kinds))
-                     .order_by(JobRow.due_at).limit(self.batch_size))
-            if skip_locked:
-                due_q = due_q.with_for_update(skip_locked=True)
-            ids = list((await s.scalars(due_q)).all())
-            if len(ids) < self.batch_size:
-                lost_q = (select(JobRow.id).where(JobRow.status == "running", JobRow.lease_expires_at < now,
-                                                  JobRow.kind.in_(kinds))
-                          .order_by(JobRow.lease_expires_at).limit(self.batch_size - len(ids)))
-                if skip_locked:
-                    lost_q = lost_q.with_for_update(skip_locked=True)
-                ids += (await s.scalars(lost_q)).all()
-            if not ids:
-                return []
-            rows = (await s.execute(
-                update(JobRow).where(JobRow.id.in_(ids))
-                .values(status="running", lease_owner=self.worker_id, lease_expires_at=now + self.lease,
-                        attempts=JobRow.attempts + 1)
-                .returning(JobRow.id, JobRow.kind, JobRow.payload, JobRow.attempts, JobRow.due_at,
-                           JobRow.dedupe_key, JobRow.group_key)
-            )).all()
-        return [Job(r.id, r.kind, r.payload, r.attempts, r.due_at, r.dedupe_key, r.group_key) for r in rows]
+        now = self.clock.now()  # only kinds this process can run (processes differ in roles)
+        return await self.store.claim(list(self.handlers), self.worker_id, now, now + self.lease, self.batch_size)
 
     def _one_at_a_time(self, kind: str) -> bool:
         return any(kind == k or kind.startswith(k + ".") for k in self.one_at_a_time)
@@ -271,9 +237,7 @@ class JobRunner:
         """Extend the lease of every job this runner still holds (a batch of DMs paced by the
         platform may outlast one lease; another runner must not take them meanwhile)."""
         try:
-            async with self.sm() as s, s.begin():
-                await s.execute(update(JobRow).where(JobRow.lease_owner == self.worker_id, JobRow.status == "running")
-                                .values(lease_expires_at=self.clock.now() + self.lease))
+            await self.store.renew(self.worker_id, self.clock.now() + self.lease)
         except Unavailable:
             pass
         except Exception:
@@ -281,32 +245,16 @@ class JobRunner:
 
     async def _finish(self, done: list[int], missed: list[Job], later: list[Later]) -> None:
         now = self.clock.now()
-        mine = and_(JobRow.lease_owner == self.worker_id, JobRow.status == "running")
-        async with self.sm() as s, s.begin():
-            if done:
-                await s.execute(update(JobRow).where(JobRow.id.in_(done), mine)
-                                .values(status="done", finished_at=now, lease_owner=None, lease_expires_at=None))
-                self.stats["done"] += len(done)
-            if missed:
-                await s.execute(update(JobRow).where(JobRow.id.in_([j.id for j in missed]), mine)
-                                .values(status="missed", finished_at=now, lease_owner=None, lease_expires_at=None,
-                                        last_error="past its grace window when claimed"))
-                self.stats["missed"] += len(missed)
-            for job, after_s, error in later:
-                row = await s.get(JobRow, job.id)
-                if row is None or row.lease_owner != self.worker_id:
-                    continue
-                if job.attempts >= row.max_attempts:
-                    row.status, row.finished_at = "failed", now
-                    self.stats["failed"] += 1
-                else:
-                    delay = after_s if after_s is not None else min(
-                        self.backoff_max_s, self.backoff_base_s * 2 ** (job.attempts - 1))
-                    row.status = "pending"
-                    row.due_at = now + timedelta(seconds=delay * (1.0 if after_s is not None else
-                                                                 random.uniform(0.8, 1.2)))
-                    self.stats["retried"] += 1
-                row.last_error, row.lease_owner, row.lease_expires_at = error, None, None
+        retried = []
+        for job, after_s, error in later:
+            delay = after_s if after_s is not None else min(
+                self.backoff_max_s, self.backoff_base_s * 2 ** (job.attempts - 1)) * random.uniform(0.8, 1.2)
+            retried.append(Retried(job, now + timedelta(seconds=delay), error))
+        outcome = await self.store.finish(self.worker_id, now, done, [j.id for j in missed], retried)
+        self.stats["done"] += len(done)
+        self.stats["missed"] += len(missed)
+        self.stats["failed"] += outcome.failed
+        self.stats["retried"] += outcome.retried
 
 
 def deliver_kind(platform: str) -> str:

@@ -1,6 +1,5 @@
-"""The durable job table: enqueue inside the caller's transaction (an outbox), cancel, count.
-
-Claiming and running jobs is ``core.scheduler.JobRunner``'s business.
+"""The durable job table: enqueue inside the caller's transaction (an outbox), cancel, count, and the
+runner's claims, lease renewals and outcomes (``SqlJobStore``; running jobs is ``core.scheduler``'s).
 """
 
 from __future__ import annotations
@@ -9,16 +8,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, func, select, update
+from sqlalchemy import BigInteger, Index, Integer, String, Text, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.ports import NewJob
+from core.ports import Finished, Job, NewJob, Retried
 from core.storage.base import Base, dialect_name
 
-__all__ = ["JobQueue", "JobRow", "NewJob", "cancel_group", "enqueue", "enqueue_many", "job_stats"]
+__all__ = ["JobQueue", "JobRow", "NewJob", "SqlJobStore", "cancel_group", "enqueue", "enqueue_many", "job_stats"]
 
 STATUSES = ("pending", "running", "done", "failed", "missed", "cancelled")
 DEFAULT_MAX_ATTEMPTS = 8
@@ -121,3 +120,70 @@ class JobQueue:
 
     async def cancel_group(self, group_key: str) -> int:
         return await cancel_group(self.session, group_key)
+
+
+class SqlJobStore:
+    """The ``JobStore`` port on SQL. On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED`` so two runners
+    never take the same job; on SQLite ``BEGIN IMMEDIATE`` (see engine.py) serialises them."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sm = sessionmaker
+
+    async def claim(self, kinds: Sequence[str], worker_id: str, now: datetime, lease_until: datetime,
+                    limit: int) -> list[Job]:
+        async with self.sm() as s, s.begin():
+            skip_locked = dialect_name(s) == "postgresql"
+            # Two index range scans, not one OR (which plans as a scan of the whole table).
+            due_q = (select(JobRow.id).where(JobRow.status == "pending", JobRow.due_at <= now,
+                                             JobRow.kind.in_(kinds))
+                     .order_by(JobRow.due_at).limit(limit))
+            if skip_locked:
+                due_q = due_q.with_for_update(skip_locked=True)
+            ids = list((await s.scalars(due_q)).all())
+            if len(ids) < limit:
+                lost_q = (select(JobRow.id).where(JobRow.status == "running", JobRow.lease_expires_at < now,
+                                                  JobRow.kind.in_(kinds))
+                          .order_by(JobRow.lease_expires_at).limit(limit - len(ids)))
+                if skip_locked:
+                    lost_q = lost_q.with_for_update(skip_locked=True)
+                ids += (await s.scalars(lost_q)).all()
+            if not ids:
+                return []
+            rows = (await s.execute(
+                update(JobRow).where(JobRow.id.in_(ids))
+                .values(status="running", lease_owner=worker_id, lease_expires_at=lease_until,
+                        attempts=JobRow.attempts + 1)
+                .returning(JobRow.id, JobRow.kind, JobRow.payload, JobRow.attempts, JobRow.due_at,
+                           JobRow.dedupe_key, JobRow.group_key)
+            )).all()
+        return [Job(r.id, r.kind, r.payload, r.attempts, r.due_at, r.dedupe_key, r.group_key) for r in rows]
+
+    async def renew(self, worker_id: str, lease_until: datetime) -> None:
+        async with self.sm() as s, s.begin():
+            await s.execute(update(JobRow).where(JobRow.lease_owner == worker_id, JobRow.status == "running")
+                            .values(lease_expires_at=lease_until))
+
+    async def finish(self, worker_id: str, now: datetime, done: Sequence[int], missed: Sequence[int],
+                     retried: Sequence[Retried]) -> Finished:
+        mine = and_(JobRow.lease_owner == worker_id, JobRow.status == "running")
+        failed = again = 0
+        async with self.sm() as s, s.begin():
+            if done:
+                await s.execute(update(JobRow).where(JobRow.id.in_(done), mine)
+                                .values(status="done", finished_at=now, lease_owner=None, lease_expires_at=None))
+            if missed:
+                await s.execute(update(JobRow).where(JobRow.id.in_(missed), mine)
+                                .values(status="missed", finished_at=now, lease_owner=None, lease_expires_at=None,
+                                        last_error="past its grace window when claimed"))
+            for r in retried:
+                row = await s.get(JobRow, r.job.id)
+                if row is None or row.lease_owner != worker_id:
+                    continue
+                if r.job.attempts >= row.max_attempts:
+                    row.status, row.finished_at = "failed", now
+                    failed += 1
+                else:
+                    row.status, row.due_at = "pending", r.due_at
+                    again += 1
+                row.last_error, row.lease_owner, row.lease_expires_at = r.error, None, None
+        return Finished(failed=failed, retried=again)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.clock import Clock
 from core.events import Event
+from core.storage.cards import CardRepository
 from core.storage.engine import Sessions, raise_unavailable
 from core.storage.jobs import JobQueue
 from core.storage.kv import KeyValueStore
@@ -37,6 +38,7 @@ class UnitOfWork:
         self.tickets = TicketRepository(self.session)
         self.presence = PresenceRepository(self.session)
         self.jobs = JobQueue(self.session)
+        self.cards = CardRepository(self.session)
         self.events = []
         self._committed = False
         return self

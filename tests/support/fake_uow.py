@@ -19,7 +19,7 @@ from core.events import Event
 from core.model.accounts import Account, Identity, LinkCode, Tier
 from core.model.community import Community
 from core.model.space import Space, SpaceState, Visibility
-from core.ports import DuplicateKey, KeyValueEntry, NewJob, StaleAggregate
+from core.ports import Card, DuplicateKey, KeyValueEntry, NewJob, StaleAggregate
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class State:
     jobs: dict[str, NewJob] = field(default_factory=dict)  # dedupe key -> job
     cancelled_groups: list[str] = field(default_factory=list)
     kv: dict[tuple[str, str], KeyValueEntry] = field(default_factory=dict)
+    cards: dict[tuple[str, str, str], Card] = field(default_factory=dict)  # (platform, chat, message) -> card
 
 
 class FakeSpaces:
@@ -152,6 +153,9 @@ class FakeSpaces:
     async def recent_captions(self, space_id: str, limit: int = 20) -> list[Caption]:
         return [c for c in self.st.captions if c.space_id == space_id][-limit:]
 
+    async def reminder_accounts(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]:
+        return sorted(a for s, a in self.st.reminders if s == space_id and a > after)[:limit]
+
 
 class FakeAccounts:
     def __init__(self, st: State) -> None:
@@ -204,6 +208,12 @@ class FakeAccounts:
     async def follower_count(self, host: str) -> int:
         return sum(1 for _, h in self.st.follows if h == host)
 
+    async def followers(self, host: str, after: str = "", limit: int = 1000) -> list[str]:
+        return sorted(f for f, h in self.st.follows if h == host and f > after)[:limit]
+
+    async def identities_for(self, account_ids: Sequence[str]) -> list[Identity]:
+        return [i for i in self.st.identities.values() if i.account_id in set(account_ids)]
+
     async def add_link_code(self, c: LinkCode) -> None:
         self.st.link_codes[c.code] = c
 
@@ -250,6 +260,9 @@ class FakeTickets:
 
     async def paid_among(self, space_id: str, account_ids: Sequence[str]) -> set[str]:
         return {a for a in account_ids if (space_id, a) in self.st.paid}
+
+    async def holders(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]:
+        return sorted(a for s, a in self.st.paid if s == space_id and a > after)[:limit]
 
 
 class FakeConnections:
@@ -316,6 +329,39 @@ class FakeJobs:
         return len(gone)
 
 
+class FakeCards:
+    def __init__(self, st: State) -> None:
+        self.st = st
+
+    async def add(self, card: Card, now: datetime) -> None:
+        key = (card.platform, card.chat_id, card.message_id)
+        if key in self.st.cards:
+            raise DuplicateKey(f"card {key}")
+        self.st.cards[key] = card
+
+    async def for_space(self, platform: str, space_id: str) -> list[Card]:
+        return [c for c in self.st.cards.values() if c.platform == platform and c.space_id == space_id]
+
+    async def in_chat(self, platform: str, chat_id: str, space_id: str) -> Card | None:
+        return next((c for c in await self.for_space(platform, space_id) if c.chat_id == chat_id), None)
+
+    async def find(self, platform: str, chat_id: str, message_id: str) -> Card | None:
+        return self.st.cards.get((platform, chat_id, message_id))
+
+    async def open_spaces(self, platform: str) -> list[str]:
+        open_ = (SpaceState.SCHEDULED, SpaceState.LIVE)
+        return sorted({c.space_id for c in self.st.cards.values() if c.platform == platform
+                       and c.space_id in self.st.spaces and self.st.spaces[c.space_id].state in open_})
+
+    async def set_rendered(self, card: Card, rendered: str, now: datetime) -> None:
+        key = (card.platform, card.chat_id, card.message_id)
+        if key in self.st.cards:
+            self.st.cards[key] = replace(self.st.cards[key], rendered=rendered)
+
+    async def drop(self, card: Card) -> None:
+        self.st.cards.pop((card.platform, card.chat_id, card.message_id), None)
+
+
 class FakeUnitOfWork:
     def __init__(self, store: FakeStore) -> None:
         self.store = store
@@ -326,6 +372,7 @@ class FakeUnitOfWork:
         self.spaces, self.accounts = FakeSpaces(self.st), FakeAccounts(self.st)
         self.communities, self.tickets = FakeCommunities(self.st), FakeTickets(self.st)
         self.presence, self.jobs = FakeConnections(self.st), FakeJobs(self.st)
+        self.cards = FakeCards(self.st)
         self.events = []
         return self
 

@@ -1,0 +1,34 @@
+"""SQL stays in core/storage: the rest of core talks to the store through core/ports.py's Protocols,
+so a use case, the job runner or the card store runs on a fake store as well as on a database."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[2] / "core"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in it (function-local and TYPE_CHECKING ones too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_only_core_storage_imports_sqlalchemy() -> None:
+    offenders = sorted(
+        str(p.relative_to(CORE.parent)) for p in CORE.rglob("*.py")
+        if "storage" not in p.relative_to(CORE).parts
+        and any(m == "sqlalchemy" or m.startswith("sqlalchemy.") for m in imported_modules(p)))
+    assert offenders == [], f"SQLAlchemy outside core/storage: {offenders}"
+
+
+def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
+    sneaky = tmp_path / "sneaky.py"
+    sneaky.write_text("def f() -> None:\n    from sqlalchemy import select\n")
+    assert "sqlalchemy" in imported_modules(sneaky)

@@ -69,6 +69,7 @@ _OUTCOMES: dict[str, str] = {
     "stage.unmuted": "🔈 {name} is unmuted.",
     "stage.all_muted": "🔇 Everyone on stage is muted.",
     "queue.cleared": "Every hand is lowered.",
+    "comment.posted": "💬 Said in {title}.",
     "pin.added": "📌 Pinned: {pin_title}",
     "pin.removed": "Unpinned.",
     "captions.on": "💬 Captions on.",

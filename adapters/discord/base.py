@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from adapters.chat.actions import JOIN_TOKEN_TTL_S, room_token
 from adapters.chat.spaces import pick_space
 from adapters.chat.wording import say as chat_say
 from billing.ledger import Ledger
 from core.cards import CardRefresher, CardStore
 from core.errors import DomainError, Forbidden, Invalid
 from core.model.accounts import Actor
-from core.model.space import Role, Space
+from core.model.space import Space
 from core.ports import AudioTap
 from core.services import Core
 from core.tokens import JoinTokens
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 ADMIN_ROLE = "admin"
-JOIN_TOKEN_TTL_S = 15 * 60
 EVENT_CHAT = "event:"  # CardStore chat ids of scheduled events: "event:<guild id>"
 
 PERMISSION_NAMES = {
@@ -242,11 +242,7 @@ class DiscordBase:
 
     async def _send_room(self, interaction: discord.Interaction, actor: Actor, space_id: str,
                          note: str = "Your personal link to the web room:") -> None:
-        view = await self.core.view(space_id)
-        await self.core.may_join(actor.account_id, space_id)
-        role = view.space.role_of(actor.account_id) or Role.LISTENER
-        token = self.tokens.issue(space_id, actor.account_id, "speaker" if role != Role.LISTENER else "listener",
-                                  self.core.now(), ttl_s=JOIN_TOKEN_TTL_S)
+        token = await room_token(self.core, self.tokens, actor.account_id, space_id)
         buttons = discord.ui.View(timeout=None)
         buttons.add_item(discord.ui.Button(label="Open the room", emoji="🎧",
                                            url=f"{self.public_url}/s/{space_id}#t={token}"))

@@ -67,15 +67,23 @@ def table_commands() -> list[Command]:
     return [c for c in BUILTIN_TABLE if c.name not in SKIPPED]
 
 
-COMMANDS: list[tuple[str, str]] = OWN_COMMANDS + [(c.name, c.summary[:256]) for c in table_commands()]
-HELP = "\n".join(f"/{c} — {d}" for c, d in COMMANDS)
-
-
 def usage(command: Command) -> str:
+    """How to type a table command here, from its options: ``/promote WHO [speaker|cohost]``."""
     if command.name in USAGE:
         return USAGE[command.name]
-    words = [o.name.upper() if o.required else f"[{o.name}]" for o in command.options]
+    words = []
+    for o in command.options:
+        w = {"person": "WHO", "choice": "|".join(o.choices or ()), "emoji": "EMOJI", "when": "WHEN",
+             "flag": "up|down" if o.name == "up" else "on|off" if o.name in ("on", "enabled") else o.name,
+             }.get(o.kind, o.name.upper())
+        words.append(w if o.required or (o.kind == "person" and command.name in PERSON_REQUIRED) else f"[{w}]")
     return " ".join([f"/{command.name}", *words])
+
+
+# The bot menu (setMyCommands) and /help, from the table
+COMMANDS: list[tuple[str, str]] = OWN_COMMANDS + [(c.name, c.summary[:256]) for c in table_commands()]
+HELP = "\n".join([*(f"/{c} — {d}" for c, d in OWN_COMMANDS),
+                   *(f"{usage(c)} — {c.summary}" for c in table_commands())])
 
 
 def share_text(shared: Any) -> str:

@@ -14,22 +14,23 @@ import itertools
 import json
 import logging
 import os
-import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 from core.events import Event, event_from_dict
+from core.redis_support import REDIS_TIMEOUT_S, Backoff, Outage, describe_error, redis_client, redis_prefix
+
+__all__ = ["REDIS_TIMEOUT_S", "Backoff", "BusGap", "EventBus", "Handler", "InProcessBus", "Outage", "RedisBus",
+           "Subscription", "describe_error", "redis_client", "redis_prefix"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
 
-REDIS_TIMEOUT_S = 5.0  # a Redis that answers nothing for this long is treated as gone
 READ_BLOCK_MS = 2000  # well under REDIS_TIMEOUT_S: an idle stream is not a dead one
 READ_COUNT = 500
 WRITE_BATCH = 200
@@ -130,76 +131,6 @@ class InProcessBus:
                     await s.task
             s.task = None
         self._started = False
-
-
-def redis_prefix(url: str) -> str:
-    """The default namespace of a deployment's keys and channels: one per Redis database index.
-
-    Redis pub/sub channels (and anything a deployment shares) are global across database indexes, so
-    two deployments on one Redis server must differ by prefix; by default they do when their URLs
-    name different databases (``redis://host/2`` -> ``spacebridge:2:``)."""
-    u = urlsplit(url)
-    db = parse_qs(u.query).get("db", [""])[0] or (u.path.strip("/") if u.scheme != "unix" else "")
-    return f"spacebridge:{int(db) if db.isdigit() else 0}:"
-
-
-def redis_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> Any:
-    """A Redis client that fails fast instead of waiting: a partitioned Redis (no bytes either way)
-    must turn into an error within seconds, which the callers turn into a reconnect with backoff."""
-    import redis.asyncio as aioredis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                             retry=Retry(NoBackoff(), 0))
-
-
-class Backoff:
-    """Capped exponential backoff with jitter, so processes that lost Redis together do not all
-    knock at the same moment when it comes back."""
-
-    def __init__(self, first_s: float = 0.1, cap_s: float = 5.0) -> None:
-        self.first_s, self.cap_s = first_s, cap_s
-        self._next = first_s
-
-    def reset(self) -> None:
-        self._next = self.first_s
-
-    async def wait(self) -> None:
-        await asyncio.sleep(self._next * random.uniform(0.5, 1.0))
-        self._next = min(self._next * 2, self.cap_s)
-
-
-class Outage:
-    """Says once that a link to Redis is lost and once that it is back (not a line per retry)."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.down_since: float | None = None
-        self.back_at: float | None = None  # time.monotonic() when it last came back
-
-    @property
-    def down(self) -> bool:
-        return self.down_since is not None
-
-    def lost(self, error: BaseException) -> None:
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-            log.warning("%s: lost Redis (%s); retrying with backoff", self.what, describe_error(error))
-
-    def back(self) -> None:
-        if self.down_since is not None:
-            self.back_at = time.monotonic()
-            log.warning("%s: Redis is back after %.1f s", self.what, self.back_at - self.down_since)
-            self.down_since = None
-
-    def back_within(self, seconds: float) -> bool:
-        """Whether it came back less than ``seconds`` ago."""
-        return self.back_at is not None and time.monotonic() - self.back_at < seconds
-
-
-def describe_error(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from adapters.discord.bot import DiscordAdapter, DiscordConfig
 from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.telegram.limits import FloodLimits
 from adapters.webrtc.drain import SOCKETS, Sockets, close_sockets
-from adapters.webrtc.placement import Duty, Node, Placement, RedisPlacement, new_node_id
+from adapters.webrtc.placement import Node, Placement, RedisPlacement, new_node_id
 from adapters.webrtc.signaling import Rooms
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
@@ -30,6 +30,7 @@ from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
 from core.presence import EXPIRE_JOB, PresenceKeeper, make_expire_handler
+from core.redis_support import Duty
 from core.scheduler import JobRunner, make_deliver_handlers
 from core.services import Core
 from core.storage.engine import make_engine, make_sessionmaker

@@ -35,22 +35,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from adapters.webrtc.room import MediaError
-from core.bus import REDIS_TIMEOUT_S, Backoff, Outage, redis_client, redis_prefix
+from core.redis_support import (
+    KEEP_LEASE,
+    REDIS_TIMEOUT_S,
+    RELEASE_LEASE,
+    Backoff,
+    Duty,
+    Outage,
+    redis_client,
+    redis_prefix,
+)
+
+__all__ = ["Duty", "LocalPlacement", "Node", "Placement", "RedisPlacement", "new_node_id"]  # Duty: its old home
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HEALTH_EVERY_S = 2.0  # the relay listener pings this often; silence for REDIS_TIMEOUT_S means the link is gone
-
-# Compare-and-set on the lease value: only the holder renews or releases it.
-_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-# Renew, or take back a lease that ran out while its holder could not reach Redis, unless another
-# process holds it now (0).
-_KEEP = """local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
-return 0"""
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
 
 @dataclass(frozen=True)
 class Node:
@@ -300,7 +300,7 @@ class RedisPlacement:
         self.owned.discard(space_id)
         self._known.pop(space_id, None)
         try:
-            await self._call(self._redis.eval(_RELEASE, 1, self._key(space_id), self.node.encode()))
+            await self._call(self._redis.eval(RELEASE_LEASE, 1, self._key(space_id), self.node.encode()))
         except MediaError:  # the lease runs out on its own
             log.info("media lease for %s not released (Redis away); it runs out in %d ms", space_id, self.ttl_ms)
 
@@ -349,7 +349,7 @@ class RedisPlacement:
         for space_id in list(self.owned):
             if space_id not in self.owned:
                 continue  # released meanwhile
-            kept = await self._redis.eval(_KEEP, 1, self._key(space_id), self.node.encode(), self.ttl_ms)
+            kept = await self._redis.eval(KEEP_LEASE, 1, self._key(space_id), self.node.encode(), self.ttl_ms)
             if kept == 2:
                 log.warning("media lease for %s ran out while Redis was away; taken back", space_id)
             elif not kept and space_id in self.owned:  # another process holds it now: it serves the Space
@@ -358,74 +358,3 @@ class RedisPlacement:
                 log.warning("lost the media lease for %s to another process", space_id)
                 if self.on_lost is not None:
                     await self.on_lost(space_id)
-
-
-class Duty:
-    """Work one process at a time must do (keeping a platform's chat cards), held by a Redis lease.
-
-    Without Redis there is one process and it always holds the duty. With Redis the first process
-    to ask takes it and renews it every ``ttl_s / 3``; when it dies another takes it within
-    ``ttl_s`` and ``on_gain`` lets it catch up on what it missed. A holder that cannot reach Redis
-    keeps the duty until its lease would have run out (another process may have it after that),
-    then asks for it again with backoff until Redis is back."""
-
-    def __init__(self, redis_url: str, name: str, node_id: str, *, ttl_s: float = 10.0,
-                 prefix: str | None = None) -> None:
-        self.redis_url, self.node_id = redis_url, node_id
-        self.key = f"{redis_prefix(redis_url) if prefix is None else prefix}duty:{name}" if redis_url else name
-        self.ttl_ms = int(ttl_s * 1000)
-        self.held = not redis_url
-        self.on_gain: Callable[[], Awaitable[None]] | None = None
-        self.outage = Outage(f"duty {name}")
-        self._renewed = 0.0  # time.monotonic() of the last renewal Redis confirmed
-        self._redis: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if not self.redis_url:
-            return
-        self._redis = redis_client(self.redis_url, min(REDIS_TIMEOUT_S, max(0.5, self.ttl_ms / 3000)))
-        await self._step()
-        self._task = asyncio.create_task(self._keep())
-
-    async def _step(self) -> None:
-        if self.held:
-            self.held = bool(await self._redis.eval(_RENEW, 1, self.key, self.node_id, self.ttl_ms))
-            if self.held:
-                self._renewed = time.monotonic()
-            else:
-                log.warning("lost the %s duty", self.key)
-            return
-        if await self._redis.set(self.key, self.node_id, nx=True, px=self.ttl_ms):
-            self.held, self._renewed = True, time.monotonic()
-            log.info("this process now holds %s", self.key)
-            if self.on_gain is not None:
-                await self.on_gain()
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                self.outage.lost(e)
-                if self.held and time.monotonic() - self._renewed > self.ttl_ms / 1000:
-                    self.held = False  # our lease has run out: another process may hold the duty now
-                    log.warning("gave up the %s duty: Redis unreachable for longer than its lease", self.key)
-            else:
-                self.outage.back()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._redis is not None:
-            with contextlib.suppress(Exception):
-                if self.held:
-                    await asyncio.wait_for(self._redis.eval(_RELEASE, 1, self.key, self.node_id), REDIS_TIMEOUT_S)
-            with contextlib.suppress(Exception):
-                await self._redis.aclose()
-        self.held = not self.redis_url

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from core.command_model import Outcome
@@ -16,19 +17,43 @@ from core.messages import describe
 
 @dataclass(frozen=True)
 class Style:
-    """How a surface emphasises: ``bold`` a title, ``code`` an id; both escape what they wrap."""
+    """How a surface emphasises: ``bold`` a title, ``code`` an id; both escape what they wrap, as
+    ``text`` escapes plain words."""
 
     bold: Callable[[str], str]
     code: Callable[[str], str]
+    text: Callable[[str], str] = lambda s: s
 
 
-HTML = Style(bold=lambda s: f"<b>{html.escape(s)}</b>", code=lambda s: f"<code>{html.escape(s)}</code>")
+HTML = Style(bold=lambda s: f"<b>{html.escape(s)}</b>", code=lambda s: f"<code>{html.escape(s)}</code>",
+             text=html.escape)
 PLAIN = Style(bold=lambda s: s, code=lambda s: s)
 
 
 def markdown(escape: Callable[[str], str]) -> Style:
     """Discord's Markdown, with the library's own escaping."""
-    return Style(bold=lambda s: f"**{escape(s)}**", code=lambda s: f"`{s}`")
+    return Style(bold=lambda s: f"**{escape(s)}**", code=lambda s: f"`{s}`", text=escape)
+
+
+def notice(template: str, data: Mapping[str, Any], style: Style, *, when: Callable[[datetime | None], str],
+           start: str, refund: str = "") -> str:
+    """The DM for a durable delivery (go-live alert, reminders, changes of plan), the same on both bots.
+
+    ``when`` writes a time the surface's way; ``start``/``refund`` say how to type those commands there."""
+    title = style.bold(str(data.get("title", "a Space")))
+    host = style.text(str(data.get("host_name", "the host")))
+    starts = data.get("scheduled_for")
+    at = when(datetime.fromisoformat(starts)) if starts else "soon"
+    texts = {
+        "space.live": f"🔴 {host} is live now: {title}",
+        "space.reminder": (f"🔔 {title} by {host} starts in {data.get('minutes')} min ({at})."
+                           if data.get("minutes") else f"🔔 {title} by {host} is about to start ({at})."),
+        "space.host_reminder": f"⏰ Your Space {title} starts in {data.get('minutes', 0)} min. Start it with {start}",
+        "space.cancelled": f"✖️ {host} cancelled {title}.",
+        "space.rescheduled": f"🗓 {title} by {host} moved to {at}. Ticket holders may ask for a refund"
+                             + (f" with {refund}" if refund else "."),
+    }
+    return texts.get(template, f"{title}: {style.text(template)}")
 
 
 CHAT_TEXT: dict[str, str] = {

@@ -16,6 +16,8 @@ from typing import Any
 import discord
 
 from adapters.chat.buttons import JOIN, card_buttons
+from adapters.chat.wording import markdown
+from adapters.chat.wording import notice as chat_notice
 from core.commands import REACTIONS
 from core.model.space import SpaceState
 from core.services import SpaceView
@@ -120,18 +122,6 @@ def event_description(view: SpaceView, web_url: str) -> str:
 
 
 def notice(template: str, data: dict[str, Any]) -> str:
-    """The DM for a durable delivery (go-live alert, reminders, changes of plan)."""
-    title = discord.utils.escape_markdown(str(data.get("title", "a Space")))
-    host = discord.utils.escape_markdown(str(data.get("host_name", "the host")))
-    starts = data.get("scheduled_for")
-    at = when(datetime.fromisoformat(starts)) if starts else "soon"
-    texts = {
-        "space.live": f"🔴 {host} is live now: **{title}**",
-        "space.reminder": (f"🔔 **{title}** by {host} starts in {data.get('minutes')} min ({at})."
-                           if data.get("minutes") else f"🔔 **{title}** by {host} is about to start ({at})."),
-        "space.host_reminder": f"⏰ Your Space **{title}** starts in {data.get('minutes', 0)} min. "
-                               f"Start it with `/space start space:{data.get('space_id')}`",
-        "space.cancelled": f"✖️ {host} cancelled **{title}**.",
-        "space.rescheduled": f"🗓 **{title}** by {host} moved to {at}. Ticket holders may ask for a refund.",
-    }
-    return texts.get(template, f"{title}: {template}")
+    """The DM for a durable delivery, in the shared words (Markdown)."""
+    return chat_notice(template, data, markdown(discord.utils.escape_markdown), when=when,
+                       start=f"`/space start space:{data.get('space_id')}`", refund="`/space refund`")

@@ -15,6 +15,8 @@ from typing import Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from adapters.chat.buttons import card_buttons
+from adapters.chat.wording import HTML
+from adapters.chat.wording import notice as chat_notice
 from core.commands import REACTIONS
 from core.model.space import SpaceState
 from core.services import SpaceView
@@ -90,19 +92,7 @@ def fingerprint(text: str, markup: InlineKeyboardMarkup | None) -> str:
 
 
 def notice(template: str, data: dict[str, Any]) -> str:
-    """The DM for a durable delivery (go-live alert, reminders, changes of plan)."""
-    title = escape(str(data.get("title", "a Space")))
-    host = escape(str(data.get("host_name", "the host")))
-    starts = data.get("scheduled_for")
-    at = when(datetime.fromisoformat(starts)) if starts else "soon"
-    texts = {
-        "space.live": f"🔴 {host} is live now: <b>{title}</b>",
-        "space.reminder": (f"🔔 <b>{title}</b> by {host} starts in {data.get('minutes')} min ({at})."
-                           if data.get("minutes") else f"🔔 <b>{title}</b> by {host} is about to start ({at})."),
-        "space.host_reminder": f"⏰ Your Space <b>{title}</b> starts in {data.get('minutes', 0)} min. "
-                               f"Start it with /space start {data.get('space_id')}",
-        "space.cancelled": f"✖️ {host} cancelled <b>{title}</b>.",
-        "space.rescheduled": f"🗓 <b>{title}</b> by {host} moved to {at}. "
-                             f"Ticket holders may ask for a refund with /refund {data.get('space_id')}",
-    }
-    return texts.get(template, f"{title}: {escape(template)}")
+    """The DM for a durable delivery, in the shared words (HTML)."""
+    space_id = data.get("space_id")
+    return chat_notice(template, data, HTML, when=when, start=f"/space start {space_id}",
+                       refund=f"/refund {space_id}")

@@ -61,6 +61,7 @@ _TEXT: dict[str, str] = {
     "comment.length": "A comment is 1 to {max} characters (this one has {length}).",
     "reaction.rate_limited": "Slow down: try again in {retry_after_s} s.",
     "plugin.unknown_command": "There is no command {name}.",
+    "plugin.no_report": "No installed plugin {plugin} keeps a {report} report.",
     "plugin.disabled": "The {plugin} plugin is turned off in this community.",
     "plugin.failed": "The {plugin} plugin ran into a problem; nothing was changed. Please try again later.",
     "plugin.missing_option": "{command} needs {option}.",

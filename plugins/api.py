@@ -91,6 +91,16 @@ class CommandSpec:
                              "description": o.description, "choices": list(o.choices)} for o in self.options]}
 
 
+Report = Callable[..., Awaitable[list[dict[str, Any]]]]
+"""A plugin's read-only view of its own records: ``report(store, **args)``. A plugin lists its reports
+in a ``reports`` class attribute (name -> function) so tools read them without loading the plugin."""
+
+
+def plugin_store(core: Core, plugin: str) -> KeyValueStore:
+    """The store plugin ``plugin`` keeps its records in (its ``PluginContext.store``)."""
+    return KeyValueStore(core.sessionmaker, core.clock, plugin)
+
+
 @runtime_checkable
 class Plugin(Protocol):
     name: str
@@ -176,7 +186,7 @@ class PluginContext:
         # memory another does not see, and work done from events may need to be done only once.
         self.several_processes = several_processes
         self.log = logging.getLogger(f"spacebridge.plugins.{name}")
-        self.store = KeyValueStore(core.sessionmaker, core.clock, name)
+        self.store = plugin_store(core, name)
         self.queries = Queries(core)
         self.actions = Actions(core, name)
         self.audio = audio

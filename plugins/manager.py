@@ -31,7 +31,18 @@ from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
 from core.ports import AudioTap
 from core.services import Core
-from plugins.api import GROUP, NAME_RE, NEEDED_RANK, ROLE_RANK, CommandSpec, Invocation, Plugin, PluginContext, Reply
+from plugins.api import (
+    GROUP,
+    NAME_RE,
+    NEEDED_RANK,
+    ROLE_RANK,
+    CommandSpec,
+    Invocation,
+    Plugin,
+    PluginContext,
+    Reply,
+    plugin_store,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -59,6 +70,18 @@ class PluginStatus:
 def discover() -> list[EntryPoint]:
     """Installed plugins, first-party ones included, in name order."""
     return sorted(entry_points(group=GROUP), key=lambda e: e.name)
+
+
+async def read_report(core: Core, plugin: str, report: str, **args: Any) -> list[dict[str, Any]]:
+    """An installed plugin's report ``report`` on its records (``plugins.api.Report``), read without
+    loading the plugin: no setup, no events, no commands; what the CLI shows of a plugin."""
+    ep = next((e for e in discover() if e.name == plugin), None)
+    reports = getattr(ep.load(), "reports", {}) if ep is not None else {}
+    fn = reports.get(report)
+    if fn is None:
+        raise NotFound("plugin.no_report", plugin=plugin, report=report)
+    records: list[dict[str, Any]] = await fn(plugin_store(core, plugin), **args)
+    return records
 
 
 def instantiate(target: Any) -> Any:

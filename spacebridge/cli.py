@@ -609,19 +609,16 @@ def audit(space: str, limit: Annotated[int, typer.Option(help="How many entries,
           actor: Annotated[str | None, typer.Option("--by", help="Only this account's actions.")] = None,
           as_json: JsonOpt = False) -> None:
     """The moderation audit log of a Space: who did what to whom, when and why."""
-    from plugins.moderation import AUDIT_PLUGIN, read_audit
-
     if not 1 <= limit <= 1000:
         fail("--limit must be between 1 and 1000", 2, as_json, {"code": "cli.bad_option", "option": "--limit"})
     if actor is not None and not actor.strip():
         fail("--by needs an account id", 2, as_json, {"code": "cli.bad_option", "option": "--by"})
 
     async def run(core: Any) -> list[dict[str, Any]]:
-        from core.kv import KeyValueStore
+        from plugins.manager import read_report
 
         await core.view(space)  # a clear error for an unknown Space
-        return await read_audit(KeyValueStore(core.sessionmaker, core.clock, AUDIT_PLUGIN), space, limit=limit,
-                                actor=actor)
+        return await read_report(core, "moderation", "audit", space_id=space, limit=limit, actor=actor)
 
     entries = with_core(run, as_json)
     if as_json:

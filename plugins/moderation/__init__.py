@@ -13,7 +13,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import regex
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +22,7 @@ from core import events as ev
 from core.errors import Invalid, RateLimited
 from core.kv import KeyValueStore
 from core.model.accounts import Actor
-from plugins.api import Invocation, Option, PluginContext, Reply
+from plugins.api import Invocation, Option, PluginContext, Reply, Report
 
 AUDIT_PLUGIN = "moderation"
 MAX_WORDS = 500
@@ -65,6 +65,7 @@ async def read_audit(store: KeyValueStore, space_id: str, *, limit: int = 50,
 class ModerationPlugin:
     name = AUDIT_PLUGIN
     version = "1.0.0"
+    reports: ClassVar[dict[str, Report]] = {"audit": read_audit}  # spacebridge audit SPACE
 
     def __init__(self) -> None:
         self.ctx: PluginContext | None = None

@@ -1,0 +1,98 @@
+"""One running instance per surface per module (the web app, the Discord bot on the fake Discord, the
+Telegram bot on the fake Bot API, the CLI on a database), shared by every scenario so the contract
+run stays fast."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from core.bus import InProcessBus
+from core.clock import SystemClock
+from core.services import Core
+from core.storage import migrate
+from core.storage.engine import make_engine, make_sessionmaker
+from spacebridge.app import build, start, stop
+from spacebridge.config import load_settings
+from tests.contract.drivers import CliDriver, DiscordDriver, Driver, TelegramDriver, WebDriver, data_env
+from tests.support.discord_fake import STAGE, TEXT, FakeDiscord, Mention
+from tests.support.loopback import LOOPBACK, ensure_loopback_alias
+from tests.support.telegram_fake import FakeBotAPI
+
+SURFACES = ("web", "discord", "telegram", "cli")
+GROUP = -1001234567001
+
+
+@asynccontextmanager
+async def _web(tmp: Path) -> AsyncIterator[Driver]:
+    ensure_loopback_alias()
+    settings = load_settings(database_url=f"sqlite:///{tmp / 'web.sqlite3'}", ice_announce=[LOOPBACK],
+                             job_workers=0)
+    p = await build(settings)
+    await start(p, "127.0.0.1", 0)
+    d = WebDriver(p)
+    yield d
+    await d.close()
+    await stop(p)
+
+
+@asynccontextmanager
+async def _discord(tmp: Path) -> AsyncIterator[Driver]:
+    fake = await FakeDiscord().start()
+    guild = fake.add_guild("Contract Guild")
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp / 'dc.sqlite3'}", job_workers=0, discord_bot_token=fake.token,
+        discord_api_base=fake.api_base, discord_gateway_url=f"ws://127.0.0.1:{fake.port}/gateway",
+        discord_ca_file=fake.ca_file, discord_card_interval_s=0.05, discord_guild_ready_timeout_s=0.2,
+        discord_voice=False)
+    p = await build(settings)
+    await start(p, "127.0.0.1", 0)
+    d = DiscordDriver(p, fake, guild)
+    iid = await fake.interact(guild, guild.owner_id, "spacebridge", "setup", {
+        "stage_channel": Mention("channel", fake.channel_of(guild, STAGE)),
+        "announce_channel": Mention("channel", fake.channel_of(guild, TEXT)), "host_rule": "everyone"})
+    await fake.reply(iid)
+    yield d
+    await stop(p)
+    await fake.stop()
+
+
+@asynccontextmanager
+async def _telegram(tmp: Path) -> AsyncIterator[Driver]:
+    fake = await FakeBotAPI().start()
+    settings = load_settings(database_url=f"sqlite:///{tmp / 'tg.sqlite3'}", job_workers=0,
+                             telegram_bot_token=fake.token, telegram_api_base=fake.base_url,
+                             telegram_card_interval_s=0.05, telegram_group_per_min=10_000,
+                             telegram_chat_per_s=100.0)
+    p = await build(settings)
+    await start(p, "127.0.0.1", 0)
+    yield TelegramDriver(p, fake, GROUP)
+    await stop(p)
+    await fake.stop()
+
+
+@asynccontextmanager
+async def _cli(tmp: Path) -> AsyncIterator[Driver]:
+    url = f"sqlite:///{tmp / 'cli.sqlite3'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    bus = InProcessBus()
+    await bus.start()
+    yield CliDriver(Core(make_sessionmaker(engine), bus, SystemClock()), data_env(tmp, url))
+    await bus.close()
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=SURFACES)
+async def driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Driver]:
+    """The surface under test, running for the whole module."""
+    tmp = tmp_path_factory.mktemp(f"contract-{request.param}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPACEBRIDGE_DATA_DIR", str(tmp))
+        make = {"web": _web, "discord": _discord, "telegram": _telegram, "cli": _cli}[request.param]
+        async with make(tmp) as d:
+            yield d

@@ -4,6 +4,7 @@ run stays fast."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,7 +79,7 @@ async def _telegram(tmp: Path) -> AsyncIterator[Driver]:
 @asynccontextmanager
 async def _cli(tmp: Path) -> AsyncIterator[Driver]:
     url = f"sqlite:///{tmp / 'cli.sqlite3'}"
-    migrate.upgrade(url)
+    await asyncio.to_thread(migrate.upgrade, url)  # it runs its own event loop
     engine = make_engine(url)
     bus = InProcessBus()
     await bus.start()

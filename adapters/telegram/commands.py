@@ -26,10 +26,10 @@ from telegram.ext import CommandHandler, ContextTypes
 from adapters.chat.actions import ChatDesk, run
 from adapters.chat.wording import HTML, word
 from adapters.telegram import render
-from adapters.telegram.base import PLATFORM, TelegramBase, say
+from adapters.telegram.base import PLATFORM, TelegramBase, is_space_id, say
 from core.command_model import Ports
 from core.commands import BUILTIN_TABLE, Command
-from core.errors import DomainError, Invalid
+from core.errors import DomainError, Invalid, NotFound
 from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
 from core.services import SharePayload
@@ -53,7 +53,8 @@ SKIPPED = frozenset({"start"})  # the table's start is /space start here (Telegr
 OWN_HANDLERS = frozenset({"ticket"})  # sold in Stars (or Stripe Checkout) by the payments unit
 TRUE_WORDS = frozenset({"on", "up", "yes", "true"})
 FALSE_WORDS = frozenset({"off", "down", "lower", "no", "false"})
-# On Telegram nobody speaks from the chat, so muting means naming someone
+# Nobody speaks from a Telegram chat: /mute with no one named mutes you only if you are on stage
+# (from the web room); otherwise it asks who
 PERSON_REQUIRED = frozenset({"mute", "unmute"})
 USAGE = {
     "pin": "/pin URL [title], or reply to a message with /pin [title]",
@@ -76,7 +77,7 @@ def usage(command: Command) -> str:
         w = {"person": "WHO", "choice": "|".join(o.choices or ()), "emoji": "EMOJI", "when": "WHEN",
              "flag": "up|down" if o.name == "up" else "on|off" if o.name in ("on", "enabled") else o.name,
              }.get(o.kind, o.name.upper())
-        words.append(w if o.required or (o.kind == "person" and command.name in PERSON_REQUIRED) else f"[{w}]")
+        words.append(w if o.required else f"[{w}]")
     return " ".join([f"/{command.name}", *words])
 
 
@@ -140,7 +141,7 @@ class CommandsMixin(TelegramBase):
             space = await self._account_space(update, actor, command, words)
         else:
             space = await self._space(update, words, command.name, states=_space_states(command), actor=actor)
-        args, name = await self._options(update, command, words, space)
+        args, name = await self._options(update, command, words, space, actor)
         links = {"telegram": render.join_link(self.username, space.id), "web": f"{self.public_url}/s/{space.id}"} \
             if space is not None else {}
         out = await run(self.core, actor, command.name, space, args, table=BUILTIN_TABLE, text=True,
@@ -160,12 +161,18 @@ class CommandsMixin(TelegramBase):
         """An account command (follow, link) needs a Space only to name a host when none is named."""
         if command.name == "link":
             return None
+        for i, w in enumerate(words):  # /follow SPACE_ID: that Space's host
+            if is_space_id(w):
+                with contextlib.suppress(NotFound):
+                    space = (await self.core.view(w)).space
+                    del words[i]
+                    return space
         named = await self._replied_to(update) is not None or any(not w.lstrip("#").isdigit() for w in words)
         return None if named else await self._space(update, words, command.name, states=("live", "scheduled"),
                                                      actor=actor)
 
-    async def _options(self, update: Update, command: Command, words: list[str],
-                       space: Space | None) -> tuple[dict[str, Any], str]:
+    async def _options(self, update: Update, command: Command, words: list[str], space: Space | None,
+                       actor: Actor) -> tuple[dict[str, Any], str]:
         """The table command's arguments from the message, and the display name of the person it names."""
         msg = update.effective_message
         assert msg is not None
@@ -187,6 +194,7 @@ class CommandsMixin(TelegramBase):
         if command.name == "pin":
             return self._pin_args(update, rest), ""
         texts = [o for o in command.options if o.kind in ("text", "when")]
+        on_stage = space is not None and space.role_of(actor.account_id) is not None
         for o in command.options:  # the rest in the table's order; a choice not found is checked as given
             if o.kind == "flag" or o.name in args:
                 continue
@@ -195,7 +203,7 @@ class CommandsMixin(TelegramBase):
                 if named:
                     args[o.name] = await self._who(update, rest, space)
                     name = (await self.core.account(args[o.name])).display_name
-                elif o.required or command.name in PERSON_REQUIRED:
+                elif o.required or (command.name in PERSON_REQUIRED and not on_stage):
                     raise Invalid("chat.who")
                 continue
             if not rest:

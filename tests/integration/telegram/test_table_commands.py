@@ -56,6 +56,9 @@ async def test_people_named_by_mention_number_and_id_from_any_platform(tg: TG) -
     assert "Cy is invited to speak" in await say_as(
         tg, GROUP, tg.fake.user(HOST, "Hosty"), text, [{"type": "text_mention", "offset": 8, "length": 2, "user": cy}])
 
+    # /follow SPACE_ID follows that Space's host, from any group
+    assert "You follow Hosty" in await tg.say(-1005555, FAN2, f"/follow {space.id}", name="Cy")
+
     # a hand raised in the web room is approved from the group by its queue number
     web = await tg.core.create_account("Wendy on the web")
     await tg.core.raise_hand(Actor(account_id=web.id, platform="web"), space.id)
@@ -78,6 +81,8 @@ async def test_commands_new_to_telegram_follow_the_table(tg: TG) -> None:
 
     assert "invited to speak" in await tg.say(GROUP, HOST, f"/invite {fan1}")
     assert "You are on stage" in await tg.say(GROUP, FAN1, "/accept_invite")
+    assert "User102 is muted" in await tg.say(GROUP, FAN1, "/mute")  # on stage: no one named is yourself
+    assert "User102 is unmuted" in await tg.say(GROUP, FAN1, "/unmute")
     assert "muted" in await tg.say(GROUP, HOST, f"/mute {fan1}")
     assert "User102 is unmuted" in await tg.say(GROUP, HOST, f"/unmute {fan1}")
     assert fan1 not in (await tg.core.view(space.id)).space.muted

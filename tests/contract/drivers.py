@@ -97,6 +97,8 @@ def code_of(words: str) -> str:
 
 
 def _chat_result(text: str) -> Result:
+    if text.startswith("Something went wrong"):  # the bots' answer to a failure they did not expect
+        return Result(False, "server.error", text)
     if text.startswith("⚠️"):
         return Result(False, code_of(text), text)
     return Result(True, None, text)

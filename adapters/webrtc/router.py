@@ -1,0 +1,401 @@
+"""The media router: this process's media rooms, one per Space, and the way to the room of a Space
+another process owns (``placement.py``).
+
+It places each participant's offer and trickled candidates in the owning room (here or through
+``internal.py``), hands out HLS grants, relays the Space's events to its sockets here, re-points
+the media on role changes before any client could react, and cuts a person off the moment their
+access ends. The audio tap (``tap.py``) and the internal endpoints (``internal.py``) hang off it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from adapters.webrtc import hls
+from adapters.webrtc.candidates import CandidatePolicy
+from adapters.webrtc.internal import InternalApi, InternalLink, MediaMoved
+from adapters.webrtc.outbox import Limits, dumps, outbox
+from adapters.webrtc.placement import LocalPlacement, Placement
+from adapters.webrtc.room import MediaError, Room
+from adapters.webrtc.tap import RoomAudio
+from core import events as ev
+from core.bus import BusGap
+from core.errors import Conflict, DomainError, Forbidden
+from core.model.space import SpaceState
+from core.ports import AudioFrame, AudioTick
+from core.services import Core
+
+log = logging.getLogger(__name__)
+WATCH_EVERY_S = 1.0  # how often a process checks that the Spaces it has sockets for still have media
+HLS_KEEP_S = 600.0  # an ended Space's HLS files stay this long
+
+# the ``access.revoked`` error frame's sentence, by what took access away (then the socket closes 4001)
+REVOKED = {
+    "ticket.refunded": "Your ticket was refunded, so your place in this Space has ended.",
+    "removed": "A moderator removed you from this Space.",
+    "blocked": "The host has blocked you from their Spaces.",
+    "other": "Your access to this Space has ended.",
+}
+
+
+def _supersedes(message: dict[str, Any]) -> str | None:
+    """Frames a newer one of the same kind makes worthless while still queued: audio levels."""
+    return "levels" if message.get("type") == "levels" else None
+
+
+class Rooms:
+    """The media rooms of this process, and the way to the room of a Space another process owns.
+
+    Rooms open on first join (or when an audio consumer asks for one) on the process that owns the
+    Space (``placement.py``) and close when the Space ends."""
+
+    def __init__(self, core: Core, *, ice_servers: list[str] | None = None, announce: set[str] | None = None,
+                 placement: Placement | None = None, internal_key: str = "", hls_dir: Path | None = None,
+                 hls_segment_s: float = 1.0, hls_list_size: int = 6, max_listeners: int = 500) -> None:
+        self.core = core
+        self.hls_dir = hls_dir  # None: no HLS
+        self.hls_segment_s, self.hls_list_size = hls_segment_s, hls_list_size
+        self.max_listeners = max_listeners  # WebRTC listeners per room; more are sent to HLS
+        self.writers: dict[str, hls.HlsWriter] = {}
+        self.ice_servers = ice_servers or []
+        self.announce = announce
+        self.allowed: CandidatePolicy | None = None  # remote ICE candidates rooms may contact (None: public only)
+        self.placement: Placement = placement or LocalPlacement()
+        self.internal_key = internal_key
+        self.rooms: dict[str, Room] = {}
+        self.sockets: dict[str, dict[str, web.WebSocketResponse]] = {}
+        self.outbox_limits = Limits()  # per socket: a client that falls this far behind is closed (1013)
+        self.media_at: dict[str, str] = {}  # Space -> the node our sockets' media went to
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.link = InternalLink(internal_key)  # calls to the process that owns a Space
+        self.internal = InternalApi(self)  # the /internal/media endpoints other processes call
+        self.tap = RoomAudio(self)  # the AudioTap port over these rooms
+        self._watcher: asyncio.Task[None] | None = None
+        self.closed = False
+        self.placement.on_lost = self._lost
+        self.placement.on_relay = self._broadcast
+        self.hls_access = hls.HlsAccess(internal_key)  # every HLS request's token (any web process checks it)
+        core.bus.subscribe(self.on_event)
+        core.bus.subscribe(self.hls_access.on_event)
+
+    @property
+    def distributed(self) -> bool:
+        return not isinstance(self.placement, LocalPlacement)
+
+    async def start(self) -> None:
+        await self.placement.start()
+        if self.distributed:
+            self._watcher = asyncio.create_task(self._watch())
+        if self.hls_dir is not None:  # what ended Spaces left behind (and a restart forgot to remove)
+            await asyncio.to_thread(hls.remove_stale, self.hls_dir, HLS_KEEP_S)
+
+    def room(self, space_id: str) -> Room:
+        r = self.rooms.get(space_id)
+        if r is None:
+            r = self.rooms[space_id] = Room(space_id, ice_servers=self.ice_servers, announce=self.announce,
+                                            allowed=self.allowed)
+            r.on_levels = lambda levels: self._spawn(self._levels(space_id, levels))
+            if self.hls_dir is not None:
+                writer = self.writers[space_id] = hls.HlsWriter(
+                    self.hls_dir / self.hls_key(space_id), segment_s=self.hls_segment_s, list_size=self.hls_list_size)
+                r.sinks.append(lambda p: writer.write(bytes(p), int(p.pts)))
+        return r
+
+    async def _close_room(self, space_id: str, *, ended: bool) -> None:
+        room = self.rooms.pop(space_id, None)
+        if room is not None:
+            await room.close()
+        writer = self.writers.pop(space_id, None)
+        if writer is not None:
+            await asyncio.to_thread(writer.close, ended=ended)
+
+    async def _remove_hls_later(self, directory: Path) -> None:
+        await asyncio.sleep(HLS_KEEP_S)
+        await asyncio.to_thread(hls.remove, directory)
+
+    def hls_key(self, space_id: str) -> str:
+        """The Space's HLS directory: unguessable, so only people who joined (and passed the ticket
+        check) learn it; Space ids themselves are public."""
+        mac = hmac.new(self.internal_key.encode(), f"hls:{space_id}".encode(), "sha256").hexdigest()[:20]
+        return f"{space_id}-{mac}"
+
+    def hls_url(self, space_id: str) -> str:
+        return f"/hls/{self.hls_key(space_id)}/{hls.PLAYLIST}"
+
+    def hls_grant(self, space_id: str, subject: str, url: str, reason: str, cid: Any = None) -> dict[str, Any]:
+        """The ``hls`` frame for one person whose access was just checked: the playlist URL with their
+        own short-lived token (segments listed in it carry it too) and when to ask for a fresh one."""
+        token = self.hls_access.issue(space_id, subject)
+        return {"type": "hls", "url": f"{url}?{hls.TOKEN_PARAM}={token}", "reason": reason,
+                "expires_in_s": self.hls_access.ttl_s, "id": cid}
+
+    async def _levels(self, space_id: str, levels: dict[str, float]) -> None:
+        message = {"type": "levels", "levels": levels}
+        await self._broadcast(space_id, message)
+        if self.distributed:
+            with contextlib.suppress(Exception):
+                await self.placement.relay(space_id, message)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def send(self, ws: web.WebSocketResponse, message: dict[str, Any]) -> bool:
+        """Queue ``message`` for one socket (its outbox writes it); never waits on the socket."""
+        return outbox(ws, self.outbox_limits).put(dumps(message), supersedes=_supersedes(message))
+
+    async def _broadcast(self, space_id: str, message: dict[str, Any], but: str | None = None) -> None:
+        """Queue ``message`` for every socket of the Space: one slow reader delays nobody else."""
+        frame, kind = dumps(message), _supersedes(message)
+        for pid, ws in list(self.sockets.get(space_id, {}).items()):
+            if pid != but:
+                outbox(ws, self.outbox_limits).put(frame, supersedes=kind)
+
+    async def on_event(self, event: ev.Event) -> None:
+        if isinstance(event, BusGap):  # another process's events were lost: every page here reads afresh
+            for sid in list(self.sockets):
+                self._spawn(self._resync(sid))
+            return
+        space_id = getattr(event, "space_id", None)
+        if space_id is None or (space_id not in self.sockets and space_id not in self.rooms):
+            return
+        if isinstance(event, ev.RoleChanged | ev.SpeakerMuted | ev.SpaceEnded | ev.ParticipantLeft):
+            await self._sync_publishers(space_id)
+        if isinstance(event, ev.SpaceNotice) and event.account_id is not None:
+            target = self.sockets.get(space_id, {}).get(event.account_id)
+            if target is not None:
+                self.send(target, {"type": "event", "event": event.to_dict()})
+            return
+        if isinstance(event, ev.TicketChanged):
+            await self._ticket_changed(event)
+            return
+        await self._broadcast(space_id, {"type": "event", "event": event.to_dict()})
+        if isinstance(event, ev.ParticipantLeft) and event.reason in ("removed", "blocked"):
+            await self.cut_off(space_id, event.account_id, event.reason)
+        elif isinstance(event, ev.AccountBlocked):
+            await self.cut_off(space_id, event.account_id, "blocked")
+        if isinstance(event, ev.RoleChanged):
+            target = self.sockets.get(space_id, {}).get(event.account_id)
+            if target is not None:
+                self.send(target, {"type": "renegotiate", "role": event.role, "publish": event.role != "listener"})
+        if isinstance(event, ev.SpaceEnded):
+            await self._close_room(space_id, ended=True)
+            if self.hls_dir is not None:  # players still finishing the last segments have this long
+                self._spawn(self._remove_hls_later(self.hls_dir / self.hls_key(space_id)))
+            if self.placement.owns(space_id) and self.distributed:
+                with contextlib.suppress(Exception):
+                    await self.placement.release(space_id)
+            self.media_at.pop(space_id, None)
+            for ws in list(self.sockets.pop(space_id, {}).values()):
+                outbox(ws, self.outbox_limits).close(4000, "space ended")  # after the space.ended event
+
+    async def _ticket_changed(self, event: ev.TicketChanged) -> None:
+        """A ticket's news goes to its owner and the Space's moderators only (it names a buyer); a
+        ticket that stopped being paid cuts its owner off at once if that took their access away."""
+        space_id, owner = event.space_id, event.account_id
+        here = self.sockets.get(space_id, {})
+        if here:
+            space = (await self.core.view(space_id)).space
+            frame = dumps({"type": "event", "event": event.to_dict()})
+            for pid, ws in list(here.items()):
+                if pid in (owner, space.host_id) or pid in space.cohosts:
+                    outbox(ws, self.outbox_limits).put(frame)
+        room = self.rooms.get(space_id)
+        if event.status == "paid" or (owner not in here and (room is None or owner not in room.participants)):
+            return
+        try:
+            await self.core.may_join(owner, space_id)
+        except Forbidden:
+            await self.cut_off(space_id, owner, f"ticket.{event.status}")
+
+    async def cut_off(self, space_id: str, pid: str, reason: str) -> None:
+        """Access was taken away (a refund, a block, a removal): the person's media here leaves the
+        room now, and their socket here gets an ``access.revoked`` error frame, then close 4001 (a page
+        does not reconnect on it). Their HLS tokens are refused from the same event (``HlsAccess``)."""
+        with contextlib.suppress(Exception):  # the media side may be gone already (moved, ended)
+            await self.leave(space_id, pid)
+        ws = self.sockets.get(space_id, {}).get(pid)
+        if ws is None:
+            return
+        self.send(ws, {"type": "error", "id": None, "code": "access.revoked",
+                       "message": REVOKED.get(reason, REVOKED["other"]), "data": {"reason": reason}})
+        outbox(ws, self.outbox_limits).close(4001, "access.revoked")
+
+    # ---- placement: which process's room a participant's media goes to ------------------------------
+    async def offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
+        """Answer a participant's offer in the room that owns the Space, wherever it runs."""
+        return await self._at_owner(space_id, pid, lambda: self.local_offer(space_id, pid, sdp),
+                                    f"/internal/media/{space_id}/offer", {"pid": pid, "sdp": sdp})
+
+    async def listen_hls(self, space_id: str, pid: str) -> dict[str, Any]:
+        """A listener asked for HLS: out of the WebRTC room, and the room running so HLS is written."""
+        return await self._at_owner(space_id, pid, lambda: self.local_hls(space_id, pid),
+                                    f"/internal/media/{space_id}/hls", {"pid": pid})
+
+    async def _at_owner(self, space_id: str, pid: str, here: Callable[[], Awaitable[dict[str, Any]]], path: str,
+                        body: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(4):
+            owner = await self.placement.owner(space_id)
+            if owner is None:
+                owner = await self.placement.claim(space_id) if self.placement.media else await self.placement.pick()
+                if owner is None:
+                    raise MediaError("media.unavailable", detail="no media process is running")
+            try:
+                result = await here() if owner.id == self.placement.node.id else await self.link.post(owner, path, body)
+            except MediaMoved:
+                continue  # it changed hands while we asked: ask the new owner
+            was = self.media_at.get(space_id)
+            self.media_at[space_id] = owner.id
+            if was is not None and was != owner.id:
+                # the Space moved and this offer got there first: everyone else here must follow it
+                # now (the watcher compares with what is recorded, which this offer just changed)
+                self._spawn(self._broadcast(space_id, {"type": "reconnect_media"}, but=pid))
+            return result
+        raise MediaError("media.unavailable", detail="the Space's media is moving; try again")
+
+    async def candidate(self, space_id: str, pid: str, candidate: str | None, sdp_mid: str | None) -> None:
+        """A trickled ICE candidate, to the room that took the participant's offer (here or not)."""
+        room = self.rooms.get(space_id)
+        if room is not None and pid in room.participants:
+            await room.add_candidate(pid, candidate, sdp_mid)
+            return
+        owner_id = self.media_at.get(space_id)
+        if owner_id is None or owner_id == self.placement.node.id:
+            return  # no offer of theirs is held: a late candidate of an offer that is gone
+        owner = await self.placement.owner(space_id)
+        if owner is not None and owner.id == owner_id:
+            with contextlib.suppress(MediaMoved):  # it moved: the client is told to offer again
+                await self.link.post(owner, f"/internal/media/{space_id}/candidate",
+                                    {"pid": pid, "candidate": candidate, "sdp_mid": sdp_mid})
+
+    async def local_hls(self, space_id: str, pid: str) -> dict[str, Any]:
+        owner = await self.placement.claim(space_id)
+        if owner.id != self.placement.node.id:
+            raise MediaMoved(owner)
+        if self.hls_dir is None:
+            raise MediaError("media.no_hls", detail="this instance does not write HLS")
+        room = self.room(space_id)
+        if pid in room.participants:
+            await room.remove_participant(pid)
+        room.start()
+        return {"hls": self.hls_url(space_id), "reason": "asked"}
+
+    async def local_offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
+        owner = await self.placement.claim(space_id)
+        if owner.id != self.placement.node.id:
+            raise MediaMoved(owner)
+        view = await self.core.view(space_id)
+        if view.space.state != SpaceState.LIVE:
+            raise Conflict("space.ended" if view.space.state == SpaceState.ENDED else "space.not_live",
+                           space_id=space_id)
+        room = self.room(space_id)
+        room.set_publishers(view.space.publishers())
+        publish = pid in view.space.publishers()
+        if (not publish and self.hls_dir is not None and pid not in room.participants
+                and room.listener_count() >= self.max_listeners):
+            room.start()  # the HLS stream comes from the room's ticks
+            return {"hls": self.hls_url(space_id), "reason": "room_full"}
+        return {"sdp": await room.add_participant(pid, sdp, publish=publish), "publish": publish}
+
+    async def leave(self, space_id: str, pid: str) -> None:
+        room = self.rooms.get(space_id)
+        if room is not None:
+            await room.remove_participant(pid)
+            return
+        owner_id = self.media_at.get(space_id)
+        if owner_id is None or owner_id == self.placement.node.id:
+            return
+        owner = await self.placement.owner(space_id)
+        if owner is not None and owner.id == owner_id:
+            with contextlib.suppress(aiohttp.ClientError, MediaError, MediaMoved, TimeoutError):
+                await self.link.post(owner, f"/internal/media/{space_id}/leave", {"pid": pid})
+
+    def _internal_token(self) -> str:
+        return self.link.token()
+
+    def check_internal(self, request: web.Request) -> None:
+        self.link.check(request)
+
+    # ---- the /internal/media endpoints (internal.py), as routes of this process's web app -----------
+    async def internal_offer(self, request: web.Request) -> web.Response:
+        return await self.internal.offer(request)
+
+    async def internal_hls(self, request: web.Request) -> web.Response:
+        return await self.internal.hls(request)
+
+    async def internal_candidate(self, request: web.Request) -> web.Response:
+        return await self.internal.candidate(request)
+
+    async def internal_leave(self, request: web.Request) -> web.Response:
+        return await self.internal.leave(request)
+
+    async def internal_ticks(self, request: web.Request) -> web.StreamResponse:
+        return await self.internal.ticks(request)
+
+    async def _watch(self) -> None:
+        """Sockets here whose media process went away (or gave the Space up) are told to reconnect
+        their media; their offers then land on whichever media process takes the Space over."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            for space_id, was in list(self.media_at.items()):
+                if not self.sockets.get(space_id):
+                    self.media_at.pop(space_id, None)
+                    continue
+                try:
+                    now = await self.placement.owner(space_id)
+                except Exception:
+                    log.exception("cannot read who serves %s", space_id)
+                    continue
+                if now is not None and now.id == was:
+                    continue
+                log.info("media for %s moved from %s; asking %d clients to reconnect", space_id, was,
+                         len(self.sockets.get(space_id, {})))
+                self.media_at.pop(space_id, None)
+                await self._broadcast(space_id, {"type": "reconnect_media"})
+
+    async def _lost(self, space_id: str) -> None:
+        await self._close_room(space_id, ended=False)
+
+    async def _resync(self, space_id: str) -> None:
+        """The Space's whole view to its sockets here, in place of events that never arrived."""
+        with contextlib.suppress(DomainError):
+            await self._broadcast(space_id, {"type": "space", "space": (await self.core.view(space_id)).as_dict()})
+
+    async def _sync_publishers(self, space_id: str) -> None:
+        room = self.rooms.get(space_id)
+        if room is not None:
+            view = await self.core.view(space_id)
+            room.set_publishers(view.space.publishers())
+
+    # ---- the AudioTap port (core/ports.py), served by tap.py ------------------------------------------
+    def ticks(self, space_id: str) -> AsyncIterator[AudioTick]:
+        return self.tap.ticks(space_id)
+
+    def mix(self, space_id: str) -> AsyncIterator[AudioFrame]:
+        return self.tap.mix(space_id)
+
+    def speakers(self, space_id: str) -> AsyncIterator[AudioFrame]:
+        return self.tap.speakers(space_id)
+
+    def opus_packets(self, space_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        return self.tap.opus_packets(space_id)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for space_id in list(self.rooms):
+            await self._close_room(space_id, ended=False)
+        await self.placement.close()
+        await self.link.close()

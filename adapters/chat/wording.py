@@ -5,7 +5,7 @@ writes HTML, Discord Markdown, so the sentences are the same and only the emphas
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,14 @@ PLAIN = Style(bold=lambda s: s, code=lambda s: s)
 def markdown(escape: Callable[[str], str]) -> Style:
     """Discord's Markdown, with the library's own escaping."""
     return Style(bold=lambda s: f"**{escape(s)}**", code=lambda s: f"`{s}`", text=escape)
+
+
+def queue(hands: Sequence[tuple[str, str]], style: Style, *, approve: str) -> str:
+    """The raised hands (account id, name) in order, numbered as every surface names them."""
+    if not hands:
+        return "No hands are up."
+    lines = [f"{i}. {style.text(name)} ({style.code(account_id)})" for i, (account_id, name) in enumerate(hands, 1)]
+    return f"✋ Queue — {approve} brings someone up:\n" + "\n".join(lines)
 
 
 def notice(template: str, data: Mapping[str, Any], style: Style, *, when: Callable[[datetime | None], str],

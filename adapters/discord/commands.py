@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 from adapters.chat.actions import ChatDesk, person, run
 from adapters.chat.wording import markdown, word
+from adapters.chat.wording import queue as chat_queue
 from adapters.discord import render
 from adapters.discord.base import PLATFORM, DiscordBase
 from adapters.discord.setup import _topics
@@ -87,13 +88,8 @@ class CommandsMixin(DiscordBase):
             actor = await me._actor(interaction.user)
             s = await me._space(interaction, space, actor=actor)
             view = await me.core.view(s.id)
-            if not view.space.hands:
-                await me._reply(interaction, "No hands are up.")
-                return
-            lines = [f"{i}. {view.names.get(h.account_id, h.account_id)} (`{h.account_id}`)"
-                     for i, h in enumerate(view.space.hands, 1)]
-            await me._reply(interaction, "✋ Queue — `/space approve who:NUMBER` brings someone up:\n"
-                            + "\n".join(lines))
+            hands = [(h.account_id, view.names.get(h.account_id, h.account_id)) for h in view.space.hands]
+            await me._reply(interaction, chat_queue(hands, STYLE, approve="`/space approve who:NUMBER`"))
 
         def person_command(name: str, description: str, states: tuple[str, ...] = ("live",)) -> None:
             @space.command(name=name, description=description)

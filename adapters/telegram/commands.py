@@ -25,6 +25,7 @@ from telegram.ext import CommandHandler, ContextTypes
 
 from adapters.chat.actions import ChatDesk, run
 from adapters.chat.wording import HTML, word
+from adapters.chat.wording import queue as chat_queue
 from adapters.telegram import render
 from adapters.telegram.base import PLATFORM, TelegramBase, is_space_id, say
 from core.command_model import Ports
@@ -376,9 +377,5 @@ class CommandsMixin(TelegramBase):
         assert msg is not None
         space = await self._space(update, args, "queue", actor=actor)
         view = await self.core.view(space.id)
-        if not view.space.hands:
-            await self._reply(msg, "No hands are up.", html=False)
-            return
-        lines = [f"{i}. {escape(view.names.get(h.account_id, h.account_id))} (<code>{h.account_id}</code>)"
-                 for i, h in enumerate(view.space.hands, 1)]
-        await self._reply(msg, "✋ Queue — /approve NUMBER brings someone up:\n" + "\n".join(lines))
+        hands = [(h.account_id, view.names.get(h.account_id, h.account_id)) for h in view.space.hands]
+        await self._reply(msg, chat_queue(hands, HTML, approve="/approve NUMBER"))

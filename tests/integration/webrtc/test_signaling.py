@@ -14,7 +14,7 @@ from aiortc import RTCSessionDescription
 from adapters.webrtc.room import restrict_candidates
 from core.model.accounts import Actor
 from spacebridge.app import Platform
-from tests.integration.webrtc.test_room_media import Client, has
+from tests.integration.webrtc.test_room_media import Client, has, until_heard
 from tests.support.loopback import LOOPBACK
 
 
@@ -98,8 +98,7 @@ async def test_room_flow_over_signaling(platform: Platform) -> None:
         welcome = await fan.recv("welcome")
         assert welcome["you"]["role"] == "listener" and welcome["space"]["title"] == "Live room"
         assert (await fan.media())["publish"] is False
-        await asyncio.sleep(2.5)
-        assert has(fan.client.spectrum_peaks(time.monotonic() - 1.0), 440), "the listener does not hear the host"
+        await until_heard(fan.client, lambda heard: has(heard, 440))  # the listener hears the host
 
         assert (await fan.command("react", emoji="👏"))["type"] == "ok"
         await host.recv("event", event__type="reaction.sent", event__emoji="👏")
@@ -210,7 +209,7 @@ async def test_audio_tap_gives_the_mix_each_speaker_and_the_room_packets(platfor
 async def test_process_to_process_endpoints_need_the_key_and_good_bodies(platform: Platform) -> None:
     """/internal/media/... is how processes hand offers to the Space's media process: without the
     key derived from the instance secret it is refused, and a malformed body is a 400, not a crash."""
-    from adapters.webrtc.signaling import INTERNAL_HEADER
+    from adapters.webrtc.internal import INTERNAL_HEADER
 
     space = await platform.core.create_space(
         Actor(account_id=(await platform.core.ensure_account("web", "h", "H")).id, is_community_admin=True), "S")
@@ -268,7 +267,7 @@ async def test_trickled_candidates_reach_the_listeners_connection(platform: Plat
         assert remote.getRemoteCandidates() == []
 
         # the first as another process's signaling hands it over (docs/deploy.md), the rest by the socket
-        from adapters.webrtc.signaling import INTERNAL_HEADER
+        from adapters.webrtc.internal import INTERNAL_HEADER
 
         async with http.post(f"{platform.url}/internal/media/{space.id}/candidate",
                              json={"pid": fan_acc.id, "candidate": found[0], "sdp_mid": "0"},
@@ -289,7 +288,6 @@ async def test_trickled_candidates_reach_the_listeners_connection(platform: Plat
         assert ports == sorted(int(c.split()[5]) for c in found), ports
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        await asyncio.sleep(2.5)
-        assert has(fan.client.spectrum_peaks(time.monotonic() - 1.0), 440), "the listener does not hear the host"
+        await until_heard(fan.client, lambda heard: has(heard, 440))  # the listener hears the host
         for client in (host.client, fan.client):
             await client.pc.close()

@@ -43,8 +43,14 @@ async def test_plugin_commands_from_the_group(tg: TG) -> None:
     await tg.say(GROUP, FAN2, "/hand")
     blocked = await tg.say(GROUP, HOST, "/block 1 keeps spamming")
     assert "removed and blocked" in blocked
+    entry = "removed and blocked → User103 (keeps spamming)"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
     log = await tg.say(GROUP, HOST, "/audit")
-    assert "removed and blocked → User103 (keeps spamming)" in log
+    while entry not in log and loop.time() < deadline:  # the audit log is written from the domain events
+        await asyncio.sleep(0.05)
+        log = await tg.say(GROUP, HOST, "/audit")
+    assert entry in log
     assert "Filtered here: heck" in await tg.say(GROUP, HOST, "/filter add heck")
 
     # captions: the stage turns them on, lines show on the card with the speaker's name

@@ -21,7 +21,7 @@ from adapters.telegram.bot import TelegramAdapter, TelegramConfig
 from adapters.telegram.limits import FloodLimits
 from adapters.webrtc.drain import SOCKETS, Sockets, close_sockets
 from adapters.webrtc.placement import Node, Placement, RedisPlacement, new_node_id
-from adapters.webrtc.signaling import Rooms
+from adapters.webrtc.router import Rooms
 from billing.ledger import Ledger
 from billing.refunds import make_refund_handler
 from billing.sales import TicketSales

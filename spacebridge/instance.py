@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.discord.bot import DiscordAdapter
 from adapters.telegram.bot import TelegramAdapter
-from adapters.webrtc.signaling import Rooms
+from adapters.webrtc.router import Rooms
 from billing.ledger import Ledger
 from billing.stripe_gateway import StripeGateway
 from core.bus import EventBus

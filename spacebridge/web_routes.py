@@ -170,7 +170,7 @@ async def hls_auth(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     p = app[PLATFORM]
-    from adapters.webrtc.signaling import Signaling
+    from adapters.webrtc.socket import Signaling
     from spacebridge.ticket_desk import command_ports
 
     signaling = Signaling(p.core, p.rooms, p.tokens, plugins=p.plugins)

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.webrtc.signaling import INTERNAL_HEADER
+from adapters.webrtc.internal import INTERNAL_HEADER
 from core.model.accounts import Actor
 from spacebridge.app import Platform, build, start, stop
 from spacebridge.config import load_settings

@@ -7,7 +7,8 @@ Discord Markdown) where words need markup.
 
 - ``spaces.pick_space``: an explicit id, else the live one in this community, else the only one.
 - ``actions``: ``run`` (a table command through ``core.commands.dispatch``), ``person`` (a queue
-  position or account id), ``room_token`` (the one web-room link both bots hand out); ``ChatDesk`` gives ``refund`` to the table.
+  position or account id), ``room_token`` (the one web-room link both bots hand out); ``ChatDesk``
+  gives ``refund`` to the table.
 - ``wording``: ``warn`` for errors, ``word`` for outcomes, ``tallies``, ``queue``, ``notice`` (follower
   DMs); ``Style`` hooks.
 - ``buttons``: the card's buttons (one reaction set: ``core.commands.REACTIONS``) and what a press does.

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from core.command_model import Outcome, Ports
-from core.commands import CommandTable, dispatch
-from core.errors import Invalid, NotFound, Unavailable
+from core.commands import CommandTable, dispatch, resolve_person
+from core.errors import Invalid, Unavailable
 from core.model.accounts import Actor
 from core.model.space import Role, Space
 
@@ -36,11 +36,8 @@ async def person(core: Core, space: Space | None, given: str) -> str:
     ``queue`` on every surface) names them the same way everywhere.
     """
     text = given.strip().lstrip("#")
-    if text.isdigit() and len(text) < 6:
-        queued = len(space.hands) if space is not None else 0
-        if space is None or not 1 <= int(text) <= queued:
-            raise NotFound("hand.no_such_position", position=int(text), queued=queued)
-        return space.hands[int(text) - 1].account_id
+    if text.isdigit() and len(text) < 5:
+        return resolve_person(space, given)  # the table's own reading of a queue position
     if looks_like_id(given.strip()):
         return (await core.account(given.strip())).id
     raise Invalid("chat.who")

@@ -215,6 +215,9 @@ class CommandsMixin(TelegramBase):
                 args[o.name], rest = " ".join(rest), []
             else:
                 args[o.name] = rest.pop(0)
+        for o in command.options:  # a word left over is the value of a flag not yet given ("/hand maybe": refused)
+            if rest and o.kind == "flag" and o.name not in args:
+                args[o.name] = rest.pop(0)
         if command.name == "unpin" and space is not None:
             pid = str(args["pin_id"])
             if pid.isdigit() and 1 <= int(pid) <= len(space.pins):

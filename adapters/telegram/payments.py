@@ -13,6 +13,7 @@ from telegram.error import BadRequest, Forbidden
 from telegram.ext import ContextTypes
 
 from adapters.telegram.base import PLATFORM, TelegramBase, say
+from core.commands import BUILTIN_TABLE, check_state
 from core.errors import Conflict, DomainError, Invalid, NotFound
 from core.model.accounts import Actor
 from core.model.ticket import Provider, TicketStatus
@@ -26,6 +27,9 @@ class PaymentsMixin(TelegramBase):
         user = update.effective_user
         assert msg is not None and user is not None
         space = await self._space(update, args, "ticket", states=("live", "scheduled"), actor=actor)
+        ticket_command = BUILTIN_TABLE.get("ticket")
+        if ticket_command is not None:  # the table's rules first, as on every surface; then Stars or Checkout
+            check_state(ticket_command, space)
         t = space.ticketing
         if t is None:
             raise Conflict("ticket.not_ticketed", space_id=space.id)

@@ -229,7 +229,7 @@ async def run(c: Ctx, who: Person, name: str, args: dict[str, Any]) -> Result:
 
 
 # ---- coverage --------------------------------------------------------------------------------------
-def test_every_table_command_has_a_scenario() -> None:
+async def test_every_table_command_has_a_scenario() -> None:
     assert set(SCENARIOS) == {c.name for c in BUILTINS}, "a table command needs a scenario here (and vice versa)"
 
 
@@ -238,6 +238,18 @@ async def test_the_surface_offers_every_table_command(driver: Driver) -> None:
     await run(c, c.listener, "share", {})  # the web page learns its commands in the welcome
     missing = {cmd.name for cmd in BUILTINS} - driver.offered()
     assert not missing, f"{driver.surface} does not offer {sorted(missing)}"
+
+
+async def test_a_moderator_approves_another_platforms_hand_by_its_queue_number(driver: Driver) -> None:
+    """A person is named the same way everywhere: a hand raised elsewhere is approved by its number here."""
+    c = await make_ctx(driver, "live")
+    elsewhere = "telegram" if driver.surface != "telegram" else "discord"
+    far = await driver.core.ensure_account(elsewhere, "4242", "Faraway")
+    await driver.core.join(Actor(account_id=far.id, platform=elsewhere), c.space_id)
+    await driver.core.raise_hand(Actor(account_id=far.id, platform=elsewhere), c.space_id)
+    result = await run(c, c.cohost, "approve", {"person": "#1"})
+    assert result.ok, f"{driver.surface}: {result}"
+    assert far.id in (await c.view()).space.speakers
 
 
 # ---- the four rules, per command -------------------------------------------------------------------

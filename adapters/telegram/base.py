@@ -151,31 +151,38 @@ class TelegramBase:
                 return (await self.core.ensure_account(PLATFORM, str(u.id), u.full_name)).id
         return None
 
-    async def _mentioned(self, update: Update, token: str) -> str | None:
-        """The account an ``@username`` (or a tapped name) in the message means, if we know them."""
+    async def _tapped(self, update: Update, args: list[str]) -> str | None:
+        """The account of a tapped name (a ``text_mention``: someone with no @username); its words leave ``args``."""
         msg = update.effective_message
-        if msg is not None:
-            for entity in msg.entities:
-                if entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and \
-                        msg.parse_entity(entity) == token:
-                    u = entity.user
-                    return (await self.core.ensure_account(PLATFORM, str(u.id), u.full_name)).id
-        if token.startswith("@") and len(token) > 1:
-            known = self._usernames.get(token[1:].lower())
-            if known is None:
-                raise NotFound("chat.unknown_mention", mention=token)
-            return (await self.core.ensure_account(PLATFORM, known[0], known[1])).id
+        if msg is None:
+            return None
+        for entity in msg.entities:
+            if entity.type == MessageEntity.TEXT_MENTION and entity.user is not None:
+                for word in msg.parse_entity(entity).split():
+                    if word in args:
+                        args.remove(word)
+                u = entity.user
+                return (await self.core.ensure_account(PLATFORM, str(u.id), u.full_name)).id
         return None
 
+    async def _mentioned(self, token: str) -> str | None:
+        """The account an ``@username`` means, if that person has written where the bot reads."""
+        if not token.startswith("@") or len(token) < 2:
+            return None
+        known = self._usernames.get(token[1:].lower())
+        if known is None:
+            raise NotFound("chat.unknown_mention", mention=token)
+        return (await self.core.ensure_account(PLATFORM, known[0], known[1])).id
+
     async def _who(self, update: Update, args: list[str], space: Space | None = None) -> str:
-        """A person, the same way on every surface: a reply, an @mention of someone we know, a queue
-        number or an account id (``args``' first word, removed)."""
-        replied = await self._replied_to(update)
-        if replied is not None:
-            return replied
+        """A person, the same way on every surface: a reply, a tapped name, an @mention of someone we
+        know, a queue number or an account id (``args``' first word, removed)."""
+        named = await self._replied_to(update) or await self._tapped(update, args)
+        if named is not None:
+            return named
         if args:
             a = args.pop(0)
-            mentioned = await self._mentioned(update, a)
+            mentioned = await self._mentioned(a)
             return mentioned if mentioned is not None else await person(self.core, space, a)
         raise Invalid("chat.who")
 

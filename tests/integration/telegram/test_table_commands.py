@@ -51,10 +51,10 @@ async def test_people_named_by_mention_number_and_id_from_any_platform(tg: TG) -
     assert "don't know @nobody" in await tg.say(GROUP, HOST, "/mute @nobody")
 
     # a tapped name (text_mention) of someone with no username
-    cy = {"id": FAN2, "is_bot": False, "first_name": "Cy"}
-    text = "/invite Cy"
-    assert "Cy is invited to speak" in await say_as(
-        tg, GROUP, tg.fake.user(HOST, "Hosty"), text, [{"type": "text_mention", "offset": 8, "length": 2, "user": cy}])
+    cy = {"id": FAN2, "is_bot": False, "first_name": "Cy", "last_name": "Young"}
+    text = "/invite Cy Young"
+    assert "Cy Young is invited to speak" in await say_as(
+        tg, GROUP, tg.fake.user(HOST, "Hosty"), text, [{"type": "text_mention", "offset": 8, "length": 8, "user": cy}])
 
     # /follow SPACE_ID follows that Space's host, from any group
     assert "You follow Hosty" in await tg.say(-1005555, FAN2, f"/follow {space.id}", name="Cy")

@@ -31,7 +31,7 @@ from core.services import Core
 from core.tokens import JoinTokens
 
 if TYPE_CHECKING:
-    from adapters.webrtc.placement import Duty
+    from core.redis_support import Duty
     from plugins.manager import PluginManager
 
 log = logging.getLogger(__name__)

@@ -39,11 +39,11 @@ from adapters.telegram.limits import FloodLimiter
 from adapters.telegram.miniapp import MiniAppMixin
 from adapters.telegram.notifier import NotifierMixin
 from adapters.telegram.payments import PaymentsMixin
-from adapters.webrtc.placement import Duty
 from billing.ledger import Ledger
 from core.cards import CardRefresher, CardStore
 from core.errors import Invalid
 from core.model.ticket import Provider
+from core.redis_support import Duty
 from core.services import Core
 from core.tokens import JoinTokens
 

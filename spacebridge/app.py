@@ -40,17 +40,17 @@ from spacebridge.config import ConfigError, Settings, data_dir
 from spacebridge.doctor import database_problem_now
 from spacebridge.http_edges import HttpLimits
 from spacebridge.http_edges import install as install_http_edges
-from spacebridge.instance import PLATFORM, Platform
+from spacebridge.instance import INSTANCE, PLATFORM, Instance, Platform
 from spacebridge.schema import ensure_schema
 
-__all__ = ["PLATFORM", "Platform", "add_job_runners", "build", "database_ok", "database_problem_now",
-           "make_web_app", "start", "stop"]
+__all__ = ["INSTANCE", "PLATFORM", "Instance", "Platform", "add_job_runners", "build", "database_ok",
+           "database_problem_now", "make_web_app", "start", "stop"]
 
 log = logging.getLogger("spacebridge")
 DRAIN_CLOSE_S = 2.0  # how long a shutdown waits for sockets to take their 1012 and handlers to end
 
 
-async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True) -> Platform:
+async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True) -> Instance:
     try:
         engine = make_engine(settings.resolved_database_url(), connect_timeout_s=settings.database_connect_timeout_s,
                              statement_timeout_s=settings.database_statement_timeout_s)
@@ -67,7 +67,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     bus: EventBus = RedisBus(settings.redis_url, prefix=prefix) if settings.redis_url else InProcessBus()
     clock = clock or SystemClock()
     sm = make_sessionmaker(engine)
-    platform = Platform(settings=settings, engine=engine, sessionmaker=sm, bus=bus, clock=clock,
+    platform = Instance(settings=settings, engine=engine, sessionmaker=sm, bus=bus, clock=clock,
                         core=Core(sm, bus, clock, reaction_rate_per_s=settings.reaction_rate_per_s,
                                   host_grace_s=settings.host_grace_s, speaker_grace_s=settings.speaker_grace_s,
                                   presence_stale_s=settings.presence_stale_s))
@@ -116,7 +116,7 @@ def reserved_command_names() -> set[str]:
     return {"space", "spacebridge", "start", "help", *COMMAND_NAMES, *(c for c, _ in TELEGRAM_COMMANDS)}
 
 
-def make_discord(platform: Platform) -> DiscordAdapter:
+def make_discord(platform: Instance) -> DiscordAdapter:
     s = platform.settings
     assert s.discord_bot_token is not None
     sales = TicketSales(platform.ledger, platform.stripe, s.base_url()) if platform.stripe is not None else None
@@ -131,7 +131,7 @@ def make_discord(platform: Platform) -> DiscordAdapter:
         audio=platform.rooms, stripe_sales=sales, plugins=platform.plugins)
 
 
-def make_telegram(platform: Platform) -> TelegramAdapter:
+def make_telegram(platform: Instance) -> TelegramAdapter:
     s = platform.settings
     assert s.telegram_bot_token is not None
     secret = s.telegram_webhook_secret.get_secret_value()
@@ -154,7 +154,7 @@ def configured_platforms(settings: Settings) -> set[str]:
             if token is not None}
 
 
-def add_job_runners(platform: Platform, count: int) -> None:
+def add_job_runners(platform: Instance, count: int) -> None:
     core = platform.core
     notifiers = {p: TrackingNotifier(n, core) for p, n in platform.notifiers.items()}
     ledger = platform.ledger
@@ -175,11 +175,11 @@ def add_job_runners(platform: Platform, count: int) -> None:
         ))
 
 
-def make_web_app(platform: Platform) -> web.Application:
+def make_web_app(platform: Instance) -> web.Application:
     from spacebridge import web_routes, web_security
 
     app = web.Application(client_max_size=1024 * 1024)
-    app[PLATFORM] = platform
+    app[INSTANCE] = platform
     app[SOCKETS] = Sockets()
     # security headers on every response; browser sockets only from this instance's own pages
     web_security.setup(app, lambda: web_security.allowed_origins(
@@ -188,7 +188,7 @@ def make_web_app(platform: Platform) -> web.Application:
     return app
 
 
-async def start(platform: Platform, host: str, port: int, *, jobs: int | None = None,
+async def start(platform: Instance, host: str, port: int, *, jobs: int | None = None,
                 http: HttpLimits | None = None) -> None:
     """Start every part ``platform`` runs; ``http`` bounds half-sent requests (header and body deadlines)."""
     roles = set(platform.settings.roles)
@@ -246,7 +246,7 @@ async def start(platform: Platform, host: str, port: int, *, jobs: int | None = 
                 from None
 
 
-async def stop(platform: Platform) -> None:
+async def stop(platform: Instance) -> None:
     """Drain within a few seconds: every web socket is told 1012 (service restart) first, so pages
     reconnect (to this process once restarted, or another); live Spaces stay live and presence rows
     stay, a restart is not a disconnect. Slow parts are bounded, never awaited without a limit."""

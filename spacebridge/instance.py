@@ -25,8 +25,8 @@ from spacebridge.config import Settings
 
 
 @dataclass
-class Platform:
-    """Everything one process runs; ``start``/``stop`` bracket its life."""
+class Instance:
+    """The running instance: everything one process runs; ``start``/``stop`` bracket its life."""
 
     settings: Settings
     engine: AsyncEngine
@@ -55,4 +55,9 @@ class Platform:
             r.wake()
 
 
-PLATFORM: web.AppKey[Platform] = web.AppKey("platform", Platform)
+INSTANCE: web.AppKey[Instance] = web.AppKey("instance", Instance)
+
+# The names before the rename (Platform meant the running instance, not a chat platform), for code
+# written against them; new code says Instance and INSTANCE.
+Platform = Instance
+PLATFORM = INSTANCE

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from billing.ledger import Ledger
     from billing.sales import TicketSales
     from core.services import Core
-    from spacebridge.instance import Platform
+    from spacebridge.instance import Instance
 
 
 class LedgerDesk:
@@ -38,7 +38,7 @@ class LedgerDesk:
         return {"ticket_id": ticket.id, "status": str(ticket.status)}
 
 
-def command_ports(platform: Platform) -> Ports:
+def command_ports(platform: Instance) -> Ports:
     """Ports for ``core.commands.dispatch`` on this instance."""
     from billing.sales import TicketSales
 

@@ -18,11 +18,11 @@ from core.errors import DomainError, NotFound
 from core.messages import describe
 from core.model.space import Visibility
 from spacebridge.doctor import check_data_dir, database_problem_now, redis_problem
-from spacebridge.instance import PLATFORM, Platform
+from spacebridge.instance import INSTANCE, Instance
 
 
-def _platform(request: web.Request) -> Platform:
-    return request.app[PLATFORM]
+def _platform(request: web.Request) -> Instance:
+    return request.app[INSTANCE]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -169,7 +169,7 @@ async def hls_auth(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    p = app[PLATFORM]
+    p = app[INSTANCE]
     from adapters.webrtc.socket import Signaling
     from spacebridge.ticket_desk import command_ports
 

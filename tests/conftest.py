@@ -14,7 +14,7 @@ from core.services import Core
 from core.storage import migrate
 from core.storage.base import Base
 from core.storage.engine import make_engine, make_sessionmaker
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 from tests.support import services
 
@@ -99,7 +99,7 @@ async def core(database_url: str, clock: FrozenClock) -> AsyncIterator[Core]:
 
 
 @pytest.fixture
-async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Instance]:
     """A whole running instance (web app, rooms, signaling) on SQLite and a free port; ICE on 127.0.0.2."""
     from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 

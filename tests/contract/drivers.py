@@ -28,7 +28,7 @@ from adapters.telegram.base import _MISC_TEXT as TELEGRAM_TEXT
 from core.commands import BUILTIN_TABLE, Command
 from core.messages import _TEXT as CORE_TEXT
 from core.services import Core
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from spacebridge.cli import app as cli_app
 from tests.support.discord_fake import FakeDiscord, Guild
 from tests.support.telegram_fake import Call, FakeBotAPI
@@ -110,7 +110,7 @@ class WebDriver:
 
     surface = "web"
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Instance) -> None:
         self.platform = platform
         self.core = platform.core
         self.http = aiohttp.ClientSession()
@@ -170,7 +170,7 @@ class DiscordDriver:
 
     surface = "discord"
 
-    def __init__(self, platform: Platform, fake: FakeDiscord, guild: Guild) -> None:
+    def __init__(self, platform: Instance, fake: FakeDiscord, guild: Guild) -> None:
         self.platform = platform
         self.core = platform.core
         self.fake = fake
@@ -225,7 +225,7 @@ class TelegramDriver:
 
     surface = "telegram"
 
-    def __init__(self, platform: Platform, fake: FakeBotAPI, group: int) -> None:
+    def __init__(self, platform: Instance, fake: FakeBotAPI, group: int) -> None:
         self.platform = platform
         self.core = platform.core
         self.fake = fake

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from core.commands import BUILTINS, REACTIONS
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.e2e.test_browser_room import CHROMIUM, FLAGS, chromium_present  # noqa: F401 - the autouse skip
 
 
-async def test_buttons_follow_the_table_role_and_state(platform: Platform) -> None:
+async def test_buttons_follow_the_table_role_and_state(platform: Instance) -> None:
     from playwright.async_api import async_playwright
 
     core = platform.core

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.support.netguard import CHROMIUM_FLAGS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -45,7 +45,7 @@ def chromium_present() -> None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
 
 
-async def test_speaker_and_listener_in_chromium(platform: Platform) -> None:
+async def test_speaker_and_listener_in_chromium(platform: Instance) -> None:
     from playwright.async_api import async_playwright
 
     core = platform.core
@@ -82,7 +82,7 @@ async def test_speaker_and_listener_in_chromium(platform: Platform) -> None:
         await browser.close()
 
 
-async def test_expired_link_says_so(platform: Platform) -> None:
+async def test_expired_link_says_so(platform: Instance) -> None:
     from playwright.async_api import async_playwright
 
     host_acc = await platform.core.ensure_account("web", "host", "Hana Host")
@@ -115,7 +115,7 @@ ELEMENT_LEVEL_JS = """async () => {
 }"""
 
 
-async def test_listener_on_hls_in_chromium(platform: Platform) -> None:
+async def test_listener_on_hls_in_chromium(platform: Instance) -> None:
     """A listener who asks for HLS (#hls=1, as a big audience's page would) hears the speaker from
     the playlist and segments, and still reacts over the signaling socket."""
     from playwright.async_api import async_playwright

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.e2e.test_browser_room import CHROMIUM, FLAGS, chromium_present
 
 __all__ = ["chromium_present"]  # the fixture that fails (CI) or skips without Chromium
 
 
-async def test_recording_indicator_opt_out_and_replay_in_chromium(platform: Platform) -> None:
+async def test_recording_indicator_opt_out_and_replay_in_chromium(platform: Instance) -> None:
     from playwright.async_api import async_playwright
 
     core = platform.core

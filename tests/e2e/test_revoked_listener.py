@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from core.model.accounts import Actor
 from core.model.space import Ticketing
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.e2e.test_browser_room import CHROMIUM, FLAGS, LEVEL_JS, chromium_present
 
 __all__ = ["chromium_present"]  # its autouse skip (or CI failure) applies here too
@@ -18,7 +18,7 @@ AUDIO_ENDED = ("(() => { const s = document.getElementById('audio').srcObject;"
                " return s === null || s.getAudioTracks().every(t => t.readyState === 'ended'); })()")
 
 
-async def test_refunded_listener_loses_audio_in_chromium(platform: Platform) -> None:
+async def test_refunded_listener_loses_audio_in_chromium(platform: Instance) -> None:
     from playwright.async_api import async_playwright
 
     p, core = platform, platform.core

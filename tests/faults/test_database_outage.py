@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from core.model.accounts import Actor
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 from tests.support.faultproxy import FaultProxy
 
@@ -34,7 +34,7 @@ def proxy(pg_url: str) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 async def instance(pg_url: str, proxy: FaultProxy, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Instance]:
     from tests.conftest import _truncate
 
     await _truncate(pg_url)
@@ -70,7 +70,7 @@ class Socket:
         return await self.frame(id=cid)
 
 
-async def _join(p: Platform, http: aiohttp.ClientSession) -> tuple[Socket, str]:
+async def _join(p: Instance, http: aiohttp.ClientSession) -> tuple[Socket, str]:
     core = p.core
     host = await core.ensure_account("web", "host", "Host")
     fan = await core.ensure_account("web", "fan", "Fan")
@@ -100,7 +100,7 @@ async def _until_ok(sock: Socket, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fault", ["cut", "stall"])
 async def test_commands_are_answered_in_words_while_the_database_is_away(
-        instance: Platform, proxy: FaultProxy, fault: str) -> None:
+        instance: Instance, proxy: FaultProxy, fault: str) -> None:
     async with aiohttp.ClientSession() as http:
         sock, space_id = await _join(instance, http)
         assert (await sock.command("raise_hand"))["type"] != "error"

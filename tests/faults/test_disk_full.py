@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from core.errors import Unavailable
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 from spacebridge.doctor import run_checks
 
@@ -56,7 +56,7 @@ def _fill(where: Path) -> Path:
 
 
 @pytest.fixture
-async def instance(small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+async def instance(small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Instance]:
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(small_disk))
     settings = load_settings(job_workers=0, min_free_disk_mb=1, hls_enabled=False)
     p = await build(settings)
@@ -65,7 +65,7 @@ async def instance(small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     await stop(p)
 
 
-async def test_a_full_disk_is_said_in_words_and_recovered_from(instance: Platform, small_disk: Path) -> None:
+async def test_a_full_disk_is_said_in_words_and_recovered_from(instance: Instance, small_disk: Path) -> None:
     core = instance.core
     await core.create_account("Before")
     async with aiohttp.ClientSession() as http:

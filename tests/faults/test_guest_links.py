@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from core.model.accounts import Actor
 from core.model.space import Ticketing
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from spacebridge.cli import app
 from tests.integration.webrtc.test_signaling import connect
 
@@ -27,7 +27,7 @@ async def _link(runner: CliRunner, *args: str) -> tuple[int, dict[str, object]]:
 
 
 async def test_a_guest_link_listens_and_is_refused_where_guests_may_not_go(
-        platform: Platform, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        platform: Instance, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     core = platform.core
     monkeypatch.setenv("SPACEBRIDGE_DATABASE_URL", platform.settings.resolved_database_url())
     monkeypatch.setenv("SPACEBRIDGE_SECRET_KEY", platform.settings.resolved_secret().decode())

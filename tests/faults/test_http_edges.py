@@ -15,7 +15,7 @@ import pytest
 
 from adapters.webrtc.internal import INTERNAL_HEADER
 from core.model.accounts import Actor
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 from spacebridge.http_edges import HttpLimits
 
@@ -23,7 +23,7 @@ DEADLINE_S = 30.0  # generous: the server's own limits below are 1 s
 
 
 @pytest.fixture
-async def edgy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+async def edgy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Instance]:
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'p.sqlite3'}", job_workers=0)
     p = await build(settings)
@@ -32,7 +32,7 @@ async def edgy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     await stop(p)
 
 
-def _port(p: Platform) -> int:
+def _port(p: Instance) -> int:
     return int(p.bound_url.rsplit(":", 1)[1])
 
 
@@ -48,7 +48,7 @@ async def _read_until_closed(reader: asyncio.StreamReader) -> bytes:
     return got
 
 
-async def test_headers_never_finished_are_cut_off(edgy: Platform) -> None:
+async def test_headers_never_finished_are_cut_off(edgy: Instance) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(edgy))
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")  # and never the rest
     await writer.drain()
@@ -56,7 +56,7 @@ async def test_headers_never_finished_are_cut_off(edgy: Platform) -> None:
     writer.close()
 
 
-async def test_headers_trickled_forever_are_cut_off(edgy: Platform) -> None:
+async def test_headers_trickled_forever_are_cut_off(edgy: Instance) -> None:
     """Bytes arriving now and then do not keep a request that never completes alive."""
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(edgy))
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
@@ -70,7 +70,7 @@ async def test_headers_trickled_forever_are_cut_off(edgy: Platform) -> None:
     assert closed.result() == b""
 
 
-async def test_a_body_that_never_arrives_gets_408_and_the_connection_closes(edgy: Platform) -> None:
+async def test_a_body_that_never_arrives_gets_408_and_the_connection_closes(edgy: Instance) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", _port(edgy))
     head = (f"POST /internal/media/s1/offer HTTP/1.1\r\nHost: localhost\r\n"
             f"{INTERNAL_HEADER}: {edgy.rooms._internal_token()}\r\n"
@@ -82,7 +82,7 @@ async def test_a_body_that_never_arrives_gets_408_and_the_connection_closes(edgy
     writer.close()
 
 
-async def test_clients_that_leave_early_leave_no_traceback(edgy: Platform, caplog: pytest.LogCaptureFixture) -> None:
+async def test_clients_that_leave_early_leave_no_traceback(edgy: Instance, caplog: pytest.LogCaptureFixture) -> None:
     core = edgy.core
     host = await core.ensure_account("web", "host", "Host")
     space = await core.create_space(Actor(account_id=host.id, is_community_admin=True), "Early leavers")

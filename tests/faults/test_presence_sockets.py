@@ -23,7 +23,7 @@ import pytest
 
 from adapters.webrtc.room import restrict_candidates
 from core.model.accounts import Actor
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 from tests.integration.webrtc.test_room_media import Client
 from tests.support.faultproxy import FaultProxy
@@ -106,7 +106,7 @@ def _get(m: Any, dotted: str) -> Any:
 
 @dataclass
 class Room:
-    platform: Platform
+    platform: Instance
     http: aiohttp.ClientSession
     space_id: str
     host_id: str

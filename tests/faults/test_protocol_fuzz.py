@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from core.commands import COMMAND_NAMES as COMMANDS
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 
 TIMEOUT_S = 30.0
 ARG_NAMES = ["account_id", "emoji", "text", "role", "block", "reason", "title", "url", "message_ref", "pin_id",
@@ -53,7 +53,7 @@ hostile_text = st.sampled_from([
 
 
 @pytest.fixture
-async def room(platform: Platform) -> dict[str, Any]:
+async def room(platform: Instance) -> dict[str, Any]:
     core = platform.core
     host = await core.ensure_account("web", "host", "Host")
     fan = await core.ensure_account("web", "fan", "Fan")
@@ -67,7 +67,7 @@ class Socket:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.n = 0
 
-    async def open(self, platform: Platform, room: dict[str, Any]) -> aiohttp.ClientWebSocketResponse:
+    async def open(self, platform: Instance, room: dict[str, Any]) -> aiohttp.ClientWebSocketResponse:
         if self.ws is None:
             self.http = aiohttp.ClientSession()
             self.ws = await self.http.ws_connect(f"{platform.url}/ws/{room['space_id']}")
@@ -106,7 +106,7 @@ def _check_error(e: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("kind", ["typed", "commands", "hostile"])
 async def test_no_frame_drops_the_socket_or_changes_anything_when_refused(
-        platform: Platform, room: dict[str, Any], caplog: pytest.LogCaptureFixture, kind: str) -> None:
+        platform: Instance, room: dict[str, Any], caplog: pytest.LogCaptureFixture, kind: str) -> None:
     caplog.set_level(logging.INFO)
     names = sorted({*COMMANDS, *platform.plugins.commands})
     strategy = {"typed": typed, "commands": _commands(names), "hostile": hostile_text}[kind]
@@ -139,7 +139,7 @@ async def test_no_frame_drops_the_socket_or_changes_anything_when_refused(
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
 
 
-async def test_the_named_cases(platform: Platform, room: dict[str, Any]) -> None:
+async def test_the_named_cases(platform: Instance, room: dict[str, Any]) -> None:
     sock = Socket()
     await sock.open(platform, room)
     try:

@@ -13,11 +13,11 @@ import aiohttp
 
 from core.bus import BusGap
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.integration.webrtc.test_signaling import connect
 
 
-async def test_sync_answers_the_whole_space_even_unlisted(platform: Platform) -> None:
+async def test_sync_answers_the_whole_space_even_unlisted(platform: Instance) -> None:
     core = platform.core
     host_acc = await core.ensure_account("web", "host", "Host")
     fan_acc = await core.ensure_account("web", "fan", "Fan")
@@ -37,7 +37,7 @@ async def test_sync_answers_the_whole_space_even_unlisted(platform: Platform) ->
         await fan.ws.close()
 
 
-async def test_a_bus_gap_sends_every_socket_the_space_afresh(platform: Platform) -> None:
+async def test_a_bus_gap_sends_every_socket_the_space_afresh(platform: Instance) -> None:
     core = platform.core
     host_acc = await core.ensure_account("web", "host", "Host")
     fan_acc = await core.ensure_account("web", "fan", "Fan")
@@ -58,7 +58,7 @@ async def test_a_bus_gap_sends_every_socket_the_space_afresh(platform: Platform)
         await fan.ws.close()
 
 
-async def test_a_pending_invitation_survives_a_reload(platform: Platform) -> None:
+async def test_a_pending_invitation_survives_a_reload(platform: Instance) -> None:
     core = platform.core
     host_acc = await core.ensure_account("web", "host", "Host")
     fan_acc = await core.ensure_account("web", "fan", "Fan")

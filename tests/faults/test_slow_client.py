@@ -18,7 +18,7 @@ import pytest
 
 from adapters.webrtc.outbox import OUTBOX, TOO_SLOW
 from core.model.accounts import Actor
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 
 DEADLINE_S = 120.0
@@ -26,7 +26,7 @@ REACTORS = 8
 
 
 @pytest.fixture
-async def busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+async def busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Instance]:
     """An instance whose reaction limits (the core's and the moderation plugin's) let clients send flat out."""
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'p.sqlite3'}", job_workers=0,
@@ -92,7 +92,7 @@ async def _next_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> t
     return b0 & 0x0F, await _recv_exactly(loop, sock, size)
 
 
-async def _stalled_client(p: Platform, space_id: str, token: str) -> socket.socket:
+async def _stalled_client(p: Instance, space_id: str, token: str) -> socket.socket:
     """A raw TCP WebSocket client with a tiny receive buffer that says hello, takes its welcome and then
     never reads again."""
     loop = asyncio.get_running_loop()
@@ -121,7 +121,7 @@ async def _until(condition: Any, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_client_that_stops_reading_is_closed_and_nobody_else_notices(busy: Platform) -> None:
+async def test_a_client_that_stops_reading_is_closed_and_nobody_else_notices(busy: Instance) -> None:
     core, rooms = busy.core, busy.rooms
     host = await core.ensure_account("web", "host", "Host")
     space = await core.create_space(Actor(account_id=host.id, is_community_admin=True), "Flat out")

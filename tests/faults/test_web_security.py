@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from core.model.accounts import Actor
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 from tests.support.telegram_fake import FakeBotAPI
 
@@ -21,7 +21,7 @@ EXTRA_ORIGIN = "https://rooms.example.org"
 
 
 @pytest.fixture
-async def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+async def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Instance]:
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
     fake = await FakeBotAPI().start()
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'w.sqlite3'}", job_workers=0,
@@ -36,7 +36,7 @@ async def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         await fake.stop()
 
 
-async def _space(p: Platform, *, unlisted: bool) -> str:
+async def _space(p: Instance, *, unlisted: bool) -> str:
     host = await p.core.create_account("Host")
     space = await p.core.create_space(Actor(account_id=host.id, platform="web", is_operator=True),
                                       "Secret plans" if unlisted else "Open chat",
@@ -55,7 +55,7 @@ ROUTES = [  # (method, path, status) for each family: pages, static files, API, 
 ]
 
 
-async def test_every_response_carries_the_security_headers(site: Platform) -> None:
+async def test_every_response_carries_the_security_headers(site: Instance) -> None:
     space = await _space(site, unlisted=False)
     async with aiohttp.ClientSession() as http:
         for method, path, status in [*ROUTES, ("GET", "/tg/app", 200)]:
@@ -74,7 +74,7 @@ async def test_every_response_carries_the_security_headers(site: Platform) -> No
                     assert "frame-ancestors 'none'" in csp and r.headers.get("X-Frame-Options") == "DENY", path
 
 
-async def test_pages_run_no_inline_script(site: Platform) -> None:
+async def test_pages_run_no_inline_script(site: Instance) -> None:
     """script-src 'self' would silently break an inline script: every page loads its code from a file."""
     space = await _space(site, unlisted=False)
     async with aiohttp.ClientSession() as http:
@@ -98,7 +98,7 @@ async def _handshake(url: str, origin: str | None) -> int:
             return e.status
 
 
-async def test_websocket_origins(site: Platform) -> None:
+async def test_websocket_origins(site: Instance) -> None:
     space = await _space(site, unlisted=False)
     port = site.bound_url.rsplit(":", 1)[1]
     ws = site.bound_url.replace("http://", "ws://") + f"/ws/{space}"
@@ -130,7 +130,7 @@ async def test_public_url_is_an_allowed_origin(tmp_path: Path, monkeypatch: pyte
         await stop(p)
 
 
-async def test_unlisted_space_is_found_only_with_its_link(site: Platform) -> None:
+async def test_unlisted_space_is_found_only_with_its_link(site: Instance) -> None:
     unlisted, public = await _space(site, unlisted=True), await _space(site, unlisted=False)
     other = await _space(site, unlisted=True)
     host = (await site.core.view(unlisted)).space.host_id
@@ -168,7 +168,7 @@ document.addEventListener('securitypolicyviolation',
   (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));"""
 
 
-async def test_room_page_in_chromium_breaks_no_policy(platform: Platform) -> None:
+async def test_room_page_in_chromium_breaks_no_policy(platform: Instance) -> None:
     """CSP violations break a page silently: the room is used for real and must report none."""
     import shutil
 

@@ -12,7 +12,7 @@ import pytest
 from core.clock import FrozenClock
 from core.model.accounts import Actor
 from core.scheduler import JobRunner
-from spacebridge.app import Platform, add_job_runners, build, start, stop
+from spacebridge.app import Instance, add_job_runners, build, start, stop
 from spacebridge.config import load_settings
 from tests.support.discord_fake import STAGE, TEXT, FakeDiscord, Guild
 
@@ -20,7 +20,7 @@ from tests.support.discord_fake import STAGE, TEXT, FakeDiscord, Guild
 @dataclass
 class DC:
     fake: FakeDiscord
-    platform: Platform
+    platform: Instance
     clock: FrozenClock
     runner: JobRunner
     guild: Guild
@@ -55,7 +55,7 @@ class DC:
 
 
 async def make_dc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeDiscord, clock: FrozenClock,
-                  **overrides: object) -> Platform:
+                  **overrides: object) -> Instance:
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
     settings = load_settings(**{
         "database_url": f"sqlite:///{tmp_path / 'dc.sqlite3'}", "job_workers": 0, "discord_bot_token": fake.token,

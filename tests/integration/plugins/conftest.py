@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spacebridge.app import Platform, build, start, stop
+from spacebridge.app import Instance, build, start, stop
 from spacebridge.config import load_settings
 
 THIRD_PARTY = '''
@@ -94,7 +94,7 @@ def third_party_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-async def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object) -> Platform:
+async def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: object) -> Instance:
     from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 
     ensure_loopback_alias()
@@ -107,7 +107,7 @@ async def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overr
 
 
 @pytest.fixture
-async def plugged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, third_party_site: Path) -> AsyncIterator[Platform]:
+async def plugged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, third_party_site: Path) -> AsyncIterator[Instance]:
     """A whole instance that finds the third-party plugins next to the first-party ones."""
     monkeypatch.syspath_prepend(str(third_party_site))
     p = await make_platform(tmp_path, monkeypatch)

@@ -20,7 +20,7 @@ from aiortc import MediaStreamTrack
 from bench.speech import have_espeak, speak, word_error_rate
 from core.model.accounts import Actor
 from core.ports import FRAME_SAMPLES, SAMPLE_RATE
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.integration.plugins.test_recording import idle
 from tests.integration.webrtc.test_signaling import Peer
 
@@ -73,7 +73,7 @@ def espeak() -> None:
         pytest.skip(msg)
 
 
-async def test_a_speakers_words_come_out_as_captions(platform: Platform) -> None:
+async def test_a_speakers_words_come_out_as_captions(platform: Instance) -> None:
     p, core = platform, platform.core
     hana = await core.ensure_account("web", "hana", "Hana")
     finn = await core.ensure_account("web", "finn", "Finn")

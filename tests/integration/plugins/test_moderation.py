@@ -18,27 +18,27 @@ from core.errors import Forbidden, RateLimited
 from core.messages import describe
 from core.model.accounts import Actor
 from plugins.moderation import read_audit
-from spacebridge.app import Platform, stop
+from spacebridge.app import Instance, stop
 from tests.integration.plugins.conftest import make_platform
 from tests.integration.webrtc.test_signaling import connect
 
 
 @pytest.fixture
-async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+async def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Instance]:
     p = await make_platform(tmp_path, monkeypatch, plugins={
         "moderation": {"words": ["darn"], "reactions_per_min": 12, "hands_per_min": 6, "comments_per_min": 6}})
     yield p
     await stop(p)
 
 
-async def audit(p: Platform, space_id: str) -> list[dict[str, object]]:
+async def audit(p: Instance, space_id: str) -> list[dict[str, object]]:
     """Oldest first, once every event published so far has been handled."""
     await p.bus.drain()  # type: ignore[attr-defined]
     rows = await read_audit(p.plugins.plugins["moderation"][1].store, space_id, limit=500)
     return list(reversed(rows))
 
 
-async def test_every_moderation_action_is_audited(platform: Platform) -> None:
+async def test_every_moderation_action_is_audited(platform: Instance) -> None:
     p, core = platform, platform.core
     people = ("hana", "cora", "sam", "finn", "troll")
     ids = {n: (await core.ensure_account("web", n, n.capitalize())).id for n in people}

@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.integration.webrtc.test_signaling import connect
 
 
-async def cli(platform: Platform, site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def cli(platform: Instance, site: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in its own process, while this process keeps serving (SQLite is shared)."""
     env = {**os.environ, "SPACEBRIDGE_DATABASE_URL": platform.settings.resolved_database_url(),
            "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -27,7 +27,7 @@ async def cli(platform: Platform, site: Path, *args: str) -> subprocess.Complete
                                    capture_output=True, text=True, env=env, timeout=120)
 
 
-async def test_third_party_plugin_loads_and_a_broken_one_leaves_nothing(plugged: Platform,
+async def test_third_party_plugin_loads_and_a_broken_one_leaves_nothing(plugged: Instance,
                                                                         third_party_site: Path) -> None:
     p = plugged
     states = {n: s.state for n, s in p.plugins.statuses.items()}
@@ -94,7 +94,7 @@ async def test_third_party_plugin_loads_and_a_broken_one_leaves_nothing(plugged:
     assert checks["plugin hello"]["ok"] is True and checks["plugin captions"]["ok"] is True
 
 
-async def test_a_community_turns_a_plugin_off(plugged: Platform, third_party_site: Path) -> None:
+async def test_a_community_turns_a_plugin_off(plugged: Instance, third_party_site: Path) -> None:
     p = plugged
     community = await p.core.ensure_community("web", "club", "Book club")
     bad = await cli(p, third_party_site, "plugins", "disable", "nosuch", "--community", community.id)

@@ -18,7 +18,7 @@ import pytest
 
 from core.model.accounts import Actor
 from core.ports import SAMPLE_RATE
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.integration.webrtc.test_signaling import Peer, connect
 
 pytestmark = pytest.mark.slow
@@ -69,7 +69,7 @@ async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes, str]:
         return r.status, await r.read(), r.headers.get("Content-Type", "")
 
 
-async def test_recording_with_consent_replay_and_clip(platform: Platform, tmp_path: Path) -> None:
+async def test_recording_with_consent_replay_and_clip(platform: Instance, tmp_path: Path) -> None:
     p, core = platform, platform.core
     hana = await core.ensure_account("web", "hana", "Hana")
     sam = await core.ensure_account("web", "sam", "Sam")
@@ -181,7 +181,7 @@ async def test_recording_with_consent_replay_and_clip(platform: Platform, tmp_pa
             await peer.ws.close()
 
 
-async def test_recording_ends_with_the_space_and_bad_ids_get_404(platform: Platform) -> None:
+async def test_recording_ends_with_the_space_and_bad_ids_get_404(platform: Instance) -> None:
     p, core = platform, platform.core
     hana = await core.ensure_account("web", "hana", "Hana")
     space = await core.create_space(Actor(account_id=hana.id, is_community_admin=True), "Short")

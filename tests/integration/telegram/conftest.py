@@ -11,7 +11,7 @@ import pytest
 from core.clock import FrozenClock
 from core.model.accounts import Actor
 from core.scheduler import JobRunner
-from spacebridge.app import Platform, add_job_runners, build, start, stop
+from spacebridge.app import Instance, add_job_runners, build, start, stop
 from spacebridge.config import load_settings
 from tests.support.telegram_fake import Call, FakeBotAPI
 
@@ -25,7 +25,7 @@ FLOW_LIMITS = {"telegram_group_per_min": 10_000, "telegram_chat_per_s": 100.0}
 @dataclass
 class TG:
     fake: FakeBotAPI
-    platform: Platform
+    platform: Instance
     clock: FrozenClock
     runner: JobRunner
 
@@ -59,7 +59,7 @@ class TG:
 
 
 async def make_tg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeBotAPI, clock: FrozenClock,
-                  db: str | None = None, **overrides: object) -> Platform:
+                  db: str | None = None, **overrides: object) -> Instance:
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
     settings = load_settings(database_url=db or f"sqlite:///{tmp_path / 'tg.sqlite3'}", job_workers=0,
                              telegram_bot_token=fake.token, telegram_api_base=fake.base_url,

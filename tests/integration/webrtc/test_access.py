@@ -15,13 +15,13 @@ import aiohttp
 from core.model.accounts import Actor
 from core.model.space import Ticketing
 from core.storage.tables import TicketRow
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.integration.webrtc.test_signaling import Peer, connect
 
 TICKET_EVENTS = "ticket.changed"
 
 
-async def ticketed_live(p: Platform, *names: str) -> tuple[str, dict[str, str], dict[str, str]]:
+async def ticketed_live(p: Instance, *names: str) -> tuple[str, dict[str, str], dict[str, str]]:
     """A live ticketed Space hosted by hana; every other name holds a paid ticket. Returns the
     Space, account ids and ticket ids by name."""
     core = p.core
@@ -38,7 +38,7 @@ async def ticketed_live(p: Platform, *names: str) -> tuple[str, dict[str, str], 
     return space.id, ids, tickets
 
 
-async def join(p: Platform, http: aiohttp.ClientSession, space_id: str, account_id: str | None,
+async def join(p: Instance, http: aiohttp.ClientSession, space_id: str, account_id: str | None,
                role: str, hz: float | None = None) -> Peer:
     peer = await connect(p, http, space_id, p.tokens.issue(space_id, account_id, role, p.core.now()), hz)
     await peer.recv("welcome")
@@ -81,14 +81,14 @@ async def settled(peer: Peer) -> list[dict[str, Any]]:
     return list(peer.inbox)
 
 
-async def wait_gone(p: Platform, space_id: str, pid: str) -> None:
+async def wait_gone(p: Instance, space_id: str, pid: str) -> None:
     deadline = time.monotonic() + 5
     while pid in p.rooms.rooms[space_id].participants:
         assert time.monotonic() < deadline, f"{pid} is still in the room"
         await asyncio.sleep(0.05)
 
 
-async def test_refund_cuts_media_socket_and_hls_link_and_ticket_news_stays_private(platform: Platform) -> None:
+async def test_refund_cuts_media_socket_and_hls_link_and_ticket_news_stays_private(platform: Instance) -> None:
     p = platform
     s, ids, tickets = await ticketed_live(p, "finn", "ada")
     ids["cleo"] = (await p.core.ensure_account("web", "cleo", "Cleo")).id
@@ -167,7 +167,7 @@ async def test_refund_cuts_media_socket_and_hls_link_and_ticket_news_stays_priva
             await peer.ws.close()
 
 
-async def test_offer_and_hls_recheck_access_when_the_refund_event_was_lost(platform: Platform) -> None:
+async def test_offer_and_hls_recheck_access_when_the_refund_event_was_lost(platform: Instance) -> None:
     """The bus is at most once: a refund whose event never reached this process is still caught at
     the next offer and the next HLS grant, and the socket stays open for the words."""
     p = platform
@@ -192,7 +192,7 @@ async def test_offer_and_hls_recheck_access_when_the_refund_event_was_lost(platf
         await finn.ws.close()
 
 
-async def test_guests_skip_no_rule(platform: Platform) -> None:
+async def test_guests_skip_no_rule(platform: Instance) -> None:
     """A guest link is refused at hello on a ticketed Space; on a free public one a guest's HLS link
     is theirs and that Space's only."""
     p = platform

@@ -9,7 +9,7 @@ import pytest
 
 from core.commands import BUILTINS, Command, Option
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 
 TIMEOUT_S = 30.0
 TABLE_ROLE_REFUSALS = ("role.stage_required", "role.moderator_required", "role.host_required")
@@ -25,7 +25,7 @@ def _args(c: Command, person: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("role", ["host", "listener"])
-async def test_every_table_command_answers_over_the_socket_by_the_tables_rules(platform: Platform, role: str) -> None:
+async def test_every_table_command_answers_over_the_socket_by_the_tables_rules(platform: Instance, role: str) -> None:
     core = platform.core
     host = await core.ensure_account("web", "h", "Hana")
     fan = await core.ensure_account("web", "f", "Finn")

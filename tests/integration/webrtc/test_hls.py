@@ -16,7 +16,7 @@ import pytest
 
 from core.model.accounts import Actor
 from core.ports import SAMPLE_RATE
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.integration.webrtc.test_room_media import Client
 from tests.integration.webrtc.test_signaling import Peer
 from tests.support.nginx import hls_guarded_location, require_nginx, start_nginx, stop_nginx
@@ -24,7 +24,7 @@ from tests.support.stripe_fake import free_port
 
 
 @pytest.fixture
-def nginx(tmp_path: Path, platform: Platform) -> Iterator[str]:
+def nginx(tmp_path: Path, platform: Instance) -> Iterator[str]:
     """nginx serving the platform's HLS directory at /hls/, as docs/deploy.md configures it (each
     request's token checked by the app's /hls-auth)."""
     require_nginx()
@@ -48,7 +48,7 @@ def peak_hz(pcm: np.ndarray) -> float:
     return float(freqs[int(np.argmax(spec[1:])) + 1])
 
 
-async def test_hls_is_the_rooms_audio_served_by_nginx_and_rolls(platform: Platform, nginx: str,
+async def test_hls_is_the_rooms_audio_served_by_nginx_and_rolls(platform: Instance, nginx: str,
                                                                  tmp_path: Path) -> None:
     p, core = platform, platform.core
     hana = await core.ensure_account("web", "hana", "Hana")

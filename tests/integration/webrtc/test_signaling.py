@@ -13,7 +13,7 @@ from aiortc import RTCSessionDescription
 
 from adapters.webrtc.room import restrict_candidates
 from core.model.accounts import Actor
-from spacebridge.app import Platform
+from spacebridge.app import Instance
 from tests.integration.webrtc.test_room_media import Client, has, until_heard
 from tests.support.loopback import LOOPBACK
 
@@ -76,14 +76,14 @@ def _get(m: dict[str, Any], dotted: str) -> Any:
     return m
 
 
-async def connect(p: Platform, http: aiohttp.ClientSession, space_id: str, token: str, hz: float | None) -> Peer:
+async def connect(p: Instance, http: aiohttp.ClientSession, space_id: str, token: str, hz: float | None) -> Peer:
     ws = await http.ws_connect(f"{p.url}/ws/{space_id}")
     await ws.send_json({"type": "hello", "token": token})
     peer = Peer(http, ws, Client(hz))
     return peer
 
 
-async def test_room_flow_over_signaling(platform: Platform) -> None:
+async def test_room_flow_over_signaling(platform: Instance) -> None:
     core = platform.core
     host_acc = await core.ensure_account("web", "host", "Host")
     fan_acc = await core.ensure_account("web", "fan", "Fan")
@@ -131,7 +131,7 @@ async def test_room_flow_over_signaling(platform: Platform) -> None:
 
 
 @pytest.mark.parametrize("case", ["forged", "expired", "wrong_space", "none", "ended"])
-async def test_bad_tokens_are_refused(platform: Platform, case: str) -> None:
+async def test_bad_tokens_are_refused(platform: Instance, case: str) -> None:
     from core.tokens import JoinTokens
 
     core = platform.core
@@ -158,7 +158,7 @@ async def test_bad_tokens_are_refused(platform: Platform, case: str) -> None:
         assert (await ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 
 
-async def test_audio_tap_gives_the_mix_each_speaker_and_the_room_packets(platform: Platform) -> None:
+async def test_audio_tap_gives_the_mix_each_speaker_and_the_room_packets(platform: Instance) -> None:
     """What captions, recording and Discord playback read: the tone a speaker sends comes back out."""
     import av
     import numpy as np
@@ -206,7 +206,7 @@ async def test_audio_tap_gives_the_mix_each_speaker_and_the_room_packets(platfor
         await host.ws.close()
 
 
-async def test_process_to_process_endpoints_need_the_key_and_good_bodies(platform: Platform) -> None:
+async def test_process_to_process_endpoints_need_the_key_and_good_bodies(platform: Instance) -> None:
     """/internal/media/... is how processes hand offers to the Space's media process: without the
     key derived from the instance secret it is refused, and a malformed body is a 400, not a crash."""
     from adapters.webrtc.internal import INTERNAL_HEADER
@@ -238,7 +238,7 @@ async def test_process_to_process_endpoints_need_the_key_and_good_bodies(platfor
             assert r.status == 200
 
 
-async def test_trickled_candidates_reach_the_listeners_connection(platform: Platform) -> None:
+async def test_trickled_candidates_reach_the_listeners_connection(platform: Instance) -> None:
     """An offer without candidates, then its candidates one by one (trickle ICE): the server adds
     each to the listener's connection, ignores one of an older offer, refuses a malformed one in
     words, and the listener hears the host."""

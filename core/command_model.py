@@ -75,12 +75,15 @@ class Invocation:
     role: str  # host | cohost | speaker | listener (listener also when there is no Space)
     args: Mapping[str, Any]
     ports: Ports = field(default_factory=Ports)
+    target: str | None = None  # the Space's id when the command did not load it (``Command.preload``)
 
     @property
     def space_id(self) -> str:
-        if self.space is None:
-            raise Invalid("protocol.bad_argument", argument="space", problem="is missing")
-        return self.space.id
+        if self.space is not None:
+            return self.space.id
+        if self.target is not None:
+            return self.target
+        raise Invalid("protocol.bad_argument", argument="space", problem="is missing")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class Command:
     scope: Scope = "space"
     guest_ok: bool = False
     plugin: str | None = None  # the plugin that registered it; None for the core's own
+    # False: dispatch does not read the Space first; the core's own call checks state and access
+    # (reactions: a hot path that must not touch the database, see docs/architecture.md)
+    preload: bool = True
 
     def __post_init__(self) -> None:
         check_command(self)

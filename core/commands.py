@@ -170,6 +170,9 @@ async def dispatch(core: Core, actor: Actor, name: Any, space_id: str | None, ra
     args = validate_args(command, raw_args, text=text)
     args.update(implied)
     space: Space | None = None
+    if space_id and not command.preload and not any(o.kind == "person" for o in command.options):
+        return await command.handler(Invocation(core, actor, None, "listener", args, ports or Ports(),
+                                                target=space_id))
     if space_id:
         space = (await core.view(space_id)).space
     elif command.scope == "space":
@@ -414,7 +417,7 @@ BUILTINS: tuple[Command, ...] = (
     Command("captions", "Turn live captions on or off", _captions,
             (Option("enabled", "flag", "On or off", True),), "speaker", _OPEN, icon="💬"),
     Command("react", "Send a reaction", _react,
-            (Option("emoji", "emoji", "One emoji", True, REACTIONS),), icon="👏"),
+            (Option("emoji", "emoji", "One emoji", True, REACTIONS),), icon="👏", preload=False),
     Command("comment", "Write in the Space's chat", _comment,
             (Option("text", "text", "What to say", True, max_len=MAX_TEXT),), icon="💬"),
     Command("share", "Links to share this Space", _share, states=_OPEN, button="Share", icon="🔗", guest_ok=True),

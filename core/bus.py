@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from core.events import Event, event_from_dict
-from core.redis_support import REDIS_TIMEOUT_S, Backoff, Outage, describe_error, redis_client, redis_prefix
+from core.redis_support import (
+    REDIS_TIMEOUT_S,
+    Backoff,
+    Outage,
+    describe_error,
+    redis_client,
+    redis_prefix,
+    stop_task,
+)
 
 __all__ = ["REDIS_TIMEOUT_S", "Backoff", "BusGap", "EventBus", "Handler", "InProcessBus", "Outage", "RedisBus",
            "Subscription", "describe_error", "redis_client", "redis_prefix"]
@@ -292,10 +300,7 @@ class RedisBus(InProcessBus):
             if not left:
                 log.warning("event bus: %d event batches never reached Redis before shutdown", len(self._outbox))
         for task in (self._reader, self._writer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_task(task)
         self._reader = self._writer = None
         if self._redis is not None:
             with contextlib.suppress(Exception):

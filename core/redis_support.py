@@ -98,6 +98,26 @@ class Outage:
         return self.back_at is not None and time.monotonic() - self.back_at < seconds
 
 
+async def stop_task(task: asyncio.Task[Any] | None, grace_s: float = REDIS_TIMEOUT_S) -> None:
+    """Cancel a Redis loop and wait for it to end.
+
+    redis-py can swallow a cancellation that lands mid-command (redis/redis-py#2028, #2551), and a
+    loop that swallowed it runs on, so a plain ``cancel(); await task`` can hang shutdown forever.
+    Cancel again until the task ends; after ``grace_s`` leave it with a log line instead."""
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+        if not task.done() and loop.time() > deadline:
+            log.warning("a Redis task (%s) did not stop within %.0f s; left behind", task.get_name(), grace_s)
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a Redis task (%s) ended with %s", task.get_name(), describe_error(task.exception()))  # type: ignore[arg-type]
+
+
 def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
@@ -160,10 +180,8 @@ class Duty:
                 self.outage.back()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
+        self._task = None
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 if self.held:

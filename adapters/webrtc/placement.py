@@ -44,6 +44,7 @@ from core.redis_support import (
     Outage,
     redis_client,
     redis_prefix,
+    stop_task,
 )
 
 __all__ = ["Duty", "LocalPlacement", "Node", "Placement", "RedisPlacement", "new_node_id"]  # Duty: its old home
@@ -236,10 +237,7 @@ class RedisPlacement:
 
     async def close(self) -> None:
         for task in (self._renewer, self._listener):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_task(task)
         if self._redis is not None:
             with contextlib.suppress(Exception):  # hand the rooms over now, not after the lease runs out
                 async with asyncio.timeout(REDIS_TIMEOUT_S):

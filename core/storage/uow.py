@@ -16,6 +16,7 @@ from core.storage.cards import CardRepository
 from core.storage.engine import Sessions, raise_unavailable
 from core.storage.jobs import JobQueue
 from core.storage.kv import KeyValueStore
+from core.storage.passkeys import PasskeyRepository
 from core.storage.presence import PresenceRepository
 from core.storage.repositories import (
     AccountRepository,
@@ -39,6 +40,7 @@ class UnitOfWork:
         self.presence = PresenceRepository(self.session)
         self.jobs = JobQueue(self.session)
         self.cards = CardRepository(self.session)
+        self.passkeys = PasskeyRepository(self.session)  # web sign-in (spacebridge/web_auth.py)
         self.events = []
         self._committed = False
         return self

@@ -25,6 +25,7 @@ _TEXT: dict[str, str] = {
     "space.title_length": "A title must be 1 to {max} characters (this one has {length}).",
     "space.too_many_topics": "A Space can have at most {max} topics.",
     "space.topic_length": "Topics are at most {max} characters.",
+    "space.search_too_long": "Search for at most {max} characters (this search has {length}).",
     "time.unreadable": "I can't read the time {given!r}: {hint}.",
     "space.naive_time": "Give the start time with a time zone ({hint}).",
     "space.start_in_past": "The start time {start} is in the past.",

@@ -131,7 +131,9 @@ class SpaceRepository:
 
     async def find(self, *, states: Sequence[str] = (), host_id: str | None = None,
                    community_id: str | None = None, include_unlisted: bool = True,
-                   limit: int = 100) -> list[Space]:
+                   limit: int = 100, title_contains: str = "", newest_first: bool = False) -> list[Space]:
+        """``title_contains``: case-insensitive words (LIKE wildcards taken literally); ``newest_first``:
+        by when the Space ended, started or was made, latest first (for replays and past Spaces)."""
         q = select(SpaceRow)
         if states:
             q = q.where(SpaceRow.state.in_(states))
@@ -141,7 +143,14 @@ class SpaceRepository:
             q = q.where(SpaceRow.community_id == community_id)
         if not include_unlisted:
             q = q.where(SpaceRow.visibility == "public")
-        q = q.order_by(SpaceRow.state, SpaceRow.scheduled_for, SpaceRow.created_at).limit(limit)
+        if title_contains.strip():
+            escaped = title_contains.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            q = q.where(func.lower(SpaceRow.title).like(f"%{escaped}%", escape="\\"))
+        if newest_first:
+            latest = func.coalesce(SpaceRow.ended_at, SpaceRow.started_at, SpaceRow.created_at)
+            q = q.order_by(latest.desc(), SpaceRow.id).limit(limit)
+        else:
+            q = q.order_by(SpaceRow.state, SpaceRow.scheduled_for, SpaceRow.created_at).limit(limit)
         return [space_from_row(r) for r in (await self.s.scalars(q)).all()]
 
     async def count_scheduled(self, host_id: str) -> int:
@@ -234,6 +243,9 @@ class SpaceRepository:
             res = await self.s.execute(delete(ReminderRow).where(ReminderRow.space_id == space_id,
                                                                  ReminderRow.account_id == account_id))
         return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def has_reminder(self, space_id: str, account_id: str) -> bool:
+        return await self.s.get(ReminderRow, (space_id, account_id)) is not None
 
     async def reminder_accounts(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]:
         q = (select(ReminderRow.account_id).where(ReminderRow.space_id == space_id, ReminderRow.account_id > after)

@@ -8,11 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import Conflict, Invalid, NotFound
+from core.model.accounts import Account
 from core.model.space import Space, SpaceState
 from core.usecases.context import Context
 from core.usecases.engagement import Engagement
 
 CARD_CAPTION_LINES = 3
+MAX_SEARCH = 100
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,23 @@ class SpaceView:
                 "price_minor": s.ticketing.price_minor, "currency": s.ticketing.currency,
                 "capacity": s.ticketing.capacity},
         }
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A person's page: who they are, how many follow them, their public Spaces."""
+
+    account: Account
+    followers: int
+    live: list[Space]
+    upcoming: list[Space]
+    past: list[Space]
+
+
+@dataclass(frozen=True)
+class Relation:
+    following: bool = False
+    reminded: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,13 +116,50 @@ class Queries:
 
     async def list_spaces(self, *, states: Sequence[str] = ("live", "scheduled"), host_id: str | None = None,
                           community_id: str | None = None, include_unlisted: bool = True,
-                          limit: int = 100) -> list[Space]:
+                          limit: int = 100, title_contains: str = "", newest_first: bool = False) -> list[Space]:
+        """``title_contains`` searches titles (case-insensitive); ``newest_first`` orders by the latest
+        of ended/started/created (replays, past Spaces) instead of state and start time."""
         for s in states:
             if s not in {x.value for x in SpaceState}:
                 raise Invalid("space.bad_state", given=s, allowed=[x.value for x in SpaceState])
+        if len(title_contains) > MAX_SEARCH:
+            raise Invalid("space.search_too_long", length=len(title_contains), max=MAX_SEARCH)
         async with self.ctx.uow() as uow:
             return await uow.spaces.find(states=states, host_id=host_id, community_id=community_id,
-                                         include_unlisted=include_unlisted, limit=limit)
+                                         include_unlisted=include_unlisted, limit=limit,
+                                         title_contains=title_contains, newest_first=newest_first)
+
+    async def profile(self, account_id: str, *, limit: int = 20) -> Profile:
+        """A person's public page: name, followers, and their public Spaces (live, upcoming, past)."""
+        async with self.ctx.uow() as uow:
+            account = await uow.accounts.get(account_id)
+            followers = await uow.accounts.follower_count(account_id)
+            current = await uow.spaces.find(states=("live", "scheduled"), host_id=account_id,
+                                            include_unlisted=False, limit=limit)
+            past = await uow.spaces.find(states=("ended",), host_id=account_id, include_unlisted=False,
+                                         limit=limit, newest_first=True)
+        return Profile(account=account, followers=followers,
+                       live=[s for s in current if s.state == SpaceState.LIVE],
+                       upcoming=[s for s in current if s.state == SpaceState.SCHEDULED], past=past)
+
+    async def relation(self, account_id: str, *, host_id: str | None = None,
+                       space_id: str | None = None) -> Relation:
+        """What a page's buttons show for this person: following the host, reminder set."""
+        async with self.ctx.uow() as uow:
+            following = bool(host_id) and await uow.accounts.is_following(account_id, host_id or "")
+            reminded = bool(space_id) and await uow.spaces.has_reminder(space_id or "", account_id)
+        return Relation(following=following, reminded=reminded)
+
+    async def display_names(self, account_ids: Sequence[str]) -> dict[str, str]:
+        """Names for ids (an id stands for itself if its account is gone)."""
+        names: dict[str, str] = {}
+        async with self.ctx.uow() as uow:
+            for a in dict.fromkeys(account_ids):
+                try:
+                    names[a] = (await uow.accounts.get(a)).display_name
+                except NotFound:
+                    names[a] = a
+        return names
 
     async def share(self, space_id: str, links: dict[str, str]) -> SharePayload:
         view = await self.view(space_id)

@@ -84,11 +84,15 @@ class FakeSpaces:
         self.st.spaces[space.id] = copy.deepcopy(space)
 
     async def find(self, *, states: Sequence[str] = (), host_id: str | None = None,
-                   community_id: str | None = None, include_unlisted: bool = True, limit: int = 100) -> list[Space]:
+                   community_id: str | None = None, include_unlisted: bool = True, limit: int = 100,
+                   title_contains: str = "", newest_first: bool = False) -> list[Space]:
         out = [s for s in self.st.spaces.values() if (not states or s.state.value in states)
                and (host_id is None or s.host_id == host_id)
                and (community_id is None or s.community_id == community_id)
-               and (include_unlisted or s.visibility != Visibility.UNLISTED)]
+               and (include_unlisted or s.visibility != Visibility.UNLISTED)
+               and title_contains.strip().lower() in s.title.lower()]
+        if newest_first:
+            out.sort(key=lambda s: s.ended_at or s.started_at or s.created_at, reverse=True)
         return copy.deepcopy(out[:limit])
 
     async def count_scheduled(self, host_id: str) -> int:
@@ -156,6 +160,9 @@ class FakeSpaces:
     async def reminder_accounts(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]:
         return sorted(a for s, a in self.st.reminders if s == space_id and a > after)[:limit]
 
+    async def has_reminder(self, space_id: str, account_id: str) -> bool:
+        return (space_id, account_id) in self.st.reminders
+
 
 class FakeAccounts:
     def __init__(self, st: State) -> None:
@@ -207,6 +214,9 @@ class FakeAccounts:
 
     async def follower_count(self, host: str) -> int:
         return sum(1 for _, h in self.st.follows if h == host)
+
+    async def is_following(self, follower: str, host: str) -> bool:
+        return (follower, host) in self.st.follows
 
     async def followers(self, host: str, after: str = "", limit: int = 1000) -> list[str]:
         return sorted(f for f, h in self.st.follows if h == host and f > after)[:limit]

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp_session
 from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet
 
 from core.errors import NotFound
 from core.model.accounts import Account
@@ -42,9 +43,9 @@ _ACCOUNT_KEY = "spacebridge.account"  # request-local cache of current_account's
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def session_key(secret: bytes) -> bytes:
+def session_key(secret: bytes) -> Fernet:
     """The Fernet key for cookies: derived, so the join-token key and this one never coincide."""
-    return base64.urlsafe_b64encode(hashlib.sha256(b"spacebridge-web-session\x00" + secret).digest())
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"spacebridge-web-session\x00" + secret).digest()))
 
 
 def setup_sessions(app: web.Application, secret: bytes, *, secure: bool | None = None) -> None:

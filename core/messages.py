@@ -61,6 +61,8 @@ _TEXT: dict[str, str] = {
     "reaction.not_an_emoji": "A reaction must be a single emoji.",
     "comment.length": "A comment is 1 to {max} characters (this one has {length}).",
     "reaction.rate_limited": "Slow down: try again in {retry_after_s} s.",
+    "reaction.needs_bus": "A reaction from the shell reaches the room only over the instance's Redis bus "
+                          "({detail}); reactions are counted in the serving processes' memory, never stored.",
     "plugin.unknown_command": "There is no command {name}.",
     "plugin.no_report": "No installed plugin {plugin} keeps a {report} report.",
     "plugin.disabled": "The {plugin} plugin is turned off in this community.",

@@ -8,6 +8,7 @@ are injected: ``Core.on_database`` for the SQL store, a fake store in the unit t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from core import events as ev
 from core.bus import EventBus
 from core.clock import Clock
+from core.model.accounts import Actor
 from core.ports import Store, UnitOfWork
-from core.reactions import ReactionBook
+from core.reactions import ReactionBook, validate_emoji
 from core.usecases.accounts import Accounts
 from core.usecases.batching import AccessCache, GroupCommit
 from core.usecases.communities import Communities
@@ -54,6 +56,9 @@ class Core:
                            reaction_burst=reaction_burst, wake_jobs=wake_jobs, host_grace_s=host_grace_s,
                            speaker_grace_s=speaker_grace_s, presence_stale_s=presence_stale_s)
         bus.subscribe(self._on_event, names=AccessCache.REVOKING)
+        # reactions this process tallied itself, until the bus hands them back (see ``react``)
+        self._own_reactions: Counter[tuple[str, str, str]] = Counter()
+        bus.subscribe(self._on_reaction, names=(ev.ReactionSent.name,))
         c = self.ctx
         self.accounts = a = Accounts(c)
         self.ensure_account, self.create_account, self.account = a.ensure_account, a.create_account, a.account
@@ -78,7 +83,7 @@ class Core:
         self.promote, self.demote, self.mute, self.mute_all = s.promote, s.demote, s.mute, s.mute_all
         self.remove, self.unblock = s.remove, s.unblock
         self.engagement = e = Engagement(c)
-        self.react, self.pin, self.unpin, self.set_captions = e.react, e.pin, e.unpin, e.set_captions
+        self.pin, self.unpin, self.set_captions = e.pin, e.unpin, e.set_captions
         self.add_caption, self.comment, self.recent_comments = e.add_caption, e.comment, e.recent_comments
         self.recent_captions, self.set_badge, self.badges, self.notice = (e.recent_captions, e.set_badge,
                                                                           e.badges, e.notice)
@@ -93,6 +98,33 @@ class Core:
 
     async def _on_event(self, event: ev.Event) -> None:
         self.ctx.access.on_event(event)
+
+    async def react(self, actor: Actor, space_id: str, emoji: str) -> dict[str, int]:
+        """``Engagement.react``; the tallies are per process, so reactions taken by another process (a
+        second ``serve``, ``spacebridge cmd react``) are counted here when the bus brings them
+        (``_on_reaction``), and this process's own, already counted, are remembered so the bus's
+        copy of them is not counted twice."""
+        key = (space_id, actor.account_id, validate_emoji(emoji))
+        self._own_reactions[key] += 1
+        try:
+            return await self.engagement.react(actor, space_id, emoji)
+        except BaseException:
+            self._took_back(key)  # refused (or cancelled) before it was published: nothing will come back
+            raise
+
+    async def _on_reaction(self, event: ev.Event) -> None:
+        if not isinstance(event, ev.ReactionSent):
+            return
+        key = (event.space_id, event.account_id, event.emoji)
+        if self._own_reactions[key]:
+            self._took_back(key)
+        else:
+            self.ctx.reactions.count(event.space_id, event.emoji)
+
+    def _took_back(self, key: tuple[str, str, str]) -> None:
+        self._own_reactions[key] -= 1
+        if self._own_reactions[key] <= 0:
+            del self._own_reactions[key]
 
     # ---- plumbing others use (billing runs its own commands in the core's unit of work) -----------
     def uow(self) -> SqlUnitOfWork:

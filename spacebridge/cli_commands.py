@@ -4,6 +4,10 @@ Built from core/commands.py, which imports no web framework or chat SDK, so the 
 options are the table's: ``--person 2`` (a queue position or an account id), ``--block`` (a flag
 alone means true; ``--block off`` says false), ``--when +2h``. The command runs through the same
 ``dispatch`` as the web room and the chat apps, as that account, with the same rules and refusals.
+
+The command's events go over the instance's Redis bus (where ``SPACEBRIDGE_REDIS_URL`` is set), so the
+serving processes show the change at once. ``react`` needs that bus: a reaction is never stored, the
+serving processes count the ones the bus brings them, so without a bus it is refused, not lost.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from core.commands import BUILTINS, Command, CommandTable, Outcome, dispatch
-from core.errors import Invalid
+from core.errors import Invalid, Unavailable
 from core.model.accounts import Actor
 from spacebridge.cli_support import check_as, fail, known, with_platform
 
@@ -82,11 +86,27 @@ def cmd(
 
     async def go(platform: Any) -> Outcome:
         await known(platform.core, as_)
+        from core.bus import RedisBus
         from spacebridge.ticket_desk import command_ports
 
-        outcome: Outcome = await dispatch(platform.core, Actor(account_id=as_, platform="web"), name,
-                                          None if space == "-" else space, raw, table=table, text=True,
-                                          ports=command_ports(platform))
+        bus = platform.core.bus
+        if isinstance(bus, RedisBus):
+            try:
+                await bus.start()
+            except Exception as e:  # redis errors, OSError: Redis is configured but not answering
+                await bus.close()
+                if command.name == "react":
+                    raise Unavailable("reaction.needs_bus", detail=f"not reachable: {type(e).__name__}") from None
+                bus = None  # the change is stored all the same; the rooms see it on their next read
+        elif command.name == "react":
+            raise Unavailable("reaction.needs_bus", detail="set SPACEBRIDGE_REDIS_URL as serve has it")
+        try:
+            outcome: Outcome = await dispatch(platform.core, Actor(account_id=as_, platform="web"), name,
+                                              None if space == "-" else space, raw, table=table, text=True,
+                                              ports=command_ports(platform))
+        finally:
+            if isinstance(bus, RedisBus):
+                await bus.close()  # after the outbox reached Redis (or a warning that it could not)
         return outcome
 
     outcome = with_platform(go, as_json)

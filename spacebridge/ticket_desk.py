@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from core.commands import Ports
-from core.errors import Unavailable
+from core.errors import Conflict
 from core.model.accounts import Actor
 
 if TYPE_CHECKING:
@@ -27,10 +27,14 @@ class LedgerDesk:
         self.core, self.ledger, self.sales = core, ledger, sales
 
     async def ticket(self, actor: Actor, space_id: str) -> Mapping[str, Any]:
+        """The Space's own answer first (a free Space needs no ticket), as the chat apps give it; only a
+        priced Space on an instance without Stripe hears that sales are off."""
+        space = (await self.core.view(space_id)).space
+        if space.ticketing is None:
+            raise Conflict("ticket.not_ticketed", space_id=space_id)
         if self.sales is None:
-            raise Unavailable("command.unavailable", command="ticket")
-        title = (await self.core.view(space_id)).space.title
-        bought = await self.sales.buy_with_checkout(actor, space_id, title)
+            raise Conflict("billing.off", hint="this Space is priced in " + space.ticketing.currency.upper())
+        bought = await self.sales.buy_with_checkout(actor, space_id, space.title)
         return {"ticket_id": bought.ticket.id, "url": bought.url}
 
     async def refund(self, actor: Actor, space_id: str) -> Mapping[str, Any]:

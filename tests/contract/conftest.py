@@ -5,6 +5,7 @@ run stays fast."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from core.bus import InProcessBus
+from core.bus import RedisBus
 from core.clock import SystemClock
 from core.services import Core
 from core.storage import migrate
@@ -20,6 +21,7 @@ from core.storage.engine import make_engine, make_sessionmaker
 from spacebridge.app import build, start, stop
 from spacebridge.config import load_settings
 from tests.contract.drivers import CliDriver, DiscordDriver, Driver, TelegramDriver, WebDriver, data_env
+from tests.support import services
 from tests.support.discord_fake import STAGE, TEXT, FakeDiscord, Mention
 from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 from tests.support.telegram_fake import FakeBotAPI
@@ -78,12 +80,16 @@ async def _telegram(tmp: Path) -> AsyncIterator[Driver]:
 
 @asynccontextmanager
 async def _cli(tmp: Path) -> AsyncIterator[Driver]:
+    """The shell beside a serving process: the same database and the same Redis bus (its own prefix)."""
     url = f"sqlite:///{tmp / 'cli.sqlite3'}"
     await asyncio.to_thread(migrate.upgrade, url)  # it runs its own event loop
     engine = make_engine(url)
-    bus = InProcessBus()
+    services.require("redis")
+    prefix = f"contract-{uuid.uuid4().hex[:8]}:"
+    bus = RedisBus(services.REDIS_URL, prefix=prefix)
     await bus.start()
-    yield CliDriver(Core(make_sessionmaker(engine), bus, SystemClock()), data_env(tmp, url))
+    env = {**data_env(tmp, url), "SPACEBRIDGE_REDIS_URL": services.REDIS_URL, "SPACEBRIDGE_REDIS_PREFIX": prefix}
+    yield CliDriver(Core(make_sessionmaker(engine), bus, SystemClock()), env)
     await bus.close()
     await engine.dispose()
 
@@ -104,8 +110,7 @@ async def driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 # entry must be removed in the same change. Web: the socket joins only live Spaces (start, cancel,
 # reschedule, remind unreachable; an ended Space answers space.ended, not space.closed); ticket without
 # Stripe is command.unavailable. Discord: accept_invite, clear_queue, comment, mute_all, reschedule,
-# step_down not registered; start/ticket/unpin check state in another order. CLI: react's tally lives in
-# the CLI process; ticket without Stripe.
+# step_down not registered; start/ticket/unpin check state in another order.
 KNOWN_GAPS = frozenset({
     "test_the_least_role_succeeds_and_the_core_shows_it[web-cancel]",
     "test_the_least_role_succeeds_and_the_core_shows_it[web-remind]",
@@ -145,8 +150,6 @@ KNOWN_GAPS = frozenset({
     "test_a_space_in_the_wrong_state_is_refused[discord-unpin]",
     "test_a_bad_argument_is_refused_and_changes_nothing[discord-comment]",
     "test_a_bad_argument_is_refused_and_changes_nothing[discord-reschedule]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[cli-react]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[cli-ticket]",
 })
 
 

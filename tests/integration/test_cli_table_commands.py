@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from core.bus import RedisBus
+from core.clock import SystemClock
+from core.model.accounts import Actor
+from core.services import Core
 from core.storage import migrate
+from core.storage.engine import make_engine, make_sessionmaker
 from spacebridge.cli import app
+from tests.support import services
 
 
 @pytest.fixture
@@ -54,8 +62,48 @@ def test_table_commands_run_from_the_shell_with_the_tables_rules(runner: CliRunn
     assert code == 0 and out["outcome"] == "hand.raised" and out["result"] == 1
     code, out = _json(runner, "cmd", "remove", space, "--as", host, "--person", fan, "--block", "--reason", "spam")
     assert code == 0 and out["data"] == {"account_id": fan, "blocked": True}
-    code, out = _json(runner, "cmd", "react", space, "--as", fan, "--emoji", "👏")
+    code, out = _json(runner, "cmd", "comment", space, "--as", fan, "--text", "hi")
     assert code == 1 and out["error"]["code"] == "space.blocked"
+
+
+def test_a_reaction_without_a_bus_is_refused_in_words(runner: CliRunner) -> None:
+    """Reactions are never stored: with no Redis bus to carry it, the shell says so instead of losing it."""
+    host = _json(runner, "account", "create", "Hana")[1]["id"]
+    space = _json(runner, "space", "create", "Now", "--as", host, "--override")[1]["id"]
+    code, out = _json(runner, "cmd", "react", space, "--as", host, "--emoji", "👏")
+    assert code == 1 and out["error"]["code"] == "reaction.needs_bus"
+    assert "SPACEBRIDGE_REDIS_URL" in out["error"]["message"]
+
+
+async def test_a_reaction_from_the_shell_shows_in_the_serving_process_tally(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` and the shell share the database and the Redis bus; the shell's clap is counted by the
+    serving process (which only ever counts reactions in memory) and its own clap once, not twice."""
+    services.require("redis")
+    prefix = f"clitest-{uuid.uuid4().hex[:8]}:"
+    monkeypatch.setenv("SPACEBRIDGE_REDIS_URL", services.REDIS_URL)
+    monkeypatch.setenv("SPACEBRIDGE_REDIS_PREFIX", prefix)
+    engine = make_engine(f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    bus = RedisBus(services.REDIS_URL, prefix=prefix)
+    await bus.start()
+    core = Core(make_sessionmaker(engine), bus, SystemClock())
+    try:
+        host = await core.ensure_account("web", "hana", "Hana")
+        fan = await core.ensure_account("web", "finn", "Finn")
+        space = await core.create_space(Actor(account_id=host.id, platform="web", is_community_admin=True), "Now")
+        await core.join(Actor(account_id=fan.id, platform="web"), space.id)
+        await core.react(Actor(account_id=host.id, platform="web"), space.id, "💜")
+
+        code, out = await asyncio.to_thread(_json, runner, "cmd", "react", space.id, "--as", fan.id, "--emoji", "👏")
+        assert code == 0 and out["outcome"] == "reaction.sent"
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while "👏" not in (await core.view(space.id)).reactions:
+            assert asyncio.get_running_loop().time() < deadline, "the shell's reaction never reached the tally"
+            await asyncio.sleep(0.02)
+        assert (await core.view(space.id)).reactions == {"💜": 1, "👏": 1}
+    finally:
+        await bus.close()
+        await engine.dispose()
 
 
 def test_bad_options_are_refused_in_words_before_anything_runs(runner: CliRunner) -> None:

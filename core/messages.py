@@ -57,7 +57,6 @@ _TEXT: dict[str, str] = {
     "hand.on_stage": "You are on stage already; no need to raise your hand.",
     "hand.already_raised": "Your hand is already raised (position {position}).",
     "hand.not_raised": "There is no raised hand to act on.",
-    "hand.no_such_position": "There is no raised hand number {position} ({queued} in the queue).",
     "reaction.not_an_emoji": "A reaction must be a single emoji.",
     "comment.length": "A comment is 1 to {max} characters (this one has {length}).",
     "reaction.rate_limited": "Slow down: try again in {retry_after_s} s.",
@@ -129,7 +128,9 @@ _TEXT: dict[str, str] = {
     "command.not_now": "{command} is for {allowed} Spaces (this one is {state}).",
     "command.unavailable": "{command} is not offered on this instance.",
     "command.bad_entry": "The command {command} is declared wrongly: {option} {problem}.",
-    "person.not_in_queue": "There is no raised hand #{position} (there are {queued}).",
+    # the one wording for a queue number nobody holds (core.commands.resolve_person), on every surface
+    "person.not_in_queue": "There is no raised hand number {position} ({queued} in the queue); the queue "
+                           "lists who is waiting.",
     "guest.link_account": "Guests can listen; sign in (link your account) to react or raise a hand.",
     "space.guests_not_allowed": "This Space is unlisted: join with a personal link.",
     "sdp.invalid": "The media offer is not valid SDP ({detail}).",

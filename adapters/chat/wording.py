@@ -66,8 +66,6 @@ def notice(template: str, data: Mapping[str, Any], style: Style, *, when: Callab
 
 CHAT_TEXT: dict[str, str] = {
     "chat.who": "Say who: reply to their message, or give their queue number or account id.",
-    "person.not_in_queue": "There is no raised hand number {position} ({queued} in the queue); the queue command "
-                           "lists who is waiting.",
     "chat.unknown_mention": "I don't know {mention} yet (they have not written here since I started): reply to "
                             "their message, or give their queue number or account id.",
 }

@@ -40,6 +40,7 @@ from core.tokens import JoinTokens
 if TYPE_CHECKING:
     from plugins.manager import PluginManager
 
+from adapters.discord import layout
 from adapters.discord.base import PLATFORM, DiscordConfig, _State, stage_connection
 from adapters.discord.commands import CommandsMixin
 from adapters.discord.setup import SetupMixin
@@ -140,6 +141,9 @@ class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
         if self.plugins is not None:
             for spec in self.plugins.command_list():
                 self.tree.add_command(self._plugin_command(spec))
+        problems = layout.problems([c.to_dict(self.tree) for c in self.tree.get_commands()])
+        if problems:  # Discord would refuse the whole sync, and every command would vanish
+            raise RuntimeError("the slash commands break Discord's limits: " + "; ".join(problems))
         client.event(self.on_voice_state_update)
         client.event(self.on_interaction)
         client.event(self.on_scheduled_event_user_add)

@@ -1,7 +1,11 @@
-"""Slash commands: the /space group (every table command, plus start, schedule, queue, join) and plugin commands.
+"""Slash commands, generated from the command table: ``/space``, ``/stage`` and top-level commands
+(``adapters/discord/layout.py`` says which goes where), plus plugin commands.
 
-Each command names its Space and its person the Discord way (the ``space`` option, a member or a
-queue position or account id) and runs the table command through the chat toolkit.
+Each table command's options become typed Discord options (a person is a ``member`` picker or a
+``who``: queue position or account id); a few commands keep a Discord shape of their own (start
+creates or starts, share posts the card, ticket opens Checkout, pin takes a url, unpin a number).
+Every one resolves its Space, applies the table's state and role checks first (as every surface
+does), then runs the table command through the chat toolkit and answers in the shared words.
 """
 
 from __future__ import annotations
@@ -13,7 +17,16 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 import discord
 from discord import app_commands
 
-from core.errors import Conflict, NotFound
+from adapters.chat.actions import ChatDesk, person, run
+from adapters.chat.wording import markdown, word
+from adapters.chat.wording import queue as chat_queue
+from adapters.discord import render
+from adapters.discord.base import PLATFORM, DiscordBase
+from adapters.discord.layout import FLAG_NAMES, GROUPS, OWN, group_of
+from adapters.discord.setup import _topics
+from core.command_model import MAX_ID, Command, Option, Ports
+from core.commands import BUILTIN_TABLE, check_role, check_state, role_in
+from core.errors import Conflict, Invalid, NotFound
 from core.model.accounts import Actor
 from core.model.space import Space
 from core.timeparse import parse_when
@@ -21,131 +34,138 @@ from core.timeparse import parse_when
 if TYPE_CHECKING:
     from plugins.api import CommandSpec
 
-from adapters.chat.actions import ChatDesk, person, run
-from adapters.chat.wording import markdown, word
-from adapters.chat.wording import queue as chat_queue
-from adapters.discord import render
-from adapters.discord.base import PLATFORM, DiscordBase
-from adapters.discord.setup import _topics
-from core.command_model import Ports
-from core.commands import BUILTIN_TABLE, REACTIONS
-from core.errors import Invalid
-
 log = logging.getLogger(__name__)
 STYLE = markdown(discord.utils.escape_markdown)
 WHO = "Their queue number (#2) or account id: anyone on any platform"
+MEMBER = "Who, if they are in this server"
 SPACE = "Space id (defaults to the live one here)"
-PERSON_REQUIRED = frozenset({"approve", "deny", "invite", "promote", "demote", "remove"})
+_TYPES: dict[str, Any] = {"text": str, "number": int, "flag": bool, "emoji": str, "when": str}
+_P = inspect.Parameter
 
 
-def _summary(name: str) -> str:
-    """The table's words for a command, so Discord describes it as every surface does."""
+def _param(name: str, kind: Any, required: bool) -> inspect.Parameter:
+    return _P(name, _P.POSITIONAL_OR_KEYWORD, annotation=kind if required else Optional[kind],  # noqa: UP045
+              default=_P.empty if required else None)
+
+
+def _described(o: Option) -> str:
+    text = f"{o.description}: {' '.join(o.choices)}" if o.kind == "emoji" and o.choices else o.description
+    return text[:100] or o.name
+
+
+def _entry(name: str) -> Command:
     command = BUILTIN_TABLE.get(name)
-    return (command.summary if command is not None else name)[:100]
+    if command is None:
+        raise RuntimeError(f"the command table has no {name!r}")
+    return command
+
+
+def _pick_states(command: Command) -> tuple[str, ...]:
+    """Where to look for the Space a command means when none is named: live first, scheduled if it may."""
+    return tuple(s for s in ("live", "scheduled") if s in command.states) or ("live",)
+
+
+def _needs_space(command: Command) -> bool:
+    """An account command (link) takes no ``space``; follow does, to name that Space's host."""
+    return command.scope == "space" or any(o.kind == "person" for o in command.options)
 
 
 class CommandsMixin(DiscordBase):
     def _register(self, tree: app_commands.CommandTree[discord.Client]) -> None:
-        space = app_commands.Group(name="space", description="Live audio Spaces")
+        """Every table command where the layout puts it (generated, or Discord's own shape), then Discord's own."""
+        groups = {name: app_commands.Group(name=name, description=text) for name, text in GROUPS.items()}
+        own = self._own_commands()
+        for command in BUILTIN_TABLE:
+            built = own.pop(command.name, None) or self._table_command(command)
+            place = group_of(command)
+            if place is None:
+                tree.add_command(built)
+            else:
+                groups[place].add_command(built)
+        for name, place in OWN.items():
+            groups[place].add_command(own.pop(name))
+        if own:
+            raise RuntimeError(f"Discord shapes for commands the table does not have: {sorted(own)}")
+        for group in groups.values():
+            tree.add_command(group)
+
+    def _table_command(self, command: Command) -> app_commands.Command[Any, Any, None]:
+        """A table command as an app command: its options typed (a person: ``member`` or ``who``), plus ``space``."""
+        params = [_P("interaction", _P.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)]
+        described: dict[str, str] = {}
+        table_names: dict[str, tuple[str, bool]] = {}  # Discord's option name -> (the table's, inverted)
+        for o in sorted(command.options, key=lambda o: not (o.required and o.kind != "person")):
+            if o.kind == "person":  # Discord's member picker, or any platform's person by number or id
+                params += [_param("member", discord.Member, False), _param("who", str, False)]
+                described["member"] = MEMBER if o.name == "person" else "The same, picked from this server's members"
+                described["who"] = WHO if o.name == "person" else _described(o)
+                continue
+            name, inverted = FLAG_NAMES.get((command.name, o.name), (o.name, False))
+            table_names[name] = (o.name, inverted)
+            kind = Literal.__getitem__(o.choices) if o.kind == "choice" else _TYPES[o.kind]
+            params.append(_param(name, kind, o.required and not inverted))
+            described[name] = _described(o)
+        if _needs_space(command):
+            params.append(_param("space", str, False))
+            described["space"] = SPACE
         me = self
 
-        @space.command(name="start", description="Go live now, or start your scheduled Space")
+        async def callback(interaction: discord.Interaction, /, **values: Any) -> None:
+            space_id, member, who = values.pop("space", None), values.pop("member", None), values.pop("who", None)
+            args: dict[str, Any] = {}
+            for key, value in values.items():
+                if value is not None:
+                    table_name, inverted = table_names[key]
+                    args[table_name] = not value if inverted else value
+            await me._table(interaction, command, space_id, args, member=member, who=who)
+
+        callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        callback.__discord_app_commands_param_description__ = described  # type: ignore[attr-defined]
+        return app_commands.Command(name=command.name, description=command.summary[:100], callback=callback)
+
+    def _own_commands(self) -> dict[str, app_commands.Command[Any, Any, None]]:
+        """Commands with a Discord shape of their own: table commands (by table name) and Discord's own."""
+        me = self
+
+        @app_commands.command(name="start", description="Go live now, or start your scheduled Space")
         @app_commands.describe(title="Title of a new Space", space="Id of your scheduled Space to start",
                                topic="Up to three topics, comma separated")
         async def start(interaction: discord.Interaction, title: str | None = None, space: str | None = None,
                         topic: str | None = None) -> None:
             await me.cmd_start(interaction, title, space, topic)
 
-        @space.command(name="schedule", description="Schedule a Space up to 30 days ahead")
+        @app_commands.command(name="schedule", description="Schedule a Space up to 30 days ahead")
         @app_commands.describe(title="Title", when="When: +2h, in 3d, tomorrow 18:00, 2026-12-01T18:00Z",
                                topic="Up to three topics, comma separated")
         async def schedule(interaction: discord.Interaction, title: str, when: str, topic: str | None = None) -> None:
             await me.cmd_schedule(interaction, title, when, topic)
 
-        @space.command(name="end", description="End your live Space")
-        async def end(interaction: discord.Interaction, space: str | None = None) -> None:
-            await me._table(interaction, "end", space)
-
-        @space.command(name="cancel", description="Cancel your scheduled Space (ticket holders are refunded)")
-        async def cancel(interaction: discord.Interaction, space: str | None = None) -> None:
-            await me._table(interaction, "cancel", space, states=("scheduled",))
-
-        @space.command(name="remind", description="Get a DM when a scheduled Space starts")
-        async def remind(interaction: discord.Interaction, space: str | None = None, off: bool = False) -> None:
-            await me._table(interaction, "remind", space, {"on": not off}, states=("scheduled",), public=False)
-
-        @space.command(name="hand", description="Raise or lower your hand")
-        async def hand(interaction: discord.Interaction, space: str | None = None, down: bool = False) -> None:
-            await me._table(interaction, "hand", space, {"up": False} if down else {}, public=False)
-
-        @space.command(name="react", description="Send a reaction")
-        @app_commands.describe(emoji="One emoji: " + " ".join(REACTIONS))
-        async def react(interaction: discord.Interaction, emoji: str, space: str | None = None) -> None:
-            await me._table(interaction, "react", space, {"emoji": emoji}, public=False)
-
-        @space.command(name="queue", description="Who has a hand up")
+        @app_commands.command(name="queue", description="Who has a hand up, numbered as every platform names them")
+        @app_commands.describe(space=SPACE)
         async def queue(interaction: discord.Interaction, space: str | None = None) -> None:
             actor = await me._actor(interaction.user)
             s = await me._space(interaction, space, actor=actor)
             view = await me.core.view(s.id)
             hands = [(h.account_id, view.names.get(h.account_id, h.account_id)) for h in view.space.hands]
-            await me._reply(interaction, chat_queue(hands, STYLE, approve="`/space approve who:NUMBER`"))
+            await me._reply(interaction, chat_queue(hands, STYLE, approve="`/stage approve who:NUMBER`"))
 
-        def person_command(name: str, description: str, states: tuple[str, ...] = ("live",)) -> None:
-            @space.command(name=name, description=description)
-            @app_commands.describe(member="Who, if they are in this server", who=WHO, space=SPACE)
-            async def command(interaction: discord.Interaction, member: discord.Member | None = None,
-                              who: str | None = None, space: str | None = None) -> None:
-                await me._table(interaction, name, space, states=states, member=member, who=who)
-
-        for name in ("approve", "deny", "invite", "demote", "mute", "unmute"):
-            person_command(name, _summary(name))
-
-        @space.command(name="promote", description=_summary("promote"))
-        @app_commands.describe(member="Who, if they are in this server", who=WHO, role="speaker or co-host",
-                               space=SPACE)
-        async def promote(interaction: discord.Interaction, member: discord.Member | None = None,
-                          who: str | None = None, role: Literal["speaker", "cohost"] = "speaker",
-                          space: str | None = None) -> None:
-            await me._table(interaction, "promote", space, {"role": role}, member=member, who=who)
-
-        @space.command(name="remove", description="Remove someone from the Space (host, co-host)")
-        @app_commands.describe(member="Who, if they are in this server", who=WHO,
-                               block="Also keep them out of this host's Spaces", reason="Why (kept in the log)")
-        async def remove(interaction: discord.Interaction, member: discord.Member | None = None,
-                         who: str | None = None, block: bool = False, reason: str = "",
-                         space: str | None = None) -> None:
-            await me._table(interaction, "remove", space, {"block": block, "reason": reason}, member=member, who=who)
-
-        def follow_command(name: str) -> None:  # top level: about a host, not a Space (and /space holds 25 at most)
-            @tree.command(name=name, description=_summary(name))
-            @app_commands.describe(member="The host, if they are in this server",
-                                   who="The host's account id (left out: this Space's host)", space=SPACE)
-            async def command(interaction: discord.Interaction, member: discord.Member | None = None,
-                              who: str | None = None, space: str | None = None) -> None:
-                await me._follow(interaction, name, member, who, space)
-
-        follow_command("follow")
-        follow_command("unfollow")
-
-        @space.command(name="pin", description="Pin a link to the Space (people on stage)")
+        @app_commands.command(name="pin", description=_entry("pin").summary[:100])
+        @app_commands.describe(url="A link", title="What to show (default: the link)", space=SPACE)
         async def pin(interaction: discord.Interaction, url: str, title: str | None = None,
                       space: str | None = None) -> None:
-            await me._table(interaction, "pin", space, {"title": title or url, "url": url})
+            await me._table(interaction, _entry("pin"), space, {"title": title or url, "url": url})
 
-        @space.command(name="unpin", description="Unpin by number (1 is the first pin on the card)")
+        @app_commands.command(name="unpin", description=_entry("unpin").summary[:100])
+        @app_commands.describe(number="Which pin: 1 is the first on the card", space=SPACE)
         async def unpin(interaction: discord.Interaction, number: app_commands.Range[int, 1, 50],
                         space: str | None = None) -> None:
-            await me._table(interaction, "unpin", space, {"pin_number": number})
+            await me._table(interaction, _entry("unpin"), space, {"pin_number": number})
 
-        @space.command(name="captions", description="Captions on or off (people on stage)")
-        async def captions(interaction: discord.Interaction, on: bool, space: str | None = None) -> None:
-            await me._table(interaction, "captions", space, {"enabled": on})
-
-        @space.command(name="share", description="Share a Space here")
+        @app_commands.command(name="share", description=_entry("share").summary[:100])
+        @app_commands.describe(space=SPACE)
         async def share(interaction: discord.Interaction, space: str | None = None) -> None:
             actor = await me._actor(interaction.user)
-            s = await me._space(interaction, space, states=("live", "scheduled"), actor=actor)
+            s = await me._checked(interaction, _entry("share"), space, actor)
             payload = await me.core.share(s.id, {"web": f"{me.public_url}/s/{s.id}"})
             content = render.card(await me.core.view(s.id), f"{me.public_url}/s/{s.id}")
             kwargs: dict[str, Any] = {"embed": content.embed}
@@ -153,70 +173,65 @@ class CommandsMixin(DiscordBase):
                 kwargs["view"] = content.view
             await me._reply(interaction, payload.text(), ephemeral=False, **kwargs)
 
-        @space.command(name="ticket", description="Buy a ticket to a ticketed Space")
+        @app_commands.command(name="ticket", description=_entry("ticket").summary[:100])
+        @app_commands.describe(space=SPACE)
         async def ticket(interaction: discord.Interaction, space: str | None = None) -> None:
             actor = await me._actor(interaction.user)
-            s = await me._space(interaction, space, states=("live", "scheduled"), actor=actor)
-            await me.cmd_ticket(interaction, actor, s)
+            await me.cmd_ticket(interaction, actor, await me._checked(interaction, _entry("ticket"), space,
+                                                                      actor))
 
-        @space.command(name="refund", description=_summary("refund"))
-        async def refund(interaction: discord.Interaction, space: str | None = None) -> None:
-            await me._table(interaction, "refund", space, states=("scheduled", "live"), public=False)
-
-        @space.command(name="join", description="Your personal link to the web room (to speak from the browser)")
+        @app_commands.command(name="join", description="Your personal link to the web room (to speak from the browser)")
+        @app_commands.describe(space=SPACE)
         async def join(interaction: discord.Interaction, space: str | None = None) -> None:
             actor = await me._actor(interaction.user)
             s = await me._space(interaction, space, actor=actor)
             await me._send_room(interaction, actor, s.id)
 
-        @space.command(name="link", description="Link your account across Discord, Telegram and the web")
-        @app_commands.describe(code="A code from another platform; leave empty to get one")
-        async def link(interaction: discord.Interaction, code: str | None = None) -> None:
-            actor = await me._actor(interaction.user)
-            out = await run(me.core, actor, "link", None, {"code": code.strip()} if code else {})
-            name = (await me.core.account(str(out.data["account_id"]))).display_name if code else ""
-            await me._reply(interaction, word(out, STYLE, name=name))
+        made: tuple[app_commands.Command[Any, Any, None], ...] = (start, schedule, queue, pin, unpin, share, ticket,
+                                                                   join)
+        return {c.name: c for c in made}
 
-        tree.add_command(space)
+    async def _checked(self, interaction: discord.Interaction, command: Command, space_id: str | None,
+                       actor: Actor) -> Space:
+        """The Space a command means, after the table's state and role checks (before anything Discord's own)."""
+        s = await self._space(interaction, space_id, states=_pick_states(command), actor=actor)
+        check_state(command, s)
+        check_role(command, actor, role_in(s, actor.account_id))
+        return s
 
-    async def _table(self, interaction: discord.Interaction, command: str, space_id: str | None,
-                     args: dict[str, Any] | None = None, *, states: tuple[str, ...] = ("live",), public: bool = True,
-                     member: discord.Member | None = None, who: str | None = None) -> None:
-        """Run a table command for the caller on the Space they mean, and answer in the shared words."""
+    async def _table(self, interaction: discord.Interaction, command: Command, space_id: str | None,
+                     args: dict[str, Any], *, member: discord.Member | None = None, who: str | None = None) -> None:
+        """Run a table command for the caller on the Space they mean, and answer in the shared words.
+
+        The table's state and role checks come first; then the person and the pin number are read."""
         actor = await self._actor(interaction.user)
-        s = await self._space(interaction, space_id, states=states, actor=actor)
-        args = dict(args or {})
+        named = member is not None or bool(who)
+        s: Space | None = None
+        if _needs_space(command) and (command.scope == "space" or space_id or not named):
+            s = await self._checked(interaction, command, space_id, actor)
         name = ""
-        if member is not None or who:
-            if member is not None:
-                args["person"], name = await self._account(member), member.display_name
-            else:
-                args["person"] = await person(self.core, s, who or "")
-                name = (await self.core.account(args["person"])).display_name
-        elif command in PERSON_REQUIRED:
+        option = next((o for o in command.options if o.kind == "person"), None)
+        if option is not None and member is not None:
+            args[option.name], name = await self._account(member), member.display_name
+        elif option is not None and who:
+            args[option.name] = await person(self.core, s, who)
+        elif option is not None and option.required:
             raise Invalid("chat.who")
         if "pin_number" in args:
+            assert s is not None
             n = args.pop("pin_number")
             if n > len(s.pins):
-                raise NotFound("pin.not_found", pin_id=str(n))
+                raise NotFound("pin.not_found", pin_id=str(n)[:MAX_ID])
             args["pin_id"] = s.pins[n - 1].id
-        out = await run(self.core, actor, command, s, args, ports=Ports(tickets=ChatDesk(self.ledger)))
-        text = word(out, STYLE, name=name, title=s.title, pin_title=str(args.get("title", "")),
-                    ticketed=s.ticketing is not None)
-        await self._reply(interaction, text, ephemeral=not public)
-
-    async def _follow(self, interaction: discord.Interaction, command: str, member: discord.Member | None,
-                      who: str | None, space_id: str | None) -> None:
-        actor = await self._actor(interaction.user)
-        if member is not None:
-            host = await self._account(member)
-        elif who:
-            host = await person(self.core, None, who)
-        else:
-            host = (await self._space(interaction, space_id, states=("live", "scheduled"), actor=actor)).host_id
-        out = await run(self.core, actor, command, None, {"host": host})
-        await self._reply(interaction, word(out, STYLE, name=(await self.core.account(host)).display_name))
-
+        links = {"web": f"{self.public_url}/s/{s.id}"} if s is not None else {}
+        out = await run(self.core, actor, command.name, s, args,
+                        ports=Ports(tickets=ChatDesk(self.ledger), links=lambda _: links))
+        named_id = out.data.get("account_id") or out.data.get("host_id")
+        if not name and named_id:
+            name = (await self.core.account(str(named_id))).display_name
+        text = word(out, STYLE, name=name, title=s.title if s else "", pin_title=str(args.get("title", "")),
+                    ticketed=s is not None and s.ticketing is not None)
+        await self._reply(interaction, text, ephemeral=command.least_role == "anyone")  # moderation is public
 
     def _plugin_command(self, spec: CommandSpec) -> app_commands.Command[Any, Any, None]:
         """A plugin's command as a top-level app command; its options become typed Discord options."""
@@ -253,15 +268,18 @@ class CommandsMixin(DiscordBase):
 
     async def cmd_start(self, interaction: discord.Interaction, title: str | None, space_id: str | None,
                         topic: str | None) -> None:
+        """A new Space with ``title``; else the scheduled one named (the table's start, its checks first)."""
         actor = await self._actor(interaction.user)
+        s: Space | None = None
+        if space_id or not title:
+            s = await self._checked(interaction, _entry("start"), space_id, actor)
         if interaction.guild is not None:
             await self._preflight(interaction.guild, scheduled=False)
-        if space_id or not title:
-            s = await self._space(interaction, space_id, states=("scheduled",), actor=actor)
-            s = await self.core.start_space(actor, s.id)
+        if s is not None:
+            await run(self.core, actor, "start", s)
         else:
             community = await self._community(interaction.guild) if interaction.guild else None
-            s = await self.core.create_space(actor, title, topics=_topics(topic),
+            s = await self.core.create_space(actor, title or "", topics=_topics(topic),
                                              community_id=community.id if community else None)
         await self._reply(interaction, f"🔴 **{s.title}** is live (`{s.id}`). Followers are being told.",
                           ephemeral=False)

@@ -109,8 +109,7 @@ async def driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 # says. They are expected failures, strictly: fixing one turns its entry into an XPASS failure, so the
 # entry must be removed in the same change. Web: the socket joins only live Spaces (start, cancel,
 # reschedule, remind unreachable; an ended Space answers space.ended, not space.closed); ticket without
-# Stripe is command.unavailable. Discord: accept_invite, clear_queue, comment, mute_all, reschedule,
-# step_down not registered; start/ticket/unpin check state in another order.
+# Stripe is command.unavailable.
 KNOWN_GAPS = frozenset({
     "test_the_least_role_succeeds_and_the_core_shows_it[web-cancel]",
     "test_the_least_role_succeeds_and_the_core_shows_it[web-remind]",
@@ -128,28 +127,6 @@ KNOWN_GAPS = frozenset({
     "test_a_space_in_the_wrong_state_is_refused[web-unpin]",
     "test_a_bad_argument_is_refused_and_changes_nothing[web-remind]",
     "test_a_bad_argument_is_refused_and_changes_nothing[web-reschedule]",
-    "test_the_surface_offers_every_table_command[discord]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[discord-accept_invite]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[discord-clear_queue]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[discord-comment]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[discord-mute_all]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[discord-reschedule]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[discord-step_down]",
-    "test_a_role_below_the_least_is_refused_with_the_tables_code[discord-clear_queue]",
-    "test_a_role_below_the_least_is_refused_with_the_tables_code[discord-mute_all]",
-    "test_a_role_below_the_least_is_refused_with_the_tables_code[discord-reschedule]",
-    "test_a_role_below_the_least_is_refused_with_the_tables_code[discord-step_down]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-accept_invite]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-clear_queue]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-comment]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-mute_all]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-reschedule]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-start]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-step_down]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-ticket]",
-    "test_a_space_in_the_wrong_state_is_refused[discord-unpin]",
-    "test_a_bad_argument_is_refused_and_changes_nothing[discord-comment]",
-    "test_a_bad_argument_is_refused_and_changes_nothing[discord-reschedule]",
 })
 
 

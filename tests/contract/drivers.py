@@ -162,7 +162,6 @@ class WebDriver:
 
 # ---- Discord ---------------------------------------------------------------------------------------
 # Discord names a few table options its own way (typed options, a member picker); the rest keep the table's.
-_DISCORD_GROUPLESS = frozenset({"follow", "unfollow"})
 
 
 class DiscordDriver:
@@ -200,23 +199,23 @@ class DiscordDriver:
                 out[key] = value
         return out
 
+    def _paths(self) -> dict[str, tuple[str, str | None]]:
+        """Where each command lives in what the bot registered: name -> (top-level command, subcommand)."""
+        out: dict[str, tuple[str, str | None]] = {}
+        for c in self.fake.commands:
+            subs = [o["name"] for o in c.get("options") or [] if o.get("type") == 1]
+            out.update({s: (c["name"], s) for s in subs} if subs else {c["name"]: (c["name"], None)})
+        return out
+
     async def run(self, who: Person, command: str, space_id: str, **args: Any) -> Result:
         options = await self._options(command, space_id, args)
-        if command in _DISCORD_GROUPLESS:
-            iid = await self.fake.interact(self.guild, who.uid, command, None, options)
-        else:
-            iid = await self.fake.interact(self.guild, who.uid, "space", command, options)
+        top, sub = self._paths()[command]
+        iid = await self.fake.interact(self.guild, who.uid, top, sub, options)
         reply = await self.fake.reply(iid, timeout=TIMEOUT_S)
         return _chat_result(str(reply.get("content") or ""))
 
     def offered(self) -> set[str]:
-        names: set[str] = set()
-        for c in self.fake.commands:
-            if c["name"] == "space":
-                names |= {o["name"] for o in c.get("options", []) if o.get("type") in (1, 2)}
-            else:
-                names.add(c["name"])
-        return names
+        return set(self._paths())
 
 
 # ---- Telegram --------------------------------------------------------------------------------------

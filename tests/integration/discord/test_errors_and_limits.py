@@ -60,15 +60,15 @@ async def test_only_server_managers_change_settings_and_bad_options_change_nothi
 async def test_stage_commands_check_the_callers_role(dc: DC) -> None:
     await setup_guild(dc)
     space_id = await live(dc)
-    r = await dc.ask(dc.fan, "space", "approve", member=Mention("user", dc.admin))
+    r = await dc.ask(dc.fan, "stage", "approve", member=Mention("user", dc.admin))
     assert r["flags"] & 64 and "⚠️" in r["content"]
     r = await dc.ask(dc.fan, "space", "end")
     assert r["flags"] & 64 and "⚠️" in r["content"]
     assert (await dc.core.view(space_id)).space.state.value == "live"
-    r = await dc.ask(dc.fan, "space", "queue", space="nosuchspace1")
+    r = await dc.ask(dc.fan, "stage", "queue", space="nosuchspace1")
     assert r["flags"] & 64 and "⚠️" in r["content"]
     # the host can invite and the invited member is on the Space's stage list once accepted
-    r = await dc.ask(dc.host, "space", "invite", member=Mention("user", dc.fan))
+    r = await dc.ask(dc.host, "stage", "invite", member=Mention("user", dc.fan))
     assert "invited" in r["content"]
 
 

@@ -44,9 +44,9 @@ async def test_captions_show_on_the_discord_card(dc: DC) -> None:
     """The stage turns captions on from Discord; lines appear on the Space's card with the speaker's name."""
     await setup_guild(dc)
     space_id = await live(dc)
-    refused = await dc.ask(dc.fan, "space", "captions", on=True)
+    refused = await dc.ask(dc.fan, "stage", "captions", on=True)
     assert refused["flags"] & 64 and "stage" in refused["content"].lower()
-    on = await dc.ask(dc.host, "space", "captions", on=True)
+    on = await dc.ask(dc.host, "stage", "captions", on=True)
     assert "aptions" in on["content"], on
     host = await dc.actor(dc.host)
     await dc.core.add_caption(space_id, host.account_id, "welcome to the morning show", 1.0, 2.5)

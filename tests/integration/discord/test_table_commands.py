@@ -20,10 +20,10 @@ async def test_a_discord_moderator_approves_a_web_hand_by_queue_number(dc: DC) -
     web = await _web_listener(dc)
     await dc.core.join(web, space_id)
     assert await dc.core.raise_hand(web, space_id) == 1
-    r = await dc.ask(dc.host, "space", "approve", who="1")
+    r = await dc.ask(dc.host, "stage", "approve", who="1")
     assert "Wendy is now on stage" in r["content"], r
     assert web.account_id in (await dc.core.view(space_id)).space.speakers
-    r = await dc.ask(dc.host, "space", "approve", who="3")  # nobody there: said, nothing changes
+    r = await dc.ask(dc.host, "stage", "approve", who="3")  # nobody there: said, nothing changes
     assert "⚠️" in r["content"] and "number 3" in r["content"]
 
 
@@ -32,12 +32,12 @@ async def test_promote_to_cohost_and_demote_from_discord(dc: DC) -> None:
     space_id = await live(dc)
     web = await _web_listener(dc)
     await dc.core.join(web, space_id)
-    r = await dc.ask(dc.host, "space", "promote", who=web.account_id, role="cohost")
+    r = await dc.ask(dc.host, "stage", "promote", who=web.account_id, role="cohost")
     assert "Wendy is now a co-host" in r["content"], r
     assert web.account_id in (await dc.core.view(space_id)).space.cohosts
-    refused = await dc.ask(dc.fan, "space", "demote", who=web.account_id)
+    refused = await dc.ask(dc.fan, "stage", "demote", who=web.account_id)
     assert "⚠️" in refused["content"] and "Only the host or a co-host" in refused["content"]
-    r = await dc.ask(dc.host, "space", "demote", who=web.account_id)
+    r = await dc.ask(dc.host, "stage", "demote", who=web.account_id)
     assert "Wendy is back in the audience" in r["content"], r
     space = (await dc.core.view(space_id)).space
     assert web.account_id not in space.cohosts and web.account_id not in space.speakers

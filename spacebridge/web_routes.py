@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 import re
 from typing import Any
 from urllib.parse import urlencode
@@ -88,26 +87,6 @@ async def api_space(request: web.Request) -> web.Response:
     return web.json_response(view.as_dict())
 
 
-async def index(request: web.Request) -> web.Response:
-    p = _platform(request)
-    spaces = await p.core.list_spaces(include_unlisted=False)
-    items = "".join(
-        f"<li><strong>{html.escape(s.title)}</strong> — {s.state.value}"
-        f"{' at ' + s.scheduled_for.strftime('%Y-%m-%d %H:%M UTC') if s.scheduled_for else ''}</li>"
-        for s in spaces
-    ) or "<li>No live or upcoming Spaces yet.</li>"
-    body = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width,initial-scale=1'><title>Spacebridge</title></head>"
-        f"<body><main><h1>Spacebridge</h1><h2>Live and upcoming Spaces</h2><ul>{items}</ul></main></body></html>"
-    )
-    return web.Response(text=body, content_type="text/html")
-
-
-async def room_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "room.html", headers={"Cache-Control": "no-store"})
-
-
 async def billing_off(request: web.Request) -> web.Response:
     return web.json_response({"error": {"code": "billing.off", "message":
                                         "Ticket sales are off: set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET."}},
@@ -171,6 +150,7 @@ async def hls_auth(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     p = app[INSTANCE]
     from adapters.webrtc.socket import Signaling
+    from spacebridge import web_pages
     from spacebridge.ticket_desk import command_ports
 
     signaling = Signaling(p.core, p.rooms, p.tokens, plugins=p.plugins)
@@ -178,7 +158,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/ws/{space_id}", signaling.handle)
     for method, path, handler in p.plugins.routes:
         app.router.add_route(method, path, handler)
-    app.router.add_get("/s/{space_id}", room_page)
+    web_pages.setup(app)  # /, /s/ID (the room while live), /s/ID.ics, /u/ID and their buttons
     app.router.add_static("/static/", STATIC)
     if p.stripe is not None and p.settings.stripe_webhook_secret is not None:
         from billing.webhooks import StripeWebhooks
@@ -211,4 +191,3 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)
-    app.router.add_get("/", index)

@@ -1,0 +1,120 @@
+"""The pages' buttons that need an account: Follow, Remind me and Buy a ticket.
+
+Each is a plain form post (works without script) checked for the session's CSRF token, calling the
+core's own use case (``follow``, ``set_reminder``) or the command table's ticket port (Stripe
+Checkout). Not signed in: a redirect to ``/signin?next=`` the page. A refusal from the core (the
+host blocked you, the Space started meanwhile) comes back as a page that says so and changes
+nothing. A ``fetch`` that asks for JSON gets JSON instead of a redirect.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from core.errors import DomainError, NotFound
+from core.model.accounts import Actor
+from spacebridge.instance import INSTANCE
+from spacebridge.web_pages import NO_STORE, _base, _safe_next, render, viewer
+from spacebridge.web_session import check_csrf
+
+__all__ = ["setup"]
+
+
+def _wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    return {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+
+
+def _signin(next_path: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther("/signin?" + urlencode({"next": next_path}))
+
+
+async def _refused(request: web.Request, e: DomainError, back: str) -> web.Response:
+    from spacebridge.web_pages import error_text
+
+    message = error_text(e)
+    if _wants_json(request):
+        return web.json_response({"error": {**e.as_dict(), "message": message}}, status=409, headers=NO_STORE)
+    account, csrf = await viewer(request)
+    return render("refused.html", request, _base(request, account, csrf, message=message, back=back), status=409)
+
+
+async def follow(request: web.Request) -> web.StreamResponse:
+    """``POST /u/ID/follow`` (form: ``csrf``, ``on`` = 1 or 0, ``next``): follow or unfollow the host."""
+    host_id = request.match_info["account_id"]
+    back = f"/u/{host_id}"
+    form = await _form(request)
+    account, _ = await viewer(request)
+    next_path = _safe_next(form.get("next", back), back)
+    if account is None:
+        raise _signin(next_path)
+    await check_csrf(request)
+    core = request.app[INSTANCE].core
+    try:
+        followers = await core.follow(Actor(account_id=account.id, platform="web"), host_id, form.get("on") != "0")
+    except NotFound:
+        raise web.HTTPNotFound(text="There is no such person.") from None
+    except DomainError as e:
+        return await _refused(request, e, next_path)
+    if _wants_json(request):
+        return web.json_response({"following": form.get("on") != "0", "followers": followers}, headers=NO_STORE)
+    raise web.HTTPSeeOther(next_path)
+
+
+async def remind(request: web.Request) -> web.StreamResponse:
+    """``POST /s/ID/remind`` (form: ``csrf``, ``on`` = 1 or 0, ``next``): a reminder when it starts."""
+    space_id = request.match_info["space_id"]
+    back = f"/s/{space_id}"
+    form = await _form(request)
+    account, _ = await viewer(request)
+    next_path = _safe_next(form.get("next", back), back)
+    if account is None:
+        raise _signin(next_path)
+    await check_csrf(request)
+    core = request.app[INSTANCE].core
+    on = form.get("on") != "0"
+    try:
+        await core.set_reminder(Actor(account_id=account.id, platform="web"), space_id, on)
+    except NotFound:
+        raise web.HTTPNotFound(text="There is no such Space.") from None
+    except DomainError as e:
+        return await _refused(request, e, next_path)
+    if _wants_json(request):
+        return web.json_response({"reminded": on}, headers=NO_STORE)
+    raise web.HTTPSeeOther(next_path)
+
+
+async def buy(request: web.Request) -> web.StreamResponse:
+    """``POST /s/ID/ticket`` (form: ``csrf``): off to Stripe Checkout for this Space's ticket."""
+    from spacebridge.ticket_desk import command_ports
+
+    space_id = request.match_info["space_id"]
+    back = f"/s/{space_id}"
+    account, _ = await viewer(request)
+    if account is None:
+        raise _signin(back)
+    await check_csrf(request)
+    desk = command_ports(request.app[INSTANCE]).tickets
+    if desk is None:
+        raise web.HTTPServiceUnavailable(text="Ticket sales are off on this instance.")
+    try:
+        result = await desk.ticket(Actor(account_id=account.id, platform="web"), space_id)
+    except NotFound:
+        raise web.HTTPNotFound(text="There is no such Space.") from None
+    except DomainError as e:
+        return await _refused(request, e, back)
+    url = str(result.get("url") or back)
+    if _wants_json(request):
+        return web.json_response({"url": url}, headers=NO_STORE)
+    raise web.HTTPSeeOther(url)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/u/{account_id}/follow", follow)
+    app.router.add_post("/s/{space_id}/remind", remind)
+    app.router.add_post("/s/{space_id}/ticket", buy)

@@ -1,0 +1,270 @@
+"""The web's pages: home (live, upcoming, replays, search), a Space's page in every state, profiles.
+
+Rendered with Jinja2 (autoescaped) from ``spacebridge/templates``; one stylesheet and one small
+script under ``/assets/`` (the CSP allows no inline script). A live Space's page is the room itself
+(``adapters/webrtc/static/room.html``, unchanged, with the share-preview tags added to its head), so
+the room keeps working exactly as it does. Links in share previews and calendar files use the
+instance's public URL, never the request's Host. Buttons that need an account post forms handled
+in ``web_page_actions``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from adapters.webrtc import STATIC as ROOM_STATIC
+from core.errors import DomainError, NotFound
+from core.messages import describe
+from core.model.accounts import Account
+from core.model.space import Space, SpaceState, Visibility
+from spacebridge.instance import INSTANCE, Instance
+from spacebridge.web_calendar import space_ics
+from spacebridge.web_session import csrf_token, current_account
+
+__all__ = ["ASSETS", "TEMPLATES", "setup"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+ASSETS = Path(__file__).parent / "static"
+HOME_LIMIT = 24
+REPLAYS_ON_HOME = 12
+MAX_QUERY = 100
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class Card:
+    """One Space as a card: what the lists on every page show."""
+
+    space: Space
+    host_name: str
+    listeners: int | None = None
+    replay_url: str | None = None
+    reminded: bool = False
+
+
+def render(name: str, request: web.Request, ctx: dict[str, Any], *, status: int = 200) -> web.Response:
+    """A page from the templates, never cached (it shows who is signed in and live state)."""
+    response = aiohttp_jinja2.render_template(name, request, ctx, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _instance(request: web.Request) -> Instance:
+    return request.app[INSTANCE]
+
+
+async def viewer(request: web.Request) -> tuple[Account | None, str]:
+    """The signed-in person (or None) and, for them, the session's CSRF token for forms. No cookie
+    is made for someone who is not signed in."""
+    try:
+        account = await current_account(request)
+    except RuntimeError:  # the session middleware is not installed (an app built without it)
+        return None, ""
+    return account, (await csrf_token(request) if account is not None else "")
+
+
+def when_text(when: datetime | None) -> str:
+    return when.strftime("%a %d %b %Y, %H:%M UTC") if when else ""
+
+
+def money(price_minor: int, currency: str) -> str:
+    symbols = {"usd": "$", "eur": "€", "gbp": "£"}
+    amount = f"{price_minor / 100:,.2f}"
+    sym = symbols.get(currency.lower())
+    return f"{sym}{amount}" if sym else f"{amount} {currency.upper()}"
+
+
+def _safe_next(target: str, fallback: str) -> str:
+    """Only a path on this site (never ``//host`` or a scheme): redirects cannot leave the site."""
+    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else fallback
+
+
+async def recordings(p: Instance, space_id: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Finished recordings and clips (the recording plugin's records), newest first; none if the
+    plugin is not running here."""
+    loaded = p.plugins.plugins.get("recording")
+    if loaded is None:
+        return [], []
+    store = loaded[1].store
+    recs = [e.value for e in await store.scan("rec:", limit=10_000)
+            if e.value.get("state") == "done" and space_id in (None, e.value.get("space_id"))]
+    recs.sort(key=lambda r: str(r.get("ended_at") or r.get("started_at") or ""), reverse=True)
+    clips: list[dict[str, Any]] = []
+    if space_id is not None:
+        clips = [e.value for e in await store.scan("clip:", limit=10_000) if e.value.get("space_id") == space_id]
+        clips.sort(key=lambda c: str(c.get("created_at", "")), reverse=True)
+    return recs, clips
+
+
+async def _cards(p: Instance, spaces: list[Space], *, account: Account | None = None,
+                 counts: bool = False, replays: dict[str, str] | None = None) -> list[Card]:
+    names = await p.core.queries.display_names([s.host_id for s in spaces])
+    out = []
+    for s in spaces:
+        listeners = (await p.core.view(s.id)).listener_count if counts else None
+        reminded = (account is not None and s.state == SpaceState.SCHEDULED
+                    and (await p.core.queries.relation(account.id, space_id=s.id)).reminded)
+        out.append(Card(space=s, host_name=names[s.host_id], listeners=listeners,
+                        replay_url=(replays or {}).get(s.id), reminded=reminded))
+    return out
+
+
+def _base(request: web.Request, account: Account | None, csrf: str, **extra: Any) -> dict[str, Any]:
+    p = _instance(request)
+    return {"account": account, "csrf": csrf, "here": request.path_qs, "site_url": p.url,
+            "when_text": when_text, "money": money, **extra}
+
+
+async def home(request: web.Request) -> web.Response:
+    """Live now, upcoming and recent replays, each a card linking to its Space; ``?q=`` searches titles."""
+    p = _instance(request)
+    account, csrf = await viewer(request)
+    q = " ".join(request.query.get("q", "").split())[:MAX_QUERY]
+    live = await p.core.list_spaces(states=("live",), include_unlisted=False, title_contains=q, limit=HOME_LIMIT)
+    upcoming = await p.core.list_spaces(states=("scheduled",), include_unlisted=False, title_contains=q,
+                                        limit=HOME_LIMIT)
+    recs, _ = await recordings(p)
+    replay_of: dict[str, str] = {}
+    for r in recs:
+        replay_of.setdefault(str(r.get("space_id")), p.url + f"/r/{r['id']}")
+    ended: list[Space] = []
+    for space_id in replay_of:
+        if len(ended) >= REPLAYS_ON_HOME:
+            break
+        try:
+            s = (await p.core.view(space_id)).space
+        except NotFound:
+            continue
+        if (s.state == SpaceState.ENDED and s.visibility == Visibility.PUBLIC
+                and q.lower() in s.title.lower()):
+            ended.append(s)
+    ctx = _base(request, account, csrf, q=q,
+                live=await _cards(p, live, counts=True),
+                upcoming=await _cards(p, upcoming, account=account),
+                replays=await _cards(p, ended, replays=replay_of))
+    return render("home.html", request, ctx)
+
+
+def _description(space: Space, host_name: str) -> str:
+    state = {SpaceState.LIVE: "Live now", SpaceState.SCHEDULED: f"Starts {when_text(space.scheduled_for)}",
+             SpaceState.ENDED: "Ended", SpaceState.CANCELLED: "Cancelled"}[space.state]
+    topics = f" Topics: {', '.join(space.topics)}." if space.topics else ""
+    return f"{state} · a live audio Space hosted by {host_name}.{topics}"
+
+
+async def not_found(request: web.Request, what: str) -> web.Response:
+    account, csrf = await viewer(request)
+    return render("not_found.html", request, _base(request, account, csrf, what=what), status=404)
+
+
+_room_cache: dict[str, tuple[float, str]] = {}
+
+
+def _room_html() -> str:
+    """room.html as it is on disk (re-read when it changes)."""
+    path = ROOM_STATIC / "room.html"
+    mtime = path.stat().st_mtime
+    cached = _room_cache.get("room")
+    if cached is None or cached[0] != mtime:
+        cached = (mtime, path.read_text())
+        _room_cache["room"] = cached
+    return cached[1]
+
+
+async def space_page(request: web.Request) -> web.Response:
+    """``/s/ID``, the Space's one public address: the room while live, else its page for that state.
+    An unlisted Space is reachable by whoever holds its link but never listed, searched or indexed."""
+    p = _instance(request)
+    space_id = request.match_info["space_id"]
+    try:
+        view = await p.core.view(space_id)
+    except NotFound:
+        return await not_found(request, "Space")
+    s = view.space
+    url = f"{p.url}/s/{s.id}"
+    meta = {"og_title": s.title, "og_description": _description(s, view.host_name), "og_url": url,
+            "og_type": "website", "noindex": s.visibility == Visibility.UNLISTED}
+    if s.state == SpaceState.LIVE:
+        head = jinja2_env(request).get_template("_meta.html").render(**meta)
+        html = _room_html().replace("</head>", head + "</head>", 1)
+        return web.Response(text=html, content_type="text/html", headers=NO_STORE)
+    account, csrf = await viewer(request)
+    relation = await p.core.queries.relation(account.id, host_id=s.host_id, space_id=s.id) if account else None
+    recs, clips = await recordings(p, s.id) if s.state == SpaceState.ENDED else ([], [])
+    ctx = _base(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,
+                replays=[{**r, "url": f"{p.url}/r/{r['id']}"} for r in recs],
+                clips=[{**c, "url": f"{p.url}/c/{c['id']}"} for c in clips],
+                billing=p.stripe is not None, self_hosted=account is not None and account.id == s.host_id, **meta)
+    return render("space.html", request, ctx)
+
+
+async def space_calendar(request: web.Request) -> web.Response:
+    """``/s/ID.ics``: the scheduled Space as a calendar event (404 unless it is scheduled)."""
+    p = _instance(request)
+    try:
+        view = await p.core.view(request.match_info["space_id"])
+    except DomainError:
+        return await not_found(request, "Space")
+    s = view.space
+    if s.state != SpaceState.SCHEDULED or s.scheduled_for is None:
+        return await not_found(request, "scheduled Space")
+    body = space_ics(s, view.host_name, f"{p.url}/s/{s.id}", p.core.now())
+    return web.Response(body=body.encode(), content_type="text/calendar", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="space-{s.id}.ics"',
+                                 "Cache-Control": "no-cache"})
+
+
+async def profile_page(request: web.Request) -> web.Response:
+    """``/u/ID``: a person's name, followers, Follow, and their public live, upcoming and past Spaces."""
+    p = _instance(request)
+    account_id = request.match_info["account_id"]
+    try:
+        prof = await p.core.queries.profile(account_id)
+    except NotFound:
+        return await not_found(request, "profile")
+    account, csrf = await viewer(request)
+    relation = await p.core.queries.relation(account.id, host_id=account_id) if account else None
+    recs, _ = await recordings(p)
+    replay_of: dict[str, str] = {}
+    for r in recs:
+        replay_of.setdefault(str(r.get("space_id")), p.url + f"/r/{r['id']}")
+    name = prof.account.display_name
+    url = f"{p.url}/u/{account_id}"
+    ctx = _base(request, account, csrf, person=prof.account, followers=prof.followers, relation=relation,
+                live=await _cards(p, prof.live, counts=True),
+                upcoming=await _cards(p, prof.upcoming, account=account),
+                past=await _cards(p, prof.past, replays=replay_of), url=url, og_title=f"{name} on Spacebridge",
+                og_description=f"{name} hosts live audio Spaces. {prof.followers} follower"
+                               f"{'' if prof.followers == 1 else 's'}, {len(prof.upcoming)} upcoming.",
+                og_url=url, og_type="profile", noindex=False, is_me=account is not None and account.id == account_id)
+    return render("profile.html", request, ctx)
+
+
+def error_text(e: DomainError) -> str:
+    return describe(e)
+
+
+def jinja2_env(request: web.Request) -> jinja2.Environment:
+    return aiohttp_jinja2.get_env(request.app)
+
+
+def setup(app: web.Application) -> None:
+    """Templates (unless already set up), the assets, and the page routes (``/s/ID.ics`` before
+    ``/s/ID``, which would otherwise take it)."""
+    from spacebridge import web_page_actions
+
+    if aiohttp_jinja2.APP_KEY not in app:
+        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    app.router.add_static("/assets/", ASSETS)
+    app.router.add_get("/", home)
+    app.router.add_get("/s/{space_id}.ics", space_calendar)
+    app.router.add_get("/s/{space_id}", space_page)
+    app.router.add_get("/u/{account_id}", profile_page)
+    web_page_actions.setup(app)

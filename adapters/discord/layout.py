@@ -133,3 +133,25 @@ def problems(payload: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"/{c['name']}: {_combined(c)} characters of names and descriptions, Discord allows "
                        f"{MAX_COMBINED}")
     return out
+
+
+def top_levels() -> list[str]:
+    """The bot's own top-level commands that carry the table (not setup, not plugins')."""
+    return [*GROUPS, *(name for name, place in PLACES.items() if place is None)]
+
+
+def usage(payload: Sequence[Mapping[str, Any]]) -> str:
+    """The command list of docs/discord.md, from the payload Discord holds (regenerate, never hand-edit).
+
+    One line per command: its path, required options bare and optional ones in brackets (``space``,
+    which every Space command takes, is left out), and its description."""
+    lines = []
+    tops = top_levels()
+    for c in sorted((c for c in payload if c["name"] in tops), key=lambda c: tops.index(c["name"])):
+        subs = sorted((o for o in c.get("options") or [] if o.get("type") == SUB), key=lambda o: o["name"]) or [c]
+        for s in subs:
+            path = f"/{c['name']}" + (f" {s['name']}" if s is not c else "")
+            opts = [o["name"] if o.get("required") else f"[{o['name']}]" for o in s.get("options") or []
+                    if o["name"] != "space"]
+            lines.append(f"- `{' '.join([path, *opts])}`: {s['description']}")
+    return "\n".join(lines) + "\n"

@@ -4,9 +4,10 @@ the bot refuses to start, naming the limit; it never silently vanishes from the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from adapters.discord.layout import GROUPS, MAX_OPTIONS, OWN, layout, leaves, problems
+from adapters.discord.layout import GROUPS, MAX_OPTIONS, OWN, layout, leaves, problems, usage
 from core.commands import BUILTIN_TABLE, BUILTINS
 from tests.integration.discord.conftest import DC
 from tests.integration.discord.test_flows import live, setup_guild
@@ -71,3 +72,9 @@ def test_problems_name_each_limit_a_payload_breaks() -> None:
         {"type": 3, "name": f"o{j}", "description": "e" * 100} for j in range(4)]) for i in range(20)]
     found = problems([{"type": 1, "name": "space", "description": "x", "options": long_text}])
     assert len(found) == 1 and "characters of names and descriptions" in found[0]
+
+
+async def test_the_docs_list_the_commands_exactly_as_discord_shows_them(dc: DC) -> None:
+    listed = usage(dc.fake.commands)
+    doc = (Path(__file__).parents[3] / "docs" / "discord.md").read_text()
+    assert listed in doc, "docs/discord.md's command list is stale; it should read:\n" + listed

@@ -176,7 +176,7 @@ def add_job_runners(platform: Instance, count: int) -> None:
 
 
 def make_web_app(platform: Instance) -> web.Application:
-    from spacebridge import web_routes, web_security
+    from spacebridge import web_routes, web_security, web_session
 
     app = web.Application(client_max_size=1024 * 1024)
     app[INSTANCE] = platform
@@ -184,6 +184,8 @@ def make_web_app(platform: Instance) -> web.Application:
     # security headers on every response; browser sockets only from this instance's own pages
     web_security.setup(app, lambda: web_security.allowed_origins(
         platform.settings.public_url, platform.bound_url, platform.settings.allowed_origins))
+    # signed-in browsers: an encrypted session cookie keyed from the instance secret (docs/web-accounts.md)
+    web_session.setup_sessions(app, platform.settings.resolved_secret())
     web_routes.setup(app)
     return app
 

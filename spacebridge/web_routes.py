@@ -191,3 +191,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)
+    from spacebridge import web_auth, web_join
+
+    web_auth.setup(app)  # /signin, passkeys, sign out (docs/web-accounts.md)
+    web_join.setup(app)  # POST /api/spaces/{id}/join-token: lasting /s/ID addresses

@@ -15,7 +15,19 @@ const ERRORS = {
 const $ = (id) => document.getElementById(id);
 const spaceId = location.pathname.split("/").filter(Boolean).pop();
 const hashParams = new URLSearchParams(location.hash.slice(1));
-const token = hashParams.get("t") || "";
+let token = hashParams.get("t") || "";
+// Lasting addresses (docs/web-accounts.md): with no token in the URL, or one that has run out, the page
+// mints one from the browser's session (a guest token for a public live Space when nobody is signed in).
+function tokenLeftS(t) {
+  try { return JSON.parse(atob(t.split(".")[0].replace(/-/g, "+").replace(/_/g, "/"))).e - Date.now() / 1000; } catch { return -1; }
+}
+async function sessionToken() {
+  const me = await (await fetch("/api/me", { cache: "no-store" })).json();
+  const r = await fetch(`/api/spaces/${spaceId}/join-token`, { method: "POST", headers: { "X-CSRF-Token": me.csrf } });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw Object.assign(new Error((body.error && body.error.message) || `The server answered ${r.status}.`), { code: body.error && body.error.code });
+  return body.token;
+}
 const wantHls = hashParams.get("hls") === "1";  // listen over HLS (a big audience, a poor network)
 
 const state = { hls: null, me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], drawn: null, retries: 0, left: false, timer: null };
@@ -324,8 +336,11 @@ function teardown() {
   for (const id of ["hand", "mic", "leave"]) $(id).disabled = true;
 }
 
-function connect() {
-  if (!token) { say("This link is missing its token. Ask the host or the bot for a personal join link."); return; }
+async function connect() {
+  if (!token || tokenLeftS(token) < 5) {
+    try { token = await sessionToken(); state.mintedAt = Date.now(); }
+    catch (err) { say(ERRORS[err.code] || err.message); return; }
+  }
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${spaceId}`);
   state.ws = ws;
   ws.onopen = () => { state.retries = 0; send({ type: "hello", token }); };
@@ -356,12 +371,15 @@ function connect() {
       case "error":
         if (msg.code === "candidate.invalid") { console.warn("ICE candidate refused:", msg.message); break; }  // others still work
         if (msg.code === "media.unavailable" && (!msg.id || msg.id === state.offer)) { setTimeout(() => startMedia(onStage()), 1000); break; }
+        // a token the server says ran out (or is not genuine): mint one from the session once, then reconnect
+        if (!msg.id && (msg.code || "").startsWith("token.") && Date.now() - (state.mintedAt || 0) > 10000) { token = ""; state.renewToken = true; break; }
         if (!msg.id || msg.id === state.offer) say(ERRORS[msg.code] || msg.message);
         break;
     }
   };
   ws.onclose = (ev) => {
     if (ws !== state.ws) return;
+    if (state.renewToken) { state.renewToken = false; connect(); return; }
     if (ev.code === 4000) { say("This Space has ended."); teardown(); return; }
     // 4001/4002: refused (its error frame said why). 1000: we left. Anything else is the network or a
     // server going away: come back, with growing pauses, as long as the page is open.

@@ -1,0 +1,52 @@
+"""Lasting addresses: ``POST /api/spaces/{id}/join-token`` mints a join token from the session.
+
+``/s/ID`` is a Space's one public URL. Its page asks here whenever it has no token (or its token
+ran out), so reloads and long Spaces never lock a signed-in person out. Access is decided by the
+core at every mint, exactly as for a bot's personal link (``adapters.chat.actions.room_token``:
+state, tickets, blocks). Without a session, a public live Space without tickets gives a guest
+token (listen only); anything else is a refusal that says to sign in.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.chat.actions import JOIN_TOKEN_TTL_S, room_token
+from core.errors import Forbidden
+from core.model.space import Visibility
+from core.usecases.context import access_error
+from spacebridge.instance import INSTANCE
+from spacebridge.web_auth import json_api
+from spacebridge.web_session import current_account
+
+__all__ = ["join_token", "setup"]
+
+
+@json_api
+async def join_token(request: web.Request) -> web.Response:
+    p = request.app[INSTANCE]
+    space_id = request.match_info["space_id"]
+    account = await current_account(request)
+    if account is not None:
+        token = await room_token(p.core, p.tokens, account.id, space_id)
+        role = p.tokens.verify(token, p.core.now(), space_id).role
+    else:
+        space = (await p.core.view(space_id)).space
+        if space.visibility != Visibility.PUBLIC:
+            raise Forbidden("auth.sign_in_to_join", space_id=space_id)
+        if space.ticketing is not None:  # a ticket is bought by someone signed in
+            raise Forbidden("ticket.required", space_id=space_id, price_minor=space.ticketing.price_minor,
+                            currency=space.ticketing.currency)
+        refused = access_error(space, "", blocked=False, paid=False)  # the core's rule: live, not ended
+        if refused is not None:
+            raise refused
+        role = "guest"
+        token = p.tokens.issue(space_id, None, "guest", p.core.now(), ttl_s=JOIN_TOKEN_TTL_S)
+    return web.json_response({"token": token, "role": role, "expires_in_s": JOIN_TOKEN_TTL_S,
+                              "account": None if account is None else {"id": account.id,
+                                                                       "display_name": account.display_name}},
+                             headers={"Cache-Control": "no-store"})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/spaces/{space_id}/join-token", join_token)

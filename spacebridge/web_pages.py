@@ -87,20 +87,29 @@ def _safe_next(target: str, fallback: str) -> str:
 
 
 async def recordings(p: Instance, space_id: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Finished recordings and clips (the recording plugin's records), newest first; none if the
-    plugin is not running here."""
+    """Finished recordings and clips (the recording plugin's records, each with the ``url`` of its
+    replay page), newest first; none if the plugin is not running here."""
     loaded = p.plugins.plugins.get("recording")
     if loaded is None:
         return [], []
-    store = loaded[1].store
-    recs = [e.value for e in await store.scan("rec:", limit=10_000)
-            if e.value.get("state") == "done" and space_id in (None, e.value.get("space_id"))]
+    ctx = loaded[1]
+    recs = [{**e.value, "url": ctx.url(f"/r/{e.value['id']}")} for e in await ctx.store.scan("rec:", limit=10_000)
+            if e.value.get("state") == "done" and (space_id is None or e.value.get("space_id") == space_id)]
     recs.sort(key=lambda r: str(r.get("ended_at") or r.get("started_at") or ""), reverse=True)
     clips: list[dict[str, Any]] = []
     if space_id is not None:
-        clips = [e.value for e in await store.scan("clip:", limit=10_000) if e.value.get("space_id") == space_id]
+        clips = [{**e.value, "url": ctx.url(f"/c/{e.value['id']}")} for e in await ctx.store.scan("clip:", limit=10_000)
+                 if e.value.get("space_id") == space_id]
         clips.sort(key=lambda c: str(c.get("created_at", "")), reverse=True)
     return recs, clips
+
+
+def _replay_links(recs: list[dict[str, Any]]) -> dict[str, str]:
+    """Space id -> its newest replay's page."""
+    out: dict[str, str] = {}
+    for r in recs:
+        out.setdefault(str(r.get("space_id")), str(r["url"]))
+    return out
 
 
 async def _cards(p: Instance, spaces: list[Space], *, account: Account | None = None,
@@ -130,10 +139,7 @@ async def home(request: web.Request) -> web.Response:
     live = await p.core.list_spaces(states=("live",), include_unlisted=False, title_contains=q, limit=HOME_LIMIT)
     upcoming = await p.core.list_spaces(states=("scheduled",), include_unlisted=False, title_contains=q,
                                         limit=HOME_LIMIT)
-    recs, _ = await recordings(p)
-    replay_of: dict[str, str] = {}
-    for r in recs:
-        replay_of.setdefault(str(r.get("space_id")), p.url + f"/r/{r['id']}")
+    replay_of = _replay_links((await recordings(p))[0])
     ended: list[Space] = []
     for space_id in replay_of:
         if len(ended) >= REPLAYS_ON_HOME:
@@ -199,8 +205,7 @@ async def space_page(request: web.Request) -> web.Response:
     relation = await p.core.queries.relation(account.id, host_id=s.host_id, space_id=s.id) if account else None
     recs, clips = await recordings(p, s.id) if s.state == SpaceState.ENDED else ([], [])
     ctx = _base(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,
-                replays=[{**r, "url": f"{p.url}/r/{r['id']}"} for r in recs],
-                clips=[{**c, "url": f"{p.url}/c/{c['id']}"} for c in clips],
+                replays=recs, clips=clips,
                 billing=p.stripe is not None, self_hosted=account is not None and account.id == s.host_id, **meta)
     return render("space.html", request, ctx)
 
@@ -231,10 +236,7 @@ async def profile_page(request: web.Request) -> web.Response:
         return await not_found(request, "profile")
     account, csrf = await viewer(request)
     relation = await p.core.queries.relation(account.id, host_id=account_id) if account else None
-    recs, _ = await recordings(p)
-    replay_of: dict[str, str] = {}
-    for r in recs:
-        replay_of.setdefault(str(r.get("space_id")), p.url + f"/r/{r['id']}")
+    replay_of = _replay_links((await recordings(p))[0])
     name = prof.account.display_name
     url = f"{p.url}/u/{account_id}"
     ctx = _base(request, account, csrf, person=prof.account, followers=prof.followers, relation=relation,

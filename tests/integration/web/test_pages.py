@@ -193,3 +193,20 @@ async def test_follow_and_remind_buttons_with_a_session(platform: Instance) -> N
                                                          data={"on": "0"}, allow_redirects=False) as r:
         assert r.status == 303 and r.headers["Location"].startswith("/signin?next=")
     assert await platform.core.follower_count(hana.id) == 1
+
+
+async def test_recorded_space_shows_its_replay_on_its_page_and_home(platform: Instance) -> None:
+    w = await world(platform)
+    hana, live = w["hana"], w["live"]
+    host = Actor(account_id=hana.id)
+    reply = await platform.plugins.invoke("record", host, live.id, {"action": "start"}, "web")
+    assert reply.url is not None
+    stopped = await platform.plugins.invoke("record", host, live.id, {"action": "stop"}, "web")
+    rec_path = reply.url.removeprefix(platform.url)  # /p/recording/r/ID: the plugin names it
+    assert stopped.url == reply.url
+    await platform.core.end_space(host, live.id)
+    _, html, _ = await get(platform, f"/s/{live.id}")
+    assert "This Space has ended" in html and f'href="{reply.url}"' in html and "Play the replay" in html
+    _, html, _ = await get(platform, "/")
+    assert f"/s/{live.id}" in parse(html).links and f'href="{reply.url}"' in html  # under Recent replays
+    assert (await get(platform, rec_path))[0] == 200  # the replay it links to plays

@@ -448,6 +448,7 @@ BUILTINS: tuple[Command, ...] = (
 ALIASES: dict[str, tuple[str, Mapping[str, Any]]] = {
     "raise_hand": ("hand", {"up": True}),
     "lower_hand": ("hand", {"up": False}),
+    "muteall": ("mute_all", {}),  # the moderation plugin's old command, documented as /muteall
 }
 BUILTIN_TABLE = CommandTable(BUILTINS)
 COMMAND_NAMES: frozenset[str] = frozenset({c.name for c in BUILTINS} | set(ALIASES))

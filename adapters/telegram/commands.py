@@ -29,7 +29,7 @@ from adapters.chat.wording import queue as chat_queue
 from adapters.telegram import render
 from adapters.telegram.base import PLATFORM, TelegramBase, is_space_id, say
 from core.command_model import Ports
-from core.commands import BUILTIN_TABLE, Command
+from core.commands import ALIASES, BUILTIN_TABLE, Command
 from core.errors import DomainError, Invalid, NotFound
 from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
@@ -111,6 +111,10 @@ class CommandsMixin(TelegramBase):
         for command in table_commands():
             if command.name not in OWN_HANDLERS:
                 self.app.add_handler(CommandHandler(command.name, self._wrap(self._table_handler(command))))
+        for alias, (target, implied) in ALIASES.items():  # old names people were told (/muteall), off the menu
+            if not implied and target not in OWN_HANDLERS | SKIPPED:
+                self.app.add_handler(CommandHandler(alias, self._wrap(self._table_handler(BUILTIN_TABLE.resolve(
+                    target)[0]))))
 
     def _wrap(self, fn: Handler) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
         async def handler(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

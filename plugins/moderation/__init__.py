@@ -1,6 +1,6 @@
 """Moderation: an audit log of every stage and moderator action, a word filter (comments, captions,
-pins, notices), spam limits (reactions, hands, comments),
-mute-all, and remove-and-block with a reason.
+pins, notices), spam limits (reactions, hands, comments), and remove-and-block with a reason. Mute-all
+is the command table's ``mute_all`` (``muteall`` is its alias there), audited like every mute.
 
 The audit log is written from domain events (so actions taken on any platform, the CLI included,
 are recorded the same way) plus the plugin's own decisions (filtered text, refused spam). Entries
@@ -85,8 +85,6 @@ class ModerationPlugin:
         ctx.command("audit", "Recent moderation actions in this Space (host, co-hosts)", self.cmd_audit,
                     options=[Option("count", "How many entries (default 10)", "number"),
                              Option("who", "Only this person's actions", "member")], min_role="moderator")
-        ctx.command("muteall", "Mute everyone on stage but the host (host, co-hosts)", self.cmd_muteall,
-                    min_role="moderator", button="Mute all")
         ctx.command("block", "Remove someone and keep them out of the host's Spaces, with a reason",
                     self.cmd_block, options=[Option("member", "Who", "member", required=True),
                                              Option("reason", "Why (kept in the audit log)", "text", required=True)],
@@ -213,14 +211,6 @@ class ModerationPlugin:
             why = f" ({r['why']})" if r.get("why") else ""
             lines.append(f"{r['at'][11:19]} {r['who_name']}: {r['what']}{whom}{why}")
         return Reply("Audit log, newest first:\n" + "\n".join(lines))
-
-    async def cmd_muteall(self, inv: Invocation) -> Reply:
-        assert self.ctx is not None
-        before = set(inv.space.muted)
-        space = await self.ctx.actions.mute_all(inv.actor, inv.space.id)
-        newly = len(space.muted - before)
-        await self.record(inv.space.id, inv.actor.account_id, f"muted everyone on stage ({newly})")
-        return Reply(f"Muted {newly} on stage." if newly else "Everyone on stage was already muted.")
 
     async def cmd_block(self, inv: Invocation) -> Reply:
         assert self.ctx is not None

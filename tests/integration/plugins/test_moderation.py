@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from core.commands import dispatch
 from core.errors import Forbidden, RateLimited
 from core.messages import describe
 from core.model.accounts import Actor
@@ -63,8 +64,8 @@ async def test_every_moderation_action_is_audited(platform: Instance) -> None:
     await core.set_captions(host, s, True)
     await core.remove(cohost, s, ids["finn"], reason="off topic")
     # the plugin's own commands, through the platform-neutral dispatcher and a web socket
-    r = await p.plugins.invoke("muteall", cohost, s, {}, "discord")
-    assert r.text == "Muted 1 on stage."  # Sam; the host and the caller stay live
+    done = await dispatch(core, cohost, "muteall", s, {})  # the old plugin name reaches the table's mute_all
+    assert done.code == "stage.all_muted" and (await core.view(s)).space.muted == {ids["sam"]}  # host, caller live
     async with aiohttp.ClientSession() as http:
         peer = await connect(p, http, s, p.tokens.issue(s, ids["hana"], "speaker", core.now()), None)
         await peer.recv("welcome")
@@ -95,12 +96,12 @@ async def test_every_moderation_action_is_audited(platform: Instance) -> None:
             ("Hana", "turned captions on", None, ""),
             ("Cora", "removed", "Finn", "off topic"),
             ("Cora", "muted", "Sam", ""),
-            ("Cora", "muted everyone on stage (1)", None, ""),
             ("Hana", "removed and blocked", "Troll", "spam links"),
             ("Hana", "added filtered words", None, "heck gosh"),
         ]
         for item in expected:
             assert item in said, f"no audit entry {item}; have {said}"
+        assert said.count(("Cora", "muted", "Sam", "")) == 2  # by hand, then by mute-all
         assert all(r["at"] and r["space_id"] == s for r in rows)
 
         # the log is readable from chat (moderators) ...
@@ -108,7 +109,7 @@ async def test_every_moderation_action_is_audited(platform: Instance) -> None:
         assert log["type"] == "ok" and log["result"]["text"].startswith("Audit log, newest first:")
         assert "Hana: added filtered words" in log["result"]["text"]
         only = await peer.command("audit", who=ids["cora"], count=50)
-        assert "Hana:" not in only["result"]["text"] and "Cora: muted everyone" in only["result"]["text"]
+        assert "Hana:" not in only["result"]["text"] and "Cora: muted → Sam" in only["result"]["text"]
 
         # ... the word filter works on pins and captions, and is itself audited
         await core.pin(host, s, "What the heck, darn it", url="https://example.org/x")

@@ -53,7 +53,8 @@ async def test_third_party_plugin_loads_and_a_broken_one_leaves_nothing(plugged:
         peer = await connect(p, http, space.id, p.tokens.issue(space.id, fan.id, "listener", now), None)
         welcome = await peer.recv("welcome")
         names = {c["name"] for c in welcome["commands"]}
-        assert {"hello", "wipe", "record", "clip", "optout", "audit", "muteall", "block", "filter"} <= names
+        assert {"hello", "wipe", "record", "clip", "optout", "audit", "block", "filter", "mute_all"} <= names
+        assert "muteall" not in names  # the table's mute_all; the old name is an alias, not a second entry
         assert "broken" not in names
         hello = next(c for c in welcome["commands"] if c["name"] == "hello")
         assert hello["button"] == "Wave" and hello["options"][0]["kind"] == "text"

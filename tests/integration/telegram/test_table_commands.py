@@ -88,6 +88,7 @@ async def test_commands_new_to_telegram_follow_the_table(tg: TG) -> None:
     assert fan1 not in (await tg.core.view(space.id)).space.muted
     assert "Everyone on stage is muted" in await tg.say(GROUP, HOST, "/mute_all")
     assert fan1 in (await tg.core.view(space.id)).space.muted
+    assert "Everyone on stage is muted" in await tg.say(GROUP, HOST, "/muteall")  # the name docs once gave
     assert "You left the stage" in await tg.say(GROUP, FAN1, "/step_down")
     assert (await tg.core.view(space.id)).space.role_of(fan1) is None
 

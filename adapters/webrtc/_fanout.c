@@ -228,18 +228,18 @@ static void stream_close_fd(Stream *s)
 static int Stream_init(Stream *s, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"profile", "key", "salt", "ssrc", "payload_type", "seq", "ts_origin",
-                            "ext", "fd", "addr", "roc", NULL};
+                            "ext", "fd", "addr", "roc", "marker", NULL};
     const char *profile;
     Py_buffer key = {0}, salt = {0}, ext = {0};
     PyObject *ssrc, *pt, *seq, *ts, *addr = Py_None, *roc = NULL;
-    int fd = -1, ok = -1, keylen, saltlen;
+    int fd = -1, ok = -1, keylen, saltlen, marker = 1;
     unsigned long long v_ssrc, v_pt, v_seq, v_ts, v_roc = 0;
     if (s->cipher != NULL || s->fd >= 0 || s->inflight) {
         PyErr_SetString(PyExc_RuntimeError, "a Stream is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "sy*y*OOOO|y*iOO:Stream", names, &profile, &key, &salt, &ssrc, &pt,
-                                     &seq, &ts, &ext, &fd, &addr, &roc))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sy*y*OOOO|y*iOOp:Stream", names, &profile, &key, &salt, &ssrc, &pt,
+                                     &seq, &ts, &ext, &fd, &addr, &roc, &marker))
         return -1;
     if (strcmp(profile, "SRTP_AES128_CM_SHA1_80") == 0)
         s->profile = CM_SHA1_80, keylen = 16, saltlen = 14;
@@ -276,7 +276,7 @@ static int Stream_init(Stream *s, PyObject *args, PyObject *kw)
         goto done;
     }
     s->ssrc = (uint32_t)v_ssrc, s->pt = (uint8_t)v_pt, s->seq = (uint16_t)v_seq;
-    s->ts_origin = (uint32_t)v_ts, s->roc = (uint32_t)v_roc, s->marker = 0x80;
+    s->ts_origin = (uint32_t)v_ts, s->roc = (uint32_t)v_roc, s->marker = marker ? 0x80 : 0;
     s->ext_len = (uint8_t)(ext.buf != NULL ? ext.len : 0);
     if (s->ext_len)
         memcpy(s->ext, ext.buf, s->ext_len);
@@ -325,8 +325,8 @@ static void Stream_dealloc(Stream *s)
 
 static PyObject *Stream_close(Stream *s, PyObject *unused)
 {
-    if (s->inflight)
-        s->close_pending = 1;
+    if (s->inflight) /* a batch without the GIL reads it: atomically */
+        __atomic_store_n(&s->close_pending, 1, __ATOMIC_RELAXED);
     else
         stream_close_fd(s);
     Py_RETURN_NONE;
@@ -463,7 +463,7 @@ static void *run_shard(void *arg)
         Item *it = &sh->items[n];
         Stream *s = it->s;
         int len;
-        if (s->fd < 0 || s->close_pending) {
+        if (s->fd < 0 || __atomic_load_n(&s->close_pending, __ATOMIC_RELAXED)) {
             s->dropped++, sh->dropped++;
             continue;
         }

@@ -186,6 +186,7 @@ async def test_scheduled_space_becomes_a_stage_event_kept_in_sync_and_interested
 
     # a member marks the event Interested: they get the core's reminder by DM
     await dc.fake.mark_interested(dc.guild, event_id, dc.fan)
+    assert dc.platform.discord is not None
     await dc.platform.discord.sync_interested()
     fan = await dc.actor(dc.fan)
     assert fan.account_id in await _reminded(dc, space.id)

@@ -40,6 +40,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     checks.append(await _safe("data dir", lambda: check_data_dir(settings)))
     checks.append(await _safe("database", lambda: check_database(settings)))
     checks.append(await _safe("redis", lambda: check_redis(settings)))
+    checks.append(await _safe("fan-out", check_fanout))
     for name, value, env in (("discord", settings.discord_bot_token, "DISCORD_BOT_TOKEN"),
                              ("telegram", settings.telegram_bot_token, "TELEGRAM_BOT_TOKEN")):
         if not (value and value.get_secret_value().strip()):
@@ -58,6 +59,16 @@ async def run_checks(settings: Settings) -> list[Check]:
         checks.append({"name": "ticketing", "ok": False, "optional": True,
                        "detail": "off: set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET to sell tickets"})
     return checks
+
+
+async def check_fanout() -> Check:
+    """Which engine sends the room's audio to WebRTC listeners: the native extension or the Python path."""
+    from adapters.webrtc.fanout import choose_engine
+
+    engine = choose_engine()
+    if engine.problem:
+        return {"name": "fan-out", "ok": False, "detail": f"{engine.problem}; sending with the {engine.detail}"}
+    return {"name": "fan-out", "ok": True, "detail": engine.detail}
 
 
 def all_ok(checks: list[Check]) -> bool:

@@ -2,7 +2,12 @@
 
 The socket turns frames into table commands with the caller's Account (from a verified join token),
 hands offers, candidates and HLS requests to the media router (``router.py``), and pushes the
-Space's domain events back through it. Its end is a disconnect; only the ``leave`` frame leaves."""
+Space's domain events back through it. Its end is a disconnect; only the ``leave`` frame leaves.
+
+A socket may be open on a Space that is not live: a *scheduled* one (a waiting room: table commands
+for that state work, media does not, and ``space.started`` lets the page move into the room) or an
+*ended* one (commands get the table's own ``space.closed``). The person joins (presence) only once
+the Space is live; the access rules (tickets, blocks, guests) are checked at hello either way."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import traceback
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -19,12 +25,12 @@ from adapters.webrtc.drain import SOCKETS, Sockets
 from adapters.webrtc.outbox import OUTBOX, dumps, outbox, receive
 from adapters.webrtc.room import MediaError
 from adapters.webrtc.router import Rooms
-from core.commands import BUILTIN_TABLE, CommandTable, Ports, dispatch
+from core.commands import BUILTIN_TABLE, CommandTable, Ports, dispatch, role_in
 from core.errors import Conflict, DomainError, Forbidden, Invalid
 from core.ids import new_id
 from core.messages import describe
 from core.model.accounts import Actor
-from core.model.space import SpaceState
+from core.model.space import Space, SpaceState
 from core.services import Core
 from core.tokens import JoinTokens
 
@@ -42,6 +48,18 @@ WORDING = {
     "protocol.unknown_type": "Unknown message type {type}.",
     "server.error": "Something went wrong on our side handling that message; the room goes on, try again.",
 }
+
+
+@dataclass
+class Conn:
+    """One socket's person: who, the role they said hello with, and whether they are *in* the Space
+    (presence recorded). Not yet while the Space is scheduled, never in an ended one, never a guest."""
+
+    actor: Actor
+    role: str
+    connection: str
+    present: bool
+    shown: str = "live"  # the Space's state the welcome showed
 
 
 def _result(value: Any) -> Any:
@@ -92,9 +110,8 @@ class Signaling:
         return ws
 
     async def _connected(self, ws: web.WebSocketResponse, space_id: str, sockets: Sockets | None) -> None:
-        connection = new_id()
         try:
-            actor, role = await self._hello(ws, space_id, connection)
+            conn = await self._hello(ws, space_id, new_id())
         except DomainError as e:
             await self._error(ws, e)
             # 4002: the first frame was no hello; 1013: try again later (the database is away); 4001: refused
@@ -108,12 +125,17 @@ class Signaling:
                                     "message": "Send {\"type\": \"hello\", \"token\": ...} first."})
                 await ws.close(code=4002)
             return
-        pid = actor.account_id
+        pid = conn.actor.account_id
         self.rooms.sockets.setdefault(space_id, {})[pid] = ws
         tabs = self._tabs.setdefault((space_id, pid), [])
         tabs.append(ws)
         try:
-            await self._serve(ws, space_id, actor, role)
+            if not conn.present:  # the Space may have started (or ended) before this socket got its events
+                with contextlib.suppress(DomainError):
+                    view = await self.core.view(space_id)
+                    if view.space.state.value != conn.shown:
+                        self.rooms.send(ws, {"type": "space", "id": None, "space": view.as_dict()})
+            await self._serve(ws, space_id, conn)
         finally:
             tabs.remove(ws)
             if not tabs:
@@ -134,21 +156,21 @@ class Signaling:
                         now = mine.value if mine is not None else "listener"
                         self.rooms.send(tabs[-1], {"type": "renegotiate", "role": now, "publish": now != "listener"})
             self._offered.discard(ws)
-            if role != "guest" and not (sockets is not None and sockets.draining):
+            if conn.present and not (sockets is not None and sockets.draining):
                 try:  # a restart is not a disconnect: its rows go stale, and are swept if nobody returns
-                    await self.core.disconnect(space_id, pid, connection)
+                    await self.core.disconnect(space_id, pid, conn.connection)
                 except Exception as e:  # owed: the presence keeper retries it (its row is not kept fresh)
                     log.warning("disconnect of %s from %s not recorded yet: %s", pid, space_id, e)
 
-    async def _leave(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str) -> None:
+    async def _leave(self, ws: web.WebSocketResponse, space_id: str, conn: Conn) -> None:
         """The explicit ``leave`` message: the person leaves (a host hands over or ends the Space), then
-        the socket closes with 1000. Closing a tab is not this; it is a disconnect."""
-        if role != "guest":
-            await self.core.leave(actor, space_id)
+        the socket closes with 1000. Closing a tab is not this; it is a disconnect. Someone who never
+        joined (a waiting room, an ended Space) only closes."""
+        if conn.present:
+            await self.core.leave(conn.actor, space_id)
         await ws.close(code=WSCloseCode.OK, message=b"left")
 
-    async def _hello(self, ws: web.WebSocketResponse, space_id: str,
-                     connection: str | None = None) -> tuple[Actor, str]:
+    async def _hello(self, ws: web.WebSocketResponse, space_id: str, connection: str) -> Conn:
         msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
         if msg.type != WSMsgType.TEXT:
             raise ValueError("no hello")
@@ -157,23 +179,52 @@ class Signaling:
             raise ValueError("no hello")
         token = data.get("token")
         grant = self.tokens.verify(token if isinstance(token, str) else "", self.core.now(), space_id=space_id)
-        if grant.account_id is None:
+        if grant.account_id is None:  # a guest only listens: no commands, whatever the table lets guests do
             actor = Actor(account_id=f"guest-{id(ws):x}", platform="web")
-            await self._entitled(space_id, actor, "guest")  # public, no tickets, live: as at every offer
             view = await self.core.view(space_id)
+            self._guest_allowed(view.space)  # public, no tickets; the state counts at every offer
             await ws.send_json({"type": "welcome", "you": {"account_id": None, "role": "guest"},
                                 "space": view.as_dict(), "commands": []})
-            return actor, "guest"
+            return Conn(actor, "guest", connection, present=False, shown=view.space.state.value)
         actor = Actor(account_id=grant.account_id, platform="web")
-        joined = await self.core.join(actor, space_id, connection=connection)
+        space = (await self.core.view(space_id)).space
+        if space.state == SpaceState.LIVE:
+            role, present = (await self.core.join(actor, space_id, connection=connection)).role.value, True
+        else:  # a waiting room, or an ended Space: the same access rule, without joining
+            await self._admitted(space, actor.account_id)
+            role, present = role_in(space, actor.account_id), False
         view = await self.core.view(space_id)
-        await ws.send_json({"type": "welcome", "you": {"account_id": actor.account_id, "role": joined.role.value},
+        await ws.send_json({"type": "welcome", "you": {"account_id": actor.account_id, "role": role},
                             "space": view.as_dict(), "captions": await self.core.recent_captions(space_id),
                             "comments": await self.core.recent_comments(space_id),
                             "commands": self._commands()})
-        return actor, joined.role.value
+        return Conn(actor, role, connection, present, view.space.state.value)
 
-    async def _serve(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str) -> None:
+    async def _admitted(self, space: Space, account_id: str) -> None:
+        """The core's join rule (blocks, tickets) for a Space that is not live, which that rule would
+        refuse for its state alone: checked as if the Space were live, without joining it."""
+        as_live = replace(space, state=SpaceState.LIVE)
+        await self.core.run(lambda uow: self.core.ctx.check_access(uow, as_live, account_id))
+
+    @staticmethod
+    def _guest_allowed(space: Space) -> None:
+        """Guests come only into public Spaces that sell no tickets."""
+        if space.visibility.value != "public":
+            raise Forbidden("space.guests_not_allowed", space_id=space.id)
+        if space.ticketing is not None:
+            raise Forbidden("ticket.required", space_id=space.id, price_minor=space.ticketing.price_minor,
+                            currency=space.ticketing.currency)
+
+    async def _present(self, space_id: str, conn: Conn) -> None:
+        """Join now if the Space went live since this socket said hello (the host started it): an
+        offer, HLS request or command from a waiting room makes the person present, as hello would."""
+        if conn.present or conn.role == "guest":
+            return
+        if (await self.core.view(space_id)).space.state == SpaceState.LIVE:
+            joined = await self.core.join(conn.actor, space_id, connection=conn.connection)
+            conn.role, conn.present = joined.role.value, True
+
+    async def _serve(self, ws: web.WebSocketResponse, space_id: str, conn: Conn) -> None:
         """Answer the socket's frames until it closes. Every reply goes through the socket's outbox; a
         frame that fails gets an error frame (its code only, never internal text) and the socket stays."""
         box = outbox(ws, self.rooms.outbox_limits)
@@ -189,34 +240,36 @@ class Signaling:
                 try:
                     data = frames.parse(msg.data)
                     cid, kind = frames.request_id(data), data.get("type")
-                    await self._frame(ws, space_id, actor, role, kind, cid, data)
+                    await self._frame(ws, space_id, conn, kind, cid, data)
                 except DomainError as e:
                     await self._error(ws, e, cid)
                 except Exception as e:  # a bug or an outage the core did not name: the socket stays open
                     where = traceback.extract_tb(e.__traceback__)[-1]
                     log.error("web room %s: a %s frame from %s failed: %s at %s:%s", space_id,
-                              str(kind)[:20], actor.account_id, type(e).__name__, where.filename, where.lineno)
+                              str(kind)[:20], conn.actor.account_id, type(e).__name__, where.filename, where.lineno)
                     log.debug("the failure in full", exc_info=e)
                     await self._error(ws, Invalid("server.error"), cid)
         finally:
             await box.shutdown()
 
-    async def _frame(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str, kind: Any,
+    async def _frame(self, ws: web.WebSocketResponse, space_id: str, conn: Conn, kind: Any,
                      cid: str | int | None, data: dict[str, Any]) -> None:
+        if kind in ("offer", "hls", "command"):
+            await self._present(space_id, conn)
         if kind == "offer":
-            await self._offer(ws, space_id, actor, role, data)
+            await self._offer(ws, space_id, conn.actor, conn.role, data)
         elif kind == "candidate":
-            await self._candidate(space_id, actor, data)
+            await self._candidate(space_id, conn.actor, data)
         elif kind == "hls":
-            await self._hls(ws, space_id, actor, role, cid, data)
+            await self._hls(ws, space_id, conn.actor, conn.role, cid, data)
         elif kind == "command":
-            await self._command(ws, space_id, actor, role, data)
+            await self._command(ws, space_id, conn.actor, conn.role, data)
         elif kind == "ping":
             self.rooms.send(ws, {"type": "pong", "id": cid})
         elif kind == "sync":  # the whole Space now, e.g. after events a client could not apply
             self.rooms.send(ws, {"type": "space", "id": cid, "space": (await self.core.view(space_id)).as_dict()})
         elif kind == "leave":  # explicit: the person leaves, then the socket closes 1000 (a close alone is not this)
-            await self._leave(ws, space_id, actor, role)
+            await self._leave(ws, space_id, conn)
         else:
             raise Invalid("protocol.unknown_type", type=str(kind)[:40])
 
@@ -238,16 +291,13 @@ class Signaling:
     async def _entitled(self, space_id: str, actor: Actor, role: str) -> None:
         """The join rule again, at every offer and HLS grant (access can end while a socket is open):
         a paid, unrefunded ticket where one is needed, not blocked, not removed; a guest only in a
-        live public Space that sells no tickets."""
+        live public Space that sells no tickets. Media needs a live Space: ``space.not_live`` while it
+        is scheduled, ``space.ended`` once it is over."""
         if role != "guest":
             await self.core.may_join(actor.account_id, space_id)
             return
         space = (await self.core.view(space_id)).space
-        if space.visibility.value != "public":
-            raise Forbidden("space.guests_not_allowed", space_id=space_id)
-        if space.ticketing is not None:
-            raise Forbidden("ticket.required", space_id=space_id, price_minor=space.ticketing.price_minor,
-                            currency=space.ticketing.currency)
+        self._guest_allowed(space)
         if space.state != SpaceState.LIVE:
             code = "space.not_live" if space.state == SpaceState.SCHEDULED else "space.ended"
             raise Conflict(code, space_id=space_id, state=space.state.value)

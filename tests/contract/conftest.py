@@ -107,26 +107,8 @@ async def driver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 # Known gaps the contract suite found (issue 16): each is a surface that does not yet do what the table
 # says. They are expected failures, strictly: fixing one turns its entry into an XPASS failure, so the
-# entry must be removed in the same change. Web: the socket joins only live Spaces (start, cancel,
-# reschedule, remind unreachable; an ended Space answers space.ended, not space.closed); ticket without
-# Stripe is command.unavailable.
+# entry must be removed in the same change.
 KNOWN_GAPS = frozenset({
-    "test_the_least_role_succeeds_and_the_core_shows_it[web-cancel]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[web-remind]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[web-reschedule]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[web-start]",
-    "test_the_least_role_succeeds_and_the_core_shows_it[web-ticket]",
-    "test_a_role_below_the_least_is_refused_with_the_tables_code[web-cancel]",
-    "test_a_role_below_the_least_is_refused_with_the_tables_code[web-reschedule]",
-    "test_a_role_below_the_least_is_refused_with_the_tables_code[web-start]",
-    "test_a_space_in_the_wrong_state_is_refused[web-captions]",
-    "test_a_space_in_the_wrong_state_is_refused[web-pin]",
-    "test_a_space_in_the_wrong_state_is_refused[web-remove]",
-    "test_a_space_in_the_wrong_state_is_refused[web-share]",
-    "test_a_space_in_the_wrong_state_is_refused[web-ticket]",
-    "test_a_space_in_the_wrong_state_is_refused[web-unpin]",
-    "test_a_bad_argument_is_refused_and_changes_nothing[web-remind]",
-    "test_a_bad_argument_is_refused_and_changes_nothing[web-reschedule]",
 })
 
 

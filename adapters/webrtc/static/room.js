@@ -8,6 +8,7 @@ const ERRORS = {
   "token.wrong_space": "This join link is for a different Space.",
   "space.ended": "This Space has ended.",
   "space.not_live": "This Space has not started yet.",
+  "space.closed": "This Space is over.",
   "ticket.required": "This Space needs a ticket.",
   "space.blocked": "The host has blocked you from their Spaces.",
   "mic.denied": "Microphone access was denied: you can listen, but others cannot hear you. Allow the microphone and rejoin to speak.",
@@ -45,6 +46,25 @@ function allowed(c) {
   return (RANK[state.role] ?? 0) >= NEEDS[c.least_role] && c.states.includes(spaceState());
 }
 function moderator() { return ["host", "cohost"].includes(state.role); }
+// A scheduled Space's page waits (no media) and moves into the room when the host starts it; an
+// ended one only says so. Media starts once per live stretch, whichever frame showed the state first.
+function waiting() {
+  const s = spaceState();
+  if (s === "live") return false;
+  if (s === "scheduled") {
+    const at = state.space.scheduled_for ? new Date(state.space.scheduled_for).toLocaleString() : "";
+    say(`This Space has not started yet${at ? ` (it is planned for ${at})` : ""}; you will be moved in when it starts.`);
+  } else say(state.space.state === "cancelled" ? "This Space was cancelled." : "This Space has ended.");
+  return true;
+}
+async function enter() {
+  if (waiting()) {
+    if (spaceState() === "ended") teardown(); else if (early) { early.then((pc) => pc.close()); early = null; }
+    return;
+  }
+  if (state.pc || state.hls || state.entered) return;
+  state.entered = true; say(""); await startMedia(onStage());
+}
 
 function send(msg) { if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg)); }
 function command(name, args = {}) {
@@ -107,7 +127,7 @@ function render() {
   hand.hidden = onStage() || !allowed(table("hand"));
   hand.setAttribute("aria-pressed", String(raised));
   hand.textContent = raised ? "✋ Lower hand" : "✋ Raise hand";
-  $("mic").hidden = !onStage();
+  $("mic").hidden = !onStage() || spaceState() !== "live";
   const mutedMe = s.muted.includes(state.me);
   $("mic").setAttribute("aria-pressed", String(mutedMe));
   $("mic").textContent = mutedMe ? "🎙 Unmute" : "🎙 Mute";
@@ -209,6 +229,7 @@ function onEvent(e) {
       break;
     case "space.badge": s.badges = s.badges || {}; if (e.text) s.badges[e.source] = e.text; else delete s.badges[e.source]; render(); break;
     case "space.ended": say("This Space has ended."); teardown(); break;
+    case "space.started": s.state = "live"; render(); enter(); refresh(); break;
     default: refresh();
   }
   if (e.type === "role.changed" && e.account_id === state.me) { state.role = e.role === "host" ? "host" : e.role; state.invited = false; }
@@ -356,7 +377,7 @@ async function connect() {
         for (const line of msg.captions || []) caption(line);
         for (const c of msg.comments || []) comment(c);
         $("comment-form").hidden = state.role === "guest";
-        render(); await startMedia(onStage()); break;
+        render(); state.entered = false; await enter(); break;
       case "answer":  // only the answer to our latest offer (we may have offered again meanwhile)
         if (state.pc && msg.id === state.offer) await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch(() => startMedia(onStage()));
         break;
@@ -365,7 +386,7 @@ async function connect() {
       case "hls":
         if (msg.reason === "renewed") { if (state.hls) { state.hls.base = new URL(msg.url, location.href); state.hls.renewAt = Date.now() + (msg.expires_in_s || 60) * 500; } break; }
         await startHls(msg.url, msg.expires_in_s); break;
-      case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); state.invited = (msg.space.invited || []).includes(state.me); render(); break;
+      case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); state.invited = (msg.space.invited || []).includes(state.me); render(); enter(); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; render(); break;
       case "error":

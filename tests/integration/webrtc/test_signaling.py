@@ -130,7 +130,7 @@ async def test_room_flow_over_signaling(platform: Instance) -> None:
         await host.ws.close()
 
 
-@pytest.mark.parametrize("case", ["forged", "expired", "wrong_space", "none", "ended"])
+@pytest.mark.parametrize("case", ["forged", "expired", "wrong_space", "none"])
 async def test_bad_tokens_are_refused(platform: Instance, case: str) -> None:
     from core.tokens import JoinTokens
 
@@ -145,12 +145,9 @@ async def test_bad_tokens_are_refused(platform: Instance, case: str) -> None:
         "expired": platform.tokens.issue(space.id, host_acc.id, "listener", now, ttl_s=-1),
         "wrong_space": platform.tokens.issue(other.id, host_acc.id, "listener", now),
         "none": "",
-        "ended": platform.tokens.issue(space.id, host_acc.id, "listener", now),
-    }[case]
-    if case == "ended":
-        await core.end_space(host, space.id)
+    }[case]  # a good token for an ended Space opens the socket: tests/integration/webrtc/test_waiting_room.py
     expected = {"forged": "token.bad_signature", "expired": "token.expired", "wrong_space": "token.wrong_space",
-                "none": "token.malformed", "ended": "space.ended"}[case]
+                "none": "token.malformed"}[case]
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{platform.url}/ws/{space.id}") as ws:
         await ws.send_json({"type": "hello", "token": token})
         err = json.loads((await ws.receive(timeout=5)).data)

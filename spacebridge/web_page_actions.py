@@ -2,9 +2,10 @@
 
 Each is a plain form post (works without script) checked for the session's CSRF token, calling the
 core's own use case (``follow``, ``set_reminder``) or the command table's ticket port (Stripe
-Checkout). Not signed in: a redirect to ``/signin?next=`` the page. A refusal from the core (the
-host blocked you, the Space started meanwhile) comes back as a page that says so and changes
-nothing. A ``fetch`` that asks for JSON gets JSON instead of a redirect.
+Checkout, whose success URL comes back through ``paid_landing``). Not signed in: a redirect to
+``/signin?next=`` the page. A refusal from the core (the host blocked you, the Space started
+meanwhile) comes back as a page that says so and changes nothing. A ``fetch`` that asks for JSON
+gets JSON instead of a redirect.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from aiohttp import web
 
 from core.errors import DomainError, NotFound
 from core.model.accounts import Actor
+from core.model.space import Space
+from core.model.ticket import TicketStatus
 from spacebridge.instance import INSTANCE
 from spacebridge.web_pages import NO_STORE, _base, _safe_next, render, viewer
 from spacebridge.web_session import check_csrf
@@ -112,6 +115,29 @@ async def buy(request: web.Request) -> web.StreamResponse:
     if _wants_json(request):
         return web.json_response({"url": url}, headers=NO_STORE)
     raise web.HTTPSeeOther(url)
+
+
+async def paid_landing(request: web.Request, space: Space) -> web.Response | None:
+    """Stripe Checkout's success URL, ``/s/ID?paid=TICKET``: the buyer lands on the Space's page.
+
+    Once the payment's webhook has settled the ticket this is the ordinary page (None): the room
+    itself while live, whose join token is minted from the session and now admits the buyer. Until
+    then, a page that says the payment is being confirmed and reloads itself (``/assets/studio.js``;
+    a link does the same without script). A ticket that is not the signed-in buyer's is ignored."""
+    account, csrf = await viewer(request)
+    ticket_id = request.query.get("paid", "")
+    if account is None or not ticket_id:
+        return None
+    try:
+        ticket = await request.app[INSTANCE].ledger.get(ticket_id)
+    except NotFound:
+        return None
+    if ticket.account_id != account.id or ticket.space_id != space.id or ticket.status == TicketStatus.PAID:
+        return None
+    waiting = ticket.status == TicketStatus.HELD
+    return render("studio/paying.html", request,
+                  _base(request, account, csrf, space=space, waiting=waiting, again=request.path_qs,
+                        back=f"/s/{space.id}"), status=200 if waiting else 402)
 
 
 def setup(app: web.Application) -> None:

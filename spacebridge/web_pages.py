@@ -194,6 +194,12 @@ async def space_page(request: web.Request) -> web.Response:
     except NotFound:
         return await not_found(request, "Space")
     s = view.space
+    if "paid" in request.query:  # back from Stripe Checkout: wait for the payment if it is still on its way
+        from spacebridge.web_page_actions import paid_landing
+
+        landing = await paid_landing(request, s)
+        if landing is not None:
+            return landing
     url = f"{p.url}/s/{s.id}"
     meta = {"og_title": s.title, "og_description": _description(s, view.host_name), "og_url": url,
             "og_type": "website", "noindex": s.visibility == Visibility.UNLISTED}

@@ -195,3 +195,6 @@ def setup(app: web.Application) -> None:
 
     web_auth.setup(app)  # /signin, passkeys, sign out (docs/web-accounts.md)
     web_join.setup(app)  # POST /api/spaces/{id}/join-token: lasting /s/ID addresses
+    from spacebridge import web_studio
+
+    web_studio.setup(app)  # /studio: the host's console (docs/studio.md)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.clock import Clock
 from core.events import Event
+from core.storage.analytics import AnalyticsRepository
 from core.storage.cards import CardRepository
 from core.storage.engine import Sessions, raise_unavailable
 from core.storage.jobs import JobQueue
@@ -41,6 +42,7 @@ class UnitOfWork:
         self.jobs = JobQueue(self.session)
         self.cards = CardRepository(self.session)
         self.passkeys = PasskeyRepository(self.session)  # web sign-in (spacebridge/web_auth.py)
+        self.analytics = AnalyticsRepository(self.session)  # the host's console (spacebridge/studio_stats.py)
         self.events = []
         self._committed = False
         return self

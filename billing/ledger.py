@@ -12,29 +12,26 @@ lengthens a card hold to Checkout's 30-minute minimum, and the first payment to 
 Every other payment (the same seat paid twice, a second ticket paid, a payment for a seat that is
 gone) gets a row of its own with no hold (``hold_expires_at`` empty), a refund job, and a line in
 the report (``returned``), so the report always equals what the provider holds.
+
+The rules live here; the reads and writes go through the unit of work's tickets repository
+(core/storage/tickets.py), and refunds are queued on its job outbox in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-
-from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core import events as ev
 from core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from core.ids import new_id
 from core.model.accounts import Actor
-from core.model.space import SpaceState
+from core.model.space import Space, SpaceState
 from core.model.ticket import Provider, Ticket, TicketStatus
+from core.ports import NewJob
 from core.services import Core, GroupCommit
-from core.storage import jobs
-from core.storage.base import dialect_name
-from core.storage.tables import AccountRow, ProcessedEventRow, SpaceRow, TicketRow
 from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -46,9 +43,9 @@ CHECKOUT_HOLD = timedelta(minutes=31)
 REF_GRACE = timedelta(minutes=2)
 
 
-def _returned(r: Any) -> bool:
+def _returned(t: Ticket) -> bool:
     """A payment that never became a seat (see the module docstring)."""
-    return r.hold_expires_at is None and r.status in ("void", "refunded")
+    return t.hold_expires_at is None and t.status in (TicketStatus.VOID, TicketStatus.REFUNDED)
 
 
 def _counts(t: Ticket, now: datetime) -> bool:
@@ -59,11 +56,21 @@ def _counts(t: Ticket, now: datetime) -> bool:
             or t.created_at > now - REF_GRACE)
 
 
-def _ticket(r: Any) -> Ticket:
-    return Ticket(id=r.id, space_id=r.space_id, account_id=r.account_id, status=TicketStatus(r.status),
-                  provider=Provider(r.provider), amount_minor=r.amount_minor, currency=r.currency,
-                  hold_expires_at=r.hold_expires_at, provider_ref=r.provider_ref, created_at=r.created_at,
-                  updated_at=r.updated_at, fee_minor=r.fee_minor)
+def _refund_job(ticket_id: str, space_id: str, reason: str, now: datetime, **extra: str) -> NewJob:
+    """The durable ``ticket.refund`` job (billing/refunds.py), once per ticket row."""
+    return NewJob("ticket.refund", {"ticket_id": ticket_id, "reason": reason, **extra}, now, f"refund:{ticket_id}",
+                  f"{space_id}:refunds")
+
+
+@dataclass
+class Batch:
+    """What settlements applied together in one transaction read once, not per payment: each
+    Space's seat count (kept right as tickets move) and rules, and each buyer's held and paid
+    tickets (``Ledger.buyers_of``)."""
+
+    taken: dict[str, int] = field(default_factory=dict)
+    spaces: dict[str, Space] = field(default_factory=dict)
+    buyers: dict[tuple[str, str], list[Ticket]] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,31 +115,14 @@ class Ledger:
         """Platform fee in minor units, rounded half up (a 1,000-cent ticket at 5 % pays 50)."""
         return (amount_minor * self.fee_bps + 5_000) // 10_000
 
-    async def _lock_space(self, uow: UnitOfWork, space_id: str) -> bool:
-        """Take the Space's ticket lock; True if rows read before it may be stale (PostgreSQL; on
-        SQLite the transaction began with the write lock)."""
-        if dialect_name(uow.session) == "postgresql":
-            await uow.session.execute(select(SpaceRow.id).where(SpaceRow.id == space_id).with_for_update())
-            return True
-        return False
-
     async def _seats_taken(self, uow: UnitOfWork, space_id: str, now: datetime) -> int:
-        q = select(func.count()).select_from(TicketRow).where(
-            TicketRow.space_id == space_id,
-            (TicketRow.status == "paid") | ((TicketRow.status == "held") & (TicketRow.hold_expires_at > now)
-                                            & ((TicketRow.provider != Provider.STRIPE.value)
-                                               | TicketRow.provider_ref.is_not(None)
-                                               | (TicketRow.created_at > now - REF_GRACE))))
-        return int((await uow.session.execute(q)).scalar_one())
+        return await uow.tickets.seats_taken(space_id, now, now - REF_GRACE)
 
     async def _active_among(self, uow: UnitOfWork, space_id: str, account_ids: list[str],
                             now: datetime) -> dict[str, Ticket]:
         """Each account's ticket that holds a seat now (paid, or held and unexpired)."""
-        q = select(TicketRow).where(TicketRow.space_id == space_id, TicketRow.account_id.in_(account_ids),
-                                    TicketRow.status.in_(("held", "paid")))
         found: dict[str, Ticket] = {}
-        for r in (await uow.session.scalars(q)).all():
-            t = _ticket(r)
+        for t in await uow.tickets.live_of([space_id], account_ids):
             if _counts(t, now) and (t.account_id not in found or t.status == TicketStatus.PAID):
                 found[t.account_id] = t
         return found
@@ -176,7 +166,7 @@ class Ledger:
 
     async def _hold_in(self, uow: UnitOfWork, space_id: str, wants: list[tuple[int, str, Provider, timedelta]],
                        now: datetime, out: list[Held | DomainError | None]) -> None:
-        await self._lock_space(uow, space_id)
+        await uow.tickets.lock_space(space_id)
         space = await uow.spaces.get(space_id)
         t = space.ticketing
         if t is None:
@@ -186,12 +176,11 @@ class Ledger:
         if (t.sales_start and now < t.sales_start) or (t.sales_end and now > t.sales_end):
             raise Conflict("ticket.sales_closed", space_id=space_id)
         accounts = sorted({a for _, a, _, _ in wants})
-        payout = (await uow.session.execute(select(AccountRow.stripe_account)
-                                            .where(AccountRow.id == space.host_id))).scalar_one_or_none()
+        payout = await uow.accounts.payout_account(space.host_id)
         blocked = await uow.spaces.blocked_among(space.host_id, accounts)
         active = await self._active_among(uow, space_id, accounts, now)
         taken = await self._seats_taken(uow, space_id, now) if t.capacity is not None else 0
-        rows: list[dict[str, Any]] = []
+        new: dict[str, Ticket] = {}
         for i, account, prov, hold_for in wants:
             if space.role_of(account) is not None:
                 out[i] = Conflict("ticket.on_stage", space_id=space_id)
@@ -203,11 +192,9 @@ class Ledger:
                     continue
                 if existing.hold_expires_at is not None and existing.hold_expires_at < now + hold_for:
                     existing.hold_expires_at = now + hold_for  # the same seat, held as long as this way needs
-                    if existing.id not in {r["id"] for r in rows}:
-                        await uow.session.execute(update(TicketRow).where(TicketRow.id == existing.id)
-                                                  .values(hold_expires_at=existing.hold_expires_at, updated_at=now))
-                    else:
-                        next(r for r in rows if r["id"] == existing.id)["hold_expires_at"] = existing.hold_expires_at
+                    if existing.id not in new:  # a new one is inserted below as it is now
+                        existing.updated_at = now
+                        await uow.tickets.save(existing)
                 out[i] = Held(existing, payout)
             elif t.capacity is not None and taken >= t.capacity:
                 out[i] = Conflict("ticket.sold_out", space_id=space_id, capacity=t.capacity)
@@ -216,24 +203,22 @@ class Ledger:
                                 provider=prov, amount_minor=t.price_minor, currency=t.currency,
                                 hold_expires_at=now + hold_for, provider_ref=None, created_at=now,
                                 updated_at=now, fee_minor=self.fee_for(t.price_minor) if prov == Provider.STRIPE else 0)
-                active[account] = ticket  # the same buyer twice in one batch gets the one hold
+                active[account] = new[ticket.id] = ticket  # the same buyer twice in one batch gets the one hold
                 taken += 1
                 out[i] = Held(ticket, payout)
-                rows.append(dict(id=ticket.id, space_id=space_id, account_id=account, status=ticket.status.value,
-                                 provider=prov.value, amount_minor=ticket.amount_minor, currency=ticket.currency,
-                                 hold_expires_at=ticket.hold_expires_at, provider_ref=None,
-                                 fee_minor=ticket.fee_minor, created_at=now, updated_at=now))
                 uow.emit(ev.TicketChanged(space_id=space_id, ticket_id=ticket.id, account_id=account,
                                           status=ticket.status.value, provider=prov.value, at=now))
-        if rows:
-            await uow.session.execute(insert(TicketRow), rows)
+        await uow.tickets.add_many(list(new.values()))
 
     async def get(self, ticket_id: str) -> Ticket:
         async with self.core.uow() as uow:
-            row = await uow.session.get(TicketRow, ticket_id)
-            if row is None:
-                raise NotFound("ticket.not_found", ticket_id=ticket_id)
-            return _ticket(row)
+            return await self._get(uow, ticket_id)
+
+    async def _get(self, uow: UnitOfWork, ticket_id: str, *, reload: bool = False) -> Ticket:
+        t = await uow.tickets.get(ticket_id, reload=reload)
+        if t is None:
+            raise NotFound("ticket.not_found", ticket_id=ticket_id)
+        return t
 
     async def attach_ref(self, ticket_id: str, provider_ref: str) -> None:
         """Remember the provider's payment id (PaymentIntent, Checkout Session, Stars charge); those
@@ -242,12 +227,7 @@ class Ledger:
 
     async def _attach_batch(self, batch: list[tuple[str, str]]) -> list[None]:
         async with self.core.uow() as uow:
-            now = self.core.now()
-            tickets = TicketRow.__table__
-            await uow.session.execute(  # executemany on the table: one statement for the batch
-                update(tickets).where(tickets.c.id == bindparam("tid"))  # type: ignore[arg-type]
-                .values(provider_ref=bindparam("ref"), updated_at=now),
-                [{"tid": t, "ref": r} for t, r in batch])
+            await uow.tickets.attach_refs(batch, self.core.now())  # one statement for the batch
             await uow.commit()
         return [None] * len(batch)
 
@@ -260,50 +240,51 @@ class Ledger:
         self.core.wake_jobs()
         return result
 
+    async def _space(self, uow: UnitOfWork, space_id: str, batch: Batch | None) -> Space:
+        """The Space (under its lock), read once per batch."""
+        space = batch.spaces.get(space_id) if batch is not None else None
+        if space is None:
+            space = await uow.spaces.get(space_id)
+            if batch is not None:
+                batch.spaces[space_id] = space
+        return space
+
     async def settle_in(self, uow: UnitOfWork, ticket_id: str, *, paid: bool, provider_ref: str | None = None,
                         amount_minor: int | None = None, currency: str | None = None,
-                        taken: dict[str, int] | None = None,
-                        buyers: dict[tuple[str, str], list[TicketRow]] | None = None) -> Ticket:
+                        batch: Batch | None = None) -> Ticket:
         """``settle`` in the caller's transaction (a webhook records its event id in the same one).
-        ``taken`` carries each Space's seat count from one settlement to the next in a batch, so a
-        batch counts a Space's seats once; ``buyers`` (from ``buyers_of``) carries each buyer's
-        held and paid tickets, read once per batch instead of twice per settlement.
+        ``batch`` carries what settlements applied together read once (see ``Batch``).
 
         A payment becomes the seat only if the ticket is still held, the seat still fits, and the
         buyer has no other paid ticket here; any other payment is returned (see the module
         docstring). A failure voids only a hold that cannot be paid any more: a declined card
         leaves the hold in place, since the buyer may retry the same PaymentIntent."""
-        row = await uow.session.get(TicketRow, ticket_id)
-        if row is None:
-            raise NotFound("ticket.not_found", ticket_id=ticket_id)
-        if await self._lock_space(uow, row.space_id):
-            await uow.session.refresh(row)
+        t = await self._get(uow, ticket_id)
+        if await uow.tickets.lock_space(t.space_id):
+            t = await self._get(uow, ticket_id, reload=True)
         now = self.core.now()
-        t = _ticket(row)
         if amount_minor is not None and (amount_minor != t.amount_minor
                                          or (currency or "").upper() != t.currency.upper()):
             raise Invalid("ticket.amount_mismatch", expected=t.amount_minor, got=amount_minor)
+        taken = batch.taken if batch is not None else None
         if not paid:
             if t.status != TicketStatus.HELD:
                 return t  # news that arrives after the fact
-            return self._set(uow, row, TicketStatus.VOID, now, taken)
+            return await self._set(uow, t, TicketStatus.VOID, now, taken)
         ref = provider_ref or t.provider_ref
         if t.status != TicketStatus.HELD:
             if ref is None or (ref == t.provider_ref and t.status in (TicketStatus.PAID, TicketStatus.REFUNDED)):
                 return t  # a repeat
-            if _returned(row) or await self._recorded(uow, ref):
+            if _returned(t) or await uow.tickets.ref_recorded(ref):
                 return t  # this payment is already recorded (as the seat, or as returned)
             await self._return_payment(uow, t, ref, "duplicate" if t.status != TicketStatus.VOID
                                        else "seat_unavailable", now)
             return t
-        mine = buyers.get((t.space_id, t.account_id)) if buyers is not None else None
-        if mine is not None:
-            other_paid = next((o.id for o in mine if o.id != t.id and o.status == "paid"), None)
-        else:
-            other_paid = (await uow.session.scalars(select(TicketRow.id).where(
-                TicketRow.space_id == t.space_id, TicketRow.account_id == t.account_id, TicketRow.id != t.id,
-                TicketRow.status == "paid"))).first()
-        space = await uow.spaces.get(t.space_id)
+        mine = batch.buyers.get((t.space_id, t.account_id)) if batch is not None and batch.buyers is not None else None
+        if mine is None:
+            mine = await uow.tickets.live_of([t.space_id], [t.account_id])
+        other_paid = next((o.id for o in mine if o.id != t.id and o.status == TicketStatus.PAID), None)
+        space = await self._space(uow, t.space_id, batch)
         fits = True
         cap = space.ticketing.capacity if space.ticketing else None
         if cap is not None:
@@ -314,56 +295,44 @@ class Ledger:
                     taken[t.space_id] = seats
             fits = seats - _counts(t, now) < cap
         if other_paid is None and fits and space.is_open:
+            had_seat = _counts(t, now)  # before the reference: an unreferenced old hold had let its seat go
             if ref:
-                row.provider_ref = ref
-            t = self._set(uow, row, TicketStatus.PAID, now, taken, had_seat=_counts(t, now))
-            if mine is not None:  # the buyer's other holds free their seats
-                others = [o for o in mine if o.id != t.id and o.status == "held"]
-            else:
-                others = list((await uow.session.scalars(select(TicketRow).where(
-                    TicketRow.space_id == t.space_id, TicketRow.account_id == t.account_id, TicketRow.id != t.id,
-                    TicketRow.status == "held"))).all())
-            for o in others:
-                self._set(uow, o, TicketStatus.VOID, now, taken)
+                t.provider_ref = ref
+            await self._set(uow, t, TicketStatus.PAID, now, taken, had_seat=had_seat)
+            for o in [o for o in mine if o.id != t.id and o.status == TicketStatus.HELD]:
+                await self._set(uow, o, TicketStatus.VOID, now, taken)  # the buyer's other holds free their seats
             return t
-        self._set(uow, row, TicketStatus.VOID, now, taken)  # money arrived for a seat we could not keep
+        await self._set(uow, t, TicketStatus.VOID, now, taken)  # money arrived for a seat we could not keep
         await self._return_payment(uow, t, ref, "duplicate" if other_paid else "seat_unavailable", now)
-        t.status = TicketStatus.VOID
         return t
 
-    async def buyers_of(self, uow: UnitOfWork, ticket_ids: list[str]) -> dict[tuple[str, str], list[TicketRow]]:
+    async def buyers_of(self, uow: UnitOfWork, ticket_ids: list[str]) -> dict[tuple[str, str], list[Ticket]]:
         """Each buyer's held and paid tickets in the Spaces of ``ticket_ids``, read in one query for
-        a batch of settlements (after the Spaces' locks, so PostgreSQL rows are current). The rows
-        are the session's own, so a settlement earlier in the batch is seen by later ones."""
-        rows = (await uow.session.scalars(select(TicketRow).where(TicketRow.id.in_(ticket_ids)))).all()
-        pairs = {(r.space_id, r.account_id) for r in rows}
+        a batch of settlements (after the Spaces' locks, so PostgreSQL rows are current). The
+        tickets are the unit of work's own, so a settlement earlier in the batch is seen by later ones."""
+        pairs = {(t.space_id, t.account_id) for t in await uow.tickets.get_many(ticket_ids)}
         if not pairs:
             return {}
         stale = False
         for space_id in sorted({sp for sp, _ in pairs}):  # one order everywhere: no deadlock
-            stale = await self._lock_space(uow, space_id) or stale
-        q = select(TicketRow).where(TicketRow.space_id.in_({sp for sp, _ in pairs}),
-                                    TicketRow.account_id.in_({a for _, a in pairs}),
-                                    TicketRow.status.in_(("held", "paid")))
-        if stale:
-            q = q.execution_options(populate_existing=True)
-        out: dict[tuple[str, str], list[TicketRow]] = {pair: [] for pair in pairs}
-        for r in (await uow.session.scalars(q)).all():
-            if (r.space_id, r.account_id) in out:
-                out[(r.space_id, r.account_id)].append(r)
+            stale = await uow.tickets.lock_space(space_id) or stale
+        out: dict[tuple[str, str], list[Ticket]] = {pair: [] for pair in pairs}
+        for t in await uow.tickets.live_of({sp for sp, _ in pairs}, {a for _, a in pairs}, reload=stale):
+            if (t.space_id, t.account_id) in out:
+                out[(t.space_id, t.account_id)].append(t)
         return out
 
-    def _set(self, uow: UnitOfWork, row: TicketRow, status: TicketStatus, now: datetime,
-             taken: dict[str, int] | None, had_seat: bool | None = None) -> Ticket:
+    async def _set(self, uow: UnitOfWork, t: Ticket, status: TicketStatus, now: datetime,
+                   taken: dict[str, int] | None, had_seat: bool | None = None) -> Ticket:
         """Move a ticket to ``status``, keep the batch's seat count right and tell everyone."""
-        before = _ticket(row)
-        had = _counts(before, now) if had_seat is None else had_seat
-        if taken is not None and row.space_id in taken:
-            taken[row.space_id] += (status == TicketStatus.PAID) - had
-        row.status, row.updated_at = status.value, now
-        uow.emit(ev.TicketChanged(space_id=row.space_id, ticket_id=row.id, account_id=row.account_id,
-                                  status=status.value, provider=row.provider, at=now))
-        return _ticket(row)
+        had = _counts(t, now) if had_seat is None else had_seat
+        if taken is not None and t.space_id in taken:
+            taken[t.space_id] += (status == TicketStatus.PAID) - had
+        t.status, t.updated_at = status, now
+        await uow.tickets.save(t)
+        uow.emit(ev.TicketChanged(space_id=t.space_id, ticket_id=t.id, account_id=t.account_id,
+                                  status=status.value, provider=t.provider.value, at=now))
+        return t
 
     async def _return_payment(self, uow: UnitOfWork, t: Ticket, ref: str | None, reason: str, now: datetime) -> None:
         """Record a payment that cannot be a seat as its own row and queue its refund."""
@@ -371,36 +340,32 @@ class Ledger:
             log.warning("a payment for ticket %s arrived without a reference; nothing to give back", t.id)
             return
         rid = new_id()
-        await uow.session.execute(insert(TicketRow), [dict(
-            id=rid, space_id=t.space_id, account_id=t.account_id, status=TicketStatus.VOID.value,
-            provider=t.provider.value, amount_minor=t.amount_minor, currency=t.currency, hold_expires_at=None,
-            provider_ref=ref, fee_minor=t.fee_minor, created_at=now, updated_at=now)])
-        await jobs.enqueue(uow.session, "ticket.refund", {"ticket_id": rid, "reason": reason, "for_ticket": t.id},
-                           due_at=now, dedupe_key=f"refund:{rid}", group_key=f"{t.space_id}:refunds")
+        await uow.tickets.add_many([Ticket(
+            id=rid, space_id=t.space_id, account_id=t.account_id, status=TicketStatus.VOID, provider=t.provider,
+            amount_minor=t.amount_minor, currency=t.currency, hold_expires_at=None, provider_ref=ref,
+            created_at=now, updated_at=now, fee_minor=t.fee_minor)])
+        await uow.jobs.enqueue(_refund_job(rid, t.space_id, reason, now, for_ticket=t.id))
 
     async def mark_refunded(self, ticket_id: str) -> Ticket:
         """The provider confirmed a refund: access is revoked at once."""
         return await self.core.run(lambda uow: self.mark_refunded_in(uow, ticket_id))
 
-    async def mark_refunded_in(self, uow: UnitOfWork, ticket_id: str, taken: dict[str, int] | None = None) -> Ticket:
-        row = await uow.session.get(TicketRow, ticket_id)
-        if row is None:
-            raise NotFound("ticket.not_found", ticket_id=ticket_id)
-        t = _ticket(row)
+    async def mark_refunded_in(self, uow: UnitOfWork, ticket_id: str, batch: Batch | None = None) -> Ticket:
+        t = await self._get(uow, ticket_id)
         if t.status == TicketStatus.REFUNDED:
             return t
         now = self.core.now()
-        if _returned(row):  # a returned payment: the buyer's own ticket, if any, is untouched
-            row.status, row.updated_at = TicketStatus.REFUNDED.value, now
-            t.status = TicketStatus.REFUNDED
+        if _returned(t):  # a returned payment: the buyer's own ticket, if any, is untouched
+            t.status, t.updated_at = TicketStatus.REFUNDED, now
+            await uow.tickets.save(t)
             return t
-        if taken is not None and t.space_id in taken:
-            taken[t.space_id] -= _counts(t, now)
-        row.status, row.updated_at = TicketStatus.REFUNDED.value, now
+        if batch is not None and t.space_id in batch.taken:
+            batch.taken[t.space_id] -= _counts(t, now)
+        t.status, t.updated_at = TicketStatus.REFUNDED, now
+        await uow.tickets.save(t)
         await uow.spaces.set_absent(t.space_id, t.account_id, now)
         uow.emit(ev.TicketChanged(space_id=t.space_id, ticket_id=t.id, account_id=t.account_id,
                                   status="refunded", provider=t.provider.value, at=now))
-        t.status = TicketStatus.REFUNDED
         return t
 
     async def by_ref(self, provider_ref: str) -> Ticket | None:
@@ -409,46 +374,26 @@ class Ledger:
 
     async def by_ref_in(self, uow: UnitOfWork, provider_ref: str) -> Ticket | None:
         """The row a payment belongs to: its returned-payment row if it was returned, else the ticket."""
-        rows = (await uow.session.scalars(select(TicketRow).where(TicketRow.provider_ref == provider_ref))).all()
-        if not rows:
+        found = await uow.tickets.by_ref(provider_ref)
+        if not found:
             return None
-        return _ticket(min(rows, key=lambda r: (not _returned(r), r.status not in ("paid", "refunded"))))
-
-    async def _recorded(self, uow: UnitOfWork, ref: str) -> bool:
-        """Has this payment already been taken as a seat or returned?"""
-        q = select(TicketRow.id).where(TicketRow.provider_ref == ref, TicketRow.status.in_(("paid", "refunded"))
-                                       | TicketRow.hold_expires_at.is_(None))
-        return (await uow.session.scalars(q)).first() is not None
+        return min(found, key=lambda t: (not _returned(t), t.status not in (TicketStatus.PAID, TicketStatus.REFUNDED)))
 
     async def first_times(self, uow: UnitOfWork, provider: str, events: list[tuple[str, str]]) -> set[str]:
         """Record provider event ids (with their kinds) in the caller's transaction, in one statement;
         returns those not seen before."""
-        rows, seen = [], set()
-        now = self.core.now()
-        for event_id, kind in events:
-            if event_id not in seen:
-                seen.add(event_id)
-                rows.append({"provider": provider, "event_id": event_id, "kind": kind, "received_at": now})
-        if not rows:
-            return set()
-        ins = (pg_insert if dialect_name(uow.session) == "postgresql" else sqlite_insert)(ProcessedEventRow)
-        res = await uow.session.execute(ins.values(rows).on_conflict_do_nothing(
-            index_elements=["provider", "event_id"]).returning(ProcessedEventRow.event_id))
-        return set(res.scalars().all())
+        return await uow.tickets.first_times(provider, events, self.core.now())
 
     async def request_refund(self, actor: Actor, space_id: str) -> Ticket:
         """A holder asks for their money back; allowed once the host has moved the Space."""
         async def op(uow: UnitOfWork) -> Ticket:
-            q = select(TicketRow).where(TicketRow.space_id == space_id, TicketRow.account_id == actor.account_id,
-                                        TicketRow.status == "paid")
-            row = (await uow.session.scalars(q)).first()
-            if row is None:
+            paid = await uow.tickets.paid_of(space_id, actor.account_id)
+            if paid is None:
                 raise NotFound("ticket.none_paid", space_id=space_id)
-            if not row.refundable:
+            if not paid.refundable:
                 raise Forbidden("ticket.not_refundable", space_id=space_id)
-            await jobs.enqueue(uow.session, "ticket.refund", {"ticket_id": row.id, "reason": "requested_by_customer"},
-                               due_at=self.core.now(), dedupe_key=f"refund:{row.id}", group_key=f"{space_id}:refunds")
-            return _ticket(row)
+            await uow.jobs.enqueue(_refund_job(paid.ticket.id, space_id, "requested_by_customer", self.core.now()))
+            return paid.ticket
 
         t = await self.core.run(op)
         self.core.wake_jobs()
@@ -457,12 +402,9 @@ class Ledger:
     async def refund_all(self, space_id: str) -> int:
         """Queue a durable refund job for every paid ticket (on cancel); safe to call again."""
         async def op(uow: UnitOfWork) -> int:
-            q = select(TicketRow.id).where(TicketRow.space_id == space_id, TicketRow.status == "paid")
-            ids = list((await uow.session.scalars(q)).all())
             now = self.core.now()
-            return await jobs.enqueue_many(uow.session, [
-                jobs.NewJob("ticket.refund", {"ticket_id": i, "reason": "space_cancelled"}, now, f"refund:{i}",
-                            f"{space_id}:refunds") for i in ids])
+            return await uow.jobs.enqueue_many([_refund_job(i, space_id, "space_cancelled", now)
+                                                for i in await uow.tickets.paid_ids(space_id)])
 
         n = await self.core.run(op)
         self.core.wake_jobs()
@@ -470,19 +412,10 @@ class Ledger:
 
     async def payout_account(self, account_id: str) -> str | None:
         async with self.core.uow() as uow:
-            row = await uow.session.get(AccountRow, account_id)
-            if row is None:
-                raise NotFound("account.not_found", account_id=account_id)
-            return row.stripe_account
+            return await uow.accounts.payout_account(account_id)
 
     async def set_payout_account(self, account_id: str, stripe_account: str) -> None:
-        async def op(uow: UnitOfWork) -> None:
-            row = await uow.session.get(AccountRow, account_id)
-            if row is None:
-                raise NotFound("account.not_found", account_id=account_id)
-            row.stripe_account = stripe_account
-
-        await self.core.run(op)
+        await self.core.run(lambda uow: uow.accounts.set_payout_account(account_id, stripe_account))
 
     async def report(self, space_id: str) -> Report:
         """What was sold, returned and refunded, in the provider's terms: ``gross_minor`` is every
@@ -491,9 +424,9 @@ class Ledger:
         charges: transfers less reversals)."""
         async with self.core.uow() as uow:
             space = await uow.spaces.get(space_id)
-            rows = (await uow.session.scalars(select(TicketRow).where(TicketRow.space_id == space_id))).all()
-            returned = [_ticket(r) for r in rows if _returned(r)]
-            tickets = [_ticket(r) for r in rows if not _returned(r)]
+            every = await uow.tickets.in_space(space_id)
+        returned = [t for t in every if _returned(t)]
+        tickets = [t for t in every if not _returned(t)]
         now = self.core.now()
         paid = [t for t in tickets if t.status == TicketStatus.PAID]
         refunded = [t for t in tickets if t.status == TicketStatus.REFUNDED]

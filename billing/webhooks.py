@@ -22,11 +22,10 @@ from typing import Any
 import stripe
 from aiohttp import web
 
-from billing.ledger import Ledger
+from billing.ledger import Batch, Ledger
 from billing.stripe_gateway import StripeGateway
 from core.errors import DomainError
 from core.services import GroupCommit
-from core.storage.tables import TicketRow
 from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -120,22 +119,20 @@ class StripeWebhooks:
     async def _apply_together(self, events: list[dict[str, Any]]) -> list[str]:
         async def op(uow: UnitOfWork) -> list[str]:
             fresh = await self.ledger.first_times(uow, "stripe", [(str(e["id"]), str(e["type"])[:64]) for e in events])
-            taken: dict[str, int] = {}
-            buyers = await self.ledger.buyers_of(uow, [t for e in events if str(e["id"]) in fresh
-                                                       and isinstance(t := _ticket_of(e), str)])
+            named = [t for e in events if str(e["id"]) in fresh and isinstance(t := _ticket_of(e), str)]
+            batch = Batch(buyers=await self.ledger.buyers_of(uow, named))
             out = []
             for event in events:
                 if str(event["id"]) in fresh:
                     fresh.discard(str(event["id"]))  # the same event twice in one batch: applied once
-                    out.append(await self._apply_one(uow, event, taken, buyers))
+                    out.append(await self._apply_one(uow, event, batch))
                 else:
                     out.append("duplicate")
             return out
 
         return await self.ledger.core.run(op)
 
-    async def _apply_one(self, uow: UnitOfWork, event: dict[str, Any], taken: dict[str, int],
-                         buyers: dict[tuple[str, str], list[TicketRow]]) -> str:
+    async def _apply_one(self, uow: UnitOfWork, event: dict[str, Any], batch: Batch) -> str:
         kind = str(event["type"])
         obj: dict[str, Any] = event["data"]["object"]
         if kind == "account.updated":
@@ -156,32 +153,29 @@ class StripeWebhooks:
         if not ticket_id:
             return "ignored"
         try:
-            return await self._apply(uow, kind, obj, str(ticket_id), taken, buyers)
+            return await self._apply(uow, kind, obj, str(ticket_id), batch)
         except DomainError as e:  # refused before it changed anything: recorded, not retried
             log.warning("stripe event %s (%s) for ticket %s refused: %s", event["id"], kind, ticket_id, e.code)
             return "ignored"
 
-    async def _apply(self, uow: UnitOfWork, kind: str, obj: dict[str, Any], ticket_id: str,
-                     taken: dict[str, int], buyers: dict[tuple[str, str], list[TicketRow]]) -> str:
+    async def _apply(self, uow: UnitOfWork, kind: str, obj: dict[str, Any], ticket_id: str, batch: Batch) -> str:
         ledger = self.ledger
         if kind == "payment_intent.succeeded":
             await ledger.settle_in(uow, ticket_id, paid=True, provider_ref=obj.get("id"),
-                                   amount_minor=obj.get("amount"), currency=obj.get("currency"), taken=taken,
-                                   buyers=buyers)
+                                   amount_minor=obj.get("amount"), currency=obj.get("currency"), batch=batch)
         elif kind == "checkout.session.completed":
             if obj.get("payment_status") != "paid":
                 return "ignored"
             await ledger.settle_in(uow, ticket_id, paid=True, provider_ref=obj.get("payment_intent") or obj.get("id"),
-                                   amount_minor=obj.get("amount_total"), currency=obj.get("currency"), taken=taken,
-                                   buyers=buyers)
+                                   amount_minor=obj.get("amount_total"), currency=obj.get("currency"), batch=batch)
         elif kind == "payment_intent.payment_failed":
             return "ignored"  # the buyer may retry the same PaymentIntent while the hold lasts
         elif kind in ("payment_intent.canceled", "checkout.session.expired"):
-            await ledger.settle_in(uow, ticket_id, paid=False, taken=taken)
+            await ledger.settle_in(uow, ticket_id, paid=False, batch=batch)
         elif kind in REFUND_EVENTS:
             if kind != "charge.refunded" and obj.get("status") not in ("succeeded", "pending"):
                 return "ignored"
-            await ledger.mark_refunded_in(uow, ticket_id, taken)
+            await ledger.mark_refunded_in(uow, ticket_id, batch)
         else:
             return "ignored"
         return "processed"

@@ -38,7 +38,6 @@ from core.storage.tables import (
     ParticipantRow,
     ReminderRow,
     SpaceRow,
-    TicketRow,
 )
 
 log = logging.getLogger(__name__)
@@ -273,6 +272,19 @@ class AccountRepository:
             raise NotFound("account.not_found", account_id=account_id)
         return Account(id=row.id, display_name=row.display_name, created_at=row.created_at, tier=Tier(row.tier))
 
+    async def payout_account(self, account_id: str) -> str | None:
+        """The account's Stripe Connect account (where its ticket sales are paid), if any."""
+        row = await self.s.get(AccountRow, account_id)
+        if row is None:
+            raise NotFound("account.not_found", account_id=account_id)
+        return row.stripe_account
+
+    async def set_payout_account(self, account_id: str, stripe_account: str) -> None:
+        row = await self.s.get(AccountRow, account_id)
+        if row is None:
+            raise NotFound("account.not_found", account_id=account_id)
+        row.stripe_account = stripe_account
+
     async def exists(self, account_id: str) -> bool:
         return await self.s.get(AccountRow, account_id) is not None
 
@@ -402,33 +414,3 @@ def _community(r: CommunityRow) -> Community:
     return Community(id=r.id, platform=r.platform, external_id=r.external_id, name=r.name,
                      created_at=r.created_at, settings=CommunitySettings.model_validate(r.settings))
 
-
-class TicketRepository:
-    """Core's read side of tickets; billing owns the writes (holds, payments, refunds)."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.s = session
-
-    async def has_paid(self, space_id: str, account_id: str) -> bool:
-        q = select(func.count()).select_from(TicketRow).where(
-            TicketRow.space_id == space_id, TicketRow.account_id == account_id, TicketRow.status == "paid")
-        return int((await self.s.execute(q)).scalar_one()) > 0
-
-    async def mark_refundable(self, space_id: str) -> None:
-        await self.s.execute(update(TicketRow).where(TicketRow.space_id == space_id, TicketRow.status == "paid")
-                             .values(refundable=True))
-
-    async def holders(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]:
-        q = (select(TicketRow.account_id).where(TicketRow.space_id == space_id, TicketRow.status == "paid",
-                                                TicketRow.account_id > after)
-             .order_by(TicketRow.account_id).limit(limit))
-        return list((await self.s.scalars(q)).all())
-
-    async def paid_ids(self, space_id: str) -> list[str]:
-        q = select(TicketRow.id).where(TicketRow.space_id == space_id, TicketRow.status == "paid")
-        return list((await self.s.scalars(q)).all())
-
-    async def paid_among(self, space_id: str, account_ids: Sequence[str]) -> set[str]:
-        q = select(TicketRow.account_id).where(TicketRow.space_id == space_id, TicketRow.status == "paid",
-                                               TicketRow.account_id.in_(account_ids))
-        return set((await self.s.scalars(q)).all())

@@ -19,12 +19,8 @@ from core.storage.jobs import JobQueue
 from core.storage.kv import KeyValueStore
 from core.storage.passkeys import PasskeyRepository
 from core.storage.presence import PresenceRepository
-from core.storage.repositories import (
-    AccountRepository,
-    CommunityRepository,
-    SpaceRepository,
-    TicketRepository,
-)
+from core.storage.repositories import AccountRepository, CommunityRepository, SpaceRepository
+from core.storage.tickets import TicketRepository
 
 
 class UnitOfWork:

@@ -1,12 +1,16 @@
 """SQL stays in core/storage: the rest of core talks to the store through core/ports.py's Protocols,
-so a use case, the job runner or the card store runs on a fake store as well as on a database."""
+so a use case, the job runner or the card store runs on a fake store as well as on a database.
+Billing keeps the ticket rules and reaches the tables only through the unit of work's repositories
+(core/storage/tickets.py)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[2] / "core"
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ROOT / "core"
+BILLING = ROOT / "billing"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -26,6 +30,27 @@ def test_only_core_storage_imports_sqlalchemy() -> None:
         if "storage" not in p.relative_to(CORE).parts
         and any(m == "sqlalchemy" or m.startswith("sqlalchemy.") for m in imported_modules(p)))
     assert offenders == [], f"SQLAlchemy outside core/storage: {offenders}"
+
+
+def imports_sqlalchemy(path: Path) -> bool:
+    return any(m == "sqlalchemy" or m.startswith("sqlalchemy.") for m in imported_modules(path))
+
+
+def test_billing_imports_no_sqlalchemy() -> None:
+    files = sorted(BILLING.rglob("*.py"))
+    assert files, "billing/ not found"
+    offenders = [str(p.relative_to(ROOT)) for p in files if imports_sqlalchemy(p)]
+    assert offenders == [], f"SQLAlchemy in billing (use the unit of work's repositories): {offenders}"
+
+
+def test_billing_reaches_no_table_or_session() -> None:
+    """No table rows, no ``uow.session``: the ledger's reads and writes are repository methods."""
+    def touches(path: Path) -> bool:
+        return "core.storage.tables" in imported_modules(path) or any(
+            isinstance(n, ast.Attribute) and n.attr == "session" for n in ast.walk(ast.parse(path.read_text())))
+
+    offenders = sorted(str(p.relative_to(ROOT)) for p in BILLING.rglob("*.py") if touches(p))
+    assert offenders == [], f"billing touches tables or the session directly: {offenders}"
 
 
 def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:

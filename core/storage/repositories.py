@@ -413,4 +413,3 @@ class CommunityRepository:
 def _community(r: CommunityRow) -> Community:
     return Community(id=r.id, platform=r.platform, external_id=r.external_id, name=r.name,
                      created_at=r.created_at, settings=CommunitySettings.model_validate(r.settings))
-

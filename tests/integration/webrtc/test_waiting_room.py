@@ -97,6 +97,25 @@ async def test_a_waiting_socket_is_told_when_the_space_started_before_it_was_lis
         await finn.ws.close()
 
 
+async def test_a_cancelled_space_tells_its_waiting_room_and_keeps_the_socket(platform: Instance) -> None:
+    p = platform
+    ids = await people(p, "hana", "finn")
+    space_id = await scheduled(p, ids["hana"])
+    async with aiohttp.ClientSession() as http:
+        finn, _ = await hello(p, http, space_id, ids["finn"])
+        hana, _ = await hello(p, http, space_id, ids["hana"])
+        assert (await hana.command("reschedule", when="+3h"))["result"]["scheduled_for"]
+        assert (await finn.command("cancel"))["code"] == "role.host_required"
+        assert (await hana.command("cancel"))["type"] == "ok"
+        await finn.recv("event", event__type="space.cancelled")
+        assert (await finn.command("remind"))["code"] == "space.closed"
+        await finn.ws.send_json({"type": "sync", "id": "s1"})
+        assert (await finn.recv("space", id="s1"))["space"]["state"] == "cancelled"
+        for peer in (finn, hana):
+            await peer.client.pc.close()
+            await peer.ws.close()
+
+
 async def test_an_ended_space_answers_with_the_tables_refusal(platform: Instance) -> None:
     p = platform
     ids = await people(p, "hana", "finn")

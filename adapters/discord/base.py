@@ -56,6 +56,9 @@ _MISC_TEXT = {
     "discord.not_a_member": "That user is not a member of this server.",
     "discord.bad_rule": "{detail}",
     "discord.stars_only": "This Space sells tickets in Telegram Stars: buy it from the Telegram bot.",
+    "discord.stage_busy": "“{title}” is already live on {stage}, and I may not make another Stage here: I need "
+                          "Manage Channels in {where}. End that Space first, or a server admin can grant it "
+                          "(or pick another category with /spacebridge setup stage_category).",
 }
 
 
@@ -85,7 +88,10 @@ class DiscordConfig:
 
 @dataclass
 class VoiceSession:
+    """The bot's voice on one Space's Stage (Discord allows a bot one voice connection per guild)."""
+
     space_id: str
+    guild_id: int
     channel_id: int
     source: RoomAudioSource
     feeder: asyncio.Task[None] | None = None
@@ -95,8 +101,14 @@ class VoiceSession:
 
 @dataclass
 class _State:
-    voice: dict[int, VoiceSession] = field(default_factory=dict)  # guild id -> session
+    voice: dict[str, VoiceSession] = field(default_factory=dict)  # space id -> session
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    stages: dict[str, tuple[int, int, bool]] = field(default_factory=dict)  # space -> (guild, channel, made)
+    stage_locks: dict[int, asyncio.Lock] = field(default_factory=dict)  # guild id -> lock
+    # What the bot last asked Discord to set on a member's voice ((guild, user) -> field -> value), until
+    # the VOICE_STATE_UPDATE that echoes it arrives: that one is the bot's own change, not a moderator's.
+    asked: dict[tuple[int, int], dict[str, bool]] = field(default_factory=dict)
+    speaking: dict[str, set[str]] = field(default_factory=dict)  # space id -> accounts Discord says speak
 
 
 def stage_connection(guild_id: int, user_id: int) -> str:
@@ -221,8 +233,13 @@ class DiscordBase:
             self._require(stage, STAGE_NEEDS)
             if scheduled:
                 self._require_guild(guild, "manage_events")
+            else:
+                await self._refuse_if_busy(guild, settings)
         if announce is not None:
             self._require(announce, ANNOUNCE_NEEDS)
+
+    async def _refuse_if_busy(self, guild: discord.Guild, settings: Any) -> None:
+        """Refuse a go-live when this server has no Stage left for it (adapters/discord/stages.py)."""
 
     async def _guild_of(self, space: Space) -> tuple[discord.Guild, Any] | None:
         if self.client is None or not space.community_id:

@@ -193,8 +193,8 @@ class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
         await self.refresher.stop()
         if self._sync_task is not None:
             self._sync_task.cancel()
-        for guild_id in list(self._state.voice):
-            await self._leave_voice(guild_id)
+        for space_id in list(self._state.voice):
+            await self._leave_voice(space_id)
         # wait for cancelled work to unwind before the database goes away: a task cancelled in the middle
         # of a transaction must roll back on a live connection, or it never finishes
         tasks = [t for t in self._state.tasks if not t.done()]

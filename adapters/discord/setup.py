@@ -15,12 +15,13 @@ from core.errors import Forbidden, Invalid
 if TYPE_CHECKING:
     pass
 
-from adapters.discord.base import ANNOUNCE_NEEDS, PLATFORM, STAGE_NEEDS, DiscordBase
+from adapters.discord.base import ANNOUNCE_NEEDS, PLATFORM, STAGE_NEEDS
+from adapters.discord.stages import StagesMixin
 
 log = logging.getLogger(__name__)
 
 
-class SetupMixin(DiscordBase):
+class SetupMixin(StagesMixin):
     def _register_setup(self, tree: app_commands.CommandTree[discord.Client]) -> None:
         admin = app_commands.Group(name="spacebridge", description="Set Spacebridge up for this server",
                                    default_permissions=discord.Permissions(manage_guild=True), guild_only=True)
@@ -33,23 +34,25 @@ class SetupMixin(DiscordBase):
             host_rule="Who may host", host_min_followers="Followers needed when host_rule is followers",
             host_role="Role needed when host_rule is role", ticketing="Allow ticketed Spaces",
             ticket_role="Role given to ticket holders (taken back on refund)",
-            stage_notify="Notify the server when the Stage goes live")
+            stage_notify="Notify the server when the Stage goes live",
+            stage_category="Where I make a Stage for each further Space live at once (default: the Stage's)")
         async def setup(interaction: discord.Interaction, announce_channel: discord.TextChannel | None = None,
                         stage_channel: discord.StageChannel | None = None, announce_role: discord.Role | None = None,
                         moderator_role: discord.Role | None = None,
                         host_rule: Literal["followers", "role", "everyone", "admins"] | None = None,
                         host_min_followers: app_commands.Range[int, 0, 100_000_000] | None = None,
                         host_role: discord.Role | None = None, ticketing: bool | None = None,
-                        ticket_role: discord.Role | None = None, stage_notify: bool | None = None) -> None:
+                        ticket_role: discord.Role | None = None, stage_notify: bool | None = None,
+                        stage_category: discord.CategoryChannel | None = None) -> None:
             await me.cmd_setup(interaction, announce_channel, stage_channel, announce_role, moderator_role, host_rule,
-                               host_min_followers, host_role, ticketing, ticket_role, stage_notify)
+                               host_min_followers, host_role, ticketing, ticket_role, stage_notify, stage_category)
 
         tree.add_command(admin)
 
     async def cmd_setup(self, interaction: discord.Interaction, announce_channel: Any, stage_channel: Any,
                         announce_role: Any, moderator_role: Any, host_rule: str | None,
                         host_min_followers: int | None, host_role: Any, ticketing: bool | None, ticket_role: Any,
-                        stage_notify: bool | None) -> None:
+                        stage_notify: bool | None, stage_category: Any = None) -> None:
         guild = interaction.guild
         actor = await self._actor(interaction.user)
         community = await self._community(guild)
@@ -69,6 +72,8 @@ class SetupMixin(DiscordBase):
             changes["ticket_role"] = str(ticket_role.id)
         if stage_notify is not None:
             changes["stage_notify"] = stage_notify
+        if stage_category is not None:
+            changes["stage_category"] = str(stage_category.id)
         if host_rule == "role" and host_role is None:
             raise Invalid("discord.bad_rule", detail="host_rule:role needs host_role: the role hosts must have.")
         if host_rule is not None or host_min_followers is not None:
@@ -95,6 +100,12 @@ class SetupMixin(DiscordBase):
                  + (f", ticket holders get <@&{st.ticket_role}>" if st.ticket_role else ""),
                  f"Stage start notification: {'on' if st.stage_notify else 'off'}"]
         warnings = []
+        if stage is not None:
+            category, may = self._extra_category(guild, st, stage)
+            where = category.mention if category is not None else "the server's top level"
+            lines.append(f"Several Spaces live at once: each further one gets a Stage I make in {where}"
+                         if may else f"Several Spaces live at once: no (I need Manage Channels in {where} to "
+                                     "make a Stage for each; until then a second Space is refused)")
         if stage is not None and (m := self._missing(stage, STAGE_NEEDS)):
             warnings.append(f"⚠️ In {stage.mention} I'm missing: {', '.join(m)}.")
         if stage is not None and not guild.me.guild_permissions.manage_events:

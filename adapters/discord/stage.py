@@ -1,5 +1,12 @@
 """The Stage: Discord's voice states into the core, the core's stage changes onto the Stage, and the
 room's mix played there.
+
+Both ways: the core's approve/invite/promote unsuppresses a member's linked Discord account on their
+Space's Stage, demote and mute suppress (an unmute also lifts a server mute), remove disconnects. A
+stage moderator's Move to Audience or Server Mute with Discord's own controls demotes or mutes in the
+core, acted by "Discord Stage controls" (the gateway does not say who; Discord checked they may), so
+the audit log records it. Every change the bot asks for is remembered until its VOICE_STATE_UPDATE
+echo arrives, so the bot's own changes never come back as a second core change.
 """
 
 from __future__ import annotations
@@ -12,74 +19,116 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from core.errors import DomainError
-from core.model.space import Space, SpaceState
+from core.model.accounts import Actor
+from core.model.space import Role, Space, SpaceState
 
 if TYPE_CHECKING:
     pass
 
 from adapters.discord.base import PLATFORM, VoiceSession, say, stage_connection
 from adapters.discord.events import EventsMixin
+from adapters.discord.stages import StagesMixin
 from adapters.discord.voice import RoomAudioSource, feed
 
 log = logging.getLogger(__name__)
 
+CONTROLS_NAME = "Discord Stage controls"  # who the audit log names for changes made with Discord's controls
 
-class StageMixin(EventsMixin):
+
+class StageMixin(StagesMixin, EventsMixin):
     async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
                                     after: discord.VoiceState) -> None:
         if self.client is None or self.client.user is None or member.id == self.client.user.id or member.bot:
             return
+        was = self._space_on(member.guild, before.channel)  # the Spaces whose Stages these are
+        now = self._space_on(member.guild, after.channel)
+        if was is None and now is None:
+            return
         try:
-            community = await self.core.ensure_community(PLATFORM, str(member.guild.id), member.guild.name)
-            stage_id = community.settings.stage_channel
-            if not stage_id:
-                return
-            was = before.channel is not None and str(before.channel.id) == stage_id
-            now_in = after.channel is not None and str(after.channel.id) == stage_id
-            if not (was or now_in):
-                return
-            live = await self.core.list_spaces(states=("live",), community_id=community.id)
-            if not live:
-                return
-            space = live[0]
             actor = await self._actor(member)
             connection = stage_connection(member.guild.id, member.id)
-            if now_in and not was:
+            if was is not None and was != now:  # a disconnect, not a leave: a client that dropped may come
+                self._state.asked.pop((member.guild.id, member.id), None)  # back in the grace period
+                await self.core.disconnect(was, actor.account_id, connection)
+            if now is None:
+                return
+            if was != now:
                 try:  # the member's voice is a connection, kept fresh by this process's presence heartbeat
-                    await self.core.join(actor, space.id, connection=connection)
+                    await self.core.join(actor, now, connection=connection)
                 except DomainError as e:  # no ticket, blocked: they may not listen here either
-                    log.info("%s may not join %s from the Stage: %s", member, space.id, e.code)
+                    log.info("%s may not join %s from the Stage: %s", member, now, e.code)
                     with contextlib.suppress(discord.HTTPException):
                         await member.move_to(None, reason=f"Spacebridge: {say(e)}"[:500])
                     return
-            if was and not now_in:  # a disconnect, not a leave: a client that dropped may come back in the
-                await self.core.disconnect(space.id, actor.account_id, connection)  # grace period
+                await self._sync_speaker(now, actor.account_id)  # on the core's stage already: speak here too
                 return
-            if after.requested_to_speak_at is not None and before.requested_to_speak_at is None:
-                await self.core.raise_hand(actor, space.id)
-            elif after.requested_to_speak_at is None and before.requested_to_speak_at is not None \
-                    and after.suppress and any(h.account_id == actor.account_id for h in space.hands):
-                await self.core.lower_hand(actor, space.id)
+            await self._stage_controls(member, actor, now, before, after)
         except DomainError as e:
             log.info("voice state of %s not applied: %s", member, e.code)
 
+    async def _stage_controls(self, member: discord.Member, actor: Actor, space_id: str,
+                              before: discord.VoiceState, after: discord.VoiceState) -> None:
+        """A change on the Stage itself: Request to Speak, or a moderator's Move to Audience or Server Mute
+        (not one the bot made: those are echoes of what it asked for)."""
+        asked = self._state.asked.get((member.guild.id, member.id), {})
+
+        def foreign(name: str, value: bool) -> bool:
+            if asked.get(name) == value:
+                del asked[name]
+                return False
+            return True
+
+        space = (await self.core.view(space_id)).space
+        me = actor.account_id
+        role = space.role_of(me)
+        if before.suppress != after.suppress and foreign("suppress", after.suppress):
+            if after.suppress and role is not None and role != Role.HOST and me not in space.muted:
+                await self.core.demote(await self._controls(), space_id, me)
+        if before.mute != after.mute and foreign("mute", after.mute):
+            if after.mute and role is not None and me not in space.muted:
+                await self.core.mute(await self._controls(), space_id, me, True)
+            elif not after.mute and me in space.muted:
+                await self.core.mute(await self._controls(), space_id, me, False)
+        if after.requested_to_speak_at is not None and before.requested_to_speak_at is None:
+            await self.core.raise_hand(actor, space_id)
+        elif after.requested_to_speak_at is None and before.requested_to_speak_at is not None \
+                and after.suppress and any(h.account_id == me for h in space.hands):
+            await self.core.lower_hand(actor, space_id)
+
+    async def _controls(self) -> Actor:
+        """Who acts for Discord's own Stage controls. The gateway does not say who moved or muted a member;
+        Discord already checked they may (Mute Members, or their own voice), so the core need not."""
+        assert self.client is not None and self.client.user is not None
+        account = await self.core.ensure_account(PLATFORM, str(self.client.user.id), CONTROLS_NAME)
+        return Actor(account_id=account.id, platform=PLATFORM, is_operator=True)
+
+    def on_member_speaking(self, space_id: str, account_id: str, speaking: bool) -> None:
+        """Discord's SPEAKING signal for a Stage member, for the receive side to call. The web room's
+        speaking rings come from the room's mix levels, which include Discord speakers once their audio
+        is mixed, so this only keeps who Discord says is speaking (``speaking_now``)."""
+        now = self._state.speaking.setdefault(space_id, set())
+        if speaking:
+            now.add(account_id)
+        else:
+            now.discard(account_id)
+
+    def speaking_now(self, space_id: str) -> set[str]:
+        return set(self._state.speaking.get(space_id, ()))
+
     async def _members_on_stage(self, space: Space, account_id: str) -> list[discord.Member]:
         """The Discord members (any linked identity) of ``account_id`` now on this Space's Stage."""
-        if self.client is None or not space.community_id:
+        found = await self._guild_of(space)
+        stage = None if found is None else self._stage_of(found[0], space.id)
+        if found is None or stage is None:
             return []
-        community = await self.core.community(space.community_id)
-        if community.platform != PLATFORM or not community.settings.stage_channel:
-            return []
-        guild = self.client.get_guild(int(community.external_id))
-        if guild is None:
-            return []
+        guild = found[0]
         out = []
         for ident in await self.core.identities(account_id):
             if ident.platform != PLATFORM:
                 continue
             m = guild.get_member(int(ident.external_id))
             if m is not None and m.voice is not None and m.voice.channel is not None \
-                    and str(m.voice.channel.id) == community.settings.stage_channel:
+                    and m.voice.channel.id == stage.id:
                 out.append(m)
         return out
 
@@ -88,12 +137,17 @@ class StageMixin(EventsMixin):
         speaking = space.role_of(account_id) is not None and account_id not in space.muted and space.is_open
         for m in await self._members_on_stage(space, account_id):
             assert m.voice is not None
-            if m.voice.suppress == (not speaking):
-                continue
+            asked = self._state.asked.setdefault((m.guild.id, m.id), {})
             try:
-                await m.edit(suppress=not speaking, reason="Spacebridge stage change")
-            except discord.Forbidden:
-                log.warning("cannot move %s on the Stage: missing Mute Members", m)
+                if m.voice.suppress == speaking:
+                    asked["suppress"] = not speaking  # its echo is ours, not a moderator's
+                    await m.edit(suppress=not speaking, reason="Spacebridge stage change")
+                if speaking and m.voice.mute:  # the core lifted a mute given with Discord's Server Mute
+                    asked["mute"] = False
+                    await m.edit(mute=False, reason="Spacebridge stage change")
+            except discord.HTTPException as e:
+                asked.clear()
+                log.warning("cannot change %s on the Stage (needs Mute Members): %s", m, e)
 
     async def _go_live(self, space_id: str, *, announce: bool) -> None:
         async with self._posting.setdefault(space_id, asyncio.Lock()):
@@ -105,7 +159,8 @@ class StageMixin(EventsMixin):
         if found is None or view.space.state != SpaceState.LIVE:
             return
         guild, settings = found
-        stage, channel = self._channels(guild, settings)
+        _, channel = self._channels(guild, settings)
+        stage = await self._claim_stage(guild, settings, view.space)
         if stage is not None:
             try:
                 await self._open_stage(guild, stage, view.space, settings)
@@ -131,14 +186,19 @@ class StageMixin(EventsMixin):
             if member is None or member.bot or member.id == me:
                 continue
             try:
-                await self.core.join(await self._actor(member), space_id,
-                                     connection=stage_connection(guild.id, member.id))
+                actor = await self._actor(member)
+                await self.core.join(actor, space_id, connection=stage_connection(guild.id, member.id))
             except DomainError as e:  # blocked, no ticket: on_voice_state_update turned them away already
                 log.info("%s on the Stage not counted in %s: %s", member, space_id, e.code)
+                continue
+            await self._sync_speaker(space_id, actor.account_id)
 
     async def _open_stage(self, guild: discord.Guild, stage: discord.StageChannel, space: Space,
                           settings: Any) -> None:
         event = await self._event_of(guild, space.id)
+        if event is not None and event.status == discord.EventStatus.scheduled and event.channel_id != stage.id:
+            with contextlib.suppress(discord.HTTPException):  # it runs on a Stage of its own
+                await event.edit(channel=stage, reason="Spacebridge: the Space runs on this Stage")
         if event is not None and event.status == discord.EventStatus.scheduled:
             with contextlib.suppress(discord.HTTPException):
                 await event.start(reason="Spacebridge: the Space went live")
@@ -154,11 +214,15 @@ class StageMixin(EventsMixin):
             await instance.edit(topic=topic)
 
     async def _retopic(self, space_id: str) -> None:
+        async with self._posting.setdefault(space_id, asyncio.Lock()):  # after going live has claimed a Stage
+            await self._retopic_locked(space_id)
+
+    async def _retopic_locked(self, space_id: str) -> None:
         view = await self.core.view(space_id)
         found = await self._guild_of(view.space)
         if found is None:
             return
-        stage, _ = self._channels(*found)
+        stage = self._stage_of(found[0], space_id)
         if stage is None or view.space.state != SpaceState.LIVE:
             return
         instance = await self._instance(stage)
@@ -166,31 +230,16 @@ class StageMixin(EventsMixin):
             with contextlib.suppress(discord.HTTPException):
                 await instance.edit(topic=view.space.title[:120])
 
-    @staticmethod
-    async def _instance(stage: discord.StageChannel) -> discord.StageInstance | None:
-        """The Stage's live instance, from the cache or, after a restart, from Discord."""
-        if stage.instance is not None:
-            return stage.instance
-        try:
-            return await stage.fetch_instance()
-        except discord.HTTPException:
-            return None
-
     async def _closed(self, space_id: str) -> None:
         self._posting.pop(space_id, None)
         view = await self.core.view(space_id)
         found = await self._guild_of(view.space)
         if found is None:
             return
-        guild, settings = found
-        if self._state.voice.get(guild.id, None) is not None and self._state.voice[guild.id].space_id == space_id:
-            await self._leave_voice(guild.id)
-        stage, _ = self._channels(guild, settings)
-        if stage is not None and view.space.state == SpaceState.ENDED:
-            instance = await self._instance(stage)
-            if instance is not None:
-                with contextlib.suppress(discord.NotFound):
-                    await instance.delete(reason="Spacebridge: the Space ended")
+        guild, _ = found
+        await self._leave_voice(space_id)  # only this Space's: another's Stage and voice are left alone
+        await self._release_stage(guild, space_id, ended=view.space.state == SpaceState.ENDED)
+        await self._voice_to_next(guild)
         event = await self._event_of(guild, space_id)
         if event is not None:
             with contextlib.suppress(discord.HTTPException):
@@ -206,11 +255,12 @@ class StageMixin(EventsMixin):
                 await m.move_to(None, reason="Spacebridge: removed from the Space")
 
     def _start_voice(self, guild: discord.Guild, stage: discord.StageChannel, space_id: str) -> None:
-        current = self._state.voice.get(guild.id)
-        if current is not None and current.space_id == space_id:
+        """Play this Space on its Stage, unless the bot's voice is on another Space's Stage here: Discord
+        allows a bot one voice connection per guild, so it moves over when that Space closes."""
+        if any(s.space_id == space_id or s.guild_id == guild.id for s in self._state.voice.values()):
             return
-        session = VoiceSession(space_id, stage.id, RoomAudioSource())
-        self._state.voice[guild.id] = session
+        session = VoiceSession(space_id, guild.id, stage.id, RoomAudioSource())
+        self._state.voice[space_id] = session
         session.task = asyncio.create_task(self._run_voice(guild, stage, session), name=f"discord-voice:{space_id}")
 
     async def _run_voice(self, guild: discord.Guild, stage: discord.StageChannel, session: VoiceSession) -> None:
@@ -233,8 +283,18 @@ class StageMixin(EventsMixin):
         session.feeder = asyncio.create_task(feed(session.source, self.audio.opus_packets(session.space_id)))
         vc.play(session.source)
 
-    async def _leave_voice(self, guild_id: int) -> None:
-        session = self._state.voice.pop(guild_id, None)
+    async def _voice_to_next(self, guild: discord.Guild) -> None:
+        """The bot's voice, freed by a Space that closed, goes to another live Space's Stage here."""
+        if self.audio is None or any(s.guild_id == guild.id for s in self._state.voice.values()):
+            return
+        for space_id in list(self._state.stages):
+            stage = self._stage_of(guild, space_id)
+            if stage is not None:
+                self._start_voice(guild, stage, space_id)
+                return
+
+    async def _leave_voice(self, space_id: str) -> None:
+        session = self._state.voice.pop(space_id, None)
         if session is None:
             return
         session.source.close()
@@ -248,5 +308,6 @@ class StageMixin(EventsMixin):
                 await session.client.disconnect(force=True)
 
     def voice_source(self, guild_id: int) -> RoomAudioSource | None:
-        session = self._state.voice.get(guild_id)
+        """What the bot plays in this guild (its one voice connection there)."""
+        session = next((s for s in self._state.voice.values() if s.guild_id == guild_id), None)
         return None if session is None else session.source

@@ -29,6 +29,7 @@ class CommunitySettings(BaseModel):
     announce_role: str | None = None
     ticket_role: str | None = None  # given to ticket holders on platforms with roles (Discord)
     stage_notify: bool = True  # Discord: notify the server when the Stage goes live
+    stage_category: str | None = None  # Discord: where a Stage is made for each further Space live at once
     plugins_disabled: list[str] = Field(default_factory=list)
 
     @field_validator("reminder_offsets_min")

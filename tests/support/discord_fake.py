@@ -56,6 +56,7 @@ EMBED_LINKS = 1 << 14
 CONNECT = 1 << 20
 SPEAK = 1 << 21
 MUTE_MEMBERS = 1 << 22
+DEAFEN_MEMBERS = 1 << 23
 MOVE_MEMBERS = 1 << 24
 MANAGE_ROLES = 1 << 28
 REQUEST_TO_SPEAK = 1 << 32
@@ -65,7 +66,7 @@ EVERYONE_PERMS = VIEW_CHANNEL | SEND_MESSAGES | CONNECT | SPEAK | REQUEST_TO_SPE
 BOT_PERMS = (VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | CONNECT | SPEAK | MUTE_MEMBERS | MOVE_MEMBERS
              | MANAGE_CHANNELS | MANAGE_EVENTS | MANAGE_ROLES)
 
-TEXT, VOICE, STAGE = 0, 2, 13
+TEXT, VOICE, CATEGORY, STAGE = 0, 2, 4, 13
 _ids = itertools.count(200000000000000000)
 
 
@@ -104,12 +105,31 @@ class Guild:
     def everyone(self) -> int:
         return self.id
 
-    def perms(self, user_id: int) -> int:
+    def perms(self, user_id: int, channel: int | None = None) -> int:
+        """Discord's computation: the roles' bits, then (in ``channel``) its category's or its own
+        overwrites: @everyone, then the member's roles (deny, then allow), then the member."""
         m = self.members.get(user_id)
         bits = int(self.roles[self.everyone]["permissions"])
         for r in (m or {}).get("roles", []):
             bits |= int(self.roles[int(r)]["permissions"])
-        return ALL if bits & ADMINISTRATOR or user_id == self.owner_id else bits
+        if bits & ADMINISTRATOR or user_id == self.owner_id:
+            return ALL
+        c = self.channels.get(channel) if channel is not None else None
+        if c is None:
+            return bits
+        overwrites = {int(o["id"]): o for o in c.get("permission_overwrites", [])}
+
+        def apply(ids: list[int], b: int) -> int:
+            deny = allow = 0
+            for i in ids:
+                if i in overwrites:
+                    deny |= int(overwrites[i]["deny"])
+                    allow |= int(overwrites[i]["allow"])
+            return (b & ~deny) | allow
+
+        bits = apply([self.everyone], bits)
+        bits = apply([int(r) for r in (m or {}).get("roles", [])], bits)
+        return apply([user_id], bits)
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -271,10 +291,21 @@ class FakeDiscord:
             c.update(bitrate=64000, user_limit=0, rtc_region=None)
         return c
 
-    def add_channel(self, g: Guild, name: str, kind: int) -> int:
+    def add_channel(self, g: Guild, name: str, kind: int, parent: int | None = None) -> int:
         c = self._channel(g.id, name, kind)
+        c["parent_id"] = str(parent) if parent else None
         g.channels[int(c["id"])] = c
         return int(c["id"])
+
+    def overwrite(self, g: Guild, channel: int, target: int, *, allow: int = 0, deny: int = 0) -> None:
+        """A channel (or category) permission overwrite for a role (or @everyone: the guild id) or member."""
+        kind = 0 if target in g.roles else 1
+        rest = [o for o in g.channels[channel]["permission_overwrites"] if int(o["id"]) != target]
+        g.channels[channel]["permission_overwrites"] = [*rest, {"id": str(target), "type": kind,
+                                                                "allow": str(allow), "deny": str(deny)}]
+
+    def bot_role(self, g: Guild) -> int:
+        return next(rid for rid, r in g.roles.items() if r["managed"])
 
     def add_role(self, g: Guild, name: str, perms: int = 0) -> int:
         rid = snowflake()
@@ -365,8 +396,8 @@ class FakeDiscord:
         kind = g.channels[channel]["type"]
         state = old if old is not None and old.get("channel_id") == str(channel) else {
             "guild_id": str(g.id), "channel_id": str(channel), "user_id": str(uid), "session_id": f"s{uid}",
-            "deaf": False, "mute": False, "self_deaf": False, "self_mute": False, "self_video": False,
-            "suppress": kind == STAGE, "request_to_speak_timestamp": None}
+            "deaf": False, "mute": bool((g.members.get(uid) or {}).get("mute")), "self_deaf": False,
+            "self_mute": False, "self_video": False, "suppress": kind == STAGE, "request_to_speak_timestamp": None}
         state.update(changes)
         state["member"] = g.members.get(uid)
         g.voice[uid] = state
@@ -377,6 +408,14 @@ class FakeDiscord:
 
     async def leave_voice(self, g: Guild, uid: int) -> None:
         await self.dispatch("VOICE_STATE_UPDATE", self._set_voice(g, uid, None))
+
+    async def stage_moderate(self, g: Guild, uid: int, **changes: Any) -> None:
+        """A stage moderator uses Discord's own controls on ``uid`` (``suppress=True``: Move to Audience;
+        ``mute=True``: Server Mute), not through the bot: Discord tells every bot in a VOICE_STATE_UPDATE."""
+        state = g.voice[uid]
+        if "mute" in changes:
+            g.members[uid]["mute"] = changes["mute"]
+        await self.dispatch("VOICE_STATE_UPDATE", self._set_voice(g, uid, int(state["channel_id"]), **changes))
 
     async def request_to_speak(self, g: Guild, uid: int, on: bool = True) -> None:
         """The member taps "Request to Speak" on the Stage."""
@@ -550,8 +589,8 @@ class FakeDiscord:
         window[1] += 1
         headers["X-RateLimit-Remaining"] = str(limit - int(window[1]))
 
-    def _need(self, g: Guild, *bits: int) -> None:
-        have = g.perms(BOT_ID)
+    def _need(self, g: Guild, *bits: int, channel: int | None = None) -> None:
+        have = g.perms(BOT_ID, channel)
         if any(not have & b for b in bits):
             raise Denied(403, 50013, "Missing Permissions")
 
@@ -628,6 +667,8 @@ class FakeDiscord:
                 return 200, msg
         if parts[0] == "stage-instances":
             return await self._stage_route(m, parts, b)
+        if parts[0] == "channels" and len(parts) == 2 and m == "DELETE":
+            return await self._delete_channel(int(parts[1]))
         if parts[0] == "guilds" and len(parts) >= 3:
             g = self.guilds[int(parts[1])]
             if parts[2] == "voice-states":
@@ -644,6 +685,10 @@ class FakeDiscord:
                     roles.remove(rid)
                 await self.dispatch("GUILD_MEMBER_UPDATE", {**g.members[uid], "guild_id": str(g.id)})
                 return 204, None
+            if parts[2] == "channels" and len(parts) == 3 and m == "POST":
+                return await self._create_channel(g, b)
+            if parts[2] == "members" and len(parts) == 4 and m == "PATCH":
+                return await self._edit_member(g, int(parts[3]), b)
             if parts[2] == "members" and len(parts) == 4 and m == "GET":
                 mem = g.members.get(int(parts[3]))
                 if mem is None:
@@ -672,7 +717,7 @@ class FakeDiscord:
         g = self._guild_of_channel(cid)
         if g is None:
             raise Denied(404, 10003, "Unknown Channel")
-        self._need(g, MANAGE_CHANNELS, MUTE_MEMBERS, MOVE_MEMBERS)
+        self._need(g, MANAGE_CHANNELS, MUTE_MEMBERS, MOVE_MEMBERS, channel=cid)
         if m == "POST":
             if cid in g.stages:
                 raise Denied(400, 150006, "A stage instance already exists for this channel")
@@ -696,13 +741,64 @@ class FakeDiscord:
         await self.dispatch("STAGE_INSTANCE_DELETE", inst)
         return 204, None
 
+    async def _create_channel(self, g: Guild, b: dict[str, Any]) -> tuple[int, Any]:
+        parent = int(b["parent_id"]) if b.get("parent_id") else None
+        self._need(g, MANAGE_CHANNELS, channel=parent)
+        if parent is not None and g.channels.get(parent, {}).get("type") != CATEGORY:
+            raise Denied(400, 50035, "Invalid Form Body (parent_id is not a category)")
+        c = self._channel(g.id, str(b["name"])[:100], int(b.get("type", TEXT)))
+        c["parent_id"] = str(parent) if parent else None
+        if parent is not None:  # a new channel starts synced with its category's permissions
+            c["permission_overwrites"] = [dict(o) for o in g.channels[parent]["permission_overwrites"]]
+        g.channels[int(c["id"])] = c
+        await self.dispatch("CHANNEL_CREATE", c)
+        return 200, c
+
+    async def _delete_channel(self, cid: int) -> tuple[int, Any]:
+        g = self._guild_of_channel(cid)
+        if g is None:
+            raise Denied(404, 10003, "Unknown Channel")
+        self._need(g, MANAGE_CHANNELS, channel=cid)
+        for uid, state in list(g.voice.items()):  # everyone in it is disconnected
+            if state["channel_id"] == str(cid):
+                await self.dispatch("VOICE_STATE_UPDATE", self._set_voice(g, uid, None))
+        g.stages.pop(cid, None)
+        c = g.channels.pop(cid)
+        await self.dispatch("CHANNEL_DELETE", c)
+        return 200, c
+
+    async def _edit_member(self, g: Guild, uid: int, b: dict[str, Any]) -> tuple[int, Any]:
+        """Server mute/deafen and moving or disconnecting a member's voice (PATCH /members/{id})."""
+        mem = g.members.get(uid)
+        if mem is None:
+            raise Denied(404, 10007, "Unknown Member")
+        state = g.voice.get(uid)
+        voice = {k: b[k] for k in ("mute", "deaf", "channel_id") if k in b}
+        if voice and state is None:
+            raise Denied(400, 40032, "Target user is not connected to voice.")
+        here = int(state["channel_id"]) if state else None
+        if "mute" in voice:
+            self._need(g, MUTE_MEMBERS, channel=here)
+        if "deaf" in voice:
+            self._need(g, DEAFEN_MEMBERS, channel=here)
+        if "channel_id" in voice:
+            self._need(g, MOVE_MEMBERS, channel=here)
+        mem.update({k: voice[k] for k in ("mute", "deaf") if k in voice})
+        if voice:
+            target = voice.get("channel_id", here)
+            changes = {k: voice[k] for k in ("mute", "deaf") if k in voice}
+            await self.dispatch("VOICE_STATE_UPDATE", self._set_voice(g, uid, int(target) if target else None,
+                                                                      **changes))
+        await self.dispatch("GUILD_MEMBER_UPDATE", {**mem, "guild_id": str(g.id)})
+        return 200, mem
+
     async def _voice_route(self, g: Guild, who: str, b: dict[str, Any]) -> tuple[int, Any]:
         uid = BOT_ID if who == "@me" else int(who)
         state = g.voice.get(uid)
         if state is None or (b.get("channel_id") and state["channel_id"] != str(b["channel_id"])):
             raise Denied(400, 10065, "Unknown Voice State")
         if uid != BOT_ID or b.get("suppress") is False:
-            self._need(g, MUTE_MEMBERS)
+            self._need(g, MUTE_MEMBERS, channel=int(state["channel_id"]))
         changes = {k: b[k] for k in ("suppress", "request_to_speak_timestamp") if k in b}
         if changes.get("suppress") is False:
             changes.setdefault("request_to_speak_timestamp", None)

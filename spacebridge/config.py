@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     discord_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "discord_bot_token", "DISCORD_BOT_TOKEN", "SPACEBRIDGE_DISCORD_BOT_TOKEN"))
     discord_api_base: str = ""  # REST base (an API proxy, or a local fake): https://discord.com/api/v10 if empty
+    # "Sign in with Discord" on the web (OAuth2 code flow, docs/web-accounts.md): the application's
+    # id and secret from the Developer Portal; the redirect is PUBLIC_URL/signin/discord/callback
+    discord_client_id: str = Field("", pattern=r"^\d{0,20}$")
+    discord_client_secret: SecretStr | None = Field(None, validation_alias=AliasChoices(
+        "discord_client_secret", "DISCORD_CLIENT_SECRET", "SPACEBRIDGE_DISCORD_CLIENT_SECRET"))
     discord_gateway_url: str = ""  # gateway WebSocket (wss://gateway.discord.gg/ if empty)
     discord_ca_file: str = ""  # an extra CA bundle to trust (a TLS-inspecting proxy; the test fake's voice server)
     discord_card_interval_s: float = Field(5.0, ge=0.0, le=600)
@@ -102,6 +107,10 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices(
         "telegram_bot_token", "TELEGRAM_BOT_TOKEN", "SPACEBRIDGE_TELEGRAM_BOT_TOKEN"))
     telegram_api_base: str = ""  # a local Bot API server (https://github.com/tdlib/telegram-bot-api) or a test fake
+    # "Sign in with Telegram" (docs/web-accounts.md): the bot's @username for t.me deep links, and
+    # whether the sign-in page also offers the Login Widget (its domain set with @BotFather's /setdomain)
+    telegram_bot_username: str = Field("", pattern=r"^@?[A-Za-z][A-Za-z0-9_]{3,31}$|^$")
+    telegram_login_widget: bool = False
     telegram_mode: str = Field("polling", pattern="^(polling|webhook)$")
     telegram_webhook_secret: SecretStr = SecretStr("")
     telegram_card_interval_s: float = Field(5.0, ge=0.0, le=600)

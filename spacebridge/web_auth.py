@@ -39,6 +39,8 @@ from webauthn.helpers.structs import (
 
 from core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, Unavailable
 from core.messages import describe
+from core.model.accounts import Account, Identity
+from core.ports import DuplicateKey
 from core.storage.passkeys import MAX_PASSKEYS, Passkey
 from spacebridge.instance import INSTANCE, Instance
 from spacebridge.web_session import (
@@ -49,7 +51,8 @@ from spacebridge.web_session import (
     start_session,
 )
 
-__all__ = ["CHALLENGE_TTL_S", "TEXT", "error_response", "setup"]
+__all__ = ["CHALLENGE_TTL_S", "TEXT", "account_json", "error_response", "json_api", "no_store", "render_signin",
+           "safe_next", "setup", "sign_in_identity"]
 
 CHALLENGE_TTL_S = 5 * 60
 TEMPLATES = Path(__file__).parent / "templates"
@@ -69,7 +72,19 @@ TEXT = {
     "passkey.too_many": "This account has the most passkeys it may have ({max}).",
     "request.bad_json": "The request body must be a JSON object.",
     "account.name_length": "Choose a display name of 1 to {max} characters.",
+    "account.identity_taken": "This {platform_name} account already belongs to another Spacebridge account "
+                              "({other}). Sign out and sign in with {platform_name} to use that one; to join the "
+                              "two, link them with a link code from the bots (/link).",
+    "oauth.not_configured": "Sign in with {platform_name} is not set up on this site.",
+    "oauth.state": "That sign-in attempt has expired or did not start in this browser. Try again.",
+    "oauth.denied": "Discord did not sign you in ({reason}). Try again if you meant to.",
+    "oauth.failed": "Discord did not confirm the sign-in ({reason}). Try again.",
+    "login.code_expired": "That sign-in code has expired or was used. Ask for a new one.",
+    "login.code_invalid": "That sign-in code is not valid.",
+    "telegram.widget_invalid": "The Telegram sign-in data did not verify. Try again.",
+    "telegram.widget_stale": "That Telegram sign-in is too old. Try again.",
 }
+PLATFORM_NAMES = {"discord": "Discord", "telegram": "Telegram", "web": "Spacebridge"}
 _STATUS: list[tuple[type[DomainError], int]] = [
     (NotFound, 404), (Forbidden, 403), (Conflict, 409), (Invalid, 400), (RateLimited, 429), (Unavailable, 503)]
 
@@ -125,20 +140,29 @@ async def _keep_challenge(request: web.Request, kind: str, challenge: bytes, **e
 
 
 async def _take_challenge(request: web.Request, kind: str) -> dict[str, Any]:
-    """The pending ceremony's state, removed (a challenge is answered once); refused once expired."""
+    """The pending ceremony's state, removed (a challenge is answered once); refused once expired.
+
+    Removing it from the cookie is not enough (an older copy of the cookie still holds it), so the
+    challenge is also spent in storage: a second answer to it, from any copy, is refused."""
     session = await aiohttp_session.get_session(request)
     pending = session.pop("passkey", None)
+    core = _instance(request).core
     if (not isinstance(pending, dict) or pending.get("kind") != kind
-            or float(pending.get("expires", 0)) < _instance(request).core.now().timestamp()):
+            or float(pending.get("expires", 0)) < core.now().timestamp()):
+        raise Invalid("passkey.challenge_expired", ttl_s=CHALLENGE_TTL_S)
+    async with core.uow() as uow:
+        fresh = await uow.passkeys.spend(f"passkey:{pending.get('challenge')}", core.now(), CHALLENGE_TTL_S)
+        await uow.commit()
+    if not fresh:
         raise Invalid("passkey.challenge_expired", ttl_s=CHALLENGE_TTL_S)
     return pending
 
 
-def _account_json(account: Any) -> dict[str, Any] | None:
+def account_json(account: Account | None) -> dict[str, Any] | None:
     return None if account is None else {"id": account.id, "display_name": account.display_name}
 
 
-def _no_store(data: dict[str, Any]) -> web.Response:
+def no_store(data: dict[str, Any]) -> web.Response:
     return web.json_response(data, headers={"Cache-Control": "no-store"})
 
 
@@ -204,7 +228,7 @@ async def register_verify(request: web.Request) -> web.Response:
             transports=tuple(str(t)[:20] for t in transports if isinstance(t, str))[:8]))
         await uow.commit()
     await start_session(request, account)
-    return _no_store({"account": _account_json(account), "csrf": await csrf_token(request)})
+    return no_store({"account": account_json(account), "csrf": await csrf_token(request)})
 
 
 # ---- passkey sign-in ------------------------------------------------------------------------------
@@ -245,21 +269,58 @@ async def signin_verify(request: web.Request) -> web.Response:
         await uow.commit()
     account = await p.core.account(passkey.account_id)
     await start_session(request, account)
-    return _no_store({"account": _account_json(account), "csrf": await csrf_token(request)})
+    return no_store({"account": account_json(account), "csrf": await csrf_token(request)})
+
+
+# ---- platform identities (Discord, Telegram) ----------------------------------------------------
+async def sign_in_identity(request: web.Request, platform: str, external_id: str, name: str) -> tuple[Account, bool]:
+    """Sign in as the account a platform user (proven by Discord or Telegram) belongs to, made on
+    first sight; or, when this browser is signed in already, link that user to the signed-in
+    account. Returns (account, linked now). An identity that belongs to another account is refused
+    (``account.identity_taken``): joining two accounts is the link code's merge, which both sides
+    ask for, never a side effect of signing in."""
+    core = _instance(request).core
+    current = await current_account(request)
+    if current is None:
+        account = await core.ensure_account(platform, external_id, name)
+        await start_session(request, account)
+        return account, False
+    async with core.uow() as uow:
+        ident = await uow.accounts.identity(platform, external_id)
+        if ident is None:
+            try:
+                await uow.accounts.add_identity(Identity(platform=platform, external_id=external_id,
+                                                         account_id=current.id, display_name=name[:200] or external_id,
+                                                         created_at=core.now()))
+                await uow.commit()
+            except DuplicateKey:
+                ident = await _identity(request, platform, external_id)
+            else:
+                return current, True
+    if ident is not None and ident.account_id != current.id:
+        other = await core.account(ident.account_id)
+        raise Conflict("account.identity_taken", platform=platform, platform_name=PLATFORM_NAMES[platform],
+                       other=other.display_name)
+    return current, False
+
+
+async def _identity(request: web.Request, platform: str, external_id: str) -> Identity | None:
+    async with _instance(request).core.uow() as uow:
+        return await uow.accounts.identity(platform, external_id)
 
 
 # ---- the session ----------------------------------------------------------------------------------
 async def me(request: web.Request) -> web.Response:
     """Who this browser is signed in as, and the CSRF token its pages send with every POST."""
     account = await current_account(request)
-    return _no_store({"account": _account_json(account), "csrf": await csrf_token(request)})
+    return no_store({"account": account_json(account), "csrf": await csrf_token(request)})
 
 
 def _done(request: web.Request) -> web.Response:
     """A form post goes back to the sign-in page; a fetch gets JSON."""
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise web.HTTPSeeOther("/signin")
-    return _no_store({"account": None})
+    return no_store({"account": None})
 
 
 async def sign_out(request: web.Request) -> web.Response:
@@ -282,24 +343,41 @@ async def sign_out_everywhere(request: web.Request) -> web.Response:
 
 
 async def signin_page(request: web.Request) -> web.Response:
+    return await render_signin(request)
+
+
+async def render_signin(request: web.Request, *, error: str = "", notice: str = "", status: int = 200,
+                        next_path: str | None = None) -> web.Response:
+    """The sign-in page (or, signed in, the account page), with an optional message from a
+    sign-in that just finished or failed."""
     account = await current_account(request)
-    passkeys = 0
+    passkeys, linked = 0, set()
     if account is not None:
         async with _instance(request).core.uow() as uow:
             passkeys = len(await uow.passkeys.for_account(account.id))
+            linked = {i.platform for i in await uow.accounts.identities(account.id)}
+    s = _instance(request).settings
+    methods = {"discord": bool(s.discord_client_id and s.discord_client_secret),
+               "telegram": bool(s.telegram_bot_token and s.telegram_bot_username)}
+    widget = s.telegram_bot_username.lstrip("@") if methods["telegram"] and s.telegram_login_widget else ""
     html = _env.get_template("auth/signin.html").render(
-        account=account, passkeys=passkeys, csrf=await csrf_token(request),
-        next=_safe_next(request.query.get("next", "")))
-    return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+        account=account, passkeys=passkeys, csrf=await csrf_token(request), linked=linked, methods=methods,
+        widget_bot=widget, error=error, notice=notice,
+        next=safe_next(request.query.get("next", "") if next_path is None else next_path))
+    return web.Response(text=html, content_type="text/html", status=status, headers={"Cache-Control": "no-store"})
 
 
-def _safe_next(target: str) -> str:
+def safe_next(target: str) -> str:
     """Where to go after signing in: a path on this site only (never another site)."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else ""
 
 
 async def passkey_js(request: web.Request) -> web.FileResponse:
     return web.FileResponse(TEMPLATES / "auth" / "passkey.js", headers={"Cache-Control": "no-cache"})
+
+
+async def telegram_js(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(TEMPLATES / "auth" / "telegram.js", headers={"Cache-Control": "no-cache"})
 
 
 def setup(app: web.Application) -> None:
@@ -314,3 +392,7 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/auth/passkey/signin/verify", signin_verify)
     r.add_post("/signout", sign_out)
     r.add_post("/signout/everywhere", sign_out_everywhere)
+    r.add_get("/auth/telegram.js", telegram_js)
+    from spacebridge import web_auth_discord, web_auth_telegram  # they build on this module
+    web_auth_discord.setup(app)
+    web_auth_telegram.setup(app)

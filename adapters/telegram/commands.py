@@ -35,6 +35,8 @@ from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
 from core.services import SharePayload
 from core.timeparse import parse_when
+from core.web_login import NAMESPACE as LOGIN_NS
+from core.web_login import LoginCodes
 
 if TYPE_CHECKING:
     from plugins.api import CommandSpec
@@ -318,6 +320,17 @@ class CommandsMixin(TelegramBase):
         payload = args[0] if args else ""
         if payload.startswith("join_"):
             await self._send_room(msg, actor, payload[5:])
+            return
+        if payload.startswith("login_"):  # "Sign in with Telegram" on the web (core/web_login.py)
+            codes = LoginCodes(self.core.store.kv(LOGIN_NS), self.core.clock)
+            try:
+                await codes.confirm(payload[6:], PLATFORM, str(user.id), user.full_name or user.username or "")
+            except Invalid:
+                await self._reply(msg, "That sign-in code has expired or was used already. Ask the sign-in page "
+                                       "for a new one (codes last 5 minutes).", html=False)
+                return
+            await self._reply(msg, "✅ Confirmed. Go back to your browser: it signs you in as this Telegram "
+                                   "account. If you did not ask to sign in, ignore this.", html=False)
             return
         if payload.startswith("link_"):
             account = await self.core.redeem_link_code(actor, payload[5:])

@@ -26,6 +26,7 @@ from core.errors import Conflict, NotFound
 from core.model.accounts import Tier
 from core.ports import StaleAggregate
 from core.storage.base import Base, dialect_name
+from core.storage.passkeys import PasskeyRow, WebEpochRow
 from core.storage.tables import (
     AccountRow,
     BlockRow,
@@ -89,7 +90,11 @@ class AccountMerge:
     link codes, presence rows, plugin data (keys with the id as a ``:``-separated part, e.g. a
     recording opt-out, and the id anywhere in values, e.g. audit entries), the payout account (kept;
     two different Connect accounts refuse the link) and the higher tier. Any other table that
-    references ``accounts.id`` moves the same way. Only rows that duplicate one the survivor already
+    references ``accounts.id`` moves the same way. Web sign-in: the merged account's passkeys
+    move (they sign in to the survivor from then on), and the survivor's web session epoch is the
+    one that stands (its browsers stay signed in; the merged account's cookies name an id that no
+    longer exists, so they are signed out, as "sign out everywhere" on it would have). Only rows
+    that duplicate one the survivor already
     has (the same follow, reminder or attendance, merged first) are dropped, then the emptied
     account row is deleted: its id stops existing rather than living on as a second, empty account.
     """
@@ -110,6 +115,7 @@ class AccountMerge:
         both_paid = await self._both_paid()
         await self._spaces()
         await self._attendance()
+        await self._web_signin()
         refs = _account_refs()
         for table, col in refs:
             if (table.name, col.name) != ("spaces", "host_id"):
@@ -155,6 +161,14 @@ class AccountMerge:
             values["tier"] = Tier.PAID.value
         if values:
             await self.s.execute(update(AccountRow).where(AccountRow.id == self.target).values(**values))
+
+    async def _web_signin(self) -> None:
+        """Passkeys move; the survivor keeps its own session epoch (taking the merged account's
+        would sign the survivor's browsers out whenever that one had ever signed out everywhere)."""
+        res = await self.s.execute(update(PasskeyRow).where(PasskeyRow.account_id == self.source)
+                                   .values(account_id=self.target))
+        self._count(self.moved, "passkeys", res.rowcount)  # type: ignore[attr-defined]
+        await self.s.execute(delete(WebEpochRow).where(WebEpochRow.account_id == self.source))
 
     async def _both_paid(self) -> list[str]:
         q = (select(TicketRow.space_id)

@@ -1,21 +1,28 @@
-"""Web sign-in storage: passkey credentials (WebAuthn) and each account's web session epoch.
+"""Web sign-in storage: passkey credentials (WebAuthn), each account's web session epoch, and
+the one-time values (challenges, OAuth states) a browser has already spent.
 
 A passkey belongs to one account; the epoch is a counter a web session cookie carries, so "sign out
 everywhere" is one increment that every older cookie stops matching (cookies cannot be recalled).
+A cookie can be copied, so what it carries once (a WebAuthn challenge, an OAuth ``state``) is
+recorded here when used (``spend``): a second use of the same value, from any copy, is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, select, update
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.storage.base import Base
+from core.storage.tables import PluginDataRow
 
 MAX_PASSKEYS = 20  # per account: enough for every device a person owns, bounded against abuse
+SPENT_NS = "spacebridge.web"  # plugin_data namespace of spent one-time values ("spent:<sha256>")
 
 
 class PasskeyRow(Base):
@@ -89,3 +96,19 @@ class PasskeyRepository:
         row.epoch = (row.epoch or 0) + 1
         await self.session.flush()
         return row.epoch
+
+    async def spend(self, value: str, now: datetime, ttl_s: float) -> bool:
+        """Record a one-time ``value`` as used: True the first time, False on any later use (a
+        replayed cookie copy). Kept ``ttl_s`` (the value's own lifetime; older ones are pruned here),
+        under a digest so the stored key says nothing. Inserted at once, so two concurrent uses
+        cannot both win."""
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        await self.session.execute(delete(PluginDataRow).where(
+            PluginDataRow.plugin == SPENT_NS, PluginDataRow.key.startswith("spent:"),
+            PluginDataRow.updated_at < now - timedelta(seconds=ttl_s)))
+        try:
+            async with self.session.begin_nested():
+                self.session.add(PluginDataRow(plugin=SPENT_NS, key=f"spent:{digest}", value={}, updated_at=now))
+        except IntegrityError:
+            return False
+        return True

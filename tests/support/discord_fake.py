@@ -22,8 +22,10 @@ It implements the parts of Discord's API v10 the adapter uses, the way Discord a
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -36,6 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import nacl.bindings
 from aiohttp import WSMsgType, web
@@ -195,6 +198,14 @@ class FakeDiscord:
         self.udp_port = 0
         self.ca_file = ""
         self._tmp = tempfile.TemporaryDirectory()
+        # OAuth2 (sign in with Discord): the registered client, codes, tokens, the consenting user
+        self.oauth_secret = ""
+        self.oauth_redirects: list[str] = []
+        self.oauth_user: int | None = None
+        self.oauth_codes: dict[str, dict[str, Any]] = {}
+        self.oauth_tokens: dict[str, int] = {}
+        self.oauth_requests: list[dict[str, str]] = []
+        self.oauth_token_requests: list[dict[str, str]] = []
 
     # ---- life ---------------------------------------------------------------------------------
     @property
@@ -204,6 +215,10 @@ class FakeDiscord:
     async def start(self) -> FakeDiscord:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/oauth2/authorize", self._oauth_authorize)
+        app.router.add_post("/api/oauth2/token", self._oauth_token)
+        app.router.add_post("/api/v10/oauth2/token", self._oauth_token)
+        app.router.add_get("/api/users/@me", self._oauth_me)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -510,8 +525,92 @@ class FakeDiscord:
         return [c for c in self.calls[after:] if c.method == method and c.path.startswith(prefix) and c.status < 300]
 
     # ---- REST ---------------------------------------------------------------------------------
+    # ---- OAuth2 (https://discord.com/developers/docs/topics/oauth2) -----------------------------
+    def oauth_app(self, client_secret: str, redirect_uris: list[str]) -> tuple[str, str]:
+        """Register the application's OAuth2 client: (client id, client secret)."""
+        self.oauth_secret, self.oauth_redirects = client_secret, list(redirect_uris)
+        return str(APP_ID), client_secret
+
+    def consent(self, uid: int | None) -> None:
+        """Who the browser is signed in to Discord as, pressing Authorize (None: pressing Cancel)."""
+        self.oauth_user = uid
+
+    async def _oauth_authorize(self, request: web.Request) -> web.Response:
+        """The consent page, simulated: an unknown client or redirect URI is an error page (Discord
+        never redirects those); otherwise the redirect back with ``code`` or ``error=access_denied``."""
+        q = request.query
+        self.oauth_requests.append(dict(q))
+        if q.get("client_id") != str(APP_ID) or q.get("redirect_uri") not in self.oauth_redirects:
+            return web.Response(status=400, text="Invalid OAuth2 redirect_uri" if q.get("client_id") == str(APP_ID)
+                                else "Unknown Application", content_type="text/plain")
+        if q.get("response_type") != "code" or not set(q.get("scope", "").split()) <= {"identify", "email"}:
+            return web.Response(status=400, text="Invalid scope or response_type", content_type="text/plain")
+        back: dict[str, str] = {"state": q["state"]} if "state" in q else {}
+        if self.oauth_user is None:
+            back.update(error="access_denied",
+                        error_description="The resource owner or authorization server denied the request")
+        else:
+            code = os.urandom(15).hex()
+            self.oauth_codes[code] = {"user": self.oauth_user, "redirect_uri": q["redirect_uri"],
+                                      "challenge": q.get("code_challenge"),
+                                      "method": q.get("code_challenge_method", "plain"),
+                                      "scope": q.get("scope", ""), "expires": time.monotonic() + 600}
+            back["code"] = code
+        sep = "&" if "?" in q["redirect_uri"] else "?"
+        raise web.HTTPFound(q["redirect_uri"] + sep + "&".join(
+            f"{k}={quote(v, safe='')}" for k, v in back.items()))
+
+    async def _oauth_token(self, request: web.Request) -> web.Response:
+        """``POST /oauth2/token``, form-encoded; the client authenticates with HTTP Basic or
+        ``client_id``/``client_secret`` in the body. Codes work once, for 10 minutes, for the
+        redirect URI and PKCE challenge they were issued with."""
+        form = await request.post()
+        f = {k: str(v) for k, v in form.items()}
+        auth = request.headers.get("Authorization", "")
+        client_id, secret = f.get("client_id", ""), f.get("client_secret", "")
+        if auth.startswith("Basic "):
+            try:
+                client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                client_id = secret = ""
+
+        def fail(status: int, error: str, description: str = "") -> web.Response:
+            body = {"error": error, **({"error_description": description} if description else {})}
+            return web.json_response(body, status=status)
+
+        self.oauth_token_requests.append({**f, "client_id": client_id})
+        if client_id != str(APP_ID) or not self.oauth_secret or secret != self.oauth_secret:
+            return fail(401, "invalid_client")
+        if f.get("grant_type") != "authorization_code":
+            return fail(400, "unsupported_grant_type")
+        grant = self.oauth_codes.pop(f.get("code", ""), None)
+        if grant is None or grant["expires"] < time.monotonic():
+            return fail(400, "invalid_grant", 'Invalid "code" in request.')
+        if f.get("redirect_uri") != grant["redirect_uri"]:
+            return fail(400, "invalid_grant", 'Invalid "redirect_uri" in request.')
+        if grant["challenge"]:
+            verifier = f.get("code_verifier", "")
+            made = (base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                    if grant["method"] == "S256" else verifier)
+            if not verifier or made != grant["challenge"]:
+                return fail(400, "invalid_grant", 'Invalid "code_verifier" in request.')
+        token = os.urandom(15).hex()
+        self.oauth_tokens[token] = int(grant["user"])
+        return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": 604800,
+                                  "refresh_token": os.urandom(15).hex(), "scope": grant["scope"]})
+
+    async def _oauth_me(self, request: web.Request) -> web.Response:
+        """``GET /users/@me`` with the person's bearer token."""
+        auth = request.headers.get("Authorization", "")
+        uid = self.oauth_tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
+        if uid is None:
+            return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
+        return web.json_response(self.users.get(uid) or user(uid, f"user{uid}"))
+
     async def _rest(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["path"]
+        if path == "/users/@me" and request.headers.get("Authorization", "").startswith("Bearer "):
+            return await self._oauth_me(request)
         body: Any = None
         if request.can_read_body:
             raw = await request.read()

@@ -11,8 +11,11 @@ import errno
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,7 +121,8 @@ def test_one_call_sends_every_group_from_several_threads(sink: socket.socket) ->
         s.close()
 
 
-async def test_an_aiortc_listener_hears_the_room_through_the_native_engine() -> None:
+async def test_an_aiortc_listener_hears_the_room_through_the_chosen_engine() -> None:
+    expected = choose_engine().name  # native here, python when SPACEBRIDGE_FANOUT=python (next test)
     room = Room("native", announce={LOOPBACK}, allowed=CandidatePolicy.parse(["127.0.0.0/8"]))
     speaker, listener = Client(440), Client(None)
     try:
@@ -126,14 +130,27 @@ async def test_an_aiortc_listener_hears_the_room_through_the_native_engine() -> 
         await listener.join(room, "L", publish=False)
         await until_heard(listener, lambda heard: has(heard, 440), window_s=1.5)
         outlet: Any = room.participants["L"].outlet
-        assert outlet.engine == "native" and outlet._stream is not None
-        assert outlet._stream.sent > 0 and outlet._sent == 0  # every packet it heard came from C
+        assert outlet.engine == expected
+        if expected == "native":
+            assert outlet._stream is not None and outlet._stream.sent > 0
+            assert outlet._sent == 0  # every packet it heard came from C
+        else:
+            assert outlet._stream is None and outlet.sent > 0
         # the speaker hears nothing of their own tone, through the native path too
         await until(lambda: len(speaker.heard) >= 50, "the speaker receives the room's mix")
     finally:
         for c in (speaker, listener):
             await c.pc.close()
         await room.close()
+
+
+def test_the_python_fallback_serves_the_room_too() -> None:
+    """The same listener test in a process where SPACEBRIDGE_FANOUT=python picks the Outlet path."""
+    test = f"{__file__}::test_an_aiortc_listener_hears_the_room_through_the_chosen_engine"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                         env={**os.environ, "SPACEBRIDGE_FANOUT": "python"}, capture_output=True, text=True,
+                         timeout=600, cwd=Path(__file__).resolve().parents[3])
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:]
 
 
 def test_streams_leaving_mid_batch_and_failing_sockets_are_counted(sink: socket.socket) -> None:

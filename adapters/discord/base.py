@@ -97,6 +97,7 @@ class VoiceSession:
     feeder: asyncio.Task[None] | None = None
     client: discord.VoiceClient | None = None
     task: asyncio.Task[None] | None = None
+    bridge: Any = None  # voice_rx.StageBridge: the Stage's speakers in the room, and the mix-minus
 
 
 @dataclass

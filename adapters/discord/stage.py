@@ -29,6 +29,8 @@ from adapters.discord.base import PLATFORM, VoiceSession, say, stage_connection
 from adapters.discord.events import EventsMixin
 from adapters.discord.stages import StagesMixin
 from adapters.discord.voice import RoomAudioSource, feed
+from adapters.discord.voice_rx import StageBridge, StageVoiceClient
+from adapters.webrtc.router import Rooms
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +272,8 @@ class StageMixin(StagesMixin, EventsMixin):
             log.warning("cannot play %s on %s: missing %s", session.space_id, stage, ", ".join(missing))
             return
         try:
-            vc: discord.VoiceClient = await stage.connect(timeout=self.config.voice_timeout_s, reconnect=True,
-                                                          self_deaf=True)
+            vc = await stage.connect(timeout=self.config.voice_timeout_s, reconnect=True, self_deaf=False,
+                                     cls=StageVoiceClient)
         except (discord.ClientException, TimeoutError, discord.HTTPException) as e:
             log.warning("could not join the Stage %s: %s", stage, e)
             return
@@ -280,8 +282,21 @@ class StageMixin(StagesMixin, EventsMixin):
             await guild.me.edit(suppress=False, reason="Spacebridge plays the Space here")
         except discord.HTTPException as e:
             log.warning("could not become a speaker on %s (needs Mute Members): %s", stage, e)
-        session.feeder = asyncio.create_task(feed(session.source, self.audio.opus_packets(session.space_id)))
+        packets = self.audio.opus_packets(session.space_id)
+        if isinstance(self.audio, Rooms) and isinstance(vc, StageVoiceClient):
+            # Stage members are mixed into the room as speakers; the Stage hears the room without them
+            bridge = session.bridge = StageBridge(self.audio, session.space_id, f"discord:{guild.id}",
+                                                  lambda uid: self._account_id(guild, uid))
+            vc.listen(bridge.on_stream, bridge.on_gone)
+            packets = bridge.packets()
+        session.feeder = asyncio.create_task(feed(session.source, packets))
         vc.play(session.source)
+
+    async def _account_id(self, guild: discord.Guild, user_id: int) -> str:
+        """The account a Stage member speaks as (the one their Stage presence joined with)."""
+        member = guild.get_member(user_id)
+        name = member.display_name if member is not None else str(user_id)
+        return (await self.core.ensure_account(PLATFORM, str(user_id), name)).id
 
     async def _voice_to_next(self, guild: discord.Guild) -> None:
         """The bot's voice, freed by a Space that closed, goes to another live Space's Stage here."""
@@ -298,6 +313,10 @@ class StageMixin(StagesMixin, EventsMixin):
         if session is None:
             return
         session.source.close()
+        if isinstance(session.client, StageVoiceClient) and session.client.receiver is not None:
+            session.client.receiver.stop()
+        if session.bridge is not None:
+            session.bridge.close()
         for t in (session.feeder, session.task):
             if t is not None and not t.done():
                 t.cancel()

@@ -33,6 +33,17 @@ class Mix:
     full: Pcm
     minus: dict[str, Pcm]
     levels: dict[str, float]
+    total: npt.NDArray[np.int32] | None = None  # the unclipped sum, for mixes without a group
+
+    def without(self, frames: list[Pcm]) -> Pcm:
+        """The mix minus several speakers at once (a platform whose members hear each other already):
+        one subtraction per member of the group, one clip."""
+        if self.total is None or not frames:
+            return self.full
+        rest = self.total.copy()
+        for f in frames:
+            rest -= f
+        return np.clip(rest, -32768, 32767).astype(np.int16)
 
 
 @dataclass
@@ -59,4 +70,4 @@ class Mixer:
             prev = self._levels.get(sid, FLOOR_DBFS)
             levels[sid] = now if now > prev else self.smoothing * prev + (1 - self.smoothing) * now
         self._levels = levels
-        return Mix(full, minus, levels)
+        return Mix(full, minus, levels, total)

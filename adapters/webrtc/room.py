@@ -4,6 +4,10 @@ Listeners all receive the same Opus packets (one encode per room), sent from the
 each peer's ``Outlet`` (``wire.py``); each speaker receives one extra encode of the mix without
 their own voice. Only accounts in ``publishers`` reach the mix: anyone else's audio is dropped here,
 at the server, whatever their client sends.
+
+Speakers from elsewhere (Discord members on a Stage) are ``ExternalSource``s in a named group: mixed
+exactly like web speakers, and the group gets one extra encode of the mix without the whole group
+(its members hear each other on their own platform) while any of them is a publisher.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -86,6 +90,24 @@ class Participant:
     refused: bool = False  # some of its candidates were outside the allowed networks (see add_candidate)
 
 
+class ExternalSource(Protocol):
+    """A speaker whose audio arrives outside WebRTC, asked once per tick on the room's loop."""
+
+    def pull(self) -> Pcm | None:
+        """The next 20 ms frame (decoded now, concealed when lost), or None while they are silent."""
+        ...
+
+    def skip(self) -> None:
+        """Not heard this tick (not on stage, muted): drop what arrived, decode nothing."""
+        ...
+
+
+@dataclass
+class External:
+    source: ExternalSource
+    group: str
+
+
 class MediaError(Invalid):
     """Bad SDP, unknown participant: the code says which; the room goes on serving everyone else."""
 
@@ -108,6 +130,9 @@ class Room:
         self._task: asyncio.Task[None] | None = None
         self.on_levels: Callable[[dict[str, float]], None] | None = None  # ~5 times a second
         self.sinks: list[Callable[[Any], None]] = []  # each encoded packet of the mix, synchronously (HLS)
+        self.external: dict[str, External] = {}  # account id -> a speaker from another platform
+        self.group_taps: dict[str, FanOut[tuple[int, bytes]]] = {}  # group -> the mix without that group
+        self.group_encoders: dict[str, OpusEncoder] = {}
 
     def listener_count(self) -> int:
         return sum(1 for pid in self.participants if pid not in self.publishers)
@@ -127,6 +152,8 @@ class Room:
             await self.remove_participant(pid)
         self.packet_taps.close()
         self.tick_taps.close()
+        for tap in self.group_taps.values():
+            tap.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -147,12 +174,21 @@ class Room:
         """One 20 ms step: take a frame per publishing speaker, mix, encode once, hand out."""
         frames = {pid: p.buffer.popleft() for pid, p in self.participants.items()
                   if pid in self.publishers and p.buffer}
+        for pid, ext in self.external.items():
+            if pid in self.publishers and pid not in frames:
+                pcm = ext.source.pull()
+                if pcm is not None:
+                    frames[pid] = pcm
+            else:
+                ext.source.skip()
         mix = self.mixer.mix(frames)
         seq = self.seq
         self.seq += 1
         speakers = self.publishers
+        room_packets: list[tuple[bytes, int]] = []
         for packet in self.room_encoder.encode(mix.full, seq):
             payload, pts = bytes(packet), int(packet.pts)
+            room_packets.append((payload, pts))
             for pid, part in self.participants.items():
                 if part.outlet is not None and pid not in speakers:
                     part.outlet.send(payload, pts)
@@ -160,6 +196,8 @@ class Room:
                 self.packet_taps.publish(packet)
             for sink in self.sinks:
                 sink(packet)
+        if self.group_taps:
+            self._publish_groups(mix, frames, room_packets)
         if len(self.tick_taps):
             self.tick_taps.publish((seq, mix.full, frames))
         if self.on_levels is not None and seq % 10 == 0:
@@ -171,6 +209,38 @@ class Room:
             enc = self.encoders.setdefault(pid, OpusEncoder())
             for packet in enc.encode(mix.minus.get(pid, mix.full), seq):
                 speaker.outlet.send(bytes(packet), int(packet.pts))
+
+    def _publish_groups(self, mix: Any, frames: dict[str, Pcm], room_packets: list[tuple[bytes, int]]) -> None:
+        """Each group's mix without its own members: the room's packets while none of them is a
+        publisher, else one encode of the mix minus the group (one per group, not per member)."""
+        for group, tap in self.group_taps.items():
+            if not len(tap):
+                continue
+            members = [pid for pid, ext in self.external.items() if ext.group == group and pid in self.publishers]
+            if not members:
+                self.group_encoders.pop(group, None)
+                for payload, pts in room_packets:
+                    tap.publish((pts, payload))
+                continue
+            enc = self.group_encoders.setdefault(group, OpusEncoder())
+            for packet in enc.encode(mix.without([frames[p] for p in members if p in frames]), self.seq - 1):
+                tap.publish((int(packet.pts), bytes(packet)))
+
+    def add_external(self, pid: str, group: str, source: ExternalSource) -> None:
+        """``pid`` speaks from another platform; heard when in ``publishers``, like a web speaker."""
+        self.external[pid] = External(source, group)
+        self.start()
+
+    def remove_external(self, pid: str) -> None:
+        self.external.pop(pid, None)
+
+    def group_tap(self, group: str) -> FanOut[tuple[int, bytes]]:
+        """(pts, Opus packet) of the mix without ``group``'s speakers, every tick while subscribed."""
+        tap = self.group_taps.get(group)
+        if tap is None:
+            tap = self.group_taps[group] = FanOut(10)
+        self.start()
+        return tap
 
     # ---- participants --------------------------------------------------------------------------
     async def add_participant(self, pid: str, offer_sdp: str, publish: bool = False) -> str:

@@ -14,9 +14,11 @@ It implements the parts of Discord's API v10 the adapter uses, the way Discord a
   (op 4) answered with VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE, and the dispatches a test
   scripts (INTERACTION_CREATE, VOICE_STATE_UPDATE, GUILD_SCHEDULED_EVENT_USER_ADD).
 * A voice server: the voice WebSocket (v8, over TLS with a certificate made at start) and its UDP
-  socket with IP discovery and ``aead_xchacha20_poly1305_rtpsize`` transport encryption. Received
-  RTP is decrypted and kept, so a test can decode the Opus the bot sent. It negotiates DAVE
-  protocol version 0 (transport encryption only): the MLS group of real DAVE is not faked.
+  socket with IP discovery and ``aead_xchacha20_poly1305_rtpsize`` / ``aead_aes256_gcm_rtpsize``
+  transport encryption, in ``discord_voice_fake.py``. Received RTP is decrypted and kept, so a test
+  can decode the Opus the bot sent, and simulated members send theirs to the bot. Voice negotiates
+  DAVE protocol version 0 (transport encryption only) unless a test sets ``voice.dave_version = 1``:
+  then it is the MLS external sender and delivery service, members with their own ``davey`` sessions.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import itertools
 import json
 import os
 import ssl
-import struct
 import tempfile
 import time
 from collections import deque
@@ -40,9 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import nacl.bindings
 from aiohttp import WSMsgType, web
 
+from tests.support.discord_voice_fake import FakeVoiceServer
 from tests.support.stripe_fake import free_port
 
 TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAx.fake.bot-token-for-tests"
@@ -186,10 +187,10 @@ class FakeDiscord:
         self.interactions: dict[int, dict[str, Any]] = {}
         self.responses: dict[int, list[dict[str, Any]]] = {}
         # voice
-        self.voice_packets: list[tuple[int, int, bytes]] = []  # (ssrc, seq, opus)
-        self.voice_sessions: list[dict[str, Any]] = []
-        self.voice_ready = asyncio.Event()
-        self._secret = os.urandom(32)
+        self.voice = FakeVoiceServer(BOT_ID)
+        self.voice_packets = self.voice.packets  # (ssrc, seq, opus) the bot sent
+        self.voice_sessions = self.voice.sessions
+        self.voice_ready = self.voice.ready
         self._runner: web.AppRunner | None = None
         self._voice_runner: web.AppRunner | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -233,7 +234,8 @@ class FakeDiscord:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _VoiceUDP(self), local_addr=("127.0.0.1", 0))
         self._udp = transport
-        self.udp_port = transport.get_extra_info("sockname")[1]
+        self.udp_port = self.voice.udp_port = transport.get_extra_info("sockname")[1]
+        self.voice.transport = transport
         return self
 
     async def stop(self) -> None:
@@ -947,54 +949,10 @@ class FakeDiscord:
 
     # ---- voice --------------------------------------------------------------------------------
     async def _voice_ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_json({"op": 8, "d": {"heartbeat_interval": 13750}})
-        session: dict[str, Any] = {}
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            frame = json.loads(msg.data)
-            op, d = frame.get("op"), frame.get("d") or {}
-            if op == 0:  # IDENTIFY
-                if d.get("token") != "voice-token" or int(d.get("user_id", 0)) != BOT_ID:
-                    await ws.close(code=4004, message=b"Authentication failed")
-                    break
-                session = {"ssrc": 1000 + len(self.voice_sessions), "identify": d}
-                self.voice_sessions.append(session)
-                await ws.send_json({"op": 2, "d": {"ssrc": session["ssrc"], "ip": "127.0.0.1",
-                                                   "port": self.udp_port, "heartbeat_interval": 13750,
-                                                   "modes": ["aead_xchacha20_poly1305_rtpsize"]}})
-            elif op == 1:  # SELECT_PROTOCOL
-                session["mode"] = d["data"]["mode"]
-                await ws.send_json({"op": 4, "d": {"mode": d["data"]["mode"], "secret_key": list(self._secret),
-                                                   "dave_protocol_version": 0, "audio_codec": "opus"}})
-            elif op == 3:  # HEARTBEAT
-                await ws.send_json({"op": 6, "d": {"t": (d or {}).get("t") if isinstance(d, dict) else d}})
-            elif op == 5:  # SPEAKING
-                session["speaking"] = d.get("speaking")
-                self.voice_ready.set()
-        return ws
+        return await self.voice.ws(request, "voice-token")
 
     def on_udp(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
-        if len(data) == 74 and data[1] == 0x01:  # IP discovery
-            reply = bytearray(74)
-            struct.pack_into(">HHI", reply, 0, 2, 70, struct.unpack_from(">I", data, 4)[0])
-            ip = addr[0].encode()
-            reply[8:8 + len(ip)] = ip
-            struct.pack_into(">H", reply, 72, addr[1])
-            transport.sendto(bytes(reply), addr)
-            return
-        if len(data) < 12 + 16 + 4 or data[1] & 0x7F != 0x78:
-            return
-        header, box, nonce = data[:12], data[12:-4], data[-4:] + bytes(20)
-        try:
-            opus = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(box, header, nonce, self._secret)
-        except Exception:
-            return  # not ours, or tampered with: Discord drops it too
-        seq = struct.unpack_from(">H", data, 2)[0]
-        ssrc = struct.unpack_from(">I", data, 8)[0]
-        self.voice_packets.append((ssrc, seq, opus))
+        self.voice.on_udp(data, addr, transport)
 
 
 class _VoiceUDP(asyncio.DatagramProtocol):

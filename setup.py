@@ -12,6 +12,7 @@ setup(
         Extension(
             "adapters.webrtc._fanout",
             sources=["adapters/webrtc/_fanout.c"],
+            depends=["adapters/webrtc/_fanout_srtp.h"],
             libraries=["crypto"],
             extra_compile_args=["-O2", "-std=gnu11"],
             optional=True,

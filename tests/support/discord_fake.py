@@ -314,12 +314,18 @@ class FakeDiscord:
         g.channels[int(c["id"])] = c
         return int(c["id"])
 
-    def overwrite(self, g: Guild, channel: int, target: int, *, allow: int = 0, deny: int = 0) -> None:
-        """A channel (or category) permission overwrite for a role (or @everyone: the guild id) or member."""
+    async def overwrite(self, g: Guild, channel: int, target: int, *, allow: int = 0, deny: int = 0) -> None:
+        """An admin sets a channel (or category) overwrite for a role (or @everyone: the guild id) or member."""
         kind = 0 if target in g.roles else 1
         rest = [o for o in g.channels[channel]["permission_overwrites"] if int(o["id"]) != target]
         g.channels[channel]["permission_overwrites"] = [*rest, {"id": str(target), "type": kind,
                                                                 "allow": str(allow), "deny": str(deny)}]
+        await self.dispatch("CHANNEL_UPDATE", g.channels[channel])
+
+    async def role_permissions(self, g: Guild, role: int, perms: int) -> None:
+        """An admin changes a role's permissions (Server Settings → Roles)."""
+        g.roles[role]["permissions"] = str(perms)
+        await self.dispatch("GUILD_ROLE_UPDATE", {"guild_id": str(g.id), "role": g.roles[role]})
 
     def bot_role(self, g: Guild) -> int:
         return next(rid for rid, r in g.roles.items() if r["managed"])

@@ -393,6 +393,4 @@ def setup(app: web.Application) -> None:
     r.add_post("/signout", sign_out)
     r.add_post("/signout/everywhere", sign_out_everywhere)
     r.add_get("/auth/telegram.js", telegram_js)
-    from spacebridge import web_auth_discord, web_auth_telegram  # they build on this module
-    web_auth_discord.setup(app)
-    web_auth_telegram.setup(app)
+    # web_auth_discord and web_auth_telegram build on this module; web_routes registers them after it

@@ -19,7 +19,7 @@ from core.model.accounts import Actor
 from core.model.space import Space
 from core.model.ticket import TicketStatus
 from spacebridge.instance import INSTANCE
-from spacebridge.web_pages import NO_STORE, _base, _safe_next, render, viewer
+from spacebridge.web_common import NO_STORE, base_ctx, error_text, render, safe_next, viewer
 from spacebridge.web_session import check_csrf
 
 __all__ = ["setup"]
@@ -38,13 +38,12 @@ def _signin(next_path: str) -> web.HTTPSeeOther:
 
 
 async def _refused(request: web.Request, e: DomainError, back: str) -> web.Response:
-    from spacebridge.web_pages import error_text
 
     message = error_text(e)
     if _wants_json(request):
         return web.json_response({"error": {**e.as_dict(), "message": message}}, status=409, headers=NO_STORE)
     account, csrf = await viewer(request)
-    return render("refused.html", request, _base(request, account, csrf, message=message, back=back), status=409)
+    return render("refused.html", request, base_ctx(request, account, csrf, message=message, back=back), status=409)
 
 
 async def follow(request: web.Request) -> web.StreamResponse:
@@ -53,7 +52,7 @@ async def follow(request: web.Request) -> web.StreamResponse:
     back = f"/u/{host_id}"
     form = await _form(request)
     account, _ = await viewer(request)
-    next_path = _safe_next(form.get("next", back), back)
+    next_path = safe_next(form.get("next", back), back)
     if account is None:
         raise _signin(next_path)
     await check_csrf(request)
@@ -75,7 +74,7 @@ async def remind(request: web.Request) -> web.StreamResponse:
     back = f"/s/{space_id}"
     form = await _form(request)
     account, _ = await viewer(request)
-    next_path = _safe_next(form.get("next", back), back)
+    next_path = safe_next(form.get("next", back), back)
     if account is None:
         raise _signin(next_path)
     await check_csrf(request)
@@ -136,7 +135,7 @@ async def paid_landing(request: web.Request, space: Space) -> web.Response | Non
         return None
     waiting = ticket.status == TicketStatus.HELD
     return render("studio/paying.html", request,
-                  _base(request, account, csrf, space=space, waiting=waiting, again=request.path_qs,
+                  base_ctx(request, account, csrf, space=space, waiting=waiting, again=request.path_qs,
                         back=f"/s/{space.id}"), status=200 if waiting else 402)
 
 

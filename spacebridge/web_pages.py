@@ -11,7 +11,6 @@ in ``web_page_actions``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,29 @@ from aiohttp import web
 
 from adapters.webrtc import STATIC as ROOM_STATIC
 from core.errors import DomainError, NotFound
-from core.messages import describe
 from core.model.accounts import Account
 from core.model.space import Space, SpaceState, Visibility
-from spacebridge.instance import INSTANCE, Instance
+from spacebridge import web_page_actions
+from spacebridge.instance import Instance
 from spacebridge.web_calendar import space_ics
-from spacebridge.web_session import csrf_token, current_account
+from spacebridge.web_common import (
+    NO_STORE,
+    TEMPLATES,
+    base_ctx,
+    error_text,
+    instance,
+    money,
+    render,
+    viewer,
+    when_text,
+)
 
-__all__ = ["ASSETS", "TEMPLATES", "setup"]
+__all__ = ["ASSETS", "NO_STORE", "TEMPLATES", "error_text", "money", "render", "setup", "viewer"]
 
-TEMPLATES = Path(__file__).parent / "templates"
 ASSETS = Path(__file__).parent / "static"
 HOME_LIMIT = 24
 REPLAYS_ON_HOME = 12
 MAX_QUERY = 100
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)
@@ -47,43 +54,6 @@ class Card:
     listeners: int | None = None
     replay_url: str | None = None
     reminded: bool = False
-
-
-def render(name: str, request: web.Request, ctx: dict[str, Any], *, status: int = 200) -> web.Response:
-    """A page from the templates, never cached (it shows who is signed in and live state)."""
-    response = aiohttp_jinja2.render_template(name, request, ctx, status=status)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _instance(request: web.Request) -> Instance:
-    return request.app[INSTANCE]
-
-
-async def viewer(request: web.Request) -> tuple[Account | None, str]:
-    """The signed-in person (or None) and, for them, the session's CSRF token for forms. No cookie
-    is made for someone who is not signed in."""
-    try:
-        account = await current_account(request)
-    except RuntimeError:  # the session middleware is not installed (an app built without it)
-        return None, ""
-    return account, (await csrf_token(request) if account is not None else "")
-
-
-def when_text(when: datetime | None) -> str:
-    return when.strftime("%a %d %b %Y, %H:%M UTC") if when else ""
-
-
-def money(price_minor: int, currency: str) -> str:
-    symbols = {"usd": "$", "eur": "€", "gbp": "£"}
-    amount = f"{price_minor / 100:,.2f}"
-    sym = symbols.get(currency.lower())
-    return f"{sym}{amount}" if sym else f"{amount} {currency.upper()}"
-
-
-def _safe_next(target: str, fallback: str) -> str:
-    """Only a path on this site (never ``//host`` or a scheme): redirects cannot leave the site."""
-    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else fallback
 
 
 async def recordings(p: Instance, space_id: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -125,15 +95,9 @@ async def _cards(p: Instance, spaces: list[Space], *, account: Account | None = 
     return out
 
 
-def _base(request: web.Request, account: Account | None, csrf: str, **extra: Any) -> dict[str, Any]:
-    p = _instance(request)
-    return {"account": account, "csrf": csrf, "here": request.path_qs, "site_url": p.url,
-            "when_text": when_text, "money": money, **extra}
-
-
 async def home(request: web.Request) -> web.Response:
     """Live now, upcoming and recent replays, each a card linking to its Space; ``?q=`` searches titles."""
-    p = _instance(request)
+    p = instance(request)
     account, csrf = await viewer(request)
     q = " ".join(request.query.get("q", "").split())[:MAX_QUERY]
     live = await p.core.list_spaces(states=("live",), include_unlisted=False, title_contains=q, limit=HOME_LIMIT)
@@ -151,7 +115,7 @@ async def home(request: web.Request) -> web.Response:
         if (s.state == SpaceState.ENDED and s.visibility == Visibility.PUBLIC
                 and q.lower() in s.title.lower()):
             ended.append(s)
-    ctx = _base(request, account, csrf, q=q,
+    ctx = base_ctx(request, account, csrf, q=q,
                 live=await _cards(p, live, counts=True),
                 upcoming=await _cards(p, upcoming, account=account),
                 replays=await _cards(p, ended, replays=replay_of))
@@ -167,7 +131,7 @@ def _description(space: Space, host_name: str) -> str:
 
 async def not_found(request: web.Request, what: str) -> web.Response:
     account, csrf = await viewer(request)
-    return render("not_found.html", request, _base(request, account, csrf, what=what), status=404)
+    return render("not_found.html", request, base_ctx(request, account, csrf, what=what), status=404)
 
 
 _room_cache: dict[str, tuple[float, str]] = {}
@@ -187,7 +151,7 @@ def _room_html() -> str:
 async def space_page(request: web.Request) -> web.Response:
     """``/s/ID``, the Space's one public address: the room while live, else its page for that state.
     An unlisted Space is reachable by whoever holds its link but never listed, searched or indexed."""
-    p = _instance(request)
+    p = instance(request)
     space_id = request.match_info["space_id"]
     try:
         view = await p.core.view(space_id)
@@ -195,9 +159,8 @@ async def space_page(request: web.Request) -> web.Response:
         return await not_found(request, "Space")
     s = view.space
     if "paid" in request.query:  # back from Stripe Checkout: wait for the payment if it is still on its way
-        from spacebridge.web_page_actions import paid_landing
 
-        landing = await paid_landing(request, s)
+        landing = await web_page_actions.paid_landing(request, s)
         if landing is not None:
             return landing
     url = f"{p.url}/s/{s.id}"
@@ -210,7 +173,7 @@ async def space_page(request: web.Request) -> web.Response:
     account, csrf = await viewer(request)
     relation = await p.core.queries.relation(account.id, host_id=s.host_id, space_id=s.id) if account else None
     recs, clips = await recordings(p, s.id) if s.state == SpaceState.ENDED else ([], [])
-    ctx = _base(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,
+    ctx = base_ctx(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,
                 replays=recs, clips=clips,
                 billing=p.stripe is not None, self_hosted=account is not None and account.id == s.host_id, **meta)
     return render("space.html", request, ctx)
@@ -218,7 +181,7 @@ async def space_page(request: web.Request) -> web.Response:
 
 async def space_calendar(request: web.Request) -> web.Response:
     """``/s/ID.ics``: the scheduled Space as a calendar event (404 unless it is scheduled)."""
-    p = _instance(request)
+    p = instance(request)
     try:
         view = await p.core.view(request.match_info["space_id"])
     except DomainError:
@@ -234,7 +197,7 @@ async def space_calendar(request: web.Request) -> web.Response:
 
 async def profile_page(request: web.Request) -> web.Response:
     """``/u/ID``: a person's name, followers, Follow, and their public live, upcoming and past Spaces."""
-    p = _instance(request)
+    p = instance(request)
     account_id = request.match_info["account_id"]
     try:
         prof = await p.core.queries.profile(account_id)
@@ -245,7 +208,7 @@ async def profile_page(request: web.Request) -> web.Response:
     replay_of = _replay_links((await recordings(p))[0])
     name = prof.account.display_name
     url = f"{p.url}/u/{account_id}"
-    ctx = _base(request, account, csrf, person=prof.account, followers=prof.followers, relation=relation,
+    ctx = base_ctx(request, account, csrf, person=prof.account, followers=prof.followers, relation=relation,
                 live=await _cards(p, prof.live, counts=True),
                 upcoming=await _cards(p, prof.upcoming, account=account),
                 past=await _cards(p, prof.past, replays=replay_of), url=url, og_title=f"{name} on Spacebridge",
@@ -255,10 +218,6 @@ async def profile_page(request: web.Request) -> web.Response:
     return render("profile.html", request, ctx)
 
 
-def error_text(e: DomainError) -> str:
-    return describe(e)
-
-
 def jinja2_env(request: web.Request) -> jinja2.Environment:
     return aiohttp_jinja2.get_env(request.app)
 
@@ -266,8 +225,6 @@ def jinja2_env(request: web.Request) -> jinja2.Environment:
 def setup(app: web.Application) -> None:
     """Templates (unless already set up), the assets, and the page routes (``/s/ID.ics`` before
     ``/s/ID``, which would otherwise take it)."""
-    from spacebridge import web_page_actions
-
     if aiohttp_jinja2.APP_KEY not in app:
         aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     app.router.add_static("/assets/", ASSETS)

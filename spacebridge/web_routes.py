@@ -191,9 +191,11 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/spaces", api_spaces)
     app.router.add_get("/api/spaces/{space_id}", api_space)
-    from spacebridge import web_auth, web_join
+    from spacebridge import web_auth, web_auth_discord, web_auth_telegram, web_join
 
     web_auth.setup(app)  # /signin, passkeys, sign out (docs/web-accounts.md)
+    web_auth_discord.setup(app)  # sign in with Discord (OAuth2)
+    web_auth_telegram.setup(app)  # sign in with Telegram (deep link, Login Widget)
     web_join.setup(app)  # POST /api/spaces/{id}/join-token: lasting /s/ID addresses
     from spacebridge import web_studio
 

@@ -14,77 +14,31 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
-from core.errors import DomainError, Forbidden, Invalid, NotFound
+from core.errors import DomainError, Forbidden, Invalid
 from core.messages import describe
-from core.model.accounts import Account, Actor
-from core.model.community import WEB_COMMUNITY_EXTERNAL_ID
+from core.model.accounts import Account
 from core.model.space import Space, SpaceState, Ticketing
 from core.timeparse import parse_when
-from spacebridge.instance import INSTANCE, Instance
-from spacebridge.studio_stats import space_stats
-from spacebridge.web_pages import _base, error_text, render, viewer
-from spacebridge.web_session import check_csrf
+from spacebridge import web_studio_money
+from spacebridge.instance import INSTANCE
+from spacebridge.studio_stats import ActivityRecorder, space_stats
+from spacebridge.web_common import error_text, render
+from spacebridge.web_studio_common import (
+    actor,
+    form,
+    instance_of,
+    is_instance_admin,
+    own_space,
+    query,
+    signed_in,
+    studio_ctx,
+)
+from spacebridge.web_studio_money import payout_state, sales_rows
 
 __all__ = ["is_instance_admin", "setup"]
-
-Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
-MAX_FIELD = 500
-
-
-def _p(request: web.Request) -> Instance:
-    return request.app[INSTANCE]
-
-
-def _actor(account: Account) -> Actor:
-    return Actor(account_id=account.id, platform="web")
-
-
-def signed_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Only for a signed-in person; a form post must also carry this session's CSRF token."""
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        account, _ = await viewer(request)
-        if account is None:
-            target = request.path if request.method != "GET" else request.path_qs
-            raise web.HTTPSeeOther("/signin?" + _q(next=target))
-        if request.method == "POST":
-            await check_csrf(request)
-        return await handler(request, account)
-
-    return wrapped
-
-
-async def form(request: web.Request) -> dict[str, str]:
-    return {k: v.strip()[:MAX_FIELD] for k, v in (await request.post()).items() if isinstance(v, str)}
-
-
-async def studio_ctx(request: web.Request, account: Account, **extra: Any) -> dict[str, Any]:
-    _, csrf = await viewer(request)
-    return _base(request, account, csrf, is_admin=await is_instance_admin(_p(request), account.id), **extra)
-
-
-async def is_instance_admin(p: Instance, account_id: str) -> bool:
-    """An instance admin is named in the web community's moderators (``community set``; the host
-    rules already treat them as admins there)."""
-    for c in await p.core.communities():
-        if c.platform == "web" and c.external_id == WEB_COMMUNITY_EXTERNAL_ID:
-            return account_id in c.settings.moderator_identities
-    return False
-
-
-async def own_space(request: web.Request, account: Account) -> Space:
-    """The Space in the URL if the caller hosts it; otherwise 404 (another host's Space is not shown)."""
-    try:
-        space = (await _p(request).core.view(request.match_info["space_id"])).space
-    except NotFound:
-        raise web.HTTPNotFound(text="There is no such Space in your studio.") from None
-    if space.host_id != account.id:
-        raise web.HTTPNotFound(text="There is no such Space in your studio.")
-    return space
-
 
 def parse_start(text: str, now: datetime) -> datetime:
     """A ``datetime-local`` value (taken as UTC, as the form says) or anything ``parse_when`` reads."""
@@ -117,12 +71,11 @@ def parse_ticketing(f: dict[str, str]) -> Ticketing | None:
 async def dashboard(request: web.Request, account: Account, *, error: str = "", values: dict[str, str] | None = None,
                     status: int = 200) -> web.Response:
     """``/studio``: my live, upcoming and past Spaces, a form for a new one, and payouts' state."""
-    p = _p(request)
-    from spacebridge.web_studio_money import payout_state
+    p = instance_of(request)
 
     mine = await p.core.list_spaces(states=("live", "scheduled", "ended", "cancelled"), host_id=account.id,
                                     limit=200, newest_first=True)
-    failures = await p.core.check_host_eligibility(_actor(account))
+    failures = await p.core.check_host_eligibility(actor(account))
     ctx = await studio_ctx(request, account, error=error, values=values or {},
                            live=[s for s in mine if s.state == SpaceState.LIVE],
                            upcoming=sorted([s for s in mine if s.state == SpaceState.SCHEDULED],
@@ -136,7 +89,7 @@ async def dashboard(request: web.Request, account: Account, *, error: str = "", 
 
 async def create(request: web.Request, account: Account) -> web.StreamResponse:
     """``POST /studio/spaces``: start now or schedule (``when``), then ticket terms if priced."""
-    p = _p(request)
+    p = instance_of(request)
     f = await form(request)
     try:
         start_at = parse_start(f["when"], p.core.now()) if f.get("start") != "now" and f.get("when") else None
@@ -148,15 +101,15 @@ async def create(request: web.Request, account: Account) -> web.StreamResponse:
         if terms is not None and not (await p.core.web_community()).settings.ticketing_allowed:
             raise Forbidden("ticket.not_allowed_here")  # asked before anything is made
         topics = [t for t in (x.strip() for x in f.get("topics", "").split(",")) if t]
-        space = await p.core.create_space(_actor(account), f.get("title", ""), start_at=start_at, topics=topics,
+        space = await p.core.create_space(actor(account), f.get("title", ""), start_at=start_at, topics=topics,
                                           visibility=f.get("visibility", "public"))
     except DomainError as e:
         return await dashboard(request, account, error=_words(e), values=f, status=_status(e))
     if terms is not None:
         try:
-            await p.core.set_ticketing(_actor(account), space.id, terms)
+            await p.core.set_ticketing(actor(account), space.id, terms)
         except DomainError as e:  # the ticket rules said no: take the new Space back, so the form changed nothing
-            await p.core.cancel_space(_actor(account), space.id)
+            await p.core.cancel_space(actor(account), space.id)
             return await dashboard(request, account, error=_words(e), values=f, status=_status(e))
     raise web.HTTPSeeOther(f"/s/{space.id}" if space.state == SpaceState.LIVE else f"/studio/s/{space.id}")
 
@@ -172,15 +125,10 @@ def _status(e: DomainError) -> int:
     return 400 if isinstance(e, Invalid) else 403 if isinstance(e, Forbidden) else 409
 
 
-def _q(**values: str) -> str:
-    return urlencode(values)
-
-
 async def manage(request: web.Request, account: Account, *, error: str = "", status: int = 200) -> web.Response:
     """``/studio/s/ID``: one of my Spaces: its state, reschedule, ticket terms, sales, analytics."""
-    p = _p(request)
+    p = instance_of(request)
     space = await own_space(request, account)
-    from spacebridge.web_studio_money import sales_rows
 
     stats = await space_stats(p.core, p.ledger, space)
     ctx = await studio_ctx(request, account, space=space, stats=stats, error=error or request.query.get("error", ""),
@@ -197,28 +145,28 @@ async def _change(request: web.Request, account: Account,
         await change(space, f)
     except DomainError as e:
         return await manage(request, account, error=_words(e), status=_status(e))
-    raise web.HTTPSeeOther(f"/studio/s/{space.id}?" + _q(done=done))
+    raise web.HTTPSeeOther(f"/studio/s/{space.id}?" + query(done=done))
 
 
 async def reschedule(request: web.Request, account: Account) -> web.StreamResponse:
-    core = _p(request).core
+    core = instance_of(request).core
 
     async def go(space: Space, f: dict[str, str]) -> object:
         if not f.get("when"):
             raise Invalid("space.when_required")
-        return await core.reschedule_space(_actor(account), space.id, parse_start(f["when"], core.now()))
+        return await core.reschedule_space(actor(account), space.id, parse_start(f["when"], core.now()))
 
     return await _change(request, account, go, "Rescheduled. Reminders and ticket holders are told.")
 
 
 async def ticketing(request: web.Request, account: Account) -> web.StreamResponse:
-    core = _p(request).core
+    core = instance_of(request).core
 
     async def go(space: Space, f: dict[str, str]) -> object:
         terms = None if f.get("free") == "1" else parse_ticketing(f)
         if terms is None and f.get("free") != "1":
             raise Invalid("ticket.bad_price", price="")
-        return await core.set_ticketing(_actor(account), space.id, terms)
+        return await core.set_ticketing(actor(account), space.id, terms)
 
     return await _change(request, account, go, "Ticket terms saved.")
 
@@ -233,19 +181,19 @@ async def cancel_page(request: web.Request, account: Account) -> web.Response:
 
 
 async def cancel(request: web.Request, account: Account) -> web.StreamResponse:
-    core = _p(request).core
+    core = instance_of(request).core
 
     async def go(space: Space, f: dict[str, str]) -> object:
         if f.get("confirm") != "yes":
             raise Invalid("studio.confirm_required")
-        return await core.cancel_space(_actor(account), space.id)
+        return await core.cancel_space(actor(account), space.id)
 
     return await _change(request, account, go, "Cancelled.")
 
 
 async def admin(request: web.Request, account: Account) -> web.Response:
     """``/studio/admin``: every community of the instance and who may host and sell there."""
-    p = _p(request)
+    p = instance_of(request)
     if not await is_instance_admin(p, account.id):
         raise web.HTTPForbidden(text="Only the instance's admins can see this page.")
     rows = []
@@ -274,9 +222,6 @@ def rule_text(rule: dict[str, Any]) -> str:
 
 
 def setup(app: web.Application) -> None:
-    from spacebridge import web_studio_money
-    from spacebridge.studio_stats import ActivityRecorder
-
     p = app[INSTANCE]
     ActivityRecorder(p.core).attach(p.bus)  # analytics: recorded once, by the process that acted
     app.router.add_get("/studio", signed_in(dashboard))

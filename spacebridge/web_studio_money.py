@@ -28,8 +28,8 @@ from core.model.ticket import TicketStatus
 from core.ports import NewJob
 from core.storage.uow import UnitOfWork
 from spacebridge.instance import INSTANCE, Instance
-from spacebridge.web_pages import render
-from spacebridge.web_studio import form, own_space, studio_ctx
+from spacebridge.web_common import money, render
+from spacebridge.web_studio_common import form, own_space, studio_ctx
 
 __all__ = ["payout_state", "sales_rows", "setup"]
 
@@ -142,7 +142,6 @@ async def refund_page(request: web.Request, account: Account) -> web.StreamRespo
     space, ticket = await _own_ticket(request, account)
     if ticket.status != TicketStatus.PAID:
         raise web.HTTPSeeOther(f"/studio/s/{space.id}")
-    from spacebridge.web_pages import money
 
     buyer = (await p.core.queries.display_names([ticket.account_id]))[ticket.account_id]
     return render("studio/confirm.html", request, await studio_ctx(

@@ -19,6 +19,11 @@ It implements the parts of Discord's API v10 the adapter uses, the way Discord a
   can decode the Opus the bot sent, and simulated members send theirs to the bot. Voice negotiates
   DAVE protocol version 0 (transport encryption only) unless a test sets ``voice.dave_version = 1``:
   then it is the MLS external sender and delivery service, members with their own ``davey`` sessions.
+* Channels with permission overwrites (categories too; the bot's permissions in a channel are
+  computed as Discord does), channel create/delete, stage instances one per channel, and members'
+  voice: suppress and ``request_to_speak_timestamp`` on Stages, server mute (kept across channels,
+  as on Discord), moves and disconnects (``PATCH /guilds/{id}/members/{id}``), each permission-checked
+  in the channel. ``stage_moderate`` is a person using Discord's own Stage controls.
 """
 
 from __future__ import annotations
@@ -766,9 +771,10 @@ class FakeDiscord:
             if m == "POST" and len(parts) == 3:
                 return 200, self._message(cid, b)
             if m == "PATCH" and len(parts) == 4:
-                msg = self.messages.get(int(parts[3]))
-                if msg is None:
+                edited = self.messages.get(int(parts[3]))
+                if edited is None:
                     raise Denied(404, 10008, "Unknown Message")
+                msg = edited
                 msg.update({k: v for k, v in b.items() if k in ("content", "embeds", "components")})
                 msg["edited_timestamp"] = iso()
                 return 200, msg
@@ -835,9 +841,10 @@ class FakeDiscord:
             g.stages[cid] = inst
             await self.dispatch("STAGE_INSTANCE_CREATE", inst)
             return 200, inst
-        inst = g.stages.get(cid)
-        if inst is None:
+        found = g.stages.get(cid)
+        if found is None:
             raise Denied(404, 10067, "Unknown Stage Instance")
+        inst = found
         if m == "GET":
             return 200, inst
         if m == "PATCH":
@@ -936,9 +943,10 @@ class FakeDiscord:
             await self.dispatch("GUILD_SCHEDULED_EVENT_CREATE", ev)
             return 200, ev
         eid = int(parts[3])
-        ev = g.events.get(eid)
-        if ev is None:
+        event = g.events.get(eid)
+        if event is None:
             raise Denied(404, 10070, "Unknown Guild Scheduled Event")
+        ev = event
         if m == "PATCH":
             order = {1: {2, 4}, 2: {3}, 3: set(), 4: set()}
             if "status" in b and b["status"] != ev["status"] and b["status"] not in order[ev["status"]]:

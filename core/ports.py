@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from core.clock import Clock
 from core.events import Event
 from core.model.accounts import Account, Identity, LinkCode, Tier
 from core.model.community import Community
 from core.model.space import Space
+
+if TYPE_CHECKING:  # audio frames are numpy arrays, but the CLI and the web pages never import numpy
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = [
     "AudioFrame",

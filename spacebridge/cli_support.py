@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -46,25 +48,11 @@ def load_settings_or_exit() -> Settings:
 
 
 def with_core(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
-    """Run ``fn(core)`` against the configured database; domain errors become a clear message."""
-    from spacebridge.app import build
+    """Run ``fn(core)`` against the configured database; domain errors become a clear message.
 
-    settings = load_settings_or_exit()
-
-    async def main() -> T:
-        platform = await build(settings)
-        try:
-            return await fn(platform.core)
-        finally:
-            await platform.engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except DomainError as e:
-        fail(describe(e), 1, as_json, e.as_dict())
-    except ConfigError as e:
-        fail(str(e), 2, as_json)
-    raise AssertionError("unreachable")
+    Built by ``open_platform`` (engine, schema check, bus, core), never by ``spacebridge.app``: a
+    command that reads or writes the database imports no adapter, bot SDK, aiortc or numpy."""
+    return with_platform(lambda platform: fn(platform.core), as_json, ledger=False)
 
 
 def operator(account_id: str) -> Actor:
@@ -102,63 +90,32 @@ def print_space(s: Space, as_json: bool) -> None:
         typer.echo(f"{s.id}  {s.state.value:<9}{when}  {s.title}")
 
 
-def with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False, *, retry_busy: bool = False) -> T:
-    """Like ``with_core`` but with what billing commands need (ledger, Stripe gateway), wired as
-    ``serve`` wires them but without the adapters: a ticket rush starts many of these at once, so
-    they start fast and only read the database until the command itself writes.
+def with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False, *, retry_busy: bool = False,
+                  ledger: bool = True) -> T:
+    """Run ``fn(platform)``: ``platform`` has ``settings``, ``engine``, ``core`` and, with ``ledger``,
+    what billing commands need (``ledger``, Stripe ``stripe``), wired as ``serve`` wires them but
+    without the adapters: a ticket rush starts many of these at once, so they start fast and only
+    read the database until the command itself writes.
 
     ``retry_busy``: ``fn`` is idempotent (a buy: the same hold, the same payment), so a database
     that stayed busy past its timeout (SQLite's one writer, under a rush on a loaded machine) is
     tried again a few times before the buyer is told to come back later."""
     import random
-    from types import SimpleNamespace
 
-    from billing.ledger import Ledger
-    from billing.stripe_gateway import StripeGateway
-    from core.bus import EventBus, InProcessBus, RedisBus
-    from core.clock import SystemClock
     from core.errors import Unavailable
-    from core.services import Core
-    from core.storage.engine import make_engine, make_sessionmaker
-    from spacebridge.doctor import database_problem
-    from spacebridge.schema import ensure_schema
 
     settings = load_settings_or_exit()
 
     async def go() -> T:
-        try:
-            engine = make_engine(settings.resolved_database_url(),
-                                 connect_timeout_s=settings.database_connect_timeout_s,
-                                 statement_timeout_s=settings.database_statement_timeout_s)
-        except OSError as e:  # SQLite's directory cannot be made
-            raise ConfigError(database_problem(settings, e)) from None
-        stripe = None
-        try:
-            await ensure_schema(settings, engine)
-            bus: EventBus = (RedisBus(settings.redis_url, prefix=settings.redis_prefix or None)
-                             if settings.redis_url else InProcessBus())
-            core = Core(make_sessionmaker(engine), bus, SystemClock(),
-                        reaction_rate_per_s=settings.reaction_rate_per_s, host_grace_s=settings.host_grace_s,
-                        speaker_grace_s=settings.speaker_grace_s, presence_stale_s=settings.presence_stale_s)
-            ledger = Ledger(core, hold=timedelta(minutes=settings.ticket_hold_minutes),
-                            fee_bps=settings.platform_fee_bps)
-            if settings.ticketing_enabled:
-                assert settings.stripe_api_key is not None
-                stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),
-                                       api_base=settings.stripe_api_base or None, fee_bps=settings.platform_fee_bps)
-            context = SimpleNamespace(settings=settings, engine=engine, core=core, ledger=ledger, stripe=stripe)
+        async with open_platform(settings, ledger=ledger) as platform:
             for attempt in range(BUSY_RETRIES if retry_busy else 0):
                 try:
-                    return await fn(context)
+                    return await fn(platform)
                 except Unavailable as e:
                     if e.data.get("what") != "database":
                         raise
                     await asyncio.sleep(random.uniform(0.5, 2.0) * (attempt + 1))  # waiters spread out
-            return await fn(context)
-        finally:
-            if stripe is not None:
-                await stripe.close()
-            await engine.dispose()
+            return await fn(platform)
 
     try:
         return asyncio.run(go())
@@ -167,3 +124,47 @@ def with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False, *, r
     except ConfigError as e:  # e.g. the database cannot be opened: a sentence, never a traceback
         fail(str(e), 2, as_json)
     raise AssertionError("unreachable")
+
+
+@asynccontextmanager
+async def open_platform(settings: Settings, *, ledger: bool = True) -> AsyncIterator[SimpleNamespace]:
+    """The engine (schema checked, SQLite upgraded), the bus ``serve`` would use and the core; with
+    ``ledger`` also the ticket ledger and, where sales are on, the Stripe gateway. Closed on exit."""
+    from core.bus import EventBus, InProcessBus, RedisBus
+    from core.clock import SystemClock
+    from core.services import Core
+    from core.storage.engine import make_engine, make_sessionmaker
+    from spacebridge.doctor import database_problem
+    from spacebridge.schema import ensure_schema
+
+    try:
+        engine = make_engine(settings.resolved_database_url(), connect_timeout_s=settings.database_connect_timeout_s,
+                             statement_timeout_s=settings.database_statement_timeout_s)
+    except OSError as e:  # SQLite's directory cannot be made
+        raise ConfigError(database_problem(settings, e)) from None
+    stripe: Any = None
+    try:
+        await ensure_schema(settings, engine)
+        bus: EventBus = (RedisBus(settings.redis_url, prefix=settings.redis_prefix or None)
+                         if settings.redis_url else InProcessBus())
+        core = Core(make_sessionmaker(engine), bus, SystemClock(),
+                    reaction_rate_per_s=settings.reaction_rate_per_s, host_grace_s=settings.host_grace_s,
+                    speaker_grace_s=settings.speaker_grace_s, presence_stale_s=settings.presence_stale_s)
+        platform = SimpleNamespace(settings=settings, engine=engine, core=core, ledger=None, stripe=None)
+        if ledger:
+            from billing.ledger import Ledger
+
+            platform.ledger = Ledger(core, hold=timedelta(minutes=settings.ticket_hold_minutes),
+                                     fee_bps=settings.platform_fee_bps)
+            if settings.ticketing_enabled:
+                from billing.stripe_gateway import StripeGateway
+
+                assert settings.stripe_api_key is not None
+                stripe = platform.stripe = StripeGateway(
+                    settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base or None,
+                    fee_bps=settings.platform_fee_bps)
+        yield platform
+    finally:
+        if stripe is not None:
+            await stripe.close()
+        await engine.dispose()

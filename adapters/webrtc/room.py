@@ -347,6 +347,8 @@ class Room:
         self.encoders.pop(pid, None)
         if part is None:
             return
+        if part.outlet is not None:
+            part.outlet.close()  # the native stream's copy of the socket goes now, not when collected
         part.outlet = None
         if part.inbound is not None:
             part.inbound.cancel()

@@ -69,6 +69,7 @@ class Core:
         self.ensure_community, self.web_community, self.community = m.ensure_community, m.web_community, m.community
         self.communities, self.update_community = m.communities, m.update_community
         self.check_host_eligibility, self.set_ticketing = m.check_host_eligibility, m.set_ticketing
+        self.is_instance_admin, self.make_instance_admin = m.is_instance_admin, m.make_instance_admin
         self.lifecycle = lc = Lifecycle(c)
         self.create_space, self.start_space, self.end_space = lc.create_space, lc.start_space, lc.end_space
         self.cancel_space, self.reschedule_space = lc.cancel_space, lc.reschedule_space

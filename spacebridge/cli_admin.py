@@ -25,10 +25,19 @@ plugins_app = typer.Typer(help="Installed plugins (entry-point group spacebridge
 
 # ---- accounts ------------------------------------------------------------------------------------
 @account_app.command("create")
-def account_create(name: str, as_json: JsonOpt = False) -> None:
-    """Create a web account (for operators running Spaces from the shell)."""
-    acc = with_core(lambda core: core.create_account(name), as_json)
-    typer.echo(json.dumps({"id": acc.id, "display_name": acc.display_name}) if as_json else acc.id)
+def account_create(name: str,
+                   admin: Annotated[bool, typer.Option("--admin", help="Make it an instance admin: it may host "
+                                                        "and sees the studio's admin view.")] = False,
+                   as_json: JsonOpt = False) -> None:
+    """Create a web account (for operators running Spaces from the shell); prints its id."""
+    async def go(core: Any) -> dict[str, Any]:
+        acc = await core.create_account(name)
+        if admin:
+            await core.make_instance_admin(operator(acc.id), acc.id)
+        return {"id": acc.id, "display_name": acc.display_name, "admin": admin}
+
+    out = with_core(go, as_json)
+    typer.echo(json.dumps(out) if as_json else out["id"])
 
 
 @account_app.command("show")
@@ -37,6 +46,7 @@ def account_show(account_id: str, as_json: JsonOpt = False) -> None:
         acc = await core.account(account_id)
         ids = await core.identities(account_id)
         return {"id": acc.id, "display_name": acc.display_name, "tier": acc.tier.value,
+                "admin": await core.is_instance_admin(account_id),
                 "followers": await core.follower_count(account_id),
                 "identities": [{"platform": i.platform, "external_id": i.external_id, "reachable": i.reachable}
                                for i in ids]}
@@ -45,21 +55,23 @@ def account_show(account_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(json.dumps(info))
     else:
-        typer.echo(f"{info['id']}  {info['display_name']}  tier={info['tier']}  followers={info['followers']}")
+        admin = "  instance admin" if info["admin"] else ""
+        typer.echo(f"{info['id']}  {info['display_name']}  tier={info['tier']}  followers={info['followers']}{admin}")
         for i in info["identities"]:
             typer.echo(f"  {i['platform']}:{i['external_id']}{'' if i['reachable'] else ' (unreachable)'}")
 
 
 @account_app.command("tier")
-def account_tier(account_id: str, tier: Annotated[str, typer.Argument(help="free or paid")]) -> None:
+def account_tier(account_id: str, tier: Annotated[str, typer.Argument(help="free or paid")],
+                 as_json: JsonOpt = False) -> None:
     from core.model.accounts import Tier
 
     try:
         t = Tier(tier)
     except ValueError:
-        fail("tier must be free or paid", 2)
-    with_core(lambda core: core.set_tier(operator(account_id), account_id, t))
-    typer.echo(f"{account_id} is now {t.value}")
+        fail("tier must be free or paid", 2, as_json, {"code": "cli.bad_argument", "argument": "tier"})
+    with_core(lambda core: core.set_tier(operator(account_id), account_id, t), as_json)
+    typer.echo(json.dumps({"id": account_id, "tier": t.value}) if as_json else f"{account_id} is now {t.value}")
 
 
 # ---- communities ---------------------------------------------------------------------------------
@@ -86,10 +98,11 @@ def community_create(platform: str, external_id: str, name: str, as_json: JsonOp
 
 
 @community_app.command("show")
-def community_show(community_id: str) -> None:
-    c = with_core(lambda core: core.community(community_id))
+def community_show(community_id: str, as_json: JsonOpt = False) -> None:
+    """The community and its settings, as JSON (``--json`` prints it on one line)."""
+    c = with_core(lambda core: core.community(community_id), as_json)
     typer.echo(json.dumps({"id": c.id, "platform": c.platform, "external_id": c.external_id, "name": c.name,
-                           "settings": c.settings.model_dump(mode="json")}, indent=2))
+                           "settings": c.settings.model_dump(mode="json")}, indent=None if as_json else 2))
 
 
 SET_HELP = 'KEY=JSON pairs, e.g. host_rule=\'{"kind":"followers","min":100}\''
@@ -98,21 +111,21 @@ SET_HELP = 'KEY=JSON pairs, e.g. host_rule=\'{"kind":"followers","min":100}\''
 @community_app.command("set")
 def community_set(community_id: str,
                   settings: Annotated[list[str], typer.Argument(help=SET_HELP)],
-                  ) -> None:
+                  as_json: JsonOpt = False) -> None:
     """Change community settings (validated as a whole; nothing changes if any value is wrong)."""
     changes: dict[str, Any] = {}
     for item in settings:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            fail(f"expected KEY=VALUE, got {item[:80]!r}", 2)
+            fail(f"expected KEY=VALUE, got {item[:80]!r}", 2, as_json)
         try:
             changes[key] = json.loads(raw)
         except json.JSONDecodeError:
             changes[key] = raw
         except RecursionError:
-            fail(f"the value of {key[:40]} is nested too deeply", 2)
-    c = with_core(lambda core: core.update_community(operator("operator"), community_id, changes))
-    typer.echo(json.dumps(c.settings.model_dump(mode="json"), indent=2))
+            fail(f"the value of {key[:40]} is nested too deeply", 2, as_json)
+    c = with_core(lambda core: core.update_community(operator("operator"), community_id, changes), as_json)
+    typer.echo(json.dumps(c.settings.model_dump(mode="json"), indent=None if as_json else 2))
 
 
 # ---- plugins -----------------------------------------------------------------------------------
@@ -150,31 +163,35 @@ def plugins_list(as_json: JsonOpt = False) -> None:
         typer.echo(f"{r['name']:<14} {r['version'] or '-':<8} {r['state']:<14} {r['source']}{extra}{off}")
 
 
-def _switch(name: str, community_id: str, on: bool) -> None:
+def _switch(name: str, community_id: str, on: bool, as_json: bool) -> None:
     from plugins.manager import discover
 
     if name not in {ep.name for ep in discover()}:
-        fail(f"no installed plugin is called {name!r} (see `spacebridge plugins list`)", 2)
+        fail(f"no installed plugin is called {name!r} (see `spacebridge plugins list`)", 2, as_json,
+             {"code": "cli.bad_argument", "argument": "name"})
 
     async def run(core: Any) -> Any:
         c = await core.community(community_id)
         off = [n for n in c.settings.plugins_disabled if n != name] + ([] if on else [name])
         return await core.update_community(operator("operator"), community_id, {"plugins_disabled": sorted(off)})
 
-    c = with_core(run)
-    typer.echo(f"{name} is {'on' if on else 'off'} in {c.name} ({c.id}).")
+    c = with_core(run, as_json)
+    typer.echo(json.dumps({"plugin": name, "community_id": c.id, "on": on}) if as_json else
+               f"{name} is {'on' if on else 'off'} in {c.name} ({c.id}).")
 
 
 @plugins_app.command("enable")
-def plugins_enable(name: str, community: Annotated[str, typer.Option(help="Community id.")]) -> None:
+def plugins_enable(name: str, community: Annotated[str, typer.Option(help="Community id.")],
+                   as_json: JsonOpt = False) -> None:
     """Turn a plugin on in one Community (plugins are on everywhere unless turned off)."""
-    _switch(name, community, True)
+    _switch(name, community, True, as_json)
 
 
 @plugins_app.command("disable")
-def plugins_disable(name: str, community: Annotated[str, typer.Option(help="Community id.")]) -> None:
+def plugins_disable(name: str, community: Annotated[str, typer.Option(help="Community id.")],
+                    as_json: JsonOpt = False) -> None:
     """Turn a plugin off in one Community: its commands are refused there and it sees none of its events."""
-    _switch(name, community, False)
+    _switch(name, community, False, as_json)
 
 
 def audit(space: str, limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,

@@ -12,7 +12,6 @@ from aiohttp import web
 
 from core.errors import NotFound
 from core.model.accounts import Account, Actor
-from core.model.community import WEB_COMMUNITY_EXTERNAL_ID
 from core.model.space import Space
 from spacebridge.instance import INSTANCE, Instance
 from spacebridge.web_common import base_ctx, viewer
@@ -57,12 +56,10 @@ async def studio_ctx(request: web.Request, account: Account, **extra: Any) -> di
 
 
 async def is_instance_admin(p: Instance, account_id: str) -> bool:
-    """An instance admin is named in the web community's moderators (``community set``; the host
-    rules already treat them as admins there)."""
-    for c in await p.core.communities():
-        if c.platform == "web" and c.external_id == WEB_COMMUNITY_EXTERNAL_ID:
-            return account_id in c.settings.moderator_identities
-    return False
+    """The core's one definition (core/usecases/context.py ``is_instance_admin``), also used by the
+    host rules and the CLI."""
+    admin: bool = await p.core.is_instance_admin(account_id)
+    return admin
 
 
 async def own_space(request: web.Request, account: Account) -> Space:

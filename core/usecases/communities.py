@@ -11,7 +11,7 @@ from core.model.accounts import Actor, check_platform
 from core.model.community import WEB_COMMUNITY_EXTERNAL_ID, Community, CommunitySettings
 from core.model.space import Space, Ticketing
 from core.ports import UnitOfWork
-from core.usecases.context import Context
+from core.usecases.context import Context, is_instance_admin
 
 
 class Communities:
@@ -35,6 +35,34 @@ class Communities:
 
     async def web_community(self) -> Community:
         return await self.ensure_community("web", WEB_COMMUNITY_EXTERNAL_ID, "This instance")
+
+    async def is_instance_admin(self, account_id: str) -> bool:
+        async with self.ctx.uow() as uow:
+            return is_instance_admin(await uow.communities.by_external("web", WEB_COMMUNITY_EXTERNAL_ID), account_id)
+
+    async def make_instance_admin(self, actor: Actor, account_id: str, *, first: bool = False) -> bool:
+        """Name ``account_id`` an instance admin (a moderator of the web community). The operator
+        (the shell) may at any time; ``first`` (``serve``'s first-run link, checked by the caller)
+        only while the instance has no admin yet. False when ``first`` came too late."""
+        if not actor.is_operator and not first:
+            raise Forbidden("community.admin_required", community_id="web")
+
+        async def op(uow: UnitOfWork) -> bool:
+            await uow.accounts.get(account_id)  # account.not_found for an unknown id
+            c = await uow.communities.by_external("web", WEB_COMMUNITY_EXTERNAL_ID)
+            if c is None:
+                c = Community(id=new_id(), platform="web", external_id=WEB_COMMUNITY_EXTERNAL_ID,
+                              name="This instance", created_at=self.ctx.now())
+                await uow.communities.add(c)
+            mods = c.settings.moderator_identities
+            if first and mods:
+                return account_id in mods
+            if account_id not in mods:
+                c.settings = c.settings.model_copy(update={"moderator_identities": [*mods, account_id]})
+                await uow.communities.save_settings(c)
+            return True
+
+        return await self.ctx.run(op)
 
     async def community(self, community_id: str) -> Community:
         async with self.ctx.uow() as uow:

@@ -42,6 +42,14 @@ def access_error(space: Space, account_id: str, blocked: bool, paid: bool) -> Do
     return None
 
 
+def is_instance_admin(web: Community | None, account_id: str) -> bool:
+    """The one definition of an instance admin: named among the web community's moderators (the
+    first account on a fresh instance becomes one: ``serve``'s first-run link or ``account create
+    --admin``). Host rules, the studio and the CLI all ask this."""
+    return (web is not None and web.platform == "web" and web.external_id == WEB_COMMUNITY_EXTERNAL_ID
+            and account_id in web.settings.moderator_identities)
+
+
 class Context:
     """One per ``Core``: injected store, bus and clock, and the state the use cases share."""
 
@@ -123,6 +131,9 @@ class Context:
         account = await uow.accounts.get(actor.account_id)
         is_mod = bool(community and (actor.account_id in community.settings.moderator_identities
                                      or actor.platform_roles & set(community.settings.moderator_roles)))
+        if not is_mod:  # the instance's admins may host in every community that lets admins override
+            is_mod = is_instance_admin(await uow.communities.by_external("web", WEB_COMMUNITY_EXTERNAL_ID),
+                                       actor.account_id)
         return eligibility.HostFacts(
             account_id=actor.account_id,
             followers=await uow.accounts.follower_count(actor.account_id),

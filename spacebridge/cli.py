@@ -16,6 +16,7 @@ from core.errors import DomainError
 from core.messages import describe
 from spacebridge import cli_admin, cli_billing, cli_spaces, logs
 from spacebridge.cli_commands import register as register_table_commands
+from spacebridge.cli_serve import remember_serve_url, serve_facts
 from spacebridge.cli_support import (
     JsonOpt,
     fail,
@@ -37,15 +38,21 @@ def serve(
     role: Annotated[str | None, typer.Option(
         "--role", help="What this process runs, comma-separated: web,jobs,discord,telegram,media "
                        "(all by default; a subset needs SPACEBRIDGE_REDIS_URL, see docs/deploy.md).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the start-up facts as one JSON line.")] = False,
 ) -> None:
-    """Serve the web room, every configured adapter and the job workers."""
+    """Serve the web room, every configured adapter and the job workers; prints the address to open
+    and, on a fresh instance, the first-run link that makes the admin account."""
+    import logging
+
     from spacebridge.app import build, start, stop
 
     try:
         settings = load_settings(host=host, port=port, roles=role)
         logs.setup(settings, console=True)  # redacts tokens, keys and passwords whoever logs them
     except ConfigError as e:
-        fail(str(e), 2)
+        fail(str(e), 2, as_json)
+    if settings.log_level != "DEBUG":  # schema upgrades are logged at debug, not shown on every first start
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
     async def main() -> None:
         await _preflight(settings)
@@ -56,11 +63,17 @@ def serve(
             loop.add_signal_handler(sig, stop_event.set)
         try:
             await start(platform, settings.host, settings.port)
-            adapters = ", ".join(["web", *sorted(platform.notifiers)])
-            roles = "" if len(settings.roles) == 5 else f"roles: {','.join(settings.roles)}; "
-            public = f" as {platform.url}" if platform.url != platform.bound_url else ""
-            typer.echo(f"Spacebridge is serving at {platform.bound_url}{public}  (database: "
-                       f"{platform.engine.dialect.name}; {roles}adapters: {adapters}; Ctrl-C to stop)")
+            remember_serve_url(platform.url)
+            facts = await serve_facts(platform)
+            if as_json:
+                typer.echo(json.dumps(facts))
+            else:
+                adapters = ", ".join(["web", *sorted(platform.notifiers)])
+                roles = "" if len(settings.roles) == 5 else f"roles: {','.join(settings.roles)}; "
+                public = f" as {platform.url}" if platform.url != platform.bound_url else ""
+                typer.echo(f"Spacebridge is serving at {platform.bound_url}{public}  (database: "
+                           f"{platform.engine.dialect.name}; {roles}adapters: {adapters}; Ctrl-C to stop)")
+                typer.echo(facts["next"])
             sys.stdout.flush()
             await stop_event.wait()
         finally:
@@ -69,14 +82,14 @@ def serve(
     try:
         asyncio.run(main())
     except ConfigError as e:
-        fail(str(e), 2)
+        fail(str(e), 2, as_json)
     except DomainError as e:  # the database went away during start-up
-        fail(describe(e), 1)
+        fail(describe(e), 1, as_json, e.as_dict())
     except OSError as e:
         if _from_bind(e):  # only a failed bind is the listen address's fault
             from spacebridge.doctor import listen_problem
 
-            fail(listen_problem(settings.host, settings.port, e), 2)
+            fail(listen_problem(settings.host, settings.port, e), 2, as_json)
         raise
 
 
@@ -100,7 +113,7 @@ def _from_bind(e: BaseException) -> bool:
 
 # ---- db ------------------------------------------------------------------------------------------
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(as_json: JsonOpt = False) -> None:
     """Bring the database schema to the version this code needs."""
     from core.storage import migrate
 
@@ -109,8 +122,9 @@ def db_upgrade() -> None:
     try:
         migrate.upgrade(url)
     except Exception as e:
-        fail(f"upgrade failed on {url.split('@')[-1]}: {e}", 1)
-    typer.echo(f"database is at {migrate.head_revision()}")
+        fail(f"upgrade failed on {url.split('@')[-1]}: {e}", 1, as_json, {"code": "db.upgrade_failed"})
+    head = migrate.head_revision()
+    typer.echo(json.dumps({"revision": head}) if as_json else f"database is at {head}")
 
 
 # ---- doctor --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from spacebridge.cli_support import (
     check_as,
     fail,
     known,
+    link_base,
     space_dict,
     with_core,
     with_platform,
@@ -98,7 +99,7 @@ def billing_buy(space_id: str, as_: AsOpt,
 
     async def go(platform: Any) -> dict[str, Any]:
         await known(platform.core, as_)
-        sales = TicketSales(platform.ledger, platform.stripe, platform.settings.base_url())
+        sales = TicketSales(platform.ledger, platform.stripe, link_base(platform.settings))
         actor = Actor(account_id=as_, platform="web")
         if checkout:
             view = await platform.core.view(space_id)
@@ -137,7 +138,7 @@ def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="
         if acct is None:
             acct = await platform.stripe.create_connect_account(as_, email)
             await platform.ledger.set_payout_account(as_, acct)
-        base = platform.settings.base_url()
+        base = link_base(platform.settings)
         url = await platform.stripe.account_link(acct, f"{base}/connect/refresh", f"{base}/connect/done")
         ready = await platform.stripe.account_ready(acct, fresh=True)
         return {"account_id": as_, "stripe_account": acct, "onboarding_url": url, "ready": ready,

@@ -20,6 +20,7 @@ from spacebridge.cli_support import (
     check_as,
     fail,
     known,
+    link_base,
     load_settings_or_exit,
     print_space,
     space_dict,
@@ -187,7 +188,7 @@ def space_link(space_id: str,
             raise Forbidden("ticket.required", space_id=space_id)
         token = JoinTokens(settings.resolved_secret()).issue(space_id, as_, role, core.now(), ttl_s=ttl)
         return {"space_id": space_id, "account_id": as_, "role": role, "token": token,
-                "url": f"{settings.base_url()}/s/{space_id}#t={token}", "expires_in_s": ttl}
+                "url": f"{link_base(settings)}/s/{space_id}#t={token}", "expires_in_s": ttl}
 
     out = with_core(go, as_json)
     typer.echo(json.dumps(out) if as_json else out["url"])

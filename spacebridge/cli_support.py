@@ -168,3 +168,33 @@ async def open_platform(settings: Settings, *, ledger: bool = True) -> AsyncIter
         if stripe is not None:
             await stripe.close()
         await engine.dispose()
+
+
+SERVE_URL_FILE = "serve-url"  # in the data dir: the public address of the last `serve` started there
+
+
+def remember_serve_url(url: str) -> None:
+    """``serve`` notes its public address so that links the CLI prints later reach it, whatever port
+    the shell running the CLI has configured (``--port 0``, ``--port 9000``)."""
+    from spacebridge.config import data_dir
+
+    path = data_dir() / SERVE_URL_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(url.rstrip("/") + "\n", encoding="utf-8")
+    except OSError:
+        pass  # links then fall back to the configured host and port, as before
+
+
+def link_base(settings: Settings) -> str:
+    """Where links printed by the CLI point: the configured public URL; else the address of the last
+    ``serve`` on this data dir; else the configured host and port."""
+    from spacebridge.config import data_dir
+
+    if settings.public_url.strip():
+        return settings.base_url()
+    try:
+        noted = (data_dir() / SERVE_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        noted = ""
+    return noted if noted.startswith(("http://", "https://")) else settings.base_url()

@@ -11,6 +11,9 @@ method links to the same person); signing in with another account's passkey swit
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -39,7 +42,7 @@ from webauthn.helpers.structs import (
 
 from core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, Unavailable
 from core.messages import describe
-from core.model.accounts import Account, Identity
+from core.model.accounts import Account, Actor, Identity
 from core.ports import DuplicateKey
 from core.storage.passkeys import MAX_PASSKEYS, Passkey
 from spacebridge.instance import INSTANCE, Instance
@@ -51,8 +54,8 @@ from spacebridge.web_session import (
     start_session,
 )
 
-__all__ = ["CHALLENGE_TTL_S", "TEXT", "account_json", "error_response", "json_api", "no_store", "render_signin",
-           "safe_next", "setup", "sign_in_identity"]
+__all__ = ["CHALLENGE_TTL_S", "TEXT", "account_json", "error_response", "first_run_token", "json_api", "no_store",
+           "render_signin", "safe_next", "setup", "sign_in_identity"]
 
 CHALLENGE_TTL_S = 5 * 60
 TEMPLATES = Path(__file__).parent / "templates"
@@ -83,6 +86,10 @@ TEXT = {
     "login.code_invalid": "That sign-in code is not valid.",
     "telegram.widget_invalid": "The Telegram sign-in data did not verify. Try again.",
     "telegram.widget_stale": "That Telegram sign-in is too old. Try again.",
+    "first_run.invalid": "That first-run link is not this instance's. Use the one `spacebridge serve` printed.",
+    "first_run.done": "This instance has its admin already: sign in, or sign up as a new member.",
+    "first_run.welcome": "Welcome to your new Spacebridge. Create your account with a passkey below: it becomes "
+                         "this instance's admin, who may host Spaces and sees the studio's admin view.",
 }
 PLATFORM_NAMES = {"discord": "Discord", "telegram": "Telegram", "web": "Spacebridge"}
 _STATUS: list[tuple[type[DomainError], int]] = [
@@ -197,6 +204,26 @@ async def register_options(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
+def first_run_token(secret: bytes) -> str:
+    """The token of ``serve``'s first-run link (``/signin?first_run=TOKEN``), derived from the instance
+    secret. It names the account signed up with it the instance's admin only while there is none, so
+    it works once: after that the page says the instance has its admin."""
+    digest = hmac.new(secret, b"spacebridge first-run admin", hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+async def _first_run(request: web.Request, token: str) -> web.Response:
+    """The first-run link: checked, then remembered in the session until the passkey sign-up ends."""
+    p = _instance(request)
+    if not hmac.compare_digest(token.encode(), first_run_token(p.settings.resolved_secret()).encode()):
+        return await render_signin(request, error=TEXT["first_run.invalid"], status=403)
+    if (await p.core.web_community()).settings.moderator_identities:
+        return await render_signin(request, notice=TEXT["first_run.done"])
+    session = await aiohttp_session.get_session(request)
+    session["first_run"] = True
+    return await render_signin(request, notice=TEXT["first_run.welcome"])
+
+
 @json_api
 async def register_verify(request: web.Request) -> web.Response:
     body = await _body(request)
@@ -227,6 +254,8 @@ async def register_verify(request: web.Request) -> web.Response:
             sign_count=verified.sign_count, created_at=p.core.now(), last_used_at=None,
             transports=tuple(str(t)[:20] for t in transports if isinstance(t, str))[:8]))
         await uow.commit()
+    if (await aiohttp_session.get_session(request)).pop("first_run", False):  # opened serve's first-run link
+        await p.core.make_instance_admin(Actor(account_id=account.id, platform="web"), account.id, first=True)
     await start_session(request, account)
     return no_store({"account": account_json(account), "csrf": await csrf_token(request)})
 
@@ -343,7 +372,8 @@ async def sign_out_everywhere(request: web.Request) -> web.Response:
 
 
 async def signin_page(request: web.Request) -> web.Response:
-    return await render_signin(request)
+    token = request.query.get("first_run")
+    return await render_signin(request) if token is None else await _first_run(request, token)
 
 
 async def render_signin(request: web.Request, *, error: str = "", notice: str = "", status: int = 200,

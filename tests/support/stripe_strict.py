@@ -21,7 +21,10 @@ the fake:
     platform's fee in place and takes the refund from the platform's balance: this is the
     project's rule, checked here so a refund that leaves money with the creator fails a test);
 - a PaymentIntent declined once may be confirmed again with a new payment method (Stripe allows
-  it; the localstripe process is taught the same rule, see ``tests/support/stripe_fake.py``).
+  it). That one is not checked here but taught to the localstripe process (``_LAUNCH`` in
+  ``tests/support/stripe_fake.py``): it is a state change, not a request Stripe refuses, and the
+  confirm comes from the buyer's browser (Stripe.js, ``FakeStripe.pay_intent``) straight to
+  localstripe, never through our server or this front, so only localstripe can honour it.
 
 Every refusal is recorded in ``refused`` so a test can assert that nothing was refused.
 """

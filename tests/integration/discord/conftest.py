@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.clock import FrozenClock
+from core.clock import Clock, FrozenClock
 from core.model.accounts import Actor
 from core.scheduler import JobRunner
 from spacebridge.app import Instance, add_job_runners, build, start, stop
@@ -54,7 +54,7 @@ class DC:
         await self.runner.run_until_idle()
 
 
-async def make_dc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeDiscord, clock: FrozenClock,
+async def make_dc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeDiscord, clock: Clock,
                   **overrides: object) -> Instance:
     monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
     settings = load_settings(**{

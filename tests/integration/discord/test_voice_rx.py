@@ -21,7 +21,7 @@ import pytest
 
 from adapters.discord.voice_rx import StageVoiceClient
 from adapters.webrtc.room import OpusEncoder
-from core.clock import FrozenClock
+from core.clock import Clock, FrozenClock
 from core.errors import DomainError
 from core.model.accounts import Actor
 from core.ports import FRAME_SAMPLES, SAMPLE_RATE, AudioTick
@@ -76,15 +76,17 @@ async def ticks_until(it: AsyncIterator[AudioTick], ok: Any, limit: int = 1500) 
     raise AssertionError("the room closed")
 
 
-async def on_air(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dave: int,
-                 modes: list[str]) -> tuple[FakeDiscord, Guild, Instance, str]:
+async def on_air(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dave: int, modes: list[str],
+                 clock: Clock | None = None) -> tuple[FakeDiscord, Guild, Instance, str]:
+    """A Space live on the guild's Stage with the bot in its voice (a browser needs the real ``clock``:
+    the page checks its join token's expiry against its own time)."""
     ensure_loopback_alias()
     fake = await FakeDiscord().start()
     fake.voice.dave_version, fake.voice.modes = dave, modes
     guild = fake.add_guild("Voice both ways")
     for uid, name in ((HOST, "Hana"), (MEMBER, "Mika"), (STRANGER, "Sten")):
         fake.add_member(guild, uid, name)
-    p = await make_dc(tmp_path, monkeypatch, fake, FrozenClock(), ice_announce=[LOOPBACK])
+    p = await make_dc(tmp_path, monkeypatch, fake, clock or FrozenClock(), ice_announce=[LOOPBACK])
     stage, text = fake.channel_of(guild, STAGE), fake.channel_of(guild, TEXT)
     await fake.reply(await fake.interact(guild, guild.owner_id, "spacebridge", "setup", {
         "stage_channel": Mention("channel", stage), "announce_channel": Mention("channel", text),

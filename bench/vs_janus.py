@@ -24,8 +24,11 @@ exactly as long as this process (its file descriptor); listeners offer only 127.
 ``ratio_cpu_per_listener`` is spacebridge_cpu_per_listener / janus_cpu_per_listener (issue 20
 target <= 0.25): each server's whole process, the room's mixing and encoding included.
 ``marginal_cpu_per_listener_pct`` and ``ratio_marginal_cpu_per_listener`` subtract each server's
-base first: what one more listener costs. On a machine shared with other work these figures move
-from run to run; the packets/s show whether the room still kept its 20 ms tick.
+base first: what one more listener costs. ``us_per_packet_sent`` is CPU over the packets each
+server sent its listeners (their sequence-number spans), ``*_at_50pps`` that at 50 packets/s, and
+``ratio_cpu_per_packet`` their ratio: figures that hold when a busy machine slows the room's tick
+(``source_pkts_per_s``, which caps both servers' rate) or starves one side. On a machine shared
+with other work all of these move from run to run.
 """
 
 from __future__ import annotations
@@ -311,10 +314,11 @@ class Phase:
     other_cores: float
     window: float
     results: list[dict[str, Any]]
+    source_pps: float  # the room's packets per second over the window: the most a listener can get
 
 
 async def phase(listeners: int, procs: int, seconds: float, they_offer: bool, signal_one: Signal,
-                pid: int, other_pid: int) -> Phase:
+                pid: int, other_pid: int, source: Callable[[], int]) -> Phase:
     """N listeners in worker processes against one server; CPU of ``pid`` (and ``other_pid``)."""
     ctx = mp.get_context("spawn")
     per = [listeners // procs + (1 if i < listeners % procs else 0) for i in range(procs)]
@@ -335,12 +339,18 @@ async def phase(listeners: int, procs: int, seconds: float, they_offer: bool, si
         return conn
 
     conns = await asyncio.gather(*(serve(c, n, i) for c, n, i in pipes))
-    c0, o0, t0 = cpu_seconds(pid), cpu_seconds(other_pid), time.monotonic()
+    c0, o0, s0, t0 = cpu_seconds(pid), cpu_seconds(other_pid), source(), time.monotonic()
     results = [await loop.run_in_executor(None, c.recv) for c in conns]
-    c1, o1, t1 = cpu_seconds(pid), cpu_seconds(other_pid), time.monotonic()
+    c1, o1, s1, t1 = cpu_seconds(pid), cpu_seconds(other_pid), source(), time.monotonic()
     for w in workers:
         await loop.run_in_executor(None, w.join, 30)
-    return Phase((c1 - c0) / (t1 - t0), (o1 - o0) / (t1 - t0), t1 - t0, results)
+    return Phase((c1 - c0) / (t1 - t0), (o1 - o0) / (t1 - t0), t1 - t0, results, (s1 - s0) / (t1 - t0))
+
+
+def us_per_packet(p: Phase) -> float:
+    """CPU over the packets sent: each listener's span of sequence numbers."""
+    sent: int = sum(x for r in p.results for x in r["received"]) + sum(x for r in p.results for x in r["lost"])
+    return 1e6 * p.cores * p.window / max(1, sent)
 
 
 def summary(p: Phase, listeners: int) -> dict[str, object]:
@@ -351,6 +361,9 @@ def summary(p: Phase, listeners: int) -> dict[str, object]:
         "connected": sum(r["connected"] for r in p.results),
         "cpu_cores": round(p.cores, 3),
         "cpu_per_listener_pct": round(100 * p.cores / max(1, listeners), 4),
+        "source_pkts_per_s": round(p.source_pps, 1),
+        "us_per_packet_sent": round(us_per_packet(p), 2),
+        "cpu_per_listener_pct_at_50pps": round(50 * us_per_packet(p) / 1e4, 4),
         "pkts_per_listener_per_s": round(statistics.mean(received) / p.window, 1) if received else 0.0,
         "loss_pct": round(100 * sum(lost) / max(1, sum(received) + sum(lost)), 2),
         "join_p50_s": round(joins[len(joins) // 2], 3) if joins else None,
@@ -403,10 +416,10 @@ async def run(listeners: int, speakers: int, seconds: float, procs: int, engine:
             await janus.start(path, await loop.run_in_executor(None, conn.recv))
 
         me = os.getpid()
-        sb = await phase(listeners, procs, seconds, False, to_room, me, janus.proc.pid)
+        sb = await phase(listeners, procs, seconds, False, to_room, me, janus.proc.pid, lambda: forward.sent)
         for pid in [p for p in room.participants if p not in tones]:
             await room.remove_participant(pid)
-        ja = await phase(listeners, procs, seconds, True, to_janus, janus.proc.pid, me)
+        ja = await phase(listeners, procs, seconds, True, to_janus, janus.proc.pid, me, lambda: forward.sent)
         feeder.cancel()
         for sid in tones:
             room.participants.pop(sid, None)
@@ -424,6 +437,7 @@ async def run(listeners: int, speakers: int, seconds: float, procs: int, engine:
                 "rtp_forwarded": forward.sent,
                 "ratio_cpu_per_listener": round(ratio, 3) if ratio is not None else None,
                 "ratio_marginal_cpu_per_listener": round(marginal, 3) if marginal is not None else None,
+                "ratio_cpu_per_packet": round(us_per_packet(sb) / max(1e-9, us_per_packet(ja)), 3),
                 "target_ratio": 0.25, "meets_target": ratio is not None and ratio <= 0.25}
     finally:
         await room.close()

@@ -109,7 +109,6 @@ class _State:
     # What the bot last asked Discord to set on a member's voice ((guild, user) -> field -> value), until
     # the VOICE_STATE_UPDATE that echoes it arrives: that one is the bot's own change, not a moderator's.
     asked: dict[tuple[int, int], dict[str, bool]] = field(default_factory=dict)
-    speaking: dict[str, set[str]] = field(default_factory=dict)  # space id -> accounts Discord says speak
 
 
 def stage_connection(guild_id: int, user_id: int) -> str:

@@ -6,8 +6,9 @@ RTP sequence, and conceals a lost packet with Opus in-band FEC when the followin
 here, else with Opus packet-loss concealment; a packet merely late is concealed while waiting for
 it, and a buffer that keeps growing (the sender's clock is fast) drops a frame to catch up. A
 speaker who stops sending costs nothing: after a couple of concealed frames the stream goes idle
-and ``pull`` returns None without decoding, until packets arrive again. Late packets (behind what was played) are dropped; if the buffer grows past
-``max_depth`` the oldest are skipped, so latency stays bounded whatever the network does.
+and ``pull`` returns None without decoding, until packets arrive again. Late packets (behind what
+was played) are dropped; if the buffer grows past ``max_depth`` the oldest are skipped, so latency
+stays bounded whatever the network does.
 """
 
 from __future__ import annotations

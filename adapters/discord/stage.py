@@ -104,19 +104,6 @@ class StageMixin(StagesMixin, EventsMixin):
         account = await self.core.ensure_account(PLATFORM, str(self.client.user.id), CONTROLS_NAME)
         return Actor(account_id=account.id, platform=PLATFORM, is_operator=True)
 
-    def on_member_speaking(self, space_id: str, account_id: str, speaking: bool) -> None:
-        """Discord's SPEAKING signal for a Stage member, for the receive side to call. The web room's
-        speaking rings come from the room's mix levels, which include Discord speakers once their audio
-        is mixed, so this only keeps who Discord says is speaking (``speaking_now``)."""
-        now = self._state.speaking.setdefault(space_id, set())
-        if speaking:
-            now.add(account_id)
-        else:
-            now.discard(account_id)
-
-    def speaking_now(self, space_id: str) -> set[str]:
-        return set(self._state.speaking.get(space_id, ()))
-
     async def _members_on_stage(self, space: Space, account_id: str) -> list[discord.Member]:
         """The Discord members (any linked identity) of ``account_id`` now on this Space's Stage."""
         found = await self._guild_of(space)

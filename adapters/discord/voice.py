@@ -3,11 +3,9 @@
 discord.py's ``AudioPlayer`` is a thread that asks its source for one 20 ms frame at a time and
 stops for good when it gets ``b""``. The room produces packets on the event loop. Between them is a
 small bounded queue: a late packet is replaced by Opus silence (so playback never stops), and if
-the player falls behind the oldest packets are dropped, so latency stays at a few frames.
-
-Receiving Discord voice is not done: under DAVE (end-to-end encryption, required by Discord since
-March 2026) no Python library can decrypt other members' audio today, so Discord members who want
-to speak join the web room from the card's "Join web room" button.
+the player falls behind the oldest packets are dropped, so latency stays at a few frames. What it
+plays is the room's mix without the Stage's own speakers when any are mixed (``voice_rx.StageBridge``);
+receiving their voice is ``voice_rx.py``.
 """
 
 from __future__ import annotations

@@ -4,16 +4,20 @@
 ran out), so reloads and long Spaces never lock a signed-in person out. Access is decided by the
 core at every mint, exactly as for a bot's personal link (``adapters.chat.actions.room_token``:
 state, tickets, blocks). Without a session, a public live Space without tickets gives a guest
-token (listen only); anything else is a refusal that says to sign in.
+token (listen only); anything else is a refusal that says to sign in. A *scheduled* Space gives the
+same tokens under the same rule, judged as if it were live: its page waits on the socket (a waiting
+room, docs/webrtc-protocol.md) and moves into the room when the host starts it.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from aiohttp import web
 
 from adapters.chat.actions import JOIN_TOKEN_TTL_S, room_token
 from core.errors import Forbidden
-from core.model.space import Visibility
+from core.model.space import SpaceState, Visibility
 from core.usecases.context import access_error
 from spacebridge.instance import INSTANCE
 from spacebridge.web_auth import json_api
@@ -27,17 +31,23 @@ async def join_token(request: web.Request) -> web.Response:
     p = request.app[INSTANCE]
     space_id = request.match_info["space_id"]
     account = await current_account(request)
-    if account is not None:
+    space = (await p.core.view(space_id)).space
+    waiting = space.state == SpaceState.SCHEDULED
+    if account is not None and waiting:  # the core's access rule (blocks, tickets) as if it were live
+        await p.core.run(lambda uow: p.core.ctx.check_access(uow, replace(space, state=SpaceState.LIVE), account.id))
+        role = "speaker" if space.role_of(account.id) is not None else "listener"
+        token = p.tokens.issue(space_id, account.id, role, p.core.now(), ttl_s=JOIN_TOKEN_TTL_S)
+    elif account is not None:
         token = await room_token(p.core, p.tokens, account.id, space_id)
         role = p.tokens.verify(token, p.core.now(), space_id).role
     else:
-        space = (await p.core.view(space_id)).space
         if space.visibility != Visibility.PUBLIC:
             raise Forbidden("auth.sign_in_to_join", space_id=space_id)
         if space.ticketing is not None:  # a ticket is bought by someone signed in
             raise Forbidden("ticket.required", space_id=space_id, price_minor=space.ticketing.price_minor,
                             currency=space.ticketing.currency)
-        refused = access_error(space, "", blocked=False, paid=False)  # the core's rule: live, not ended
+        as_live = replace(space, state=SpaceState.LIVE) if waiting else space
+        refused = access_error(as_live, "", blocked=False, paid=False)  # the core's rule: live, not ended
         if refused is not None:
             raise refused
         role = "guest"

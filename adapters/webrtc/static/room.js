@@ -13,6 +13,9 @@ const ERRORS = {
   "space.blocked": "The host has blocked you from their Spaces.",
   "mic.denied": "Microphone access was denied: you can listen, but others cannot hear you. Allow the microphone and rejoin to speak.",
 };
+import { keyed, setText, setAttr, buttons, ask } from "./room_dom.js";
+import { playHls } from "./room_hls.js";
+
 const $ = (id) => document.getElementById(id);
 const spaceId = location.pathname.split("/").filter(Boolean).pop();
 const hashParams = new URLSearchParams(location.hash.slice(1));
@@ -31,11 +34,13 @@ async function sessionToken() {
 }
 const wantHls = hashParams.get("hls") === "1";  // listen over HLS (a big audience, a poor network)
 
-const state = { hls: null, me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], drawn: null, retries: 0, left: false, timer: null };
+const state = { hls: null, me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], retries: 0, left: false, timer: null, away: {}, seen: {} };
 const RANK = { listener: 0, speaker: 1, cohost: 2, host: 3 };
 const NEEDS = { anyone: 0, speaker: 1, moderator: 2, host: 3 };
 
-function say(message) { $("status").textContent = message || ""; }
+// Errors in red, information ("Link copied.", "You left") in blue: the status line says which it is.
+function say(message, kind = "error") { const s = $("status"); s.textContent = message || ""; s.className = message ? kind : ""; }
+function info(message) { say(message, "info"); }
 function name(id) { return state.names[id] || (id && id.startsWith("guest") ? "Guest" : id) || ""; }
 function onStage() { return ["host", "cohost", "speaker"].includes(state.role); }
 // The command table (welcome.commands, core/commands.py): what this person may do in this Space's state.
@@ -45,7 +50,9 @@ function allowed(c) {
   if (!c || (state.role === "guest" && !c.guest_ok)) return false;
   return (RANK[state.role] ?? 0) >= NEEDS[c.least_role] && c.states.includes(spaceState());
 }
+function can(name) { return allowed(table(name)); }
 function moderator() { return ["host", "cohost"].includes(state.role); }
+function isHost() { return state.space && state.space.host_id === state.me; }
 // A scheduled Space's page waits (no media) and moves into the room when the host starts it; an
 // ended one only says so. Media starts once per live stretch, whichever frame showed the state first.
 function waiting() {
@@ -53,8 +60,8 @@ function waiting() {
   if (s === "live") return false;
   if (s === "scheduled") {
     const at = state.space.scheduled_for ? new Date(state.space.scheduled_for).toLocaleString() : "";
-    say(`This Space has not started yet${at ? ` (it is planned for ${at})` : ""}; you will be moved in when it starts.`);
-  } else say(state.space.state === "cancelled" ? "This Space was cancelled." : "This Space has ended.");
+    info(`This Space has not started yet${at ? ` (it is planned for ${at})` : ""}; you will be moved in when it starts.`);
+  } else info(state.space.state === "cancelled" ? "This Space was cancelled." : "This Space has ended.");
   return true;
 }
 async function enter() {
@@ -73,89 +80,146 @@ function command(name, args = {}) {
   return new Promise((resolve) => { state.pending[id] = resolve; });
 }
 
+async function run(cmd, args = {}, confirm = null) {
+  if (confirm) {
+    if (!await ask($, confirm)) return null;
+    if (confirm.block && $("confirm-block").checked) args = { ...args, block: true };
+  }
+  const reply = await command(cmd, args); result(reply); return reply;
+}
+
+// What a moderator can do to one person, where they are (stage, queue, audience).
+function personActs(id, where) {
+  const s = state.space; const who = name(id); const acts = [];
+  if (!moderator() || id === state.me || id === s.host_id) return acts;
+  const act = (key, label, aria, cmd, args = {}, extra = {}) => {
+    if (can(cmd)) acts.push({ key, label, aria, run: () => run(cmd, { person: id, ...args }, extra.confirm), danger: extra.danger });
+  };
+  const cohost = s.cohosts.includes(id);
+  if (where === "queue") { act("approve", "Approve", `Approve ${who}`, "approve"); act("deny", "Deny", `Deny ${who}`, "deny"); }
+  if (where === "stage") {
+    const muted = s.muted.includes(id);
+    act("mute", muted ? "Unmute" : "Mute", `${muted ? "Unmute" : "Mute"} ${who}`, muted ? "unmute" : "mute");
+    if (isHost() && !cohost) act("cohost", "Make co-host", `Make ${who} a co-host`, "promote", { role: "cohost" });
+    if (!cohost || isHost()) act("demote", "To audience", `Move ${who} to the audience`, "demote");
+  }
+  if (where === "audience") {
+    if (!s.invited.includes(id)) act("invite", "Invite to speak", `Invite ${who} to speak`, "invite");
+    act("promote", "Make speaker", `Make ${who} a speaker`, "promote", { role: "speaker" });
+  }
+  if (!cohost || isHost()) {
+    act("remove", "Remove", `Remove ${who}`, "remove", {}, { danger: true, confirm: { text: `Remove ${who} from this Space?`, block: true, yes: "Remove" } });
+  }
+  return acts;
+}
+
 function render() {
   const s = state.space; if (!s) return;
   document.title = `${s.title} · Spacebridge`;
-  $("title").textContent = s.title;
-  $("host").textContent = `Hosted by ${s.host_name}`;
-  $("count").textContent = `${s.listener_count} listening`;
-  const stage = $("stage"); stage.replaceChildren();
+  setText($("title"), s.title);
+  setText($("host"), `Hosted by ${s.host_name}`);
+  setText($("count"), `${s.listener_count} listening`);
   const roles = [[s.host_id, "Host"], ...s.cohosts.map((a) => [a, "Co-host"]), ...s.speakers.map((a) => [a, "Speaker"])];
-  for (const [id, role] of roles) {
+  const roleOf = Object.fromEntries(roles);
+  keyed($("stage"), roles.map(([id]) => id), () => {
     const li = document.createElement("li");
-    li.dataset.account = id;
-    if ((state.levels[id] ?? -90) > -45) li.classList.add("speaking");
-    const muted = s.muted.includes(id);
-    li.innerHTML = `<div class="avatar" aria-hidden="true"></div><div class="who"></div><div class="role"></div>`;
-    li.querySelector(".avatar").textContent = (name(id)[0] || "?").toUpperCase();
-    li.querySelector(".who").textContent = name(id);
-    li.querySelector(".role").textContent = role + (muted ? " · muted" : "");
-    li.setAttribute("aria-label", `${name(id)}, ${role}${muted ? ", muted" : ""}`);
-    if (moderator() && id !== state.me && id !== s.host_id) {
-      const b = document.createElement("button"); b.type = "button";
-      b.textContent = muted ? "Unmute" : "Mute"; b.setAttribute("aria-label", `${muted ? "Unmute" : "Mute"} ${name(id)}`);
-      b.onclick = () => command(muted ? "unmute" : "mute", { person: id }).then(show);
-      const d = document.createElement("button"); d.type = "button"; d.textContent = "To audience";
-      d.setAttribute("aria-label", `Move ${name(id)} to the audience`);
-      d.onclick = () => command("demote", { person: id }).then(show);
-      li.append(b, d);
-    }
-    stage.append(li);
-  }
-  const queue = $("queue"); queue.replaceChildren();
+    li.innerHTML = `<div class="avatar" aria-hidden="true"></div><div class="who"></div><div class="role"></div><div class="acts"></div>`;
+    return li;
+  }, (li, id) => {
+    const muted = s.muted.includes(id); const away = id in state.away;
+    const role = roleOf[id] + (muted ? " · muted" : "") + (away ? " · away" : "");
+    setText(li.querySelector(".avatar"), (name(id)[0] || "?").toUpperCase());
+    setText(li.querySelector(".who"), name(id));
+    setText(li.querySelector(".role"), role);
+    setAttr(li, "aria-label", `${name(id)}, ${role.replace(/ · /g, ", ")}`);
+    li.classList.toggle("away", away);
+    buttons(li.querySelector(".acts"), personActs(id, "stage"));
+  });
+  paintLevels();
+  const row = (id, where) => (li) => {
+    setText(li.querySelector(".who"), name(id)); buttons(li.querySelector(".acts"), personActs(id, where));
+  };
+  const person = () => { const li = document.createElement("li"); li.innerHTML = `<span class="who"></span><span class="acts"></span>`; return li; };
   $("queue-box").hidden = !(s.queue.length && moderator());
-  for (const id of s.queue) {
-    const li = document.createElement("li"); li.textContent = name(id);
-    for (const [label, cmd] of [["Approve", "approve"], ["Deny", "deny"]]) {
-      const b = document.createElement("button"); b.type = "button"; b.textContent = label;
-      b.setAttribute("aria-label", `${label} ${name(id)}`);
-      b.onclick = () => command(cmd, { person: id }).then(show);
-      li.append(b);
+  keyed($("queue"), moderator() ? s.queue : [], person, (li, id) => row(id, "queue")(li));
+  const onstage = new Set([...Object.keys(roleOf), ...s.queue, state.me]);
+  const audience = moderator() ? Object.keys(state.seen).filter((id) => !onstage.has(id)) : [];
+  $("audience-box").hidden = !audience.length;
+  keyed($("audience"), audience, person, (li, id) => row(id, "audience")(li));
+  $("pins-box").hidden = !s.pins.length;
+  keyed($("pins"), s.pins.map((p) => p.id), () => {
+    const li = document.createElement("li"); li.innerHTML = `<span class="what"></span><span class="acts"></span>`; return li;
+  }, (li, pid) => {
+    const p = s.pins.find((x) => x.id === pid); const what = li.querySelector(".what");
+    if (what.dataset.drawn !== `${p.title}|${p.url}`) {
+      what.dataset.drawn = `${p.title}|${p.url}`; what.replaceChildren();
+      if (p.url) { const a = document.createElement("a"); a.href = p.url; a.rel = "noopener noreferrer"; a.target = "_blank"; a.textContent = p.title; what.append(a); }
+      else what.textContent = p.title;
     }
-    queue.append(li);
-  }
-  const pins = $("pins"); pins.replaceChildren(); $("pins-box").hidden = !s.pins.length;
-  for (const p of s.pins) {
-    const li = document.createElement("li");
-    if (p.url) { const a = document.createElement("a"); a.href = p.url; a.rel = "noopener noreferrer"; a.target = "_blank"; a.textContent = p.title; li.append(a); }
-    else li.textContent = p.title;
-    pins.append(li);
-  }
+    buttons(li.querySelector(".acts"), can("unpin") ? [{ key: "unpin", label: "Unpin", aria: `Unpin ${p.title}`, run: () => run("unpin", { pin_id: pid }) }] : []);
+  });
   $("captions-box").hidden = !s.captions_enabled;
-  const hand = $("hand");
-  const raised = s.queue.includes(state.me);
-  hand.hidden = onStage() || !allowed(table("hand"));
-  hand.setAttribute("aria-pressed", String(raised));
-  hand.textContent = raised ? "✋ Lower hand" : "✋ Raise hand";
-  $("mic").hidden = !onStage() || spaceState() !== "live";
+  const hand = $("hand"); const raised = s.queue.includes(state.me);
+  hand.hidden = onStage() || !can("hand");
+  setAttr(hand, "aria-pressed", String(raised));
+  setText(hand, raised ? "✋ Lower hand" : "✋ Raise hand");
   const mutedMe = s.muted.includes(state.me);
-  $("mic").setAttribute("aria-pressed", String(mutedMe));
-  $("mic").textContent = mutedMe ? "🎙 Unmute" : "🎙 Mute";
-  $("badges").textContent = Object.values(s.badges || {}).join(" · ");
-  controls();
+  $("mic").hidden = !onStage() || spaceState() !== "live";
+  setAttr($("mic"), "aria-pressed", String(mutedMe));
+  setText($("mic"), mutedMe ? "🎙 Unmute" : "🎙 Mute");
+  $("end").hidden = !can("end") || state.left;
+  $("comment-form").hidden = !can("comment");
+  $("reactions").hidden = !can("react");
+  $("signin").hidden = state.role !== "guest";
+  setText($("badges"), Object.values(s.badges || {}).join(" · "));
+  presence();
+  tools();
   $("app").setAttribute("aria-busy", "false");
 }
 
-// The table's buttons for this role and state, redrawn only when either changes (never on "levels").
-// hand and share have their own controls on the page; whoever is in the room needs no ticket.
-const PAGE_OWN = ["hand", "share", "ticket"];
-function offered(c) {
-  if (PAGE_OWN.includes(c.name) || (c.name === "accept_invite" && !state.invited)) return false;
-  const host = state.space && state.space.host_id === state.me;  // the host neither follows nor steps down
-  return !(host && (c.name === "follow" || c.name === "step_down"));
+// Audio levels (five a second while anyone speaks) touch only the speaking class.
+function paintLevels() {
+  for (const li of $("stage").children) li.classList.toggle("speaking", (state.levels[li.dataset.key] ?? -90) > -45);
 }
-function controls() {
-  const key = `${state.role}|${spaceState()}|${state.commands.length}|${!!state.invited}`;
-  if (key === state.drawn) return;
-  state.drawn = key;
-  const more = $("plugins"); more.replaceChildren();
-  for (const c of state.commands) {
-    if (!c.button || !offered(c) || !allowed(c)) continue;
-    const b = document.createElement("button"); b.type = "button"; b.dataset.command = c.name;
-    b.textContent = c.icon ? `${c.icon} ${c.button}` : c.button; b.title = c.summary;
-    b.onclick = () => command(c.name).then(result);
-    more.append(b);
+
+// The host's absence (a lost connection: the Space waits for them) and return, shown until they are back.
+function presence() {
+  const s = state.space; const box = $("presence"); const until = state.away[s.host_id];
+  box.hidden = !until || s.host_id === state.me;
+  if (until) {
+    const at = new Date(until);
+    setText(box, `${name(s.host_id)} (the host) is away; the Space stays live${Number.isNaN(at.getTime()) ? "" : ` until ${at.toLocaleTimeString()}`} while they come back.`);
   }
+}
+
+// The room's tools from the table, for this role and this state, only those that apply now.
+const OWN = ["hand", "share", "ticket", "end", "react", "comment", "link", "unfollow", "refund", "cancel", "reschedule"];
+function tools() {
+  const s = state.space; const rec = !!(s.badges && s.badges.recording); const acts = [];
+  const add = (cmd, label, args = {}, extra = {}) => {
+    if (can(cmd)) acts.push({ key: extra.key || cmd, label, run: extra.run || (() => run(cmd, args, extra.confirm)), pressed: extra.pressed });
+  };
+  if (state.invited && !onStage()) add("accept_invite", "🎤 Accept invitation");
+  add("start", "▶️ Start");
+  if (!isHost()) add("step_down", "⬇️ Step down");
+  add("pin", "📌 Pin", {}, { run: () => { $("pin-form").hidden = false; $("pin-title").focus(); } });
+  add("captions", "💬 Captions", { enabled: !s.captions_enabled }, { pressed: !!s.captions_enabled });
+  add("record", rec ? "⏹ Stop recording" : "⏺ Record", { action: rec ? "stop" : "start" });
+  if (rec) add("clip", "✂️ Clip 30 s");
+  if (onStage()) add("optout", "🙊 Leave my voice out");
+  add("recordings", "📼 Recordings");
+  if (s.cohosts.length + s.speakers.length > 0) add("mute_all", "🔇 Mute all");
+  if (s.queue.length) add("clear_queue", "🧹 Clear hands");
+  if (!isHost()) add("follow", `➕ Follow ${s.host_name}`);
+  add("remind", "⏰ Remind me");
+  const known = new Set([...OWN, ...acts.map((a) => a.key), "accept_invite", "start", "step_down", "pin", "unpin", "captions", "record", "clip", "optout",
+    "recordings", "mute_all", "clear_queue", "follow", "remind", "approve", "deny", "invite", "promote", "demote", "mute", "unmute", "remove"]);
+  for (const c of state.commands) {  // a plugin's own buttons, drawn as the table labels them
+    if (!known.has(c.name) && c.button && allowed(c)) add(c.name, c.icon ? `${c.icon} ${c.button}` : c.button);
+  }
+  buttons($("tools"), acts);
+  $("tools-box").hidden = !acts.length;
+  if (!can("pin")) $("pin-form").hidden = true;
 }
 
 // The one reaction palette, from the table's react command.
@@ -170,12 +234,12 @@ function reactions() {
   }
 }
 
-// A table command's reply: a plugin's text and maybe a link (a clip, a replay); nothing to say otherwise.
+// A table command's reply: an error in red; a plugin's text and maybe a link (a clip, a replay) as information.
 function result(reply) {
   if (!reply || reply.type === "error") { show(reply); return; }
   const r = (reply.result && typeof reply.result === "object") ? reply.result : {};
-  const box = $("status"); box.replaceChildren(document.createTextNode(r.text || ""));
-  if (r.url) { const a = document.createElement("a"); a.href = r.url; a.target = "_blank"; a.rel = "noopener"; a.textContent = ` ${r.url}`; box.append(a); }
+  info(r.text || "");
+  if (r.url) { const a = document.createElement("a"); a.href = r.url; a.target = "_blank"; a.rel = "noopener"; a.textContent = ` ${r.url}`; $("status").append(a); }
 }
 
 // A plugin's notice (e.g. "this Space is being recorded"); a recording notice offers the opt-out at once.
@@ -207,6 +271,8 @@ function comment(c) {
   b.textContent = `${c.display_name || name(c.account_id)}: `; li.append(b, document.createTextNode(c.text));
   const box = $("comments"); box.append(li); while (box.children.length > 50) box.firstChild.remove();
   box.scrollTop = box.scrollHeight;
+  if (c.account_id && c.display_name) state.names[c.account_id] = state.names[c.account_id] || c.display_name;
+  if (c.account_id) state.seen[c.account_id] = true;
 }
 
 // the whole Space again, over the socket (it answers "space"): works for unlisted Spaces and long stays alike
@@ -216,19 +282,26 @@ function onEvent(e) {
   const s = state.space;
   switch (e.type) {
     case "reaction.sent": float(e.emoji); break;
-    case "participant.joined": case "participant.left": s.listener_count = e.listener_count; render(); break;
+    case "participant.joined": case "participant.left":
+      s.listener_count = e.listener_count;
+      if (e.type === "participant.joined" && e.account_id) state.seen[e.account_id] = true;
+      if (e.type === "participant.left" && e.reason !== "disconnected") delete state.seen[e.account_id];
+      render(); break;
     case "caption.line": caption(e); break;
-    case "comment.posted": comment(e); break;
+    case "comment.posted": comment(e); render(); break;
     case "space.notice": notice(e); break;
     case "participant.away":  // lost their connection; the seat (or the whole Space, for the host) waits
-      if (e.role === "host") notice({ text: `${name(e.account_id)} (the host) lost their connection; the Space stays live while they come back.` });
-      else if (e.role !== "listener") notice({ text: `${name(e.account_id)} lost their connection; their seat is kept for a while.` });
-      break;
+      if (e.role !== "listener") state.away[e.account_id] = e.until || true;
+      if (e.role !== "listener" && e.role !== "host") notice({ text: `${name(e.account_id)} lost their connection; their seat is kept for a while.` });
+      render(); break;
     case "participant.back":
-      if (e.role !== "listener") notice({ text: `${name(e.account_id)} is back.` });
-      break;
+      if (e.role !== "listener" && e.account_id in state.away) {
+        delete state.away[e.account_id];
+        notice({ text: e.role === "host" ? `${name(e.account_id)} (the host) is back.` : `${name(e.account_id)} is back.` });
+      }
+      render(); break;
     case "space.badge": s.badges = s.badges || {}; if (e.text) s.badges[e.source] = e.text; else delete s.badges[e.source]; render(); break;
-    case "space.ended": say("This Space has ended."); teardown(); break;
+    case "space.ended": info("This Space has ended."); s.state = "ended"; teardown(); render(); break;
     case "space.started": s.state = "live"; render(); enter(); refresh(); break;
     default: refresh();
   }
@@ -236,19 +309,7 @@ function onEvent(e) {
   if (e.type === "speaker.invited" && e.account_id === state.me) state.invited = true;  // the space frame that follows redraws
 }
 
-// ---- HLS listening: the room's own encode as fMP4 segments, played with Media Source Extensions ----
-function parsePlaylist(text) {
-  const out = { seq: 0, target: 1, map: null, segs: [], ended: false };
-  for (const line of text.split("\n").map((l) => l.trim())) {
-    if (line.startsWith("#EXT-X-MEDIA-SEQUENCE:")) out.seq = parseInt(line.split(":")[1], 10);
-    else if (line.startsWith("#EXT-X-TARGETDURATION:")) out.target = parseFloat(line.split(":")[1]);
-    else if (line.startsWith("#EXT-X-MAP:")) out.map = (line.match(/URI="([^"]+)"/) || [])[1];
-    else if (line === "#EXT-X-ENDLIST") out.ended = true;
-    else if (line && !line.startsWith("#")) out.segs.push(line);
-  }
-  return out;
-}
-
+// ---- HLS listening (room_hls.js) ----
 function stopHls() {
   if (!state.hls) return;
   state.hls.stop = true; state.hls = null;
@@ -260,44 +321,7 @@ async function startHls(url, ttl) {
   stopHls();
   const me = { stop: false }; state.hls = me;
   const audio = $("audio"); audio.srcObject = null;
-  const type = 'audio/mp4; codecs="opus"';
-  if (!window.MediaSource || !MediaSource.isTypeSupported(type)) {
-    if (audio.canPlayType("application/vnd.apple.mpegurl")) { audio.src = url; audio.play().catch(() => say("Press any button to start the audio.")); return; }
-    say("This browser cannot play this Space's audio."); return;
-  }
-  const ms = new MediaSource(); audio.src = URL.createObjectURL(ms);
-  await new Promise((resolve) => ms.addEventListener("sourceopen", resolve, { once: true }));
-  const sb = ms.addSourceBuffer(type); sb.mode = "sequence";  // segments play back to back, across a failover too
-  const append = (buf) => new Promise((resolve, reject) => {
-    sb.addEventListener("updateend", resolve, { once: true }); sb.addEventListener("error", reject, { once: true }); sb.appendBuffer(buf);
-  });
-  const get = async (u) => { const r = await fetch(u, { cache: "no-store" }); if (!r.ok) throw new Error(`${r.status}`); return r; };
-  // the URL carries this person's short-lived token: a fresh one is asked for over the socket at half its life
-  // (or at once when refused) and swapped in without stopping the audio ("hls" frame with reason "renewed")
-  me.base = new URL(url, location.href); me.renewAt = Date.now() + (ttl || 60) * 500;
-  let next = -1; let init = null; let wait = 1000;
-  while (!me.stop) {
-    if (Date.now() >= me.renewAt) { me.renewAt = Date.now() + 5000; me.asked = Date.now(); send({ type: "hls", renew: true }); }
-    const base = me.base;
-    try {
-      const pl = parsePlaylist(await (await get(base)).text());
-      wait = pl.target * 500;
-      if (next < 0) next = Math.max(pl.seq, pl.seq + pl.segs.length - 2);  // start two segments behind the live edge
-      if (next < pl.seq) next = pl.seq;  // fell behind the window: skip ahead
-      for (let i = next - pl.seq; i < pl.segs.length && !me.stop; i++) {
-        const map = pl.map && pl.map.split("?")[0];  // the same init segment under a renewed token is not appended again
-        if (map && map !== init) { await append(await (await get(new URL(pl.map, base))).arrayBuffer()); init = map; }
-        await append(await (await get(new URL(pl.segs[i], base))).arrayBuffer());
-        next = pl.seq + i + 1;
-      }
-      if (audio.paused) audio.play().catch(() => say("Press any button to start the audio."));
-      if (sb.buffered.length && audio.currentTime - sb.buffered.start(0) > 30 && !sb.updating) {
-        sb.remove(0, audio.currentTime - 10); await new Promise((resolve) => sb.addEventListener("updateend", resolve, { once: true }));
-      }
-      if (pl.ended) break;
-    } catch (err) { wait = 1000; if (err.message === "403" && Date.now() - (me.asked || 0) > 3000) me.renewAt = 0; }  // not written yet, a segment rolled off, or the token ran out: try again
-    await new Promise((resolve) => setTimeout(resolve, wait));
-  }
+  await playHls(audio, url, ttl, me, send, say);
 }
 
 // A peer connection with its offer made. Its ICE candidates are trickled: the offer goes out at
@@ -354,7 +378,7 @@ function teardown() {
   if (early) { early.then((pc) => pc.close()); early = null; }
   if (state.pc) state.pc.close(); state.pc = null;
   if (state.mic) state.mic.getTracks().forEach((t) => t.stop()); state.mic = null;
-  for (const id of ["hand", "mic", "leave"]) $(id).disabled = true;
+  for (const id of ["hand", "mic", "leave", "end"]) $(id).disabled = true;
 }
 
 async function connect() {
@@ -370,13 +394,12 @@ async function connect() {
     if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
     switch (msg.type) {
       case "welcome":
-        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || []; state.drawn = null; reactions();
+        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || []; reactions();
         state.invited = (msg.space.invited || []).includes(state.me);  // a reload keeps a pending invitation
         Object.assign(state.names, msg.space.names || {}); say("");
         $("captions").replaceChildren(); $("comments").replaceChildren();  // a reconnect sends them again
         for (const line of msg.captions || []) caption(line);
         for (const c of msg.comments || []) comment(c);
-        $("comment-form").hidden = state.role === "guest";
         render(); state.entered = false; await enter(); break;
       case "answer":  // only the answer to our latest offer (we may have offered again meanwhile)
         if (state.pc && msg.id === state.offer) await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch(() => startMedia(onStage()));
@@ -388,7 +411,7 @@ async function connect() {
         await startHls(msg.url, msg.expires_in_s); break;
       case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); state.invited = (msg.space.invited || []).includes(state.me); render(); enter(); break;
       case "event": onEvent(msg.event); break;
-      case "levels": state.levels = msg.levels; render(); break;
+      case "levels": state.levels = msg.levels; paintLevels(); break;  // never a redraw: clicks and focus stay
       case "error":
         if (msg.code === "candidate.invalid") { console.warn("ICE candidate refused:", msg.message); break; }  // others still work
         if (msg.code === "media.unavailable" && (!msg.id || msg.id === state.offer)) { setTimeout(() => startMedia(onStage()), 1000); break; }
@@ -401,40 +424,62 @@ async function connect() {
   ws.onclose = (ev) => {
     if (ws !== state.ws) return;
     if (state.renewToken) { state.renewToken = false; connect(); return; }
-    if (ev.code === 4000) { say("This Space has ended."); teardown(); return; }
+    if (ev.code === 4000) { info("This Space has ended."); teardown(); return; }
+    if (state.left) return;  // the Leave button said what happened and offers Rejoin
     // 4001/4002: refused (its error frame said why). 1000: we left. Anything else is the network or a
     // server going away: come back, with growing pauses, as long as the page is open.
-    if (state.left || ev.code === 4001 || ev.code === 4002 || ev.code === 1000) { if (!$("status").textContent) say("Disconnected."); teardown(); return; }
+    if (ev.code === 4001 || ev.code === 4002 || ev.code === 1000) { if (!$("status").textContent) say("Disconnected."); teardown(); return; }
     // 1012 service restart, 1001 going away, 1006 dropped, 1011 server error, 1013 too slow (try again
     // later), 1009 a frame too big: the Space goes on, so come back (jittered, so a restarted server
     // is not hit by every page in the same instant)
     if (state.pc) state.pc.close(); state.pc = null;
     const wait = Math.min(10000, 500 * 2 ** state.retries++) * (0.5 + Math.random());
-    say(ev.code === 1012 ? "The server is restarting; reconnecting…" : `Connection lost; reconnecting in ${Math.round(wait / 1000) || 1} s…`);
+    info(ev.code === 1012 ? "The server is restarting; reconnecting…" : `Connection lost; reconnecting in ${Math.round(wait / 1000) || 1} s…`);
     clearTimeout(state.timer); state.timer = setTimeout(connect, wait);
   };
 }
 
 function setup() {
+  $("signin-link").href = `/signin?next=/s/${encodeURIComponent(spaceId)}`;
   $("hand").onclick = () => command("hand").then(show);  // the table's one raise/lower toggle
   $("mic").onclick = () => command(state.space.muted.includes(state.me) ? "unmute" : "mute").then(show);
   $("share").onclick = async () => {
     const url = `${location.origin}${location.pathname}`;
-    try { if (navigator.share) await navigator.share({ title: state.space?.title, url }); else { await navigator.clipboard.writeText(url); say("Link copied."); } }
-    catch { say(url); }
+    try { if (navigator.share) await navigator.share({ title: state.space?.title, url }); else { await navigator.clipboard.writeText(url); info("Link copied."); } }
+    catch { info(url); }
   };
   $("comment-form").onsubmit = (ev) => {
     ev.preventDefault();
     const input = $("comment-text"); const text = input.value.trim(); if (!text) return;
     command("comment", { text }).then((r) => { show(r); if (r.type === "ok") input.value = ""; });
   };
-  // Leave is an explicit act (a host's Space ends or passes to a co-host); closing the tab is only a
-  // disconnect, and the seat waits for a while. The server answers "leave" by closing with 1000.
+  $("pin-form").onsubmit = async (ev) => {
+    ev.preventDefault();
+    const title = $("pin-title").value.trim(); const url = $("pin-url").value.trim(); if (!title) return;
+    const r = await run("pin", url ? { title, url } : { title });
+    if (r && r.type === "ok") { $("pin-form").reset(); $("pin-form").hidden = true; }
+  };
+  $("pin-cancel").onclick = () => { $("pin-form").reset(); $("pin-form").hidden = true; };
+  // End is the host's one way to close the Space for everyone, after a confirmation.
+  $("end").onclick = async () => {
+    const r = await run("end", {}, { text: "End this Space for everyone? Listeners and speakers are sent out and it cannot be restarted.", yes: "End Space" });
+    if (r && r.type === "ok") { info("You ended the Space."); teardown(); }
+  };
+  // Leave is an explicit act for speakers and listeners (a speaker steps down). The host's Leave only
+  // steps out (a disconnect): the Space stays live for the host's grace period and Rejoin comes back;
+  // only End ends it. Closing the tab is a disconnect for everyone.
   $("leave").onclick = () => {
     state.left = true; clearTimeout(state.timer);
-    const ws = state.ws; send({ type: "leave" });
-    if (ws) setTimeout(() => ws.close(1000), 2000);
-    teardown(); say("You left the Space.");
+    const ws = state.ws;
+    if (isHost()) { if (ws) ws.close(1000); info("You stepped out; the Space stays live for a few minutes while you are away. Rejoin to come back, or End it."); }
+    else { send({ type: "leave" }); if (ws) setTimeout(() => ws.close(1000), 2000); info("You left the Space."); }
+    teardown(); $("leave").hidden = true; $("rejoin").hidden = false; $("end").hidden = true; $("rejoin").focus();
+  };
+  $("rejoin").onclick = () => {
+    state.left = false; state.entered = false; state.retries = 0;
+    for (const id of ["hand", "mic", "leave", "end"]) $(id).disabled = false;
+    $("leave").hidden = false; $("rejoin").hidden = true; say("");
+    connect();
   };
   connect();
 }

@@ -255,6 +255,9 @@ class StageBridge:
         while not self.rooms.closed:
             room = await self._local_room()
             if room is None:  # served elsewhere: Discord speakers are not mixed there (docs/discord.md)
+                log.warning("%s's media is served by another process: the Stage hears the room, but its "
+                            "members are not mixed into it (run the Discord role with the media role)",
+                            self.space_id)
                 async for item in self.rooms.opus_packets(self.space_id):
                     yield item
                 return

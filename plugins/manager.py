@@ -109,7 +109,9 @@ async def _maybe_await(value: Any) -> None:
 class PluginManager:
     def __init__(self, core: Core, *, audio: AudioTap | None = None, config: dict[str, dict[str, Any]] | None = None,
                  data_dir: Path, public_url: str = "", disabled: Iterable[str] = (),
-                 reserved: Iterable[str] = (), setup_timeout_s: float = 30.0, several_processes: bool = False) -> None:
+                 reserved: Iterable[str] = (), setup_timeout_s: float = 30.0, several_processes: bool = False,
+                 table: Iterable[Command] = BUILTINS) -> None:
+        """``table``: the entries every surface offers before plugins add theirs (the core's ``BUILTINS``)."""
         self.core, self.audio = core, audio
         self.several_processes = several_processes
         self.config = config or {}
@@ -120,7 +122,7 @@ class PluginManager:
         self.plugins: dict[str, tuple[Plugin, PluginContext]] = {}
         self.statuses: dict[str, PluginStatus] = {}
         self.commands: dict[str, CommandSpec] = {}
-        self.table = CommandTable(BUILTINS)  # the one command table: the core's and every loaded plugin's
+        self.table = CommandTable(table)  # the one command table: the core's and every loaded plugin's
         self.routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = []
         self._kv = KeyValueStore(core.sessionmaker, core.clock, STATUS_NS)
         self._space_community: dict[str, str | None] = {}

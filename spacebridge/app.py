@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from billing.sales import TicketSales
 from billing.stripe_gateway import StripeGateway
 from core.bus import EventBus, InProcessBus, RedisBus
 from core.clock import Clock, SystemClock
+from core.commands import BUILTINS, Command
 from core.notifications import GRACE, FanoutHandler, TrackingNotifier
 from core.presence import EXPIRE_JOB, PresenceKeeper, make_expire_handler
 from core.redis_support import Duty
@@ -50,7 +52,10 @@ log = logging.getLogger("spacebridge")
 DRAIN_CLOSE_S = 2.0  # how long a shutdown waits for sockets to take their 1012 and handlers to end
 
 
-async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True) -> Instance:
+async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool = True,
+                table: Iterable[Command] = BUILTINS) -> Instance:
+    """Every part of an instance from ``settings``; ``table`` is the command table every surface (web,
+    Discord, Telegram) reads through ``plugins.table``, the core's ``BUILTINS`` unless a test adds entries."""
     try:
         engine = make_engine(settings.resolved_database_url(), connect_timeout_s=settings.database_connect_timeout_s,
                              statement_timeout_s=settings.database_statement_timeout_s)
@@ -89,7 +94,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
     platform.plugins = PluginManager(
         platform.core, audio=platform.rooms, config=settings.plugins, data_dir=data_dir(),
         public_url=settings.base_url(), disabled=settings.plugins_disabled, reserved=reserved_command_names(),
-        setup_timeout_s=settings.plugin_setup_timeout_s, several_processes=bool(settings.redis_url))
+        setup_timeout_s=settings.plugin_setup_timeout_s, several_processes=bool(settings.redis_url), table=table)
     if settings.ticketing_enabled:
         assert settings.stripe_api_key is not None
         platform.stripe = StripeGateway(settings.stripe_api_key.get_secret_value(),

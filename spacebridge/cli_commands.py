@@ -12,21 +12,24 @@ serving processes count the ones the bus brings them, so without a bus it is ref
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
-from core.commands import BUILTINS, Command, CommandTable, Outcome, dispatch
+from core.commands import BUILTIN_TABLE, Command, CommandTable, Outcome, dispatch
 from core.errors import Invalid, Unavailable
 from core.model.accounts import Actor
 from spacebridge.cli_support import check_as, fail, known, with_platform
 
-_SUMMARY = "\n\n".join(
-    f"{c.name}{''.join(' --' + o.name.replace('_', '-') + ('' if o.required else '?') for o in c.options)}"
-    f": {c.summary} ({c.least_role}{', no SPACE needed' if c.scope == 'account' else ''})"
-    for c in sorted(BUILTINS, key=lambda c: c.name))
+
+def summary(table: CommandTable) -> str:
+    """``cmd --help``'s list: one paragraph per entry, ``name --option --optional?: summary (least role)``."""
+    return "\n\n".join(
+        f"{c.name}{''.join(' --' + o.name.replace('_', '-') + ('' if o.required else '?') for o in c.options)}"
+        f": {c.summary} ({c.least_role}{', no SPACE needed' if c.scope == 'account' else ''})" for c in table)
 
 
 def parse_options(command: Command, words: list[str]) -> dict[str, Any]:
@@ -66,15 +69,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def cmd(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A table command (see the list above).")],
-    space: Annotated[str, typer.Argument(help="Space id; '-' for account commands (follow, link) without one.")],
-    as_: Annotated[str, typer.Option("--as", help="Account id to act as.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
+def run_command(table: CommandTable, ctx: typer.Context, name: str, space: str, as_: str, as_json: bool) -> None:
+    """``spacebridge cmd``: one entry of ``table`` as account ``as_``, its ``--options`` in ``ctx.args``."""
     check_as(as_, as_json)
-    table = CommandTable(BUILTINS)
     try:
         command, _ = table.resolve(name)
         raw = parse_options(command, list(ctx.args))
@@ -119,7 +116,27 @@ def cmd(
         typer.echo(f"{outcome.code}{'  ' + facts if facts else ''}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``cmd`` to the CLI, its help listing every table command."""
+def with_table(app: typer.Typer, table: CommandTable) -> typer.Typer:
+    """``app`` (the whole ``spacebridge`` command) with its ``cmd`` reading ``table`` instead: how a test
+    runs an entry it added through the real CLI, as if a developer had put it in ``BUILTINS``."""
+    shell = copy.copy(app)
+    shell.registered_commands = [c for c in app.registered_commands if c.name != "cmd"]
+    register(shell, table)
+    return shell
+
+
+def register(app: typer.Typer, table: CommandTable = BUILTIN_TABLE) -> None:
+    """Add ``cmd`` to the CLI, running and listing the entries of ``table`` (the one place the CLI reads
+    its table from: ``spacebridge.cli`` gives the core's; a test may give the core's plus its own)."""
+
+    def cmd(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="A table command (see the list above).")],
+        space: Annotated[str, typer.Argument(help="Space id; '-' for account commands (follow, link) without one.")],
+        as_: Annotated[str, typer.Option("--as", help="Account id to act as.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        run_command(table, ctx, name, space, as_, as_json)
+
     app.command("cmd", help="Run a Space command as an account, with the same rules as every chat app.\n\n"
-                + _SUMMARY, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cmd)
+                + summary(table), context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cmd)

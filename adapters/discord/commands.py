@@ -25,7 +25,7 @@ from adapters.discord.base import PLATFORM, DiscordBase
 from adapters.discord.layout import FLAG_NAMES, GROUPS, OWN, group_of
 from adapters.discord.setup import _topics
 from core.command_model import MAX_ID, Command, Option, Ports
-from core.commands import BUILTIN_TABLE, check_role, check_state, role_in
+from core.commands import BUILTIN_TABLE, CommandTable, check_role, check_state, role_in
 from core.errors import Conflict, Invalid, NotFound
 from core.model.accounts import Actor
 from core.model.space import Space
@@ -71,11 +71,18 @@ def _needs_space(command: Command) -> bool:
 
 
 class CommandsMixin(DiscordBase):
+    @property
+    def table(self) -> CommandTable:
+        """The instance's one command table (the plugin manager holds it), read where every surface reads it."""
+        return self.plugins.table if self.plugins is not None else BUILTIN_TABLE
+
     def _register(self, tree: app_commands.CommandTree[discord.Client]) -> None:
-        """Every table command where the layout puts it (generated, or Discord's own shape), then Discord's own."""
+        """Every table command where the layout puts it (generated, or Discord's own shape), then Discord's own.
+
+        Plugin entries are left to ``_plugin_command``, which gives them their own (member-picking) shape."""
         groups = {name: app_commands.Group(name=name, description=text) for name, text in GROUPS.items()}
         own = self._own_commands()
-        for command in BUILTIN_TABLE:
+        for command in (c for c in self.table if c.plugin is None):
             built = own.pop(command.name, None) or self._table_command(command)
             place = group_of(command)
             if place is None:
@@ -224,7 +231,7 @@ class CommandsMixin(DiscordBase):
                 raise NotFound("pin.not_found", pin_id=str(n)[:MAX_ID])
             args["pin_id"] = s.pins[n - 1].id
         links = {"web": f"{self.public_url}/s/{s.id}"} if s is not None else {}
-        out = await run(self.core, actor, command.name, s, args,
+        out = await run(self.core, actor, command.name, s, args, table=self.table,
                         ports=Ports(tickets=ChatDesk(self.ledger), links=lambda _: links))
         named_id = out.data.get("account_id") or out.data.get("host_id")
         if not name and named_id:

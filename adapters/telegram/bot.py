@@ -34,7 +34,7 @@ from telegram.ext import (
 
 from adapters.telegram.base import PLATFORM, TelegramConfig
 from adapters.telegram.cards import CARD_EVENTS, CardsMixin
-from adapters.telegram.commands import COMMANDS, HELP, CommandsMixin
+from adapters.telegram.commands import COMMANDS, HELP, CommandsMixin, menu
 from adapters.telegram.limits import FloodLimiter
 from adapters.telegram.miniapp import MiniAppMixin
 from adapters.telegram.notifier import NotifierMixin
@@ -102,7 +102,7 @@ class TelegramAdapter(CommandsMixin, CardsMixin, PaymentsMixin, MiniAppMixin, No
     async def start(self) -> None:
         await self.app.initialize()
         self.username = self.app.bot.username
-        await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS] +
+        await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in menu(self.table)] +
                                            [BotCommand(c.name, c.description) for c in self._plugin_commands()])
         self.core.bus.subscribe(self._on_event, names=CARD_EVENTS)
         self.cards_duty.on_gain = self._catch_up

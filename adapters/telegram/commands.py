@@ -29,7 +29,7 @@ from adapters.chat.wording import queue as chat_queue
 from adapters.telegram import render
 from adapters.telegram.base import PLATFORM, TelegramBase, is_space_id, say
 from core.command_model import Ports
-from core.commands import ALIASES, BUILTIN_TABLE, Command
+from core.commands import ALIASES, BUILTIN_TABLE, Command, CommandTable
 from core.errors import DomainError, Invalid, NotFound
 from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
@@ -67,8 +67,9 @@ USAGE = {
 }
 
 
-def table_commands() -> list[Command]:
-    return [c for c in BUILTIN_TABLE if c.name not in SKIPPED]
+def table_commands(table: CommandTable = BUILTIN_TABLE) -> list[Command]:
+    """The table's entries with a /command of their own (plugins' answer through ``on_unknown``)."""
+    return [c for c in table if c.name not in SKIPPED and c.plugin is None]
 
 
 def usage(command: Command) -> str:
@@ -84,10 +85,20 @@ def usage(command: Command) -> str:
     return " ".join([f"/{command.name}", *words])
 
 
-# The bot menu (setMyCommands) and /help, from the table
-COMMANDS: list[tuple[str, str]] = OWN_COMMANDS + [(c.name, c.summary[:256]) for c in table_commands()]
-HELP = "\n".join([*(f"/{c} — {d}" for c, d in OWN_COMMANDS),
-                   *(f"{usage(c)} — {c.summary}" for c in table_commands())])
+def menu(table: CommandTable = BUILTIN_TABLE) -> list[tuple[str, str]]:
+    """The bot menu (setMyCommands), from the table."""
+    return OWN_COMMANDS + [(c.name, c.summary[:256]) for c in table_commands(table)]
+
+
+def help_text(table: CommandTable = BUILTIN_TABLE) -> str:
+    """/help, from the table."""
+    return "\n".join([*(f"/{c} — {d}" for c, d in OWN_COMMANDS),
+                      *(f"{usage(c)} — {c.summary}" for c in table_commands(table))])
+
+
+# the core's built-ins alone (names plugins may not take: spacebridge.app.reserved_command_names)
+COMMANDS: list[tuple[str, str]] = menu()
+HELP = help_text()
 
 
 def share_text(shared: Any) -> str:
@@ -103,6 +114,15 @@ def _space_states(command: Command) -> tuple[str, ...]:
 
 
 class CommandsMixin(TelegramBase):
+    @property
+    def table(self) -> CommandTable:
+        """The instance's one command table (the plugin manager holds it), read where every surface reads it."""
+        return self.plugins.table if self.plugins is not None else BUILTIN_TABLE
+
+    @property
+    def help(self) -> str:
+        return help_text(self.table)
+
     def _register_commands(self) -> None:
         own: dict[str, Handler] = {
             "start": self.cmd_start, "help": self.cmd_help, "spaces": self.cmd_spaces, "space": self.cmd_space,
@@ -110,12 +130,12 @@ class CommandsMixin(TelegramBase):
         }
         for name, fn in own.items():
             self.app.add_handler(CommandHandler(name, self._wrap(fn)))
-        for command in table_commands():
+        for command in table_commands(self.table):
             if command.name not in OWN_HANDLERS:
                 self.app.add_handler(CommandHandler(command.name, self._wrap(self._table_handler(command))))
         for alias, (target, implied) in ALIASES.items():  # old names people were told (/muteall), off the menu
             if not implied and target not in OWN_HANDLERS | SKIPPED:
-                self.app.add_handler(CommandHandler(alias, self._wrap(self._table_handler(BUILTIN_TABLE.resolve(
+                self.app.add_handler(CommandHandler(alias, self._wrap(self._table_handler(self.table.resolve(
                     target)[0]))))
 
     def _wrap(self, fn: Handler) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]:
@@ -142,7 +162,7 @@ class CommandsMixin(TelegramBase):
         msg = update.effective_message
         assert msg is not None
         if command.name == "mute" and words and words[0].lower() == "off":  # /mute off WHO: lift a mute
-            words, command = words[1:], BUILTIN_TABLE.resolve("unmute")[0]
+            words, command = words[1:], self.table.resolve("unmute")[0]
         space: Space | None = None
         if command.scope == "account":
             space = await self._account_space(update, actor, command, words)
@@ -151,7 +171,7 @@ class CommandsMixin(TelegramBase):
         args, name = await self._options(update, command, words, space, actor)
         links = {"telegram": render.join_link(self.username, space.id), "web": f"{self.public_url}/s/{space.id}"} \
             if space is not None else {}
-        out = await run(self.core, actor, command.name, space, args, table=BUILTIN_TABLE, text=True,
+        out = await run(self.core, actor, command.name, space, args, table=self.table, text=True,
                         ports=Ports(tickets=ChatDesk(self.ledger), links=lambda _: links))
         if out.code == "space.shared" and space is not None:
             await self._reply(msg, share_text(out.result), html=False)
@@ -272,7 +292,8 @@ class CommandsMixin(TelegramBase):
                 await self._reply(msg, "⚠️ " + say(e), html=False)
             return
         extra = "".join(f"\n/{c.name} — {c.description}" for c in self._plugin_commands())
-        await self._reply(msg, f"I don't know {cmd.split('@')[0]}. Here is what I can do:\n{HELP}{extra}", html=False)
+        await self._reply(msg, f"I don't know {cmd.split('@')[0]}. Here is what I can do:\n{self.help}{extra}",
+                          html=False)
 
     async def cmd_plugin(self, update: Update, actor: Actor, spec: CommandSpec, args: list[str]) -> None:
         """A plugin command: words after it fill its options in order (a member: reply, mention, queue number
@@ -313,7 +334,7 @@ class CommandsMixin(TelegramBase):
         user = update.effective_user
         assert msg is not None and user is not None
         if msg.chat.type != ChatType.PRIVATE:
-            await self._reply(msg, HELP, html=False)
+            await self._reply(msg, self.help, html=False)
             return
         await self.core.set_dm_opt_in(actor, PLATFORM, str(user.id), True)
         await self.core.set_reachable(PLATFORM, str(user.id), True)
@@ -337,13 +358,13 @@ class CommandsMixin(TelegramBase):
             await self._reply(msg, f"✅ Linked: this Telegram account is now part of {account.display_name}'s account.",
                               html=False)
             return
-        await self._reply(msg, "👋 Welcome to Spacebridge. You'll get a DM when hosts you follow go live.\n\n" + HELP,
-                          html=False)
+        await self._reply(msg, "👋 Welcome to Spacebridge. You'll get a DM when hosts you follow go live.\n\n"
+                          + self.help, html=False)
 
     async def cmd_help(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor, args: list[str]) -> None:
         assert update.effective_message is not None
         extra = "".join(f"\n/{c.name} — {c.description}" for c in self._plugin_commands())
-        await self._reply(update.effective_message, HELP + extra, html=False)
+        await self._reply(update.effective_message, self.help + extra, html=False)
 
     async def cmd_spaces(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor, args: list[str]) -> None:
         msg = update.effective_message

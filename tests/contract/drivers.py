@@ -25,11 +25,12 @@ from typer.testing import CliRunner
 from adapters.chat.wording import CHAT_TEXT
 from adapters.discord.base import _MISC_TEXT as DISCORD_TEXT
 from adapters.telegram.base import _MISC_TEXT as TELEGRAM_TEXT
-from core.commands import BUILTIN_TABLE, Command
+from core.commands import BUILTIN_TABLE, Command, CommandTable
 from core.messages import _TEXT as CORE_TEXT
 from core.services import Core
 from spacebridge.app import Instance
 from spacebridge.cli import app as cli_app
+from spacebridge.cli_commands import with_table
 from tests.support.discord_fake import FakeDiscord, Guild
 from tests.support.telegram_fake import Call, FakeBotAPI
 
@@ -229,6 +230,7 @@ class TelegramDriver:
         self.core = platform.core
         self.fake = fake
         self.group = group
+        self.table = platform.plugins.table  # how the words after a /command are read
 
     async def person(self, name: str) -> Person:
         uid = 500 + next(_serial)
@@ -264,7 +266,7 @@ class TelegramDriver:
         return str(call.params.get("text", ""))
 
     async def run(self, who: Person, command: str, space_id: str, **args: Any) -> Result:
-        entry = BUILTIN_TABLE.get(command)
+        entry = self.table.get(command)
         words = self.words(entry, args) if entry is not None else []
         if command == "start":
             text = f"/space start {space_id}"
@@ -289,10 +291,12 @@ class CliDriver:
 
     surface = "cli"
 
-    def __init__(self, core: Core, env: Mapping[str, str]) -> None:
+    def __init__(self, core: Core, env: Mapping[str, str], table: CommandTable = BUILTIN_TABLE) -> None:
         self.core = core
         self.env = dict(env)
         self.runner = CliRunner()
+        self.table = table
+        self.app = cli_app if table is BUILTIN_TABLE else with_table(cli_app, table)
 
     async def person(self, name: str) -> Person:
         n = next(_serial)
@@ -300,14 +304,14 @@ class CliDriver:
         return Person(acc.id, n, name)
 
     def _invoke(self, argv: list[str]) -> tuple[int, dict[str, Any]]:
-        r = self.runner.invoke(cli_app, argv, env=self.env)
+        r = self.runner.invoke(self.app, argv, env=self.env)
         lines = r.stdout.strip().splitlines()
         if not lines:
             return r.exit_code, {"error": {"code": f"?{r.output[-200:]}"}}
         return r.exit_code, json.loads(lines[-1])
 
     async def run(self, who: Person, command: str, space_id: str, **args: Any) -> Result:
-        entry = BUILTIN_TABLE.get(command)
+        entry = self.table.get(command)
         space = "-" if entry is not None and entry.scope == "account" and command == "link" else space_id
         argv = ["cmd", command, space, "--as", who.account_id]
         for key, value in args.items():
@@ -321,7 +325,7 @@ class CliDriver:
 
     def offered(self) -> set[str]:
         """The commands ``spacebridge cmd --help`` lists (one paragraph each: ``name --option: summary``)."""
-        r = self.runner.invoke(cli_app, ["cmd", "--help"], env=self.env, terminal_width=400)
+        r = self.runner.invoke(self.app, ["cmd", "--help"], env=self.env, terminal_width=400)
         return set(re.findall(r"^[\s│]*([a-z_]+)(?: --[a-z-]+\??)*: ", r.output, re.MULTILINE))
 
 

@@ -31,7 +31,7 @@ from aiortc.sdp import candidate_from_sdp
 from adapters.webrtc.candidates import CandidatePolicy, filter_sdp
 from adapters.webrtc.fanout import FanOut
 from adapters.webrtc.mixer import Mixer, Pcm
-from adapters.webrtc.wire import Idle, Outlet
+from adapters.webrtc.wire import Idle, Outlet, batch_for, engine
 from core.errors import Invalid
 from core.ports import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -133,6 +133,7 @@ class Room:
         self.external: dict[str, External] = {}  # account id -> a speaker from another platform
         self.group_taps: dict[str, FanOut[tuple[int, bytes]]] = {}  # group -> the mix without that group
         self.group_encoders: dict[str, OpusEncoder] = {}
+        self.last_packet: tuple[bytes, int] | None = None  # the latest tick's packet: a new listener's first
 
     def listener_count(self) -> int:
         return sum(1 for pid in self.participants if pid not in self.publishers)
@@ -189,6 +190,7 @@ class Room:
         for packet in self.room_encoder.encode(mix.full, seq):
             payload, pts = bytes(packet), int(packet.pts)
             room_packets.append((payload, pts))
+            self.last_packet = (payload, pts)
             for pid, part in self.participants.items():
                 if part.outlet is not None and pid not in speakers:
                     part.outlet.send(payload, pts)
@@ -259,6 +261,11 @@ class Room:
             if track.kind == "audio" and part.inbound is None:
                 part.inbound = asyncio.create_task(self._read(part, track))
 
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                self._first_packet(part)
+
         offer_sdp, dropped = filter_sdp(offer_sdp, self.allowed)
         if dropped:
             part.refused = True
@@ -284,6 +291,22 @@ class Room:
             self.publishers.add(pid)
         self.start()
         return restrict_candidates(pc.localDescription.sdp, self.announce)
+
+    def _first_packet(self, part: Participant) -> None:
+        """A listener's first packet goes out the moment SRTP is ready, not at the next tick (up to
+        20 ms later): the room's latest packet, which the next tick's continues. Called from aiortc's
+        connection-state event, before any tick can have armed this outlet; sent now, not after the
+        callback (the loop's native batch is flushed here). Speakers wait for their own encode."""
+        if self.participants.get(part.pid) is not part or part.outlet is None or self.last_packet is None:
+            return
+        if part.pid in self.publishers:
+            return
+        part.outlet.send(*self.last_packet)
+        chosen = engine()
+        if chosen.module is not None:
+            batch = batch_for(asyncio.get_running_loop(), chosen)
+            if batch.groups:
+                batch.flush()
 
     async def _read(self, part: Participant, track: MediaStreamTrack) -> None:
         while True:

@@ -339,7 +339,7 @@ async function preparePc(publish) {
   pc.onconnectionstatechange = () => {
     if (pc === state.pc && pc.connectionState === "failed" && state.ws && state.ws.readyState === 1) startMedia(onStage());
   };
-  pc.ontrack = (ev) => { $("audio").srcObject = ev.streams[0] || new MediaStream([ev.track]); $("audio").play().catch(() => say("Press any button to start the audio.")); };
+  pc.ontrack = (ev) => { if (pc === state.pc) listen(pc); };
   if (publish) {
     try {
       state.mic = state.mic || await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
@@ -350,6 +350,16 @@ async function preparePc(publish) {
   }
   await pc.setLocalDescription(await pc.createOffer());
   return pc;
+}
+
+// The <audio> element plays the connection's incoming track from the moment its offer goes out, not
+// from the answer: its output is already running when the first packet lands (the server sends it the
+// moment SRTP is ready). Bound once per connection; ontrack only rebinds if the track changed.
+function listen(pc) {
+  const el = $("audio");
+  const tracks = pc.getReceivers().map((r) => r.track).filter((t) => t && t.kind === "audio");
+  if (!tracks.length || (el.srcObject && tracks.every((t) => el.srcObject.getTracks().includes(t)))) return;
+  el.srcObject = new MediaStream(tracks); el.play().catch(() => say("Press any button to start the audio."));
 }
 
 // Most people join to listen: their offer is made while the socket connects and says hello, so it
@@ -367,6 +377,7 @@ async function startMedia(publish) {
   if (gen !== state.gen) { pc.close(); return; }  // a newer start (a role change) came meanwhile
   if (state.pc) state.pc.close();
   state.pc = pc; state.offer = `m${gen}`;
+  listen(pc);
   send({ type: "offer", id: state.offer, sdp: pc.localDescription.sdp });
   for (const c of pc.trickle) send({ type: "candidate", id: state.offer, ...c });
   pc.trickle = null;

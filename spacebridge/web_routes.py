@@ -183,6 +183,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/internal/media/{space_id}/candidate", p.rooms.internal_candidate)
     app.router.add_post("/internal/media/{space_id}/hls", p.rooms.internal_hls)
     app.router.add_get("/internal/media/{space_id}/ticks", p.rooms.internal_ticks)
+    app.router.add_get("/internal/media/{space_id}/speakers", p.rooms.internal.speakers)
     if p.rooms.hls_dir is not None:
         p.rooms.hls_dir.mkdir(parents=True, exist_ok=True)
         app.router.add_get("/hls/{key}/{name}", hls_file)

@@ -274,7 +274,7 @@ class StageMixin(StagesMixin, EventsMixin):
             # Stage members are mixed into the room as speakers; the Stage hears the room without them
             bridge = session.bridge = StageBridge(self.audio, session.space_id, f"discord:{guild.id}",
                                                   lambda uid: self._account_id(guild, uid))
-            vc.listen(bridge.on_stream, bridge.on_gone)
+            vc.listen(bridge.on_stream, bridge.on_gone, bridge.forward)
             packets = bridge.packets()
         session.feeder = asyncio.create_task(feed(session.source, packets))
         vc.play(session.source)

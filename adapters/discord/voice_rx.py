@@ -21,7 +21,9 @@ sender the SSRC maps to (``dave_session.decrypt(user_id, MediaType.audio, frame)
 the clear pass while the session allows passthrough). A frame that fails any step, or whose SSRC is
 not mapped to a member yet, is counted and dropped: it never reaches the Opus decoder. Good frames go
 to the member's jitter buffer on the event loop (``jitter.SpeakerStream``), which the room's tick
-decodes as that member's voice (``adapters.webrtc.room.ExternalSource``).
+decodes as that member's voice (``adapters.webrtc.room.ExternalSource``). When another process serves
+the Space's media, ``StageBridge`` forwards the frames to it instead (``/internal/media/{id}/speakers``),
+where they enter the same jitter buffer and mix, and plays what it sends back to the Stage.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import contextlib
 import itertools
 import logging
 import struct
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,8 +45,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from discord.voice_state import VoiceConnectionState
 
 from adapters.discord.jitter import SpeakerStream
+from adapters.webrtc.internal import encode_speaker
+from adapters.webrtc.placement import Node
+from adapters.webrtc.room import MediaError
 from core.model.space import SpaceState
 from core.ports import FRAME_SAMPLES
+from core.redis_support import Backoff
 
 if TYPE_CHECKING:
     from adapters.webrtc.room import Room
@@ -54,6 +61,7 @@ log = logging.getLogger(__name__)
 OPUS_PT = 0x78  # Discord's Opus payload type (120)
 OP_SPEAKING, OP_CLIENTS_CONNECT, OP_CLIENT_DISCONNECT = 5, 11, 13
 MODES = ("aead_aes256_gcm_rtpsize", "aead_xchacha20_poly1305_rtpsize")
+UPLINK_DEPTH = 100  # forwarded frames waiting for the owner's socket (~1 s for two speakers); oldest dropped
 
 
 @dataclass
@@ -101,9 +109,10 @@ class Receiver:
 
     def __init__(self, state: VoiceConnectionState, loop: asyncio.AbstractEventLoop,
                  on_stream: Callable[[int, SpeakerStream], None], on_gone: Callable[[int], None],
-                 ignore: int) -> None:
+                 ignore: int, forward: Callable[[int, int, bytes], bool] | None = None) -> None:
         self.state, self.loop = state, loop
         self.on_stream, self.on_gone = on_stream, on_gone
+        self.forward = forward  # True: the frame went elsewhere (another process's room), not to the stream
         self.ignore = ignore  # the bot's own user id
         self.ssrc_user: dict[int, int] = {}  # written on the loop, read on the reader thread
         self.streams: dict[int, SpeakerStream] = {}  # user id -> stream (loop only)
@@ -179,7 +188,8 @@ class Receiver:
             stream = self.streams[uid] = SpeakerStream()
             self.on_stream(uid, stream)
         stream.arrived = self.loop.time()
-        stream.push(seq, opus)
+        if self.forward is None or not self.forward(uid, seq, opus):
+            stream.push(seq, opus)
 
 
 class StageVoiceClient(discord.VoiceClient):
@@ -200,8 +210,9 @@ class StageVoiceClient(discord.VoiceClient):
         self.checked_add("_incr_nonce", 1, 4294967295)
         return header + AESGCM(bytes(self.secret_key)).encrypt(nonce + bytes(8), bytes(data), bytes(header)) + nonce
 
-    def listen(self, on_stream: Callable[[int, SpeakerStream], None], on_gone: Callable[[int], None]) -> Receiver:
-        self.receiver = Receiver(self._connection, self.loop, on_stream, on_gone, self.user.id)
+    def listen(self, on_stream: Callable[[int, SpeakerStream], None], on_gone: Callable[[int], None],
+               forward: Callable[[int, int, bytes], bool] | None = None) -> Receiver:
+        self.receiver = Receiver(self._connection, self.loop, on_stream, on_gone, self.user.id, forward)
         self.receiver.start()
         return self.receiver
 
@@ -215,7 +226,9 @@ class StageBridge:
 
     Members are attached to whichever room object serves the Space now (rooms are replaced when the
     Space moves or the process restarts them); ``resolve`` maps a Discord user to the account whose
-    place on the core's stage decides whether they are heard."""
+    place on the core's stage decides whether they are heard. When another process serves the media,
+    their frames are forwarded to it (``forward``: a bounded queue, oldest dropped, so the receiver
+    never waits) and the Stage plays the owner's mix without them."""
 
     rooms: Rooms
     space_id: str
@@ -223,6 +236,9 @@ class StageBridge:
     resolve: Callable[[int], Awaitable[str]]
     members: dict[int, tuple[str, SpeakerStream]] = field(default_factory=dict)
     room: Room | None = None
+    remote: bool = False  # the owner is another process: frames go to ``uplink``
+    uplink: deque[bytes] = field(default_factory=lambda: deque(maxlen=UPLINK_DEPTH))
+    _queued: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def on_stream(self, uid: int, stream: SpeakerStream) -> None:
@@ -236,7 +252,29 @@ class StageBridge:
         if self.room is not None:
             self.room.add_external(account, self.group, stream)
 
+    def forward(self, uid: int, seq: int, opus: bytes) -> bool:
+        """The receiver's hook (on the loop): while the media is elsewhere, the frame is queued for the
+        owner (dropped while the member's account is still being resolved: a packet or two)."""
+        if not self.remote:
+            return False
+        member = self.members.get(uid)
+        if member is not None:
+            self._queue(encode_speaker(member[0], seq, opus))
+        return True
+
+    def _queue(self, frame: bytes) -> None:
+        self.uplink.append(frame)
+        self._queued.set()
+
+    async def _next_frame(self) -> bytes:
+        while not self.uplink:
+            self._queued.clear()
+            await self._queued.wait()
+        return self.uplink.popleft()
+
     def on_gone(self, uid: int) -> None:
+        if self.remote and uid in self.members:
+            self._queue(encode_speaker(self.members[uid][0], None))
         gone = self.members.pop(uid, None)
         if gone is not None and self.room is not None and self.room.external.get(gone[0]) is not None \
                 and self.room.external[gone[0]].source is gone[1]:
@@ -250,17 +288,40 @@ class StageBridge:
                 return None
         return self.rooms.room(self.space_id)
 
+    async def _owner(self) -> Node | None:
+        """The process serving the Space's media, or the one that should take it when nobody does."""
+        placement = self.rooms.placement
+        try:
+            return await placement.owner(self.space_id) or await placement.pick()
+        except MediaError:  # placement unreachable: ask again after the backoff
+            return None
+
+    async def _remote(self, owner: Node) -> AsyncIterator[tuple[int, bytes]]:
+        """The members forwarded to ``owner``, and its mix without them, until that link ends."""
+        self.uplink.clear()
+        self.remote = True
+        try:
+            async for pts, packet in self.rooms.link.speakers(owner, self.space_id, self.group, self._next_frame):
+                yield pts // FRAME_SAMPLES, packet
+        finally:
+            self.remote = False
+
     async def packets(self) -> AsyncIterator[tuple[int, bytes]]:
         """(seq, Opus) for the Stage: the room's mix without this group, following the room."""
+        backoff = Backoff(0.2, 5.0)
         while not self.rooms.closed:
             room = await self._local_room()
-            if room is None:  # served elsewhere: Discord speakers are not mixed there (docs/discord.md)
-                log.warning("%s's media is served by another process: the Stage hears the room, but its "
-                            "members are not mixed into it (run the Discord role with the media role)",
-                            self.space_id)
-                async for item in self.rooms.opus_packets(self.space_id):
-                    yield item
-                return
+            if room is None:  # served elsewhere: the members go there, its mix-minus comes back
+                owner = await self._owner()
+                if owner is not None and owner.id != self.rooms.placement.node.id:
+                    async for item in self._remote(owner):
+                        backoff.reset()
+                        yield item
+                if (await self.rooms.core.view(self.space_id)).space.state == SpaceState.ENDED:
+                    return
+                await backoff.wait()  # the link dropped or the Space moved: ask placement again
+                continue
+            backoff.reset()
             self.room = room
             for account, stream in self.members.values():
                 room.add_external(account, self.group, stream)

@@ -1,27 +1,32 @@
 """The internal HTTP API between web processes: signaling on one process reaches the room of a
 Space another process owns (``placement.py``) through ``/internal/media/{space_id}/...``.
 
-``InternalLink`` is the calling side (offers, candidates, leaves, the audio of a remote room);
-``InternalApi`` answers those calls on the owner. Both sign with the instance's internal key."""
+``InternalLink`` is the calling side (offers, candidates, leaves, the audio of a remote room, a
+Discord Stage's speakers forwarded to the owner); ``InternalApi`` answers those calls on the owner.
+Both sign with the instance's internal key."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
 from adapters.webrtc.placement import Node
-from adapters.webrtc.room import MediaError
+from adapters.webrtc.room import ExternalSource, MediaError, Room
 from adapters.webrtc.ticks import decode_tick, encode_tick
 from core.errors import DomainError
 from core.messages import describe
+from core.model.space import SpaceState
 from core.ports import AudioTick
 
 if TYPE_CHECKING:
@@ -29,6 +34,38 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 INTERNAL_HEADER = "X-Spacebridge-Internal"
+SPEAKER_PACKET, SPEAKER_GONE = 1, 2  # a forwarded speaker's frame kinds (``encode_speaker``)
+MAX_GROUP = 100  # characters of a speaker group's name (``discord:<guild id>``)
+_SEQ = struct.Struct(">H")
+_PTS = struct.Struct(">Q")
+
+
+def encode_speaker(account: str, seq: int | None, opus: bytes = b"") -> bytes:
+    """One forwarded speaker frame: kind, account id, then the RTP sequence number and the Opus
+    payload (``seq`` None: the speaker is gone, the owner stops mixing them now)."""
+    raw = account.encode()
+    if not 0 < len(raw) < 256:
+        raise ValueError("an account id is 1 to 255 bytes")
+    if seq is None:
+        return bytes([SPEAKER_GONE, len(raw)]) + raw
+    return bytes([SPEAKER_PACKET, len(raw)]) + raw + _SEQ.pack(seq & 0xFFFF) + opus
+
+
+def decode_speaker(data: bytes) -> tuple[str, int | None, bytes]:
+    """The inverse of ``encode_speaker``; anything else raises ``ValueError``."""
+    if len(data) < 3 or data[0] not in (SPEAKER_PACKET, SPEAKER_GONE):
+        raise ValueError("not a speaker frame")
+    end = 2 + data[1]
+    account = data[2:end].decode()  # UnicodeDecodeError is a ValueError
+    if not account or len(data) < end:
+        raise ValueError("a speaker frame without its account")
+    if data[0] == SPEAKER_GONE:
+        if len(data) != end:
+            raise ValueError("a malformed speaker frame (trailing bytes)")
+        return account, None, b""
+    if len(data) <= end + _SEQ.size:
+        raise ValueError("a speaker packet without Opus")
+    return account, _SEQ.unpack_from(data, end)[0], data[end + _SEQ.size:]
 
 
 class MediaMoved(Exception):
@@ -111,6 +148,35 @@ class InternalLink:
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.info("audio of %s from %s stopped: %s", space_id, owner.id, e)
 
+    async def speakers(self, owner: Node, space_id: str, group: str,
+                       outgoing: Callable[[], Awaitable[bytes]]) -> AsyncIterator[tuple[int, bytes]]:
+        """Speakers of ``group`` into another process's room (``InternalApi.speakers``): sends each
+        frame ``outgoing`` gives (``encode_speaker``) and yields what the owner plays back to the
+        group, ``(pts, Opus)`` of its mix without them, until the link or the room ends."""
+        url = owner.url.rstrip("/") + f"/internal/media/{space_id}/speakers?group={quote(group, safe='')}"
+        try:
+            async with self._session().ws_connect(url, headers={INTERNAL_HEADER: self.token()}, heartbeat=5.0,
+                                                  timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                                                  max_msg_size=1 << 16) as ws:
+
+                async def send() -> None:
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        while not ws.closed:
+                            await ws.send_bytes(await outgoing())
+
+                sender = asyncio.create_task(send())
+                try:
+                    async for msg in ws:
+                        if msg.type != WSMsgType.BINARY or len(msg.data) <= _PTS.size:
+                            return
+                        yield _PTS.unpack_from(msg.data)[0], msg.data[_PTS.size:]
+                finally:
+                    sender.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sender
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.info("speakers of %s to %s stopped: %s", space_id, owner.id, e)
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
@@ -118,7 +184,8 @@ class InternalLink:
 
 class InternalApi:
     """The ``/internal/media/{space_id}/...`` endpoints: other processes' signaling using this
-    process's rooms (offer, hls, candidate, leave) and audio consumers reading them (ticks)."""
+    process's rooms (offer, hls, candidate, leave), audio consumers reading them (ticks) and a
+    Discord Stage's speakers mixed into them (speakers)."""
 
     def __init__(self, rooms: Rooms) -> None:
         self.rooms = rooms
@@ -180,3 +247,81 @@ class InternalApi:
             room.tick_taps.unsubscribe(key)
             await ws.close()
         return ws
+
+    async def speakers(self, request: web.Request) -> web.StreamResponse:
+        """GET /internal/media/{space_id}/speakers?group=G (WebSocket): another process's platform
+        speakers (a Discord Stage whose bot runs there) mixed into this room.
+
+        Each binary frame in is ``encode_speaker``'s: the packets of one account enter the same
+        jitter buffer and decoder as a local Discord speaker (``jitter.SpeakerStream``), as an
+        external speaker of group G, heard only while the core has them on stage. Out go the group's
+        mix-minus packets, ``(pts, Opus)``, for the Stage to play. Their speakers leave the mix when
+        the socket closes. 409 names the owner when this process does not serve the Space (it claims
+        a Space nobody serves, as an offer would)."""
+        self.rooms.link.check(request)
+        space_id, group = request.match_info["space_id"], request.query.get("group", "")
+        if not group or len(group) > MAX_GROUP:
+            raise web.HTTPBadRequest(text=f"group is 1 to {MAX_GROUP} characters")
+        placement = self.rooms.placement
+        if not placement.owns(space_id):
+            owner = await placement.claim(space_id) if placement.media else await placement.owner(space_id)
+            if owner is None or owner.id != placement.node.id:
+                return web.json_response({"owner": {"id": owner.id, "url": owner.url} if owner else None},
+                                         status=409)
+        view = await self.rooms.core.view(space_id)
+        if view.space.state != SpaceState.LIVE:
+            return web.json_response({"code": "space.not_live", "detail": "the Space is not live"}, status=400)
+        from adapters.discord.jitter import SpeakerStream  # here only: processes without Discord never load it
+
+        room = self.rooms.room(space_id)
+        room.set_publishers(view.space.publishers())  # a room this call opened knows its stage at once
+        ws = web.WebSocketResponse(heartbeat=5.0, max_msg_size=1 << 16)
+        await ws.prepare(request)
+        tap, key = room.group_tap(group), f"speakers-{next(self._tap_ids)}"
+        sub = tap.subscribe(key)
+        streams: dict[str, SpeakerStream] = {}
+        loop = asyncio.get_running_loop()
+
+        async def play() -> None:
+            with contextlib.suppress(EOFError, ConnectionError, RuntimeError):
+                while not ws.closed:
+                    pts, packet = await sub.next()
+                    await ws.send_bytes(_PTS.pack(pts) + packet)
+            await ws.close()  # the room closed (ended, or moved): the sender asks who serves it now
+
+        player = asyncio.create_task(play())
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY:
+                    break
+                try:
+                    account, seq, opus = decode_speaker(msg.data)
+                except ValueError as e:
+                    log.info("room %s: a bad speaker frame dropped: %s", space_id, e)
+                    continue
+                stream = streams.get(account)
+                if seq is None:
+                    if stream is not None:
+                        self._drop_external(room, account, streams.pop(account))
+                    continue
+                if stream is None:
+                    stream = streams[account] = SpeakerStream()
+                    room.add_external(account, group, stream)
+                stream.arrived = loop.time()
+                stream.push(seq, opus)
+        finally:
+            player.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await player
+            tap.unsubscribe(key)
+            for account, stream in streams.items():
+                self._drop_external(room, account, stream)
+            await ws.close()
+        return ws
+
+    @staticmethod
+    def _drop_external(room: Room, account: str, stream: ExternalSource) -> None:
+        """Out of the mix, unless another link has put them in since."""
+        ext = room.external.get(account)
+        if ext is not None and ext.source is stream:
+            room.remove_external(account)

@@ -185,3 +185,74 @@ def test_bad_roles_and_shards_are_named(sb: Run) -> None:
     assert p.returncode == 2 and "outside 0..1" in p.stderr
     p = sb("serve", "--port", "0", ok=False, SPACEBRIDGE_DISCORD_SHARD_IDS="1")
     assert p.returncode == 2 and "needs discord_shard_count" in p.stderr
+
+
+def _readme_commands() -> list[str]:
+    """The README's shell examples, in order, as written (``./bin/spacebridge ...``, comments off)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("Everything can be run from the shell", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip().removeprefix("./bin/spacebridge ") for line in block.splitlines()
+            if line.startswith("./bin/spacebridge ")]
+
+
+def test_readme_examples_work_in_order_on_a_fresh_instance(sb: Run) -> None:
+    """Every example, in the README's order, on a fresh data dir: ``a|b`` alternatives each run, ``[...]``
+    parts are optional (run without), ACCOUNT is the admin made by the first line (HOST too), SPACE the
+    Space the lines before made for that purpose. Only ``cmd react`` and ticket sales need services the
+    README names (Redis; Stripe keys): without them they must refuse saying so."""
+    import shlex
+
+    services.require("redis")
+    redis = {"SPACEBRIDGE_REDIS_URL": services.REDIS_URL}
+    commands = _readme_commands()
+    assert commands[0].startswith('account create "Ada" --admin')
+    ids: dict[str, str] = {}
+    fan = json.loads(sb("account", "create", "Fan", "--json").stdout)["id"]  # a second person, for follow/link
+    for line in commands:
+        line = re.sub(r"\s*\[[^\]]*\]", "", line)
+        words = shlex.split(line)
+        alternatives = [w for w in words if "|" in w]
+        variants = [[w if w != alternatives[0] else choice for w in words] for choice in alternatives[0].split("|")] \
+            if alternatives else [words]
+        for argv in variants:
+            head = " ".join(argv[:2])
+            if head == "space start":  # start, end and cancel each need a Space in the right state
+                sid = json.loads(sb("space", "schedule", "Spare", "--as", ids["ACCOUNT"], "--at", "in 1h",
+                                    "--json").stdout)["id"]
+                ids["SPACE"] = sid
+            elif head == "space cancel":
+                ids["SPACE"] = json.loads(sb("space", "schedule", "Spare 2", "--as", ids["ACCOUNT"], "--at", "in 1h",
+                                             "--json").stdout)["id"]
+            elif head == "space end":
+                pass  # the Space just started
+            elif head == "space reschedule" or head == "billing ticketing":
+                ids["SPACE"] = ids["scheduled"]
+            elif "SPACE" in argv:
+                ids["SPACE"] = ids.get("live", "")
+            as_fan = (head in ("follow HOST", "cmd hand", "cmd react", "billing buy", "billing refund")
+                      or (argv[:3] == ["space", "link", "SPACE"] and "--as" in argv))
+            subs = {**ids, "ACCOUNT": fan if as_fan else ids.get("ACCOUNT", ""), "HOST": ids.get("ACCOUNT", ""),
+                    "NAME": "moderation", "COMMUNITY": ids.get("COMMUNITY", "")}
+            args = [subs.get(w, w) for w in argv]
+            if args[:2] == ["community", "create"]:
+                args += ["web", "guild-1", "My community"]
+            elif args[:2] in (["community", "show"], ["community", "set"]):
+                args.append(ids["COMMUNITY"])
+                if args[1] == "set":
+                    args.append('host_rule={"kind":"followers","min":50}')
+            if head.startswith("billing") and head != "billing report" and head != "billing ticketing":
+                p = sb(*args, ok=False, **redis)
+                why = "no paid ticket" if head.startswith("billing refund") else "STRIPE_API_KEY"  # nothing was sold
+                assert p.returncode == 1 and why in p.stderr, (args, p.stderr)
+                continue
+            p = sb(*args, **redis)
+            out = p.stdout.strip()
+            if args[:2] == ["account", "create"]:
+                ids["ACCOUNT"] = out
+            elif args[:2] == ["space", "create"]:
+                ids["live"] = out.split()[0]
+            elif args[:2] == ["space", "schedule"]:
+                ids["scheduled"] = out.split()[0]
+            elif args[:2] == ["community", "create"]:
+                ids["COMMUNITY"] = out
+    assert sb("account", "show", ids["ACCOUNT"]).stdout.rstrip().split("\n")[0].endswith("instance admin")

@@ -56,7 +56,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.webrtc_fanout import LOOPBACK, Counter
+from bench.webrtc_fanout import LOOPBACK, Counter, measure
 
 JANUS_HOST = "127.0.0.3"  # Janus's ICE address, on the TUN interface this process holds
 LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
@@ -289,21 +289,7 @@ async def _listeners(conn: Connection, count: int, seconds: float, they_offer: b
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         counters.append(Counter(pc, t0))
         pending.append(counters[-1])
-    start = time.monotonic()
-    while time.monotonic() - start < seconds + 30 and any(c.first is None for c in counters):
-        await asyncio.sleep(0.05)
-    attacher.cancel()
-    conn.send("ready")
-    before = [c.snapshot() for c in counters]
-    await asyncio.sleep(seconds)
-    after = [c.snapshot() for c in counters]
-    conn.send({"joins": [c.first for c in counters if c.first is not None],
-               "connected": sum(c.first is not None for c in counters),
-               "received": [a[0] - b[0] for a, b in zip(after, before, strict=True)],
-               "lost": [max(0, (a[1] - b[1]) - (a[0] - b[0])) for a, b in zip(after, before, strict=True)],
-               "bad": sum(c.bad for c in counters)})
-    for c in counters:
-        await c.pc.close()
+    await measure(counters, conn, seconds, attacher)
 
 
 @dataclass

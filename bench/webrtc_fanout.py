@@ -108,6 +108,12 @@ async def _listeners(conn: Connection, count: int, seconds: float) -> None:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         counters.append(Counter(pc, t0))
         pending.append(counters[-1])
+    await measure(counters, conn, seconds, attacher)
+
+
+async def measure(counters: list[Counter], conn: Connection, seconds: float, attacher: asyncio.Task[Any]) -> None:
+    """Wait (a generous while) for every listener's first packet, count over the window, report to the
+    parent through ``conn`` and close the peers; shared with bench.vs_janus's listener workers."""
     start = time.monotonic()
     while time.monotonic() - start < seconds + 30 and any(c.first is None for c in counters):
         await asyncio.sleep(0.05)

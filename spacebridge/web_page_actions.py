@@ -10,6 +10,8 @@ gets JSON instead of a redirect.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -46,49 +48,48 @@ async def _refused(request: web.Request, e: DomainError, back: str) -> web.Respo
     return render("refused.html", request, base_ctx(request, account, csrf, message=message, back=back), status=409)
 
 
-async def follow(request: web.Request) -> web.StreamResponse:
-    """``POST /u/ID/follow`` (form: ``csrf``, ``on`` = 1 or 0, ``next``): follow or unfollow the host."""
-    host_id = request.match_info["account_id"]
-    back = f"/u/{host_id}"
+async def _toggle(request: web.Request, back: str, missing: str,
+                  act: Callable[[Actor, bool], Awaitable[dict[str, Any]]]) -> web.StreamResponse:
+    """A signed-in person's on/off button (form: ``csrf``, ``on`` = 1 or 0, ``next``): the sign-in page
+    for anyone else, the core's refusal in its own words, JSON for the page's script."""
     form = await _form(request)
     account, _ = await viewer(request)
     next_path = safe_next(form.get("next", back), back)
     if account is None:
         raise _signin(next_path)
     await check_csrf(request)
-    core = request.app[INSTANCE].core
     try:
-        followers = await core.follow(Actor(account_id=account.id, platform="web"), host_id, form.get("on") != "0")
+        shown = await act(Actor(account_id=account.id, platform="web"), form.get("on") != "0")
     except NotFound:
-        raise web.HTTPNotFound(text="There is no such person.") from None
+        raise web.HTTPNotFound(text=missing) from None
     except DomainError as e:
         return await _refused(request, e, next_path)
     if _wants_json(request):
-        return web.json_response({"following": form.get("on") != "0", "followers": followers}, headers=NO_STORE)
+        return web.json_response(shown, headers=NO_STORE)
     raise web.HTTPSeeOther(next_path)
+
+
+async def follow(request: web.Request) -> web.StreamResponse:
+    """``POST /u/ID/follow``: follow or unfollow the host."""
+    host_id = request.match_info["account_id"]
+    core = request.app[INSTANCE].core
+
+    async def act(actor: Actor, on: bool) -> dict[str, Any]:
+        return {"following": on, "followers": await core.follow(actor, host_id, on)}
+
+    return await _toggle(request, f"/u/{host_id}", "There is no such person.", act)
 
 
 async def remind(request: web.Request) -> web.StreamResponse:
-    """``POST /s/ID/remind`` (form: ``csrf``, ``on`` = 1 or 0, ``next``): a reminder when it starts."""
+    """``POST /s/ID/remind``: a reminder when the Space starts, or none."""
     space_id = request.match_info["space_id"]
-    back = f"/s/{space_id}"
-    form = await _form(request)
-    account, _ = await viewer(request)
-    next_path = safe_next(form.get("next", back), back)
-    if account is None:
-        raise _signin(next_path)
-    await check_csrf(request)
     core = request.app[INSTANCE].core
-    on = form.get("on") != "0"
-    try:
-        await core.set_reminder(Actor(account_id=account.id, platform="web"), space_id, on)
-    except NotFound:
-        raise web.HTTPNotFound(text="There is no such Space.") from None
-    except DomainError as e:
-        return await _refused(request, e, next_path)
-    if _wants_json(request):
-        return web.json_response({"reminded": on}, headers=NO_STORE)
-    raise web.HTTPSeeOther(next_path)
+
+    async def act(actor: Actor, on: bool) -> dict[str, Any]:
+        await core.set_reminder(actor, space_id, on)
+        return {"reminded": on}
+
+    return await _toggle(request, f"/s/{space_id}", "There is no such Space.", act)
 
 
 async def buy(request: web.Request) -> web.StreamResponse:

@@ -22,6 +22,7 @@ from spacebridge.cli_support import (
     known,
     link_base,
     load_settings_or_exit,
+    operator,
     print_space,
     space_dict,
     with_core,
@@ -161,7 +162,8 @@ def space_link(space_id: str,
                ttl: Annotated[int, typer.Option(help="Seconds the link stays valid.")] = 900,
                as_json: JsonOpt = False) -> None:
     """A join link for the web room (signed, short-lived, bound to Space, account and role); a guest
-    link has no account and only listens to a public Space that sells no tickets."""
+    link has no account and only listens to a public Space that sells no tickets. A speaker link to a
+    live Space also invites the account to speak (they accept in the room)."""
     from core.tokens import JoinTokens
 
     check_as(as_, as_json)
@@ -186,8 +188,15 @@ def space_link(space_id: str,
             raise Forbidden("space.guests_not_allowed", space_id=space_id)
         if as_ is None and view.space.ticketing is not None:  # a guest has no account to hold a ticket
             raise Forbidden("ticket.required", space_id=space_id)
+        invited = False
+        if role == "speaker" and as_ is not None and view.space.state.value == "live" \
+                and view.space.role_of(as_) is None and as_ not in view.space.invited:
+            # the operator asks them to speak on the host's behalf: the room shows them "Accept
+            # invitation" (a link alone puts nobody on stage; this is what the host's Invite makes)
+            await core.invite(operator(view.space.host_id), space_id, as_)
+            invited = True
         token = JoinTokens(settings.resolved_secret()).issue(space_id, as_, role, core.now(), ttl_s=ttl)
-        return {"space_id": space_id, "account_id": as_, "role": role, "token": token,
+        return {"space_id": space_id, "account_id": as_, "role": role, "token": token, "invited": invited,
                 "url": f"{link_base(settings)}/s/{space_id}#t={token}", "expires_in_s": ttl}
 
     out = with_core(go, as_json)

@@ -63,7 +63,12 @@ def test_space_lifecycle_from_the_shell(sb: Run) -> None:
     shown = json.loads(sb("space", "show", live["id"], "--json").stdout)
     assert shown["host_name"] == "Ada" and shown["listener_count"] == 1
     link = json.loads(sb("space", "link", live["id"], "--as", fan, "--json").stdout)
-    assert link["url"].endswith(link["token"]) and link["role"] == "listener"
+    assert link["url"].endswith(link["token"]) and link["role"] == "listener" and not link["invited"]
+    speaker = json.loads(sb("space", "link", live["id"], "--as", fan, "--role", "speaker", "--json").stdout)
+    assert speaker["role"] == "speaker" and speaker["invited"], "a speaker link asks them to speak"
+    assert json.loads(sb("space", "show", live["id"], "--json").stdout)["invited"] == [fan]
+    again = json.loads(sb("space", "link", live["id"], "--as", fan, "--role", "speaker", "--json").stdout)
+    assert not again["invited"], "asked once: a second link changes nothing"
     moved = json.loads(sb("space", "reschedule", later["id"], "--at", "+3d", "--json").stdout)
     assert moved["scheduled_for"] != later["scheduled_for"]
     assert json.loads(sb("space", "end", live["id"], "--json").stdout)["state"] == "ended"

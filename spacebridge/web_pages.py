@@ -2,8 +2,8 @@
 
 Rendered with Jinja2 (autoescaped) from ``spacebridge/templates``; one stylesheet and one small
 script under ``/assets/`` (the CSP allows no inline script). A live Space's page is the room itself
-(``adapters/webrtc/static/room.html``, unchanged, with the share-preview tags added to its head), so
-the room keeps working exactly as it does. Links in share previews and calendar files use the
+(``adapters/webrtc/static/room.html`` with the share-preview tags added to its head), so the room's
+page and its script stay one thing. Links in share previews and calendar files use the
 instance's public URL, never the request's Host. Buttons that need an account post forms handled
 in ``web_page_actions``.
 """

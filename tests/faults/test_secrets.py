@@ -120,10 +120,13 @@ async def _serve_and_poll(tmp_path: Path, level: str, polls: int) -> tuple[str, 
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "spacebridge", "serve", "--port", "0", cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        drains: list[asyncio.Task[bytes]] = []
         try:
-            assert proc.stdout is not None
             first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
             assert "serving at" in first, first
+            # keep reading both pipes: a DEBUG log fills a pipe's 64 KiB and serve would block writing
+            drains = [asyncio.create_task(proc.stdout.read()), asyncio.create_task(proc.stderr.read())]
             mark = len(fake.calls)
             await fake.send_text(555, 555, "/start")
             await fake.reply_to(555, mark, timeout=30)  # sendMessage went out too (and was logged)
@@ -131,7 +134,11 @@ async def _serve_and_poll(tmp_path: Path, level: str, polls: int) -> tuple[str, 
                                 timeout=60, after=mark)
         finally:
             proc.send_signal(signal.SIGINT)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            if drains:
+                await asyncio.wait_for(proc.wait(), 30)
+                out, err = await asyncio.wait_for(asyncio.gather(*drains), 30)
+            else:
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
         await fake.stop()
     return first + out.decode() + err.decode() + log_file.read_text(), fake

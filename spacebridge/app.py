@@ -188,7 +188,8 @@ def make_web_app(platform: Instance) -> web.Application:
     app[SOCKETS] = Sockets()
     # security headers on every response; browser sockets only from this instance's own pages
     web_security.setup(app, lambda: web_security.allowed_origins(
-        platform.settings.public_url, platform.bound_url, platform.settings.allowed_origins))
+        platform.settings.public_url, platform.bound_url, platform.settings.allowed_origins),
+        lambda: web_security.form_targets(platform.settings.discord_api_base, platform.settings.stripe_api_base))
     # signed-in browsers: an encrypted session cookie keyed from the instance secret (docs/web-accounts.md)
     web_session.setup_sessions(app, platform.settings.resolved_secret())
     web_routes.setup(app)

@@ -40,10 +40,11 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from core import events as ev
 from core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, RateLimited, Unavailable
 from core.messages import describe
 from core.model.accounts import Account, Actor, Identity
-from core.ports import DuplicateKey
+from core.ports import DuplicateKey, UnitOfWork
 from core.storage.passkeys import MAX_PASSKEYS, Passkey
 from spacebridge.instance import INSTANCE, Instance
 from spacebridge.web_session import (
@@ -327,10 +328,33 @@ async def sign_in_identity(request: web.Request, platform: str, external_id: str
             else:
                 return current, True
     if ident is not None and ident.account_id != current.id:
+        if await _fold_in(request, ident, current):
+            return current, True
         other = await core.account(ident.account_id)
         raise Conflict("account.identity_taken", platform=platform, platform_name=PLATFORM_NAMES[platform],
                        other=other.display_name)
     return current, False
+
+
+async def _fold_in(request: web.Request, ident: Identity, into: Account) -> bool:
+    """Link a platform user whose account has no other way in (the bot made it on their first
+    message, or they only ever used that chat app) by merging that account into the signed-in one,
+    as the bots' link code does: this browser asked, and the platform user just proved themselves,
+    so both sides agreed. Their follows, tickets and history move. An account with another
+    identity or a passkey is someone's in its own right: False, and the caller refuses."""
+    core = _instance(request).core
+
+    async def op(uow: UnitOfWork) -> bool:
+        mine = await uow.accounts.identities(ident.account_id)
+        if [(i.platform, i.external_id) for i in mine] != [(ident.platform, ident.external_id)] \
+                or await uow.passkeys.for_account(ident.account_id):
+            return False
+        await uow.accounts.merge_into(ident.account_id, into.id)
+        uow.emit(ev.IdentityLinked(account_id=into.id, platform=ident.platform, external_id=ident.external_id,
+                                   at=core.now()))
+        return True
+
+    return await core.run(op)
 
 
 async def _identity(request: web.Request, platform: str, external_id: str) -> Identity | None:

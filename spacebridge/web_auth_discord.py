@@ -25,7 +25,7 @@ from aiohttp import web
 from core.errors import DomainError, Forbidden, Invalid, Unavailable
 from core.messages import describe
 from spacebridge.instance import INSTANCE, Instance
-from spacebridge.web_auth import TEXT, render_signin, safe_next, sign_in_identity
+from spacebridge.web_auth import TEXT, relying_party, render_signin, safe_next, sign_in_identity
 from spacebridge.web_session import check_csrf, current_account
 
 __all__ = ["DISCORD_API", "STATE_TTL_S", "setup"]
@@ -43,8 +43,12 @@ def _endpoints(p: Instance) -> tuple[str, str, str]:
     return f"{site}/oauth2/authorize", f"{api}/oauth2/token", f"{api}/users/@me"
 
 
-def redirect_uri(p: Instance) -> str:
-    return f"{p.url.rstrip('/')}/signin/discord/callback"
+def redirect_uri(request: web.Request) -> str:
+    """Where Discord sends the browser back: the public URL's callback, else the address this
+    browser used (as the passkey relying party), so the session cookie comes back with it: a
+    browser on ``localhost`` sent back to ``127.0.0.1`` would arrive signed out."""
+    _, origin = relying_party(request)
+    return f"{origin}/signin/discord/callback"
 
 
 def _configured(p: Instance) -> tuple[str, str]:
@@ -79,11 +83,12 @@ async def start(request: web.Request) -> web.Response:
     session[_SESSION_KEY] = {"state": state, "verifier": verifier,
                              "expires": p.core.now().timestamp() + STATE_TTL_S,
                              "next": safe_next(nxt if isinstance(nxt, str) else ""),
-                             "account": account.id if account else None}
+                             "account": account.id if account else None, "redirect_uri": redirect_uri(request)}
     authorize, _, _ = _endpoints(p)
     challenge = _b64(hashlib.sha256(verifier.encode()).digest())
     query = urlencode({"response_type": "code", "client_id": client_id, "scope": "identify", "state": state,
-                       "redirect_uri": redirect_uri(p), "code_challenge": challenge, "code_challenge_method": "S256"})
+                       "redirect_uri": redirect_uri(request), "code_challenge": challenge,
+                       "code_challenge_method": "S256"})
     raise web.HTTPSeeOther(f"{authorize}?{query}")
 
 
@@ -109,11 +114,11 @@ async def _pending(request: web.Request, p: Instance) -> dict[str, Any]:
     return pending
 
 
-async def _discord_user(p: Instance, code: str, verifier: str) -> dict[str, Any]:
+async def _discord_user(p: Instance, code: str, verifier: str, back: str) -> dict[str, Any]:
     """Exchange the code (client secret + PKCE verifier) and ask Discord who the token is for."""
     client_id, secret = _configured(p)
     _, token_url, me_url = _endpoints(p)
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri(p),
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": back,
             "code_verifier": verifier}
     try:
         async with aiohttp.ClientSession(timeout=_TIMEOUT) as http:
@@ -143,7 +148,7 @@ async def callback(request: web.Request) -> web.Response:
         code = request.query.get("code", "")
         if not code or len(code) > 200:
             raise Invalid("oauth.failed", reason="no code")
-        user = await _discord_user(p, code, str(pending["verifier"]))
+        user = await _discord_user(p, code, str(pending["verifier"]), str(pending["redirect_uri"]))
         name = str(user.get("global_name") or user.get("username") or user["id"])
         await sign_in_identity(request, "discord", str(user["id"]), name)
     except DomainError as e:

@@ -22,14 +22,28 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-__all__ = ["TELEGRAM_WEB_CLIENTS", "allowed_origins", "check_origin", "security_headers", "setup"]
+__all__ = ["TELEGRAM_WEB_CLIENTS", "allowed_origins", "check_origin", "form_targets", "security_headers", "setup"]
 
 # Telegram's web clients, which show a Mini App (and the room it opens) in an iframe
 TELEGRAM_WEB_CLIENTS = ("https://web.telegram.org", "https://webk.telegram.org", "https://webz.telegram.org")
 FRAMED_BY_TELEGRAM = ("/tg/app", "/s/")
+FORM_TARGETS: web.AppKey[Callable[[], list[str]]] = web.AppKey("form_targets")
+
+
+def form_targets(discord_api_base: str, stripe_api_base: str) -> list[str]:
+    """The other sites a form post on our pages may redirect to (CSP ``form-action`` covers the
+    redirect too, in Chromium): Discord's consent page (Sign in with Discord), Stripe Checkout and
+    Connect onboarding, and the test doubles' addresses when those are configured."""
+    out = [_origin(discord_api_base) if discord_api_base else "https://discord.com",
+           "https://checkout.stripe.com", "https://connect.stripe.com"]
+    if stripe_api_base:
+        out.append(_origin(stripe_api_base))
+    return [o for o in dict.fromkeys(out) if o]
+
 
 def _csp(request: web.Request) -> str:
     host = request.host
+    targets = " ".join(request.app[FORM_TARGETS]()) if FORM_TARGETS in request.app else ""
     framers = " ".join(TELEGRAM_WEB_CLIENTS) if request.path.startswith(FRAMED_BY_TELEGRAM) else "'none'"
     return "; ".join((
         "default-src 'self'",
@@ -41,7 +55,7 @@ def _csp(request: web.Request) -> str:
         f"connect-src 'self' ws://{host} wss://{host}",  # older browsers do not count ws: as 'self'
         "object-src 'none'",
         "base-uri 'none'",
-        "form-action 'self'",
+        f"form-action 'self' {targets}".rstrip(),
         f"frame-ancestors {framers}",
     ))
 
@@ -105,6 +119,8 @@ def check_origin(origins: Callable[[], set[str]]) -> Middleware:
     return middleware
 
 
-def setup(app: web.Application, origins: Callable[[], set[str]]) -> None:
+def setup(app: web.Application, origins: Callable[[], set[str]],
+          targets: Callable[[], list[str]] = list) -> None:
+    app[FORM_TARGETS] = targets
     app.middlewares.append(check_origin(origins))
     app.on_response_prepare.append(security_headers)

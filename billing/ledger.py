@@ -30,9 +30,8 @@ from core.ids import new_id
 from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
 from core.model.ticket import Provider, Ticket, TicketStatus
-from core.ports import NewJob
+from core.ports import NewJob, UnitOfWork
 from core.services import Core, GroupCommit
-from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 

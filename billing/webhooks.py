@@ -25,8 +25,8 @@ from aiohttp import web
 from billing.ledger import Batch, Ledger
 from billing.stripe_gateway import StripeGateway
 from core.errors import DomainError
+from core.ports import UnitOfWork
 from core.services import GroupCommit
-from core.storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Adapters, billing and plugins implement them; the core never imports an implemen
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from core.clock import Clock
 from core.events import Event
-from core.model.accounts import Account, Identity, LinkCode, Tier
+from core.model.accounts import Account, Identity, LinkCode, Passkey, Tier
+from core.model.analytics import Sale, Span
 from core.model.community import Community
 from core.model.space import Space
+from core.model.ticket import PaidTicket, Ticket
 
 if TYPE_CHECKING:  # audio frames are numpy arrays, but the CLI and the web pages never import numpy
     import numpy as np
@@ -229,6 +231,9 @@ class Accounts(Protocol):
     async def is_following(self, follower: str, host: str) -> bool: ...
     async def add_link_code(self, c: LinkCode) -> None: ...
     async def use_link_code(self, code: str, now: datetime) -> LinkCode | None: ...
+    async def payout_account(self, account_id: str) -> str | None:
+        """The account's Stripe Connect account (where its ticket sales are paid), if any."""
+    async def set_payout_account(self, account_id: str, stripe_account: str) -> None: ...
 
 
 class Communities(Protocol):
@@ -245,6 +250,67 @@ class Tickets(Protocol):
     async def paid_ids(self, space_id: str) -> list[str]: ...
     async def paid_among(self, space_id: str, account_ids: Sequence[str]) -> set[str]: ...
     async def holders(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]: ...
+
+
+class TicketLedger(Tickets, Protocol):
+    """The tickets as billing's ledger keeps them (billing/ledger.py has the rules, this the rows).
+
+    A ticket handed out is the unit of work's own: one id gives one ``Ticket`` object for the whole
+    transaction, brought up to date with what was saved each time it is read, and ``save`` writes
+    its status, hold end and payment reference back (changes not saved are not seen by queries)."""
+
+    async def lock_space(self, space_id: str) -> bool:
+        """Take the Space's ticket lock; True if tickets read before it may be stale (reload them)."""
+    async def get(self, ticket_id: str, *, reload: bool = False) -> Ticket | None: ...
+    async def get_many(self, ticket_ids: Collection[str]) -> list[Ticket]: ...
+    async def seats_taken(self, space_id: str, now: datetime, unreferenced_after: datetime) -> int:
+        """Paid tickets and unexpired holds; a Stripe hold without a payment reference counts only if
+        it was made after ``unreferenced_after``."""
+    async def live_of(self, space_ids: Collection[str], account_ids: Collection[str], *,
+                      reload: bool = False) -> list[Ticket]:
+        """Held and paid tickets of these accounts in these Spaces."""
+    async def in_space(self, space_id: str) -> list[Ticket]: ...
+    async def by_ref(self, provider_ref: str) -> list[Ticket]: ...
+    async def ref_recorded(self, provider_ref: str) -> bool:
+        """Has this payment already become a seat (paid, refunded) or a returned-payment row?"""
+    async def paid_of(self, space_id: str, account_id: str) -> PaidTicket | None: ...
+    async def add_many(self, tickets: Sequence[Ticket]) -> None: ...
+    async def save(self, t: Ticket) -> None: ...
+    async def attach_refs(self, refs: Iterable[tuple[str, str]], now: datetime) -> None:
+        """Save (ticket id, provider reference) pairs."""
+    async def first_times(self, provider: str, events: Iterable[tuple[str, str]], now: datetime) -> set[str]:
+        """Record provider event ids (with their kinds); returns those not seen before."""
+
+
+class Passkeys(Protocol):
+    """Web sign-in (spacebridge/web_auth*.py): passkeys, each account's web session epoch (a cookie
+    carrying an older one is signed out) and the one-time values a browser has already spent."""
+
+    async def get(self, credential_id: str) -> Passkey | None: ...
+    async def for_account(self, account_id: str) -> list[Passkey]:
+        """Oldest first, at most ``MAX_PASSKEYS``."""
+    async def add(self, p: Passkey) -> None: ...
+    async def used(self, credential_id: str, sign_count: int, now: datetime) -> None: ...
+    async def epoch(self, account_id: str) -> int: ...
+    async def bump_epoch(self, account_id: str) -> int:
+        """End every web session of the account: the new epoch, which no existing cookie carries."""
+    async def spend(self, value: str, now: datetime, ttl_s: float) -> bool:
+        """Record a one-time ``value`` as used (kept ``ttl_s``): True the first time, False after."""
+
+
+class Analytics(Protocol):
+    """What the host's console reports (spacebridge/studio_stats.py): listening stretches, counters
+    per Space (reactions, hands, comments) and seats sold."""
+
+    async def open_span(self, space_id: str, account_id: str, at: datetime) -> bool:
+        """Start a stretch unless one is already open for them (a second tab is not a second listener)."""
+    async def close_spans(self, space_id: str, at: datetime, account_id: str | None = None) -> int:
+        """End the open stretch of one person (or of everyone, when the Space ends)."""
+    async def bump(self, space_id: str, name: str, by: int = 1) -> None: ...
+    async def spans(self, space_id: str, limit: int = 100_000) -> list[Span]: ...
+    async def tallies(self, space_id: str) -> dict[str, int]: ...
+    async def sales(self, space_id: str, limit: int = 1000) -> list[Sale]:
+        """Sold seats (paid, or refunded since), newest first; returned payments are not sales."""
 
 
 class Connections(Protocol):
@@ -346,13 +412,17 @@ class UnitOfWork(Protocol):
     @property
     def communities(self) -> Communities: ...
     @property
-    def tickets(self) -> Tickets: ...
+    def tickets(self) -> TicketLedger: ...
     @property
     def presence(self) -> Connections: ...
     @property
     def jobs(self) -> Jobs: ...
     @property
     def cards(self) -> Cards: ...
+    @property
+    def passkeys(self) -> Passkeys: ...
+    @property
+    def analytics(self) -> Analytics: ...
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,

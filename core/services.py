@@ -31,7 +31,6 @@ from core.usecases.stage import Stage
 
 if TYPE_CHECKING:
     from core.storage.engine import Sessions
-    from core.storage.uow import UnitOfWork as SqlUnitOfWork
 
 __all__ = [
     "CARD_CAPTION_LINES", "EXPIRE_JOB", "HOST_REMINDER_MIN", "MAX_COMMAND_RETRIES", "MAX_COMMENT", "AccessCache",
@@ -128,13 +127,15 @@ class Core:
             del self._own_reactions[key]
 
     # ---- plumbing others use (billing runs its own commands in the core's unit of work) -----------
-    def uow(self) -> SqlUnitOfWork:
-        """A fresh unit of work of the store (the SQL one on a database)."""
-        return cast("SqlUnitOfWork", self.ctx.uow())
+    def uow(self) -> UnitOfWork:
+        """A fresh unit of work of the store. Callers outside the core (billing, the web's sign-in
+        and console) reach storage only through its repositories (``core.ports``), so they run on
+        the fake store in unit tests as they do on the database."""
+        return self.ctx.uow()
 
-    async def run(self, fn: Callable[[SqlUnitOfWork], Awaitable[T]]) -> T:
+    async def run(self, fn: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run ``fn`` in a fresh unit of work, retried when another writer won; events published after."""
-        return await self.ctx.run(cast("Callable[[UnitOfWork], Awaitable[T]]", fn))
+        return await self.ctx.run(fn)
 
     def now(self) -> datetime:
         return self.ctx.now()

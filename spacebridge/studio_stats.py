@@ -18,9 +18,9 @@ from billing.ledger import Ledger
 from core import events as ev
 from core.bus import EventBus, Subscription
 from core.errors import DomainError
+from core.model.analytics import Span
 from core.model.space import Space
 from core.services import Core
-from core.storage.analytics import Span
 
 __all__ = ["RECORDED", "ActivityRecorder", "Bar", "Stats", "space_stats"]
 

@@ -25,8 +25,7 @@ from core.messages import describe
 from core.model.accounts import Account
 from core.model.space import Space
 from core.model.ticket import TicketStatus
-from core.ports import NewJob
-from core.storage.uow import UnitOfWork
+from core.ports import NewJob, UnitOfWork
 from spacebridge.instance import INSTANCE, Instance
 from spacebridge.web_common import money, render
 from spacebridge.web_studio_common import form, own_space, studio_ctx

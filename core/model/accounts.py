@@ -10,6 +10,7 @@ from core.errors import Invalid
 
 PLATFORMS = ("discord", "telegram", "web")
 LINK_CODE_TTL_S = 600
+MAX_PASSKEYS = 20  # per account: enough for every device a person owns, bounded against abuse
 
 
 class Tier(StrEnum):
@@ -51,6 +52,20 @@ class LinkCode:
     issued_on: str
     expires_at: datetime
     used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Passkey:
+    """A WebAuthn credential that signs one account in on the web (``credential_id`` is base64url,
+    as browsers send it)."""
+
+    credential_id: str
+    account_id: str
+    public_key: bytes
+    sign_count: int
+    transports: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
 
 
 @dataclass(frozen=True)

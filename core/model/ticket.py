@@ -38,3 +38,11 @@ class Ticket:
         if self.status == TicketStatus.PAID:
             return True
         return self.status == TicketStatus.HELD and self.hold_expires_at is not None and self.hold_expires_at > now
+
+
+@dataclass(frozen=True)
+class PaidTicket:
+    """A buyer's paid ticket and whether the host's change to the Space lets them ask for a refund."""
+
+    ticket: Ticket
+    refundable: bool

@@ -1,4 +1,5 @@
-"""What a Space's analytics are computed from: listening spans and counted tallies (``core/analytics.py``).
+"""What a Space's analytics are computed from: listening spans and counted tallies
+(``core/model/analytics.py``, ``core.ports.Analytics``).
 
 Presence rows (``participants``) keep one row per person per Space, so a person who leaves and
 comes back twice looks like one long visit; reactions live in memory and hands only while raised.
@@ -8,7 +9,6 @@ away or end) and per-Space counters (reactions, hands raised, comments).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, func, select, update
@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.model.analytics import Sale, Span
 from core.storage.base import Base, dialect_name
 from core.storage.tables import TicketRow
 
@@ -44,27 +45,9 @@ class SpaceTallyRow(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-@dataclass(frozen=True)
-class Span:
-    account_id: str
-    started_at: datetime
-    ended_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Sale:
-    """A seat sold (paid, or paid and refunded since); payments that never became a seat are not sales."""
-
-    ticket_id: str
-    account_id: str
-    status: str
-    amount_minor: int
-    currency: str
-    provider: str
-    paid_at: datetime
-
-
 class AnalyticsRepository:
+    """``uow.analytics`` (``core.ports.Analytics``)."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 

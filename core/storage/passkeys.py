@@ -10,7 +10,6 @@ recorded here when used (``spend``): a second use of the same value, from any co
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, Integer, LargeBinary, String, delete, select, update
@@ -18,10 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.model.accounts import MAX_PASSKEYS, Passkey
 from core.storage.base import Base
 from core.storage.tables import PluginDataRow
 
-MAX_PASSKEYS = 20  # per account: enough for every device a person owns, bounded against abuse
+__all__ = ["MAX_PASSKEYS", "SPENT_NS", "Passkey", "PasskeyRepository", "PasskeyRow", "WebEpochRow"]
+
 SPENT_NS = "spacebridge.web"  # plugin_data namespace of spent one-time values ("spent:<sha256>")
 
 
@@ -42,17 +43,6 @@ class WebEpochRow(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
 
 
-@dataclass(frozen=True)
-class Passkey:
-    credential_id: str
-    account_id: str
-    public_key: bytes
-    sign_count: int
-    transports: tuple[str, ...]
-    created_at: datetime
-    last_used_at: datetime | None
-
-
 def _passkey(r: PasskeyRow) -> Passkey:
     return Passkey(credential_id=r.credential_id, account_id=r.account_id, public_key=r.public_key,
                    sign_count=r.sign_count, transports=tuple(t for t in r.transports.split(",") if t),
@@ -60,7 +50,8 @@ def _passkey(r: PasskeyRow) -> Passkey:
 
 
 class PasskeyRepository:
-    """``uow.passkeys``: credentials and session epochs, inside the unit of work's transaction."""
+    """``uow.passkeys`` (``core.ports.Passkeys``): credentials, session epochs and spent one-time
+    values, inside the unit of work's transaction."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

@@ -10,7 +10,6 @@ executemany); holds are inserted with one statement per batch.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,22 +18,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.model.ticket import Provider, Ticket, TicketStatus
+from core.model.ticket import PaidTicket, Provider, Ticket, TicketStatus
 from core.storage.base import dialect_name
 from core.storage.tables import ProcessedEventRow, SpaceRow, TicketRow
+
+__all__ = ["PaidTicket", "TicketRepository"]
 
 _LIVE = ("held", "paid")
 
 
-@dataclass(frozen=True)
-class PaidTicket:
-    """A buyer's paid ticket and whether the host's change to the Space lets them ask for a refund."""
-
-    ticket: Ticket
-    refundable: bool
-
-
 class TicketRepository:
+    """``uow.tickets`` (``core.ports.TicketLedger``)."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
         self._rows: dict[str, TicketRow] = {}  # ORM rows behind the tickets handed out

@@ -1,5 +1,6 @@
 """An in-memory store implementing core.ports (UnitOfWork, repositories, Jobs, KeyValues), so use
-cases run without a database in fast unit tests.
+cases (and billing's ledger, the web's sign-in records: tests/support/fake_repos.py) run without a
+database in fast unit tests.
 
 Each unit of work works on a deep copy of the state and swaps it in on commit: leaving without a
 commit (or raising) changes nothing, as with the SQL store. Space saves check the version.
@@ -8,7 +9,7 @@ commit (or raising) changes nothing, as with the SQL store. Space saves check th
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
@@ -16,10 +17,12 @@ from typing import Any
 
 from core.errors import NotFound
 from core.events import Event
-from core.model.accounts import Account, Identity, LinkCode, Tier
+from core.model.accounts import Account, Identity, LinkCode, Passkey, Tier
 from core.model.community import Community
 from core.model.space import Space, SpaceState, Visibility
+from core.model.ticket import Ticket
 from core.ports import Card, DuplicateKey, KeyValueEntry, NewJob, StaleAggregate
+from tests.support.fake_repos import FakeAnalytics, FakePasskeys, FakeTicketLedger, SpanRecord
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,15 @@ class State:
     follows: set[tuple[str, str]] = field(default_factory=set)  # (follower, host)
     link_codes: dict[str, LinkCode] = field(default_factory=dict)
     communities: dict[str, Community] = field(default_factory=dict)
-    paid: set[tuple[str, str]] = field(default_factory=set)  # (space, account)
+    payouts: dict[str, str] = field(default_factory=dict)  # account -> Stripe Connect account
+    tickets: dict[str, Ticket] = field(default_factory=dict)  # as saved (tests/support/fake_repos.py)
+    refundable: set[str] = field(default_factory=set)  # paid ticket ids the host's change made refundable
+    processed_events: set[tuple[str, str]] = field(default_factory=set)  # (provider, event id)
+    passkeys: dict[str, Passkey] = field(default_factory=dict)  # credential id -> passkey
+    epochs: dict[str, int] = field(default_factory=dict)  # account -> web session epoch
+    spent: dict[str, datetime] = field(default_factory=dict)  # digest of a one-time value -> when spent
+    spans: list[SpanRecord] = field(default_factory=list)
+    tallies: dict[tuple[str, str], int] = field(default_factory=dict)  # (space, name) -> count
     connections: dict[str, tuple[str, str, str, datetime]] = field(default_factory=dict)  # id -> sp, acc, node, seen
     away: dict[tuple[str, str], Away] = field(default_factory=dict)
     jobs: dict[str, NewJob] = field(default_factory=dict)  # dedupe key -> job
@@ -64,7 +75,8 @@ class State:
 
 class FakeSpaces:
     def __init__(self, st: State) -> None:
-        self.st, self.seen = st, {}  # type: dict[str, Space]
+        self.st = st
+        self.seen: dict[str, Space] = {}
 
     async def get(self, space_id: str) -> Space:
         if space_id not in self.st.spaces:
@@ -231,6 +243,14 @@ class FakeAccounts:
         c = self.st.link_codes.pop(code, None)
         return c if c is not None and c.expires_at > now else None
 
+    async def payout_account(self, account_id: str) -> str | None:
+        await self.get(account_id)
+        return self.st.payouts.get(account_id)
+
+    async def set_payout_account(self, account_id: str, stripe_account: str) -> None:
+        await self.get(account_id)
+        self.st.payouts[account_id] = stripe_account
+
 
 class FakeCommunities:
     def __init__(self, st: State) -> None:
@@ -253,26 +273,6 @@ class FakeCommunities:
 
     async def all(self) -> list[Community]:
         return list(self.st.communities.values())
-
-
-class FakeTickets:
-    def __init__(self, st: State) -> None:
-        self.st = st
-
-    async def has_paid(self, space_id: str, account_id: str) -> bool:
-        return (space_id, account_id) in self.st.paid
-
-    async def mark_refundable(self, space_id: str) -> None:
-        return None
-
-    async def paid_ids(self, space_id: str) -> list[str]:
-        return [f"{s}:{a}" for s, a in sorted(self.st.paid) if s == space_id]
-
-    async def paid_among(self, space_id: str, account_ids: Sequence[str]) -> set[str]:
-        return {a for a in account_ids if (space_id, a) in self.st.paid}
-
-    async def holders(self, space_id: str, after: str = "", limit: int = 1000) -> list[str]:
-        return sorted(a for s, a in self.st.paid if s == space_id and a > after)[:limit]
 
 
 class FakeConnections:
@@ -380,9 +380,10 @@ class FakeUnitOfWork:
     async def __aenter__(self) -> FakeUnitOfWork:
         self.st = copy.deepcopy(self.store.state)
         self.spaces, self.accounts = FakeSpaces(self.st), FakeAccounts(self.st)
-        self.communities, self.tickets = FakeCommunities(self.st), FakeTickets(self.st)
+        self.communities, self.tickets = FakeCommunities(self.st), FakeTicketLedger(self.st)
         self.presence, self.jobs = FakeConnections(self.st), FakeJobs(self.st)
         self.cards = FakeCards(self.st)
+        self.passkeys, self.analytics = FakePasskeys(self.st), FakeAnalytics(self.st)
         self.events = []
         return self
 
@@ -428,7 +429,7 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.state = State()
-        self.clock_now = lambda: datetime.now().astimezone()
+        self.clock_now: Callable[[], datetime] = lambda: datetime.now().astimezone()
 
     def unit_of_work(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self)

@@ -1,7 +1,7 @@
 """SQL stays in core/storage: the rest of core talks to the store through core/ports.py's Protocols,
 so a use case, the job runner or the card store runs on a fake store as well as on a database.
 Billing keeps the ticket rules and reaches the tables only through the unit of work's repositories
-(core/storage/tickets.py)."""
+(``core.ports.TicketLedger``, implemented in core/storage/tickets.py)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,18 @@ def test_billing_reaches_no_table_or_session() -> None:
 
     offenders = sorted(str(p.relative_to(ROOT)) for p in BILLING.rglob("*.py") if touches(p))
     assert offenders == [], f"billing touches tables or the session directly: {offenders}"
+
+
+def test_outside_the_core_the_unit_of_work_is_the_ports_protocol() -> None:
+    """``Core.uow()`` returns ``core.ports.UnitOfWork``, so billing, the adapters, plugins and the web
+    run on the fake store as on the database: none of them imports the SQL unit of work, and billing
+    imports nothing from core/storage."""
+    offenders = sorted(
+        str(p.relative_to(ROOT)) for d in ("billing", "adapters", "plugins", "spacebridge")
+        for p in (ROOT / d).rglob("*.py")
+        if any(m == "core.storage.uow" or (d == "billing" and m.startswith("core.storage"))
+               for m in imported_modules(p)))
+    assert offenders == [], f"the SQL unit of work or storage imported directly: {offenders}"
 
 
 def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:

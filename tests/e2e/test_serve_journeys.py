@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.e2e.test_browser_room import LEVEL_JS
 from tests.e2e.test_web_signin import CHROMIUM, FLAGS, chromium_present, passkey_context
 from tests.support.netguard.plugin import ICE_ALLOWED
 
@@ -130,3 +131,57 @@ async def test_first_run_link_makes_the_admin_who_schedules_from_the_studio(serv
     async with aiohttp.ClientSession() as http, http.get(f"{base}/api/spaces/{space_id}") as r:
         assert r.status == 200
         assert (await r.json())["state"] == "scheduled"
+
+
+async def hears(page: Any) -> float:
+    """The loudest sample the page's <audio> element receives over about a second (0 when none)."""
+    level: float = await page.evaluate(LEVEL_JS)
+    return level
+
+
+async def wait_hearing(page: Any, tries: int = 30) -> float:
+    """Measure until the listener hears the host's tone (Chromium's fake microphone beeps, so one
+    window of a second may fall between beeps); each measurement is an observation, not a sleep."""
+    level = 0.0
+    for _ in range(tries):
+        level = await hears(page)
+        if level > 0.01:
+            return level
+    return level
+
+
+async def test_restart_mid_space_everyone_comes_back(serve: Serve) -> None:
+    from playwright.async_api import async_playwright
+
+    base = serve.start()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        host = await first_run_admin(serve, browser, "Hana Host")
+        # the host starts a Space now from the studio and opens its room
+        await host.goto(f"{base}/studio")
+        await host.get_by_label("Title", exact=True).fill("Through the restart")
+        await host.get_by_label("Start now").check()
+        await host.get_by_role("button", name="Create Space").click()
+        await host.wait_for_url(re.compile(r".*/s/[^/]+$"))  # a live Space: straight into its room
+        space_id = host.url.rsplit("/", 1)[1]
+        await host.wait_for_selector("#stage li[aria-label^='Hana Host']", timeout=20_000)
+        # a guest listens on the shared address
+        guest = await (await browser.new_context()).new_page()
+        await guest.goto(f"{base}/s/{space_id}")
+        await guest.wait_for_selector("text=Hosted by Hana Host")
+        await guest.wait_for_selector("#stage li.speaking[aria-label^='Hana Host']", timeout=30_000)
+        assert await wait_hearing(guest) > 0.01, "the guest does not hear the host before the restart"
+
+        serve.stop(signal.SIGTERM)
+        for page in (host, guest):  # each page sees the server go and says it is coming back
+            await page.wait_for_selector("#status:has-text('reconnecting')", timeout=20_000)
+        assert serve.start() == base  # the same port and database
+        for page in (host, guest):  # back by themselves: nobody reloads
+            await page.wait_for_selector("#status:not(:has-text('reconnecting'))", state="attached",
+                                         timeout=60_000)
+        await guest.wait_for_selector("#stage li.speaking[aria-label^='Hana Host']", timeout=60_000)
+        assert await wait_hearing(guest) > 0.01, "the guest does not hear the host after the restart"
+        assert await host.locator("text=This Space has ended").count() == 0
+        await browser.close()
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/api/spaces/{space_id}") as r:
+        assert (await r.json())["state"] == "live"

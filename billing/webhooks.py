@@ -24,6 +24,7 @@ from aiohttp import web
 
 from billing.ledger import Batch, Ledger
 from billing.stripe_gateway import StripeGateway
+from billing.subscription_events import SUBSCRIPTION_EVENTS, SubscriptionEvents
 from core.errors import DomainError
 from core.ports import UnitOfWork
 from core.services import GroupCommit
@@ -37,7 +38,8 @@ REFUND_EVENTS = ("charge.refunded", "refund.created", "refund.updated")
 # other kind (balance.available, charge.succeeded ...) changes nothing, so it is answered without a
 # transaction: half the events of a card sale cost no database write.
 ACTED_ON = frozenset({"payment_intent.succeeded", "checkout.session.completed", "payment_intent.payment_failed",
-                      "payment_intent.canceled", "checkout.session.expired", "account.updated", *REFUND_EVENTS})
+                      "payment_intent.canceled", "checkout.session.expired", "account.updated", *REFUND_EVENTS,
+                      *SUBSCRIPTION_EVENTS})
 
 
 class WebhookRejected(Exception):
@@ -61,11 +63,13 @@ def _ticket_of(event: dict[str, Any]) -> Any:
 
 class StripeWebhooks:
     """``gateway``: told of ``account.updated`` events, so a creator's payout account that gains or
-    loses the ``transfers`` capability is believed at once, not after its readiness expires."""
+    loses the ``transfers`` capability is believed at once, not after its readiness expires.
+    ``subscriptions``: where Super Follows' events go (billing/subscription_events.py)."""
 
     def __init__(self, ledger: Ledger, secret: str, tolerance_s: int = DEFAULT_TOLERANCE_S,
-                 gateway: StripeGateway | None = None) -> None:
+                 gateway: StripeGateway | None = None, subscriptions: SubscriptionEvents | None = None) -> None:
         self.ledger = ledger
+        self.subscriptions = subscriptions or SubscriptionEvents(ledger.fee_bps)
         self.gateway = gateway
         self.secret = secret
         self.tolerance_s = tolerance_s
@@ -142,6 +146,8 @@ class StripeWebhooks:
     async def _apply_one(self, uow: UnitOfWork, event: dict[str, Any], batch: Batch) -> str:
         kind = str(event["type"])
         obj: dict[str, Any] = event["data"]["object"]
+        if kind in SUBSCRIPTION_EVENTS:
+            return await self.subscriptions.apply_in(uow, event, self.ledger.core.now())
         if kind == "account.updated":
             if self.gateway is None or not isinstance(obj.get("id"), str):
                 return "ignored"

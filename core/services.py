@@ -25,6 +25,7 @@ from core.usecases.communities import Communities
 from core.usecases.context import MAX_COMMAND_RETRIES, Context, Guard, TextFilter, access_error
 from core.usecases.engagement import MAX_COMMENT, Engagement
 from core.usecases.lifecycle import HOST_REMINDER_MIN, Lifecycle
+from core.usecases.memberships import Memberships
 from core.usecases.presence import EXPIRE_JOB, JoinResult, Presence
 from core.usecases.queries import CARD_CAPTION_LINES, Queries, SharePayload, SpaceView
 from core.usecases.stage import Stage
@@ -87,6 +88,7 @@ class Core:
         self.add_caption, self.comment, self.recent_comments = e.add_caption, e.comment, e.recent_comments
         self.recent_captions, self.set_badge, self.badges, self.notice = (e.recent_captions, e.set_badge,
                                                                           e.badges, e.notice)
+        self.memberships = Memberships(c)  # Super Follows: tiers, subscriber-only Spaces
         self.queries = q = Queries(c, e)
         self.view, self.list_spaces, self.share = q.view, q.list_spaces, q.share
 

@@ -47,7 +47,8 @@ async def join_token(request: web.Request) -> web.Response:
             raise Forbidden("ticket.required", space_id=space_id, price_minor=space.ticketing.price_minor,
                             currency=space.ticketing.currency)
         as_live = replace(space, state=SpaceState.LIVE) if waiting else space
-        refused = access_error(as_live, "", blocked=False, paid=False)  # the core's rule: live, not ended
+        refused = access_error(as_live, "", blocked=False, paid=False,  # the core's rule: live, not ended,
+                               now=p.core.now())  # nor subscribers-only (a guest subscribes to nobody)
         if refused is not None:
             raise refused
         role = "guest"

@@ -14,6 +14,7 @@ from datetime import datetime
 from core import events as ev
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.ids import new_id
+from core.model.subscription import MAX_EARLY_MINUTES, SubscriberAccess
 from core.model.values import (
     MAX_AHEAD,
     MAX_COHOSTS,
@@ -62,6 +63,7 @@ class Space:
     pins: list[Pin] = field(default_factory=list)
     captions_enabled: bool = False
     ticketing: Ticketing | None = None
+    subscribers: SubscriberAccess | None = None  # Super Follows: who of the host's subscribers may join
     version: int = 0
     pending_events: list[ev.Event] = field(default_factory=list, repr=False, compare=False)
 
@@ -466,3 +468,13 @@ class Space:
                 raise Invalid("ticket.bad_currency", currency=ticketing.currency)
             ticketing.currency = ticketing.currency.upper()
         self.ticketing = ticketing
+
+    def set_subscriber_access(self, by: str, access: SubscriberAccess | None, override: bool = False) -> None:
+        """Make the Space subscribers-only (or subscribers-first) at or above one of the host's tiers;
+        the use case checks the tier is the host's own and on sale."""
+        self._require_host(by, override)
+        if self.state != SpaceState.SCHEDULED:
+            raise Conflict("subscription.only_before_start", space_id=self.id, state=self.state.value)
+        if access is not None and not 0 <= access.early_minutes <= MAX_EARLY_MINUTES:
+            raise Invalid("subscription.bad_early_minutes", minutes=access.early_minutes, max=MAX_EARLY_MINUTES)
+        self.subscribers = access

@@ -24,6 +24,7 @@ from core.errors import NotFound
 from core.model.accounts import Account, Identity, LinkCode, Tier
 from core.model.community import Community, CommunitySettings
 from core.model.space import Hand, Pin, Space, SpaceState, Ticketing, Visibility
+from core.model.subscription import SubscriberAccess
 from core.ports import DuplicateKey, StaleAggregate
 from core.storage.base import dialect_name
 from core.storage.merge import AccountMerge, MergeReport
@@ -73,6 +74,8 @@ def space_from_row(r: SpaceRow) -> Space:
         ticketing=None if t is None else Ticketing(
             price_minor=t["price_minor"], currency=t["currency"], capacity=t.get("capacity"),
             sales_start=_dt(t.get("sales_start")), sales_end=_dt(t.get("sales_end"))),
+        subscribers=None if not r.subscribers else SubscriberAccess(
+            tier_id=r.subscribers["tier_id"], early_minutes=int(r.subscribers.get("early_minutes", 0))),
         version=r.version,
     )
 
@@ -95,6 +98,8 @@ def _space_values(s: Space) -> dict[str, Any]:
             "sales_start": t.sales_start.isoformat() if t.sales_start else None,
             "sales_end": t.sales_end.isoformat() if t.sales_end else None,
         },
+        "subscribers": None if s.subscribers is None else {"tier_id": s.subscribers.tier_id,
+                                                           "early_minutes": s.subscribers.early_minutes},
     }
 
 

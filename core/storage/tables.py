@@ -80,6 +80,7 @@ class SpaceRow(Base):
     stage: Mapped[dict[str, Any]]  # cohosts, speakers, muted, invited, hands, pins
     captions_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     ticketing: Mapped[dict[str, Any] | None]
+    subscribers: Mapped[dict[str, Any] | None]  # SubscriberAccess (tier, early minutes)
     version: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -211,3 +212,62 @@ class AwayRow(Base):
     away_id: Mapped[str] = mapped_column(String(32), unique=True)
     since: Mapped[datetime]
     until: Mapped[datetime]
+
+
+class TierRow(Base):
+    """A creator's subscription tier (Super Follows); the provider's product and price ids once made."""
+
+    __tablename__ = "sub_tiers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    price_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    perks: Mapped[str] = mapped_column(Text, default="")
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    stripe_product: Mapped[str | None] = mapped_column(String(255))
+    stripe_price: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime]
+
+
+class SubscriptionRow(Base):
+    """An account's subscription to a creator's tier, as the newest provider event said it is."""
+
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    creator_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    tier_id: Mapped[str] = mapped_column(ForeignKey("sub_tiers.id"))
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_ref: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    current_period_end: Mapped[datetime | None]
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    prior_tier_id: Mapped[str | None] = mapped_column(String(32))
+    prior_tier_until: Mapped[datetime | None]
+    event_at: Mapped[datetime | None]
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_ref"),
+        Index("ix_subscriptions_account_creator", "account_id", "creator_id"),
+    )
+
+
+class SubscriptionPaymentRow(Base):
+    """One provider invoice (a period's payment) of a subscription: paid, failed or refunded."""
+
+    __tablename__ = "subscription_payments"
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    invoice_ref: Mapped[str] = mapped_column(String(255), primary_key=True)
+    subscription_ref: Mapped[str] = mapped_column(String(255), index=True)
+    creator_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    fee_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16))  # paid | failed | refunded
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    payment_ref: Mapped[str | None] = mapped_column(String(255))  # the PaymentIntent a refund goes to
+    at: Mapped[datetime]

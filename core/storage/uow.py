@@ -20,6 +20,7 @@ from core.storage.kv import KeyValueStore
 from core.storage.passkeys import PasskeyRepository
 from core.storage.presence import PresenceRepository
 from core.storage.repositories import AccountRepository, CommunityRepository, SpaceRepository
+from core.storage.subscriptions import SubscriptionRepository
 from core.storage.tickets import TicketRepository
 
 
@@ -34,6 +35,7 @@ class UnitOfWork:
         self.accounts = AccountRepository(self.session)
         self.communities = CommunityRepository(self.session)
         self.tickets = TicketRepository(self.session)
+        self.subscriptions = SubscriptionRepository(self.session)  # Super Follows (billing/subscriptions.py)
         self.presence = PresenceRepository(self.session)
         self.jobs = JobQueue(self.session)
         self.cards = CardRepository(self.session)

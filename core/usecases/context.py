@@ -29,13 +29,26 @@ Guard = Callable[[Actor, str, str], Awaitable[None]]  # (actor, space_id, action
 TextFilter = Callable[[str, str, str], Awaitable[str]]  # (kind: caption|pin|notice|comment, space_id, text)
 
 
-def access_error(space: Space, account_id: str, blocked: bool, paid: bool) -> DomainError | None:
-    """Why ``account_id`` may not enter ``space`` now, or None: the one rule every entry point uses."""
+def access_error(space: Space, account_id: str, blocked: bool, paid: bool, subscribed: bool = False,
+                 now: datetime | None = None) -> DomainError | None:
+    """Why ``account_id`` may not enter ``space`` now, or None: the one rule every entry point uses.
+
+    ``subscribed``: the account holds a subscription to the host that reaches the Space's tier
+    (``Space.subscribers``); a guest (``account_id`` "") never does. ``now``: for a subscribers-first
+    Space, whether it has opened to everyone yet."""
     if space.state != SpaceState.LIVE:
         code = "space.ended" if space.state in (SpaceState.ENDED, SpaceState.CANCELLED) else "space.not_live"
         return Conflict(code, space_id=space.id, state=space.state.value)
     if account_id != space.host_id and blocked:
         return Forbidden("space.blocked", space_id=space.id)
+    rule = space.subscribers
+    if rule is not None and space.role_of(account_id) is None and not subscribed:
+        opens = rule.opens_to_all_at(space.started_at)
+        if opens is None or now is None or now < opens:
+            code = "subscription.sign_in" if not account_id else (
+                "subscription.early_access" if opens is not None else "subscription.required")
+            return Forbidden(code, space_id=space.id, tier_id=rule.tier_id, host_id=space.host_id,
+                             opens_at=opens.isoformat() if opens else None)
     if space.ticketing is not None and space.role_of(account_id) is None and not paid:
         return Forbidden("ticket.required", space_id=space.id, price_minor=space.ticketing.price_minor,
                          currency=space.ticketing.currency)
@@ -115,7 +128,9 @@ class Context:
         blocked = account_id != space.host_id and await uow.spaces.is_blocked(space.host_id, account_id)
         paid = (space.ticketing is not None and space.role_of(account_id) is None
                 and await uow.tickets.has_paid(space.id, account_id))
-        err = access_error(space, account_id, blocked, paid)
+        subscribed = (space.subscribers is not None and space.role_of(account_id) is None and bool(
+            await uow.subscriptions.reaching(space.host_id, space.subscribers.tier_id, [account_id], self.now())))
+        err = access_error(space, account_id, blocked, paid, subscribed, self.now())
         if err is not None:
             raise err
 

@@ -60,10 +60,12 @@ class Presence:
                 accounts = list({batch[i][0] for i in idx})
                 blocked = await uow.spaces.blocked_among(space.host_id, accounts)
                 paid = await uow.tickets.paid_among(space.id, accounts) if space.ticketing else set()
+                subscribed = (await uow.subscriptions.reaching(space.host_id, space.subscribers.tier_id, accounts, now)
+                              if space.subscribers else set())
                 admitted: list[str] = []
                 for i in idx:
                     account = batch[i][0]
-                    err = access_error(space, account, account in blocked, account in paid)
+                    err = access_error(space, account, account in blocked, account in paid, account in subscribed, now)
                     if err is None:
                         admitted.append(account)
                     else:

@@ -39,6 +39,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.support.stripe_subscriptions import FakeSubscriptions
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -92,6 +94,10 @@ class FakeStripe:
     _idem: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     base: str = ""
     http: aiohttp.ClientSession | None = None  # kept open by a caller that pays many intents
+    subs: FakeSubscriptions = field(init=False)  # Stripe Billing over localstripe (stripe_subscriptions.py)
+
+    def __post_init__(self) -> None:
+        self.subs = FakeSubscriptions(self)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -117,6 +123,8 @@ class FakeStripe:
 
     async def _dispatch(self, request: web.Request, form: dict[str, Any], body: str) -> web.Response:
         p, m = request.path, request.method
+        if (billing := await self.subs.dispatch(m, p, form, body)) is not None:
+            return billing
         if p == "/v1/checkout/sessions" and m == "POST":
             return await self._create_session(form)
         if (s := re.fullmatch(r"/v1/checkout/sessions/([\w]+)", p)) and m == "GET":

@@ -72,6 +72,15 @@ OPERATIONS: list[tuple[str, str, str, type]] = [
     ("POST", "/v1/payment_intents", "PostPaymentIntents", sp.PaymentIntentCreateParams),
     ("POST", "/v1/payment_intents/{intent}/cancel", "PostPaymentIntentsIntentCancel", sp.PaymentIntentCancelParams),
     ("POST", "/v1/refunds", "PostRefunds", sp.RefundCreateParams),
+    # Super Follows (billing/subscriptions.py)
+    ("POST", "/v1/products", "PostProducts", sp.ProductCreateParams),
+    ("POST", "/v1/plans", "PostPlans", sp.PlanCreateParams),
+    ("GET", "/v1/subscriptions/{subscription_exposed_id}", "GetSubscriptionsSubscriptionExposedId",
+     sp.SubscriptionRetrieveParams),
+    ("POST", "/v1/subscriptions/{subscription_exposed_id}", "PostSubscriptionsSubscriptionExposedId",
+     sp.SubscriptionUpdateParams),
+    ("DELETE", "/v1/subscriptions/{subscription_exposed_id}", "DeleteSubscriptionsSubscriptionExposedId",
+     sp.SubscriptionCancelParams),
 ]
 _OPTIONS = frozenset(RequestOptions.__annotations__)  # client-side options (headers), never form fields
 
@@ -262,6 +271,37 @@ class StrictStripe(FakeStripe):
                 raise Refusal("The `expires_at` timestamp must be less than 24 hours from Checkout Session "
                               "creation.", "parameter_invalid_integer", "expires_at")
         self._destination(form.get("payment_intent_data") or {}, "payment_intent_data")
+        if form.get("mode") == "subscription":
+            self._subscription_checkout(form)
+
+    def _subscription_checkout(self, form: dict[str, Any]) -> None:
+        """Checkout in subscription mode: the price (a recurring one) goes by id, no one-off
+        ``payment_intent_data``, and Connect fields sit in ``subscription_data`` under the same rules
+        as a destination charge (``application_fee_percent`` only with a destination)."""
+        if "payment_intent_data" in form:
+            raise Refusal("You can not pass `payment_intent_data` in `subscription` mode.", "parameter_invalid",
+                          "payment_intent_data")
+        for i, item in enumerate(form.get("line_items") or []):
+            if not item.get("price"):
+                raise Refusal("A recurring price is required in `subscription` mode.", "parameter_missing",
+                              f"line_items[{i}][price]")
+        data = form.get("subscription_data") or {}
+        if data.get("application_fee_percent") is not None:
+            fee = Decimal(str(data["application_fee_percent"]))
+            if not 0 <= fee <= 100:
+                raise Refusal("application_fee_percent must be between 0 and 100.", "parameter_invalid",
+                              "subscription_data[application_fee_percent]")
+            if not (data.get("transfer_data") or {}).get("destination"):
+                raise Refusal("Can only apply an application_fee_percent with a destination "
+                              "(`subscription_data[transfer_data][destination]`) or a Stripe-Account header.",
+                              "parameter_invalid", "subscription_data[application_fee_percent]")
+        self._destination({"transfer_data": data.get("transfer_data")}, "subscription_data")
+
+    def _rule_PostPlans(self, form: dict[str, Any]) -> None:
+        if not form.get("product"):
+            raise Refusal("Missing required param: product.", "parameter_missing", "product")
+        if form.get("amount") is None and form.get("amount_decimal") is None:
+            raise Refusal("Missing required param: amount.", "parameter_missing", "amount")
 
     def _rule_PostRefunds(self, form: dict[str, Any]) -> None:
         intent = form.get("payment_intent")

@@ -1,0 +1,101 @@
+"""Super Follows use cases the core owns: a creator's tiers and a Space's rule for subscribers.
+
+Selling a tier and following the provider's subscription events is billing's work
+(billing/subscriptions.py); which subscriptions open which Space is the access rule
+(``core.usecases.context.access_error``), read where join tokens are minted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from core.errors import Conflict, Forbidden, NotFound
+from core.ids import new_id
+from core.model.accounts import Actor
+from core.model.space import Space
+from core.model.subscription import MAX_TIERS, SubscriberAccess, Subscription, Tier
+from core.ports import UnitOfWork
+from core.usecases.context import Context
+
+
+class Memberships:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def create_tier(self, actor: Actor, name: str, price_minor: int, currency: str, perks: str = "") -> Tier:
+        """A new tier for ``actor`` (the creator). At most ``MAX_TIERS`` on sale at once, all in one
+        currency, so "at or above a tier" compares prices."""
+        clean, cur, text = Tier.validate(name, price_minor, currency, perks)
+
+        async def op(uow: UnitOfWork) -> Tier:
+            await uow.accounts.get(actor.account_id)  # NotFound for an unknown creator
+            tiers = await uow.subscriptions.tiers_of(actor.account_id)
+            if len(tiers) >= MAX_TIERS:
+                raise Conflict("tier.too_many", max=MAX_TIERS)
+            if any(t.currency != cur for t in tiers):
+                raise Conflict("tier.currency_mismatch", currency=tiers[0].currency, got=cur)
+            if any(t.name.casefold() == clean.casefold() for t in tiers):
+                raise Conflict("tier.name_taken", name=clean)
+            tier = Tier(id=new_id(), creator_id=actor.account_id, name=clean, price_minor=price_minor,
+                        currency=cur, perks=text, created_at=self.ctx.now())
+            await uow.subscriptions.add_tier(tier)
+            return tier
+
+        return await self.ctx.run(op)
+
+    async def tiers(self, creator_id: str, *, archived: bool = False) -> list[Tier]:
+        async with self.ctx.uow() as uow:
+            return await uow.subscriptions.tiers_of(creator_id, archived=archived)
+
+    async def tier(self, tier_id: str) -> Tier:
+        async with self.ctx.uow() as uow:
+            return await self._tier(uow, tier_id)
+
+    async def _tier(self, uow: UnitOfWork, tier_id: str) -> Tier:
+        t = await uow.subscriptions.tier(tier_id)
+        if t is None:
+            raise NotFound("tier.not_found", tier_id=tier_id)
+        return t
+
+    async def archive_tier(self, actor: Actor, tier_id: str) -> Tier:
+        """Take a tier off sale. Its subscribers keep what they paid for until their subscriptions end."""
+        async def op(uow: UnitOfWork) -> Tier:
+            t = await self._tier(uow, tier_id)
+            if t.creator_id != actor.account_id and not actor.is_operator:
+                raise Forbidden("tier.not_yours", tier_id=tier_id)
+            if not t.archived:
+                t = replace(t, archived=True)
+                await uow.subscriptions.save_tier(t)
+            return t
+
+        return await self.ctx.run(op)
+
+    async def set_provider_ids(self, tier_id: str, product: str, price: str) -> Tier:
+        """Remember the provider's product and price made for a tier (billing/subscriptions.py)."""
+        async def op(uow: UnitOfWork) -> Tier:
+            t = replace(await self._tier(uow, tier_id), stripe_product=product, stripe_price=price)
+            await uow.subscriptions.save_tier(t)
+            return t
+
+        return await self.ctx.run(op)
+
+    async def set_subscriber_access(self, actor: Actor, space_id: str, access: SubscriberAccess | None) -> Space:
+        """Make a scheduled Space subscribers-only (or subscribers-first) at one of the host's tiers."""
+        async def op(uow: UnitOfWork) -> Space:
+            space = await uow.spaces.get(space_id)
+            if access is not None:
+                t = await self._tier(uow, access.tier_id)
+                if t.creator_id != space.host_id:
+                    raise Forbidden("tier.not_hosts", tier_id=t.id, space_id=space_id)
+                if t.archived:
+                    raise Conflict("tier.archived", tier_id=t.id)
+            space.set_subscriber_access(actor.account_id, access, override=actor.is_operator)
+            await uow.spaces.save(space)
+            return space
+
+        return await self.ctx.run(op)
+
+    async def subscriptions_of(self, account_id: str) -> list[Subscription]:
+        async with self.ctx.uow() as uow:
+            return await uow.subscriptions.of_account(account_id)
+

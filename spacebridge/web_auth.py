@@ -47,6 +47,7 @@ from core.model.accounts import Account, Actor, Identity
 from core.ports import DuplicateKey, UnitOfWork
 from core.storage.passkeys import MAX_PASSKEYS, Passkey
 from spacebridge.instance import INSTANCE, Instance
+from spacebridge.web_security import policy
 from spacebridge.web_session import (
     check_csrf,
     csrf_token,
@@ -418,7 +419,11 @@ async def render_signin(request: web.Request, *, error: str = "", notice: str = 
         account=account, passkeys=passkeys, csrf=await csrf_token(request), linked=linked, methods=methods,
         widget_bot=widget, error=error, notice=notice,
         next=safe_next(request.query.get("next", "") if next_path is None else next_path))
-    return web.Response(text=html, content_type="text/html", status=status, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if widget:  # Telegram's Login Widget: its script from telegram.org, its frame from oauth.telegram.org
+        headers["Content-Security-Policy"] = policy(request, scripts=("https://telegram.org",),
+                                                    frames=("https://oauth.telegram.org",))
+    return web.Response(text=html, content_type="text/html", status=status, headers=headers)
 
 
 def safe_next(target: str) -> str:

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-__all__ = ["TELEGRAM_WEB_CLIENTS", "allowed_origins", "check_origin", "form_targets", "security_headers", "setup"]
+__all__ = ["TELEGRAM_WEB_CLIENTS", "allowed_origins", "check_origin", "form_targets", "policy",
+           "security_headers", "setup"]
 
 # Telegram's web clients, which show a Mini App (and the room it opens) in an iframe
 TELEGRAM_WEB_CLIENTS = ("https://web.telegram.org", "https://webk.telegram.org", "https://webz.telegram.org")
@@ -41,13 +42,17 @@ def form_targets(discord_api_base: str, stripe_api_base: str) -> list[str]:
     return [o for o in dict.fromkeys(out) if o]
 
 
-def _csp(request: web.Request) -> str:
+def policy(request: web.Request, *, scripts: tuple[str, ...] = (), frames: tuple[str, ...] = ()) -> str:
+    """The Content-Security-Policy of a response; a page that embeds another site's widget (the
+    sign-in page's Telegram Login Widget) names that site's script and frame origins, and sets the
+    header itself (``security_headers`` keeps a handler's own)."""
     host = request.host
     targets = " ".join(request.app[FORM_TARGETS]()) if FORM_TARGETS in request.app else ""
     framers = " ".join(TELEGRAM_WEB_CLIENTS) if request.path.startswith(FRAMED_BY_TELEGRAM) else "'none'"
     return "; ".join((
         "default-src 'self'",
-        "script-src 'self'",
+        " ".join(("script-src 'self'", *scripts)),
+        *((" ".join(("frame-src 'self'", *frames)),) if frames else ()),
         "style-src 'self' 'unsafe-inline'",  # style attributes; scripts are what CSP must keep out
         "img-src 'self' data: blob:",
         "media-src 'self' blob:",
@@ -63,7 +68,7 @@ def _csp(request: web.Request) -> str:
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: the headers every response carries (a handler's own CSP is kept)."""
     h = response.headers
-    h.setdefault("Content-Security-Policy", _csp(request))
+    h.setdefault("Content-Security-Policy", policy(request))
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "no-referrer")  # room paths and API queries stay on this site
     h.setdefault("Permissions-Policy", "microphone=(self), camera=(), geolocation=(), payment=()")

@@ -48,7 +48,8 @@ async def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", job_workers=0,
                              discord_api_base=discord.api_base, discord_client_id=str(100000000000000001),
                              discord_client_secret=SECRET, telegram_bot_token=telegram.token,
-                             telegram_api_base=telegram.base_url, telegram_bot_username="spacebridge_bot")
+                             telegram_api_base=telegram.base_url, telegram_bot_username="spacebridge_bot",
+                             telegram_login_widget=True)
     p = await build(settings)
     await start(p, "127.0.0.1", 0)
     # no public URL: Discord must send the browser back to the address it used (localhost)
@@ -148,4 +149,36 @@ async def test_sign_in_with_telegram_then_link_telegram_to_a_passkey_account(sit
         assert una_me["id"] != tess_me["id"]
         # the bot now knows Tom as Una: his Telegram identity belongs to her account
         assert (await site.p.core.ensure_account("telegram", str(TOM), "Tom")).id == una_me["id"]
+        await browser.close()
+
+
+# Every CSP violation and every failed load (a script Chromium may fetch but cannot reach here: no
+# name but localhost resolves), recorded from the first line of the page on.
+WATCH = """window.__csp = []; window.__failed = [];
+document.addEventListener('securitypolicyviolation',
+  (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+document.addEventListener('error',
+  (e) => { if (e.target && e.target.src) window.__failed.push(e.target.src); }, true);"""
+
+
+async def test_the_login_widget_may_load_on_the_sign_in_page(site: Site) -> None:
+    """With the Login Widget configured the page embeds Telegram's script, which loads its frame:
+    the page's policy lets both in (the fetch itself fails here, offline, which is the point: the
+    browser tried instead of refusing it)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = await (await browser.new_context()).new_page()
+        await page.add_init_script(WATCH)
+        response = await page.goto(f"{site.base}/signin")
+        assert response is not None
+        csp = (await response.all_headers())["content-security-policy"]
+        assert "script-src 'self' https://telegram.org" in csp and "frame-src 'self' https://oauth.telegram.org" in csp
+        for _ in range(100):  # polled: the page's policy forbids wait_for_function's eval
+            if await page.evaluate("window.__failed.length + window.__csp.length"):
+                break
+            await page.wait_for_timeout(100)
+        assert await page.evaluate("window.__csp") == []
+        assert await page.evaluate("window.__failed") == ["https://telegram.org/js/telegram-widget.js?22"]
         await browser.close()

@@ -24,16 +24,26 @@ from spacebridge.cli_support import (
     with_platform,
 )
 
-billing_app = typer.Typer(help="Ticket sales and creator payouts.", no_args_is_help=True)
+billing_app = typer.Typer(help="Ticket sales, subscriptions (Super Follows) and creator payouts.", no_args_is_help=True)
 
 
 # ---- billing -------------------------------------------------------------------------------------
 
 @billing_app.command("report")
-def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
-    """What a ticketed Space sold: tickets, refunds, gross, platform fees and the creator's net."""
+def billing_report(space_id: Annotated[str | None, typer.Argument(help="A ticketed Space.")] = None,
+                   creator: Annotated[str | None, typer.Option(
+                       help="A creator's subscriptions instead: subscribers per tier, MRR, churn, failed payments."
+                   )] = None, as_json: JsonOpt = False) -> None:
+    """What a ticketed Space sold (tickets, refunds, gross, platform fees, the creator's net), or with
+    --creator what their subscriptions bring."""
     from billing.ledger import Ledger
 
+    if (space_id is None) == (creator is None):
+        fail("give a Space id or --creator", 2, as_json)
+    if creator is not None:
+        _subscription_report(creator, as_json)
+        return
+    assert space_id is not None
     r = with_core(lambda core: Ledger(core).report(space_id), as_json)
     if as_json:
         typer.echo(json.dumps(r.as_dict()))
@@ -47,6 +57,25 @@ def billing_report(space_id: str, as_json: JsonOpt = False) -> None:
     if r.returned:
         typer.echo(f"returned {r.returned} extra payment(s) of {money(r.returned_minor)} "
                    f"({r.refunds_pending} refund(s) still on the way)")
+    typer.echo(f"gross {money(r.gross_minor)}  refunded {money(r.refunded_minor)}  fees {money(r.fees_minor)}  "
+               f"net {money(r.net_minor)}")
+
+
+def _subscription_report(creator: str, as_json: bool) -> None:
+    from billing.subscription_report import creator_report
+
+    r = with_core(lambda core: creator_report(core, creator), as_json)
+    if as_json:
+        typer.echo(json.dumps(r.as_dict()))
+        return
+
+    def money(minor: int) -> str:
+        return f"{minor / 100:.2f} {r.currency}".strip()
+
+    for t in r.tiers:
+        typer.echo(f"{t.name}: {t.active} subscriber(s) at {money(t.price_minor)}{' (archived)' if t.archived else ''}")
+    typer.echo(f"active {r.active}  MRR {money(r.mrr_minor)}  churned (30 days) {r.churned_30d} "
+               f"({r.churn_rate:.0%})  failed payments (30 days) {r.failed_payments_30d}")
     typer.echo(f"gross {money(r.gross_minor)}  refunded {money(r.refunded_minor)}  fees {money(r.fees_minor)}  "
                f"net {money(r.net_minor)}")
 
@@ -152,4 +181,7 @@ def billing_connect(as_: AsOpt, email: Annotated[str | None, typer.Option(help="
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``spacebridge`` command."""
+    from spacebridge import cli_subscriptions
+
+    cli_subscriptions.attach(billing_app)  # Super Follows: tiers, subscribe, subscriptions ...
     app.add_typer(billing_app, name="billing")

@@ -65,15 +65,23 @@ def space_list(
 
 
 def _create(title: str, as_: str, at: str | None, topic: list[str] | None, unlisted: bool,
-            community: str | None, override: bool, as_json: bool) -> None:
+            community: str | None, override: bool, as_json: bool, tier: str | None = None,
+            early_access: int = 0) -> None:
     check_as(as_, as_json)
 
     async def go(core: Any) -> Space:
+        from core.model.subscription import SubscriberAccess
+
         when: datetime | None = parse_when(at, core.now()) if at else None
         actor = Actor(account_id=as_, platform="web", is_operator=override)
+        if tier is not None:  # refused before the Space exists: a bad tier changes nothing
+            core.memberships.check_access_rule(as_, SubscriberAccess(tier, early_access),
+                                               await core.memberships.tier(tier))
         space: Space = await core.create_space(actor, title, start_at=when, topics=topic or [],
                                                visibility="unlisted" if unlisted else "public",
                                                community_id=community)
+        if tier is not None:
+            space = await core.memberships.set_subscriber_access(actor, space.id, SubscriberAccess(tier, early_access))
         return space
 
     print_space(with_core(go, as_json), as_json)
@@ -96,9 +104,14 @@ def space_create(title: str, as_: AsOpt, topic: TopicOpt = None, unlisted: Unlis
 def space_schedule(title: str, as_: AsOpt,
                    at: Annotated[str, typer.Option(help="Start: ISO time with zone, or +90m / in 2h / 3d.")],
                    topic: TopicOpt = None, unlisted: UnlistedOpt = False, community: CommunityOpt = None,
-                   override: OverrideOpt = False, as_json: JsonOpt = False) -> None:
+                   override: OverrideOpt = False, as_json: JsonOpt = False,
+                   tier: Annotated[str | None, typer.Option(
+                       help="Subscribers only: the lowest of your tiers let in (docs/subscriptions.md).")] = None,
+                   early_access: Annotated[int, typer.Option(
+                       help="With --tier: subscribers first, everyone this many minutes after the start.")] = 0,
+                   ) -> None:
     """Schedule a Space up to 30 days ahead."""
-    _create(title, as_, at, topic, unlisted, community, override, as_json)
+    _create(title, as_, at, topic, unlisted, community, override, as_json, tier, early_access)
 
 
 def _space_cmd(space_id: str, as_: str | None, as_json: bool,

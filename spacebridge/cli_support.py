@@ -79,6 +79,8 @@ def space_dict(s: Space) -> dict[str, Any]:
         "scheduled_for": s.scheduled_for.isoformat() if s.scheduled_for else None,
         "started_at": s.started_at.isoformat() if s.started_at else None,
         "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+        "subscribers": None if s.subscribers is None else {"tier_id": s.subscribers.tier_id,
+                                                           "early_minutes": s.subscribers.early_minutes},
     }
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from core.errors import Conflict, Forbidden, NotFound
+from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.ids import new_id
 from core.model.accounts import Actor
 from core.model.space import Space
-from core.model.subscription import MAX_TIERS, SubscriberAccess, Subscription, Tier
+from core.model.subscription import MAX_EARLY_MINUTES, MAX_TIERS, SubscriberAccess, Subscription, Tier
 from core.ports import UnitOfWork
 from core.usecases.context import Context
 
@@ -79,16 +79,22 @@ class Memberships:
 
         return await self.ctx.run(op)
 
+    @staticmethod
+    def check_access_rule(host_id: str, access: SubscriberAccess, tier: Tier) -> None:
+        """Refuse a rule naming someone else's tier, a tier off sale, or early minutes out of range."""
+        if tier.creator_id != host_id:
+            raise Forbidden("tier.not_hosts", tier_id=tier.id)
+        if tier.archived:
+            raise Conflict("tier.archived", tier_id=tier.id)
+        if not 0 <= access.early_minutes <= MAX_EARLY_MINUTES:
+            raise Invalid("subscription.bad_early_minutes", minutes=access.early_minutes, max=MAX_EARLY_MINUTES)
+
     async def set_subscriber_access(self, actor: Actor, space_id: str, access: SubscriberAccess | None) -> Space:
         """Make a scheduled Space subscribers-only (or subscribers-first) at one of the host's tiers."""
         async def op(uow: UnitOfWork) -> Space:
             space = await uow.spaces.get(space_id)
             if access is not None:
-                t = await self._tier(uow, access.tier_id)
-                if t.creator_id != space.host_id:
-                    raise Forbidden("tier.not_hosts", tier_id=t.id, space_id=space_id)
-                if t.archived:
-                    raise Conflict("tier.archived", tier_id=t.id)
+                self.check_access_rule(space.host_id, access, await self._tier(uow, access.tier_id))
             space.set_subscriber_access(actor.account_id, access, override=actor.is_operator)
             await uow.spaces.save(space)
             return space

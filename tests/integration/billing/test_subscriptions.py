@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
+from billing.stripe_gateway import BillingError
 from billing.subscription_report import creator_report
 from billing.subscriptions import SubscriptionSales
 from core.errors import Conflict, DomainError
@@ -320,3 +321,40 @@ def test_migration_0010_up_down_up(backend: str, tmp_path: Path, request: pytest
         await engine.dispose()
 
     asyncio.run(check())
+
+
+async def test_connect_creator_is_paid_by_destination_charges_only_once_ready(env: Env) -> None:
+    p, fake = env.p, env.fake
+    assert p.stripe is not None
+    creator = Actor(account_id=env.creator.id)
+    tier = await env.sales.create_tier(creator, "Basic", 500, "eur")
+    acct = await p.stripe.create_connect_account(env.creator.id)
+    await p.ledger.set_payout_account(env.creator.id, acct)
+    fan = await p.core.ensure_account("web", "fan", "Fan")
+    with pytest.raises(BillingError) as refused:  # onboarding not finished: Stripe would refuse the charges
+        await env.sales.checkout(Actor(account_id=fan.id), tier.id)
+    assert refused.value.code == "billing.payouts_not_ready"
+    fake.finish_onboarding(acct)
+    checkout = await env.sales.checkout(Actor(account_id=fan.id), tier.id)
+    data = fake.sessions[checkout.session_id]["_subscription_data"]
+    assert data["transfer_data"] == {"destination": acct} and float(data["application_fee_percent"]) == 10
+    await fake.subs.complete(checkout.session_id)
+
+    async def active() -> bool:
+        return await env.status_of(fan) == SubscriptionStatus.ACTIVE
+
+    await until(active, "the subscription never became active")
+    report = await creator_report(p.core, env.creator.id)
+    assert (report.gross_minor, report.fees_minor, report.net_minor, report.mrr_minor) == (500, 50, 450, 500)
+
+    sub = (await p.core.memberships.subscriptions_of(fan.id))[-1]
+    await env.sales.refund_current(creator, sub.id)
+    flags = list(fake.refund_flags.values())[-1]
+    assert (flags["reverse_transfer"], flags["refund_application_fee"], flags["amount"]) == ("true", "true", 500)
+
+    async def ended() -> bool:
+        return await env.status_of(fan) == SubscriptionStatus.ENDED
+
+    await until(ended, "the refunded subscription never ended")
+    report = await creator_report(p.core, env.creator.id)
+    assert (report.refunded_minor, report.fees_minor, report.net_minor, report.active) == (500, 0, 0, 0)

@@ -46,7 +46,7 @@ class SubscriptionSales:
 
     def _require(self) -> StripeGateway:
         if self.gateway is None:
-            raise BillingError("billing.off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
+            raise BillingError("billing.subscriptions_off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
         return self.gateway
 
     async def publish(self, tier: Tier) -> Tier:

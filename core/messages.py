@@ -162,6 +162,7 @@ _TEXT: dict[str, str] = {
     "telegram.init_data_expired": "This sign-in is too old; open the Space again from the bot.",
     "service.unavailable": "Spacebridge cannot reach its {what} right now; try again in {retry_after_s} s.",
     # Super Follows (docs/subscriptions.md)
+    "billing.subscriptions_off": "Subscriptions are off on this instance ({hint}).",
     "subscription.required": "This Space is for the host's subscribers: subscribe to join.",
     "subscription.sign_in": "This Space is for the host's subscribers: sign in and subscribe to join.",
     "subscription.early_access": "Subscribers are in first; everyone else may join from {opens_at}.",

@@ -201,6 +201,16 @@ def space_link(space_id: str,
             raise Forbidden("space.guests_not_allowed", space_id=space_id)
         if as_ is None and view.space.ticketing is not None:  # a guest has no account to hold a ticket
             raise Forbidden("ticket.required", space_id=space_id)
+        if as_ is None and view.space.subscribers is not None:  # nor a subscription (unless it opened to all)
+            from dataclasses import replace
+
+            from core.model.space import SpaceState
+            from core.services import access_error
+
+            refused = access_error(replace(view.space, state=SpaceState.LIVE), "", blocked=False, paid=False,
+                                   now=core.now())
+            if refused is not None:
+                raise refused
         invited = False
         if role == "speaker" and as_ is not None and view.space.state.value == "live" \
                 and view.space.role_of(as_) is None and as_ not in view.space.invited:

@@ -126,6 +126,8 @@ def subscriptions(as_: AsOpt, subscribers: Annotated[bool, typer.Option(
     if as_json:
         typer.echo(json.dumps([sub_dict(s) for s in subs]))
         return
+    if not subs:
+        typer.echo("no subscriptions")
     for s in subs:
         end = s.current_period_end.isoformat() if s.current_period_end else "-"
         who = s.account_id if subscribers else s.creator_id

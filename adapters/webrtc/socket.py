@@ -31,7 +31,7 @@ from core.ids import new_id
 from core.messages import describe
 from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
-from core.services import Core
+from core.services import Core, access_error
 from core.tokens import JoinTokens
 
 if TYPE_CHECKING:
@@ -206,14 +206,19 @@ class Signaling:
         as_live = replace(space, state=SpaceState.LIVE)
         await self.core.run(lambda uow: self.core.ctx.check_access(uow, as_live, account_id))
 
-    @staticmethod
-    def _guest_allowed(space: Space) -> None:
-        """Guests come only into public Spaces that sell no tickets."""
+    def _guest_allowed(self, space: Space) -> None:
+        """Guests come only into public Spaces that sell no tickets and are not for subscribers (a
+        subscribers-first Space lets them in once it opens to everyone: the core's rule)."""
         if space.visibility.value != "public":
             raise Forbidden("space.guests_not_allowed", space_id=space.id)
         if space.ticketing is not None:
             raise Forbidden("ticket.required", space_id=space.id, price_minor=space.ticketing.price_minor,
                             currency=space.ticketing.currency)
+        if space.subscribers is not None:
+            refused = access_error(replace(space, state=SpaceState.LIVE), "", blocked=False, paid=False,
+                                   now=self.core.now())
+            if refused is not None:
+                raise refused
 
     async def _present(self, space_id: str, conn: Conn) -> None:
         """Join now if the Space went live since this socket said hello (the host started it): an

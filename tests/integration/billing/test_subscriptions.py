@@ -358,3 +358,19 @@ async def test_connect_creator_is_paid_by_destination_charges_only_once_ready(en
     await until(ended, "the refunded subscription never ended")
     report = await creator_report(p.core, env.creator.id)
     assert (report.refunded_minor, report.fees_minor, report.net_minor, report.active) == (500, 0, 0, 0)
+
+
+async def test_a_guest_link_made_before_the_space_became_for_subscribers_is_refused_at_hello(env: Env) -> None:
+    p = env.p
+    creator = Actor(account_id=env.creator.id)
+    tier = await env.sales.create_tier(creator, "Basic", 500, "eur")
+    space = await p.core.create_space(creator, "Was open", start_at=p.core.now() + timedelta(hours=1))
+    early = p.tokens.issue(space.id, None, "guest", p.core.now(), ttl_s=900)  # the page was open already
+    await p.core.memberships.set_subscriber_access(creator, space.id, SubscriberAccess(tier.id))
+    await p.core.start_space(creator, space.id)
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{p.url}/ws/{space.id}") as ws:
+        await ws.send_json({"type": "hello", "token": early})
+        frame = await ws.receive_json(timeout=10)
+        assert frame["type"] == "error" and frame["code"] == "subscription.sign_in", frame
+        closed = await ws.receive(timeout=10)
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4001

@@ -59,9 +59,9 @@ def test_an_older_event_never_rolls_the_state_back() -> None:
 def test_cancel_at_period_end_reads_as_canceled_and_resume_as_active() -> None:
     s = sub()
     s.apply(state(S.ACTIVE, cancel=True), T0, "e1", T0, PRICES)
-    assert s.status == S.CANCELED and s.cancel_at_period_end
+    assert (s.status, s.cancel_at_period_end) == (S.CANCELED, True)
     s.apply(state(S.ACTIVE), T0 + timedelta(seconds=1), "e2", T0, PRICES)
-    assert s.status == S.ACTIVE and not s.cancel_at_period_end
+    assert (s.status, s.cancel_at_period_end) == (S.ACTIVE, False)
 
 
 def test_a_downgrade_keeps_the_higher_tier_until_the_paid_period_ends_an_upgrade_counts_at_once() -> None:

@@ -42,11 +42,13 @@ class LedgerDesk:
         return {"ticket_id": ticket.id, "status": str(ticket.status)}
 
 
-def command_ports(platform: Instance) -> Ports:
-    """Ports for ``core.commands.dispatch`` on this instance."""
+def command_ports(platform: Instance, base: str = "") -> Ports:
+    """Ports for ``core.commands.dispatch`` on this instance. ``base``: where links (Checkout's
+    return, share) point; a web request passes the address its browser used, so a buyer comes back
+    to the site holding their session (else the configured address)."""
     from billing.sales import TicketSales
 
-    base = platform.settings.base_url().rstrip("/")
+    base = (base or platform.settings.base_url()).rstrip("/")
     sales = TicketSales(platform.ledger, platform.stripe, base) if platform.stripe is not None else None
     return Ports(tickets=LedgerDesk(platform.core, platform.ledger, sales),
                  links=lambda space_id: {"web": f"{base}/s/{space_id}"})

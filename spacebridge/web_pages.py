@@ -148,6 +148,21 @@ def _room_html() -> str:
     return cached[1]
 
 
+async def _needs_ticket(p: Instance, space: Space, account: Account | None) -> bool:
+    """A live ticketed Space that this person may not enter for want of a ticket: its page (price,
+    Buy a ticket, or Sign in to buy) instead of a room that could only say "needs a ticket". Any
+    other refusal (a block, ...) is the room's to say, as before."""
+    if space.ticketing is None:
+        return False
+    if account is None:
+        return True
+    try:
+        await p.core.run(lambda uow: p.core.ctx.check_access(uow, space, account.id))
+    except DomainError as e:
+        return e.code == "ticket.required"
+    return False
+
+
 async def space_page(request: web.Request) -> web.Response:
     """``/s/ID``, the Space's one public address: the room while live, else its page for that state.
     An unlisted Space is reachable by whoever holds its link but never listed, searched or indexed."""
@@ -166,11 +181,11 @@ async def space_page(request: web.Request) -> web.Response:
     url = f"{p.url}/s/{s.id}"
     meta = {"og_title": s.title, "og_description": _description(s, view.host_name), "og_url": url,
             "og_type": "website", "noindex": s.visibility == Visibility.UNLISTED}
-    if s.state == SpaceState.LIVE:
+    account, csrf = await viewer(request)
+    if s.state == SpaceState.LIVE and not await _needs_ticket(p, s, account):
         head = jinja2_env(request).get_template("_meta.html").render(**meta)
         html = _room_html().replace("</head>", head + "</head>", 1)
         return web.Response(text=html, content_type="text/html", headers=NO_STORE)
-    account, csrf = await viewer(request)
     relation = await p.core.queries.relation(account.id, host_id=s.host_id, space_id=s.id) if account else None
     recs, clips = await recordings(p, s.id) if s.state == SpaceState.ENDED else ([], [])
     ctx = base_ctx(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,

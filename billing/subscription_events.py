@@ -23,6 +23,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from core import events as ev
 from core.ids import new_id
 from core.model.subscription import (
     PaymentStatus,
@@ -33,6 +34,7 @@ from core.model.subscription import (
     SubscriptionStatus,
 )
 from core.ports import UnitOfWork
+from core.services import access_error
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +146,35 @@ class SubscriptionEvents:
             return "ignored"
         state = ProviderState(status=status, tier_id=tier_id or sub.tier_id, current_period_end=_period_end(obj),
                               cancel_at_period_end=bool(obj.get("cancel_at_period_end")))
-        if sub.apply(state, at, event_id, now, await self._prices(uow, sub.creator_id)):
-            await uow.subscriptions.save(sub)
+        await self._apply(uow, sub, state, at, event_id, now)
         return "processed"
+
+    async def _apply(self, uow: UnitOfWork, sub: Subscription, state: ProviderState, at: datetime, event_id: str,
+                     now: datetime) -> None:
+        opened = sub.tiers_open(now)
+        if not sub.apply(state, at, event_id, now, await self._prices(uow, sub.creator_id)):
+            return
+        await uow.subscriptions.save(sub)
+        if opened - sub.tiers_open(now):
+            await self._let_go(uow, sub, now)
+
+    async def _let_go(self, uow: UnitOfWork, sub: Subscription, now: datetime) -> None:
+        """The subscription opens less than before: in the creator's live Spaces for subscribers where
+        its subscriber is now refused, they leave, and each surface hears it (the web room cuts
+        their media and socket, HLS refuses their tokens)."""
+        for space in await uow.spaces.find(states=["live"], host_id=sub.creator_id):
+            if space.subscribers is None or space.role_of(sub.account_id) is not None:
+                continue
+            if not await uow.spaces.is_present(space.id, sub.account_id):
+                continue
+            reached = await uow.subscriptions.reaching(sub.creator_id, space.subscribers.tier_id,
+                                                       [sub.account_id], now)
+            if access_error(space, sub.account_id, blocked=False, paid=True, subscribed=bool(reached),
+                            now=now) is None:
+                continue
+            await uow.spaces.set_absent(space.id, sub.account_id, now)
+            uow.emit(ev.SubscriptionChanged(space_id=space.id, account_id=sub.account_id, subscription_id=sub.id,
+                                            status=sub.status.value, at=now))
 
     async def _invoice(self, uow: UnitOfWork, kind: str, inv: dict[str, Any], at: datetime, event_id: str,
                        now: datetime) -> str:
@@ -186,6 +214,5 @@ class SubscriptionEvents:
             state = ProviderState(SubscriptionStatus.PAST_DUE, sub.tier_id, None, sub.cancel_at_period_end)
         else:
             return "processed"
-        if sub.apply(state, at, event_id, now, await self._prices(uow, sub.creator_id)):
-            await uow.subscriptions.save(sub)
+        await self._apply(uow, sub, state, at, event_id, now)
         return "processed"

@@ -282,6 +282,17 @@ class TicketChanged(SpaceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SubscriptionChanged(SpaceEvent):
+    """A listener's subscription to the host (Super Follows) stopped opening a tier while they were
+    in this subscribers' Space: each surface checks their access again and lets them go if it ended."""
+
+    name: ClassVar[str] = "subscription.changed"
+    account_id: str
+    subscription_id: str
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Followed(Event):
     name: ClassVar[str] = "account.followed"
     follower_id: str

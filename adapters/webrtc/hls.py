@@ -153,7 +153,7 @@ def remove_stale(root: Path, older_than_s: float) -> int:
 # ---- who may fetch: per-person, short-lived, revocable URLs ------------------------------------------
 TOKEN_TTL_S = 60  # a grant's life; the page asks for a fresh one over its socket before it runs out
 TOKEN_PARAM = "t"
-_REVOKES = ("participant.left", "account.blocked", "ticket.changed")
+_REVOKES = ("participant.left", "account.blocked", "ticket.changed", "subscription.changed")
 
 
 def _b64(raw: bytes) -> str:

@@ -40,6 +40,7 @@ HLS_KEEP_S = 600.0  # an ended Space's HLS files stay this long
 # the ``access.revoked`` error frame's sentence, by what took access away (then the socket closes 4001)
 REVOKED = {
     "ticket.refunded": "Your ticket was refunded, so your place in this Space has ended.",
+    "subscription.ended": "Your subscription no longer covers this Space, so your place in it has ended.",
     "removed": "A moderator removed you from this Space.",
     "blocked": "The host has blocked you from their Spaces.",
     "other": "Your access to this Space has ended.",
@@ -178,6 +179,9 @@ class Rooms:
         if isinstance(event, ev.TicketChanged):
             await self._ticket_changed(event)
             return
+        if isinstance(event, ev.SubscriptionChanged):  # names nobody to the room: only its owner is checked
+            await self._recheck(space_id, event.account_id, "subscription.ended")
+            return
         await self._broadcast(space_id, {"type": "event", "event": event.to_dict()})
         if isinstance(event, ev.ParticipantLeft) and event.reason in ("removed", "blocked"):
             await self.cut_off(space_id, event.account_id, event.reason)
@@ -209,13 +213,18 @@ class Rooms:
             for pid, ws in list(here.items()):
                 if pid in (owner, space.host_id) or pid in space.cohosts:
                     outbox(ws, self.outbox_limits).put(frame)
+        if event.status != "paid":
+            await self._recheck(space_id, owner, f"ticket.{event.status}")
+
+    async def _recheck(self, space_id: str, pid: str, reason: str) -> None:
+        """Someone's access may have ended: if they are here and the core now refuses them, cut them off."""
         room = self.rooms.get(space_id)
-        if event.status == "paid" or (owner not in here and (room is None or owner not in room.participants)):
+        if pid not in self.sockets.get(space_id, {}) and (room is None or pid not in room.participants):
             return
         try:
-            await self.core.may_join(owner, space_id)
+            await self.core.may_join(pid, space_id)
         except Forbidden:
-            await self.cut_off(space_id, owner, f"ticket.{event.status}")
+            await self.cut_off(space_id, pid, reason)
 
     async def cut_off(self, space_id: str, pid: str, reason: str) -> None:
         """Access was taken away (a refund, a block, a removal): the person's media here leaves the

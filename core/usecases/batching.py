@@ -63,7 +63,8 @@ class AccessCache:
     """
 
     # bus.gap: another process's events were lost (Redis was away too long), revocations maybe among them
-    REVOKING = ("participant.left", "account.blocked", "space.ended", "ticket.changed", "bus.gap")
+    REVOKING = ("participant.left", "account.blocked", "space.ended", "ticket.changed", "subscription.changed",
+                "bus.gap")
 
     def __init__(self, ttl_s: float = 60.0, max_entries: int = 200_000) -> None:
         self.ttl_s, self.max_entries = ttl_s, max_entries
@@ -96,5 +97,7 @@ class AccessCache:
         elif isinstance(event, ev.ParticipantLeft | ev.AccountBlocked):
             self.revoke(event.space_id, event.account_id)
         elif isinstance(event, ev.TicketChanged) and event.status != "paid":
+            self.revoke(event.space_id, event.account_id)
+        elif isinstance(event, ev.SubscriptionChanged):
             self.revoke(event.space_id, event.account_id)
 

@@ -374,3 +374,36 @@ async def test_a_guest_link_made_before_the_space_became_for_subscribers_is_refu
         assert frame["type"] == "error" and frame["code"] == "subscription.sign_in", frame
         closed = await ws.receive(timeout=10)
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4001
+
+
+async def test_a_listener_whose_subscription_ends_is_let_go_at_once(env: Env) -> None:
+    p = env.p
+    creator = Actor(account_id=env.creator.id)
+    tier = await env.sales.create_tier(creator, "Basic", 500, "eur")
+    space_id = await members_space(env, tier)
+    fan = await p.core.ensure_account("web", "fan", "Fan")
+    now = int(time.time())
+    status, body = await env.event("customer.subscription.created",
+                                   sub_obj("sub_live", tier, fan.id, "active", now + 86400), created=now - 2)
+    assert status == 200, body
+    status, minted = await env.token(space_id, fan)
+    assert status == 200, minted
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{p.url}/ws/{space_id}") as ws:
+        await ws.send_json({"type": "hello", "token": minted["token"]})
+        assert (await ws.receive_json(timeout=10))["type"] == "welcome"
+        await env.event("customer.subscription.deleted", sub_obj("sub_live", tier, fan.id, "canceled", now + 86400),
+                        created=now - 1)
+        revoked = False
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            frame = json.loads(msg.data)
+            if frame["type"] == "error":
+                assert frame["code"] == "access.revoked" and frame["data"]["reason"] == "subscription.ended", frame
+                assert frame["message"] == ("Your subscription no longer covers this Space, so your place in it "
+                                            "has ended.")
+                revoked = True
+        assert revoked and msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
+    status, body = await env.token(space_id, fan)
+    assert status == 403 and body["error"]["code"] == "subscription.required"

@@ -148,3 +148,24 @@ async def test_a_creator_sells_tiers_and_a_fan_subscribes_from_the_shell(shell: 
     assert (report["active"], report["mrr_minor"]) == (1, 0)  # paid until the period ends, renews no more
     rc, out, _ = await shell.run("billing", "subscription", "cancel", sub["id"], "--as", "creator")
     assert rc != 0 and "no subscription" in out + _
+
+    async def status_becomes(want: str, tier: str) -> None:
+        deadline = time.monotonic() + 20
+        while ((now := (await shell.json("billing", "subscriptions", "--as", "fan"))[0])["status"], now["tier_id"]) \
+                != (want, tier):
+            assert time.monotonic() < deadline, now
+            await asyncio.sleep(0.1)
+
+    await shell.json("billing", "subscription", "resume", sub["id"], "--as", "fan")
+    await status_becomes("active", basic["id"])
+    rc, out, _ = await shell.run("billing", "subscription", "change", sub["id"], "--tier", gold["id"], "--as", "fan")
+    assert rc == 0 and out == f"change of {sub['id']} sent to Stripe\n", out
+    await status_becomes("active", gold["id"])
+    assert shell.fake.subs.proration[-1][1] == "always_invoice"
+    rc, out, _ = await shell.run("billing", "subscription", "refund", sub["id"], "--as", "fan")
+    assert rc != 0 and "no subscription" in out + _  # only the creator refunds
+    await shell.json("billing", "subscription", "refund", sub["id"], "--as", "creator")
+    await status_becomes("ended", gold["id"])
+    report = await shell.json("billing", "report", "--creator", "creator")
+    assert (report["active"], report["churned_30d"], report["churn_rate"]) == (0, 1, 1.0)
+    assert report["refunded_minor"] > 0 and report["gross_minor"] > 500  # the upgrade's proration was charged

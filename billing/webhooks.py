@@ -148,6 +148,8 @@ class StripeWebhooks:
         obj: dict[str, Any] = event["data"]["object"]
         if kind in SUBSCRIPTION_EVENTS:
             return await self.subscriptions.apply_in(uow, event, self.ledger.core.now())
+        if obj.get("mode") == "subscription":  # a subscription's Checkout: its subscription's events count
+            return "ignored"
         if kind == "account.updated":
             if self.gateway is None or not isinstance(obj.get("id"), str):
                 return "ignored"

@@ -26,7 +26,7 @@ from typing import Any
 from billing.stripe_gateway import BillingError, StripeGateway
 from core.errors import Conflict, Forbidden, NotFound
 from core.model.accounts import Actor
-from core.model.subscription import PaymentStatus, Subscription, SubscriptionProvider, Tier
+from core.model.subscription import PaymentStatus, Subscription, SubscriptionProvider, SubscriptionStatus, Tier
 from core.services import Core
 
 
@@ -154,7 +154,8 @@ class SubscriptionSales:
         return sub
 
     async def refund_current(self, actor: Actor, subscription_id: str) -> Subscription:
-        """The creator gives back the current period's payment and ends the subscription now."""
+        """The creator gives back the current period's payment and ends the subscription now (ended at
+        Stripe first, so a refund that fails can simply be asked for again)."""
         gw = self._require()
         async with self.core.uow() as uow:
             sub = next((s for s in await uow.subscriptions.of_creator(actor.account_id) if s.id == subscription_id),
@@ -167,6 +168,8 @@ class SubscriptionSales:
             raise NotFound("subscription.nothing_to_refund", subscription_id=subscription_id)
         last = paid[-1]
         assert last.payment_ref is not None
+        if sub.status != SubscriptionStatus.ENDED:  # ended first: a refund that fails can be asked again
+            await gw._call(gw.client.v1.subscriptions.cancel_async(sub.provider_ref))
         await gw.refund(last.payment_ref, last.amount_minor, f"subrefund:{last.invoice_ref}", "requested_by_customer")
         last.status = PaymentStatus.REFUNDED
 
@@ -174,5 +177,4 @@ class SubscriptionSales:
             await uow.subscriptions.put_payment(last)
 
         await self.core.ctx.run(mark)
-        await gw._call(gw.client.v1.subscriptions.cancel_async(sub.provider_ref))
         return sub

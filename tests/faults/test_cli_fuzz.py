@@ -42,6 +42,14 @@ COMMANDS: list[tuple[list[str], int, list[str]]] = [
     (["plugins", "enable"], 1, ["--community"]),
     (["cmd", "hand"], 1, ["--as", "--up"]), (["cmd", "reschedule"], 1, ["--as", "--when"]),
     (["cmd", "remove"], 1, ["--as", "--person", "--block", "--reason"]), (["cmd"], 2, ["--as", "--person"]),
+    # Super Follows (docs/subscriptions.md)
+    (["billing", "tiers", "create"], 0, ["--as", "--name", "--price", "--currency", "--perks"]),
+    (["billing", "tiers", "list"], 0, ["--creator"]), (["billing", "tiers", "archive"], 1, ["--as"]),
+    (["billing", "subscribe"], 1, ["--as"]), (["billing", "subscriptions"], 0, ["--as"]),
+    (["billing", "subscription", "cancel"], 1, ["--as"]),
+    (["billing", "subscription", "change"], 1, ["--as", "--tier"]),
+    (["billing", "subscribers-only"], 1, ["--tier", "--early-access", "--as"]),
+    (["billing", "report"], 0, ["--creator"]), (["space", "schedule"], 1, ["--as", "--at", "--tier", "--early-access"]),
 ]
 
 

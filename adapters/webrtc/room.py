@@ -30,7 +30,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from adapters.webrtc.candidates import CandidatePolicy, filter_sdp
 from adapters.webrtc.fanout import FanOut
-from adapters.webrtc.mixer import Mixer, Pcm
+from adapters.webrtc.mixer import FLOOR_DBFS, Mixer, Pcm
 from adapters.webrtc.wire import Idle, Outlet, batch_for, engine
 from core.errors import Invalid
 from core.ports import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
@@ -43,6 +43,8 @@ MAX_CANDIDATE = 1024
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) ", re.MULTILINE)
 _UFRAG_SDP = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 _UFRAG = re.compile(r" ufrag (\S+)")
+LEVEL_EVERY = 10  # ticks per ``levels`` report: five a second
+LEVEL_HOLD = 4  # reports one loud moment stays in (~0.8 s): the ring stays lit through a pause between words
 
 
 def restrict_candidates(sdp: str, allow: set[str] | None) -> str:
@@ -108,6 +110,35 @@ class External:
     group: str
 
 
+class SpeakingLevels:
+    """Each speaker's level for the ``levels`` reports: the loudest they were over the last
+    ``LEVEL_HOLD`` report windows, not one tick's reading every ``LEVEL_EVERY`` ticks. One 20 ms
+    sample in ten misses short sounds (a syllable, a 20 ms beep) whenever they fall between two
+    samples, and blanks the ring at every gap between words; a silent speaker still fades out
+    within the hold, and one who stops publishing (muted, off stage) leaves the next report."""
+
+    def __init__(self) -> None:
+        self._windows: deque[dict[str, float]] = deque(maxlen=LEVEL_HOLD)
+        self._window: dict[str, float] = {}
+
+    def add(self, levels: dict[str, float]) -> None:
+        """One tick's (smoothed) levels into the current window."""
+        for pid, db in levels.items():
+            if db > self._window.get(pid, FLOOR_DBFS - 1):
+                self._window[pid] = db
+
+    def report(self, speakers: set[str]) -> dict[str, float]:
+        """Close the current window: the loudest each of ``speakers`` was over the held windows."""
+        self._windows.append(self._window)
+        self._window = {}
+        loudest: dict[str, float] = {}
+        for window in self._windows:
+            for pid, db in window.items():
+                if pid in speakers and db > loudest.get(pid, FLOOR_DBFS - 1):
+                    loudest[pid] = db
+        return {pid: round(db, 1) for pid, db in loudest.items()}
+
+
 class MediaError(Invalid):
     """Bad SDP, unknown participant: the code says which; the room goes on serving everyone else."""
 
@@ -129,6 +160,7 @@ class Room:
         self.seq = 0
         self._task: asyncio.Task[None] | None = None
         self.on_levels: Callable[[dict[str, float]], None] | None = None  # ~5 times a second
+        self.levels = SpeakingLevels()
         self.sinks: list[Callable[[Any], None]] = []  # each encoded packet of the mix, synchronously (HLS)
         self.external: dict[str, External] = {}  # account id -> a speaker from another platform
         self.group_taps: dict[str, FanOut[tuple[int, bytes]]] = {}  # group -> the mix without that group
@@ -202,8 +234,9 @@ class Room:
             self._publish_groups(mix, frames, room_packets)
         if len(self.tick_taps):
             self.tick_taps.publish((seq, mix.full, frames))
-        if self.on_levels is not None and seq % 10 == 0:
-            self.on_levels({pid: round(db, 1) for pid, db in mix.levels.items()})
+        self.levels.add(mix.levels)
+        if self.on_levels is not None and seq % LEVEL_EVERY == 0:
+            self.on_levels(self.levels.report(speakers))
         for pid in speakers:
             speaker = self.participants.get(pid)
             if speaker is None or speaker.outlet is None:

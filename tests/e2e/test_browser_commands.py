@@ -38,7 +38,7 @@ async def test_buttons_follow_the_table_role_and_state(platform: Instance) -> No
         assert tuple(labels) == REACTIONS  # the one palette, from the table
         # levels arrive many times a second while the host speaks: the buttons stay the same nodes
         await host.evaluate("() => { document.querySelector(\"#tools [data-key='pin']\").marked = true; }")
-        await host.wait_for_selector("#stage li.speaking[aria-label^='Hana Host']", timeout=30_000)
+        await host.wait_for_selector("#stage li.speaking[aria-label^='Hana Host']", timeout=15_000)
         await fan.get_by_role("button", name="✋ Raise hand").click()
         await host.wait_for_selector("#tools button[data-key='clear_queue']", timeout=10_000)
         await host.get_by_role("button", name="Approve Finn Fan").click()

@@ -72,7 +72,11 @@ async def test_speaker_and_listener_in_chromium(platform: Instance) -> None:
         await fan.get_by_label("Write a comment").fill("hello from the browser")
         await fan.keyboard.press("Enter")
         await host.wait_for_selector("#comments li:has-text('Finn Fan: hello from the browser')", timeout=5_000)
-        await fan.wait_for_selector("#stage li.speaking[aria-label^='Hana Host']", timeout=30_000)
+        # the host's tone is already heard: their ring lights, and goes out once they mute
+        await fan.wait_for_selector("#stage li.speaking[aria-label^='Hana Host']", timeout=10_000)
+        await host.get_by_role("button", name="🎙 Mute").click()
+        await fan.wait_for_selector("#stage li[aria-label^='Hana Host, Host, muted']", timeout=10_000)
+        await fan.wait_for_selector("#stage li.speaking", state="detached", timeout=10_000)
         hand = fan.get_by_role("button", name="✋ Raise hand")
         await hand.focus()  # usable from the keyboard
         await fan.keyboard.press("Enter")

@@ -116,7 +116,7 @@ async def test_a_dave_members_tone_is_heard_in_chromium_shown_speaking_and_recor
             measured = await heard_in_page(page, TONE)
             assert measured["resolution"] < 10, measured
             # the member's place on the stage lights up from the room's levels; the silent host's does not
-            await page.wait_for_selector("#stage li.speaking[aria-label^='Mika']", timeout=30_000)
+            await page.wait_for_selector("#stage li.speaking[aria-label^='Mika']", timeout=10_000)
             assert await page.locator("#stage li[aria-label^='Hana']").count() == 1
             assert await page.locator("#stage li.speaking[aria-label^='Hana']").count() == 0
             await browser.close()

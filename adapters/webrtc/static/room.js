@@ -177,7 +177,8 @@ function render() {
   $("app").setAttribute("aria-busy", "false");
 }
 
-// Audio levels (five a second while anyone speaks) touch only the speaking class.
+// Audio levels (five a second; each the loudest of the last ~0.8 s, so the ring holds through a pause
+// between words and clears soon after silence) touch only the speaking class.
 function paintLevels() {
   for (const li of $("stage").children) li.classList.toggle("speaking", (state.levels[li.dataset.key] ?? -90) > -45);
 }
@@ -434,6 +435,7 @@ async function connect() {
   };
   ws.onclose = (ev) => {
     if (ws !== state.ws) return;
+    state.levels = {}; paintLevels();  // no more levels come on this socket: nobody is shown speaking
     if (state.renewToken) { state.renewToken = false; connect(); return; }
     if (ev.code === 4000) { info("This Space has ended."); teardown(); return; }
     if (state.left) return;  // the Leave button said what happened and offers Rejoin

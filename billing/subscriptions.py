@@ -20,7 +20,7 @@ calls never change our rows except to remember a tier's product and price.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from billing.stripe_gateway import BillingError, StripeGateway
@@ -49,11 +49,8 @@ class SubscriptionSales:
             raise BillingError("billing.subscriptions_off", hint="set STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
         return self.gateway
 
-    async def publish(self, tier: Tier) -> Tier:
-        """The tier's Stripe Product and monthly Price (made once; the same call again returns them)."""
-        if tier.stripe_price:
-            return tier
-        gw = self._require()
+    async def _stripe_ids(self, gw: StripeGateway, tier: Tier) -> Tier:
+        """The tier with its Stripe Product and monthly Price (made once per tier id: idempotency keys)."""
         meta = {"tier_id": tier.id, "creator_id": tier.creator_id}
         params: dict[str, Any] = {"name": tier.name, "metadata": meta}
         if tier.perks:
@@ -64,13 +61,24 @@ class SubscriptionSales:
             params={"amount": tier.price_minor, "currency": tier.currency.lower(), "interval": "month",
                     "product": str(product.id), "nickname": tier.name[:60], "metadata": meta},
             options={"idempotency_key": f"plan:{tier.id}"}))
-        return await self.core.memberships.set_provider_ids(tier.id, str(product.id), str(plan.id))
+        return replace(tier, stripe_product=str(product.id), stripe_price=str(plan.id))
+
+    async def publish(self, tier: Tier) -> Tier:
+        """A saved tier's Stripe Product and Price, made now if it was created without Stripe."""
+        if tier.stripe_price:
+            return tier
+        made = await self._stripe_ids(self._require(), tier)
+        assert made.stripe_product is not None and made.stripe_price is not None
+        return await self.core.memberships.set_provider_ids(tier.id, made.stripe_product, made.stripe_price)
 
     async def create_tier(self, actor: Actor, name: str, price_minor: int, currency: str, perks: str = "") -> Tier:
-        """A tier on sale: saved, then its Stripe Product and Price made (when Stripe is configured;
-        ``publish`` makes them later otherwise)."""
-        tier = await self.core.memberships.create_tier(actor, name, price_minor, currency, perks)
-        return tier if self.gateway is None else await self.publish(tier)
+        """A tier on sale: checked, its Stripe Product and Price made (when Stripe is configured;
+        ``publish`` makes them at the first checkout otherwise), then saved, so a refusal at any
+        step leaves no tier behind."""
+        tier = await self.core.memberships.new_tier(actor, name, price_minor, currency, perks)
+        if self.gateway is not None:
+            tier = await self._stripe_ids(self.gateway, tier)
+        return await self.core.memberships.add_tier(tier)
 
     async def _destination(self, gw: StripeGateway, creator_id: str) -> dict[str, Any]:
         async with self.core.uow() as uow:

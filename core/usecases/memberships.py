@@ -25,19 +25,32 @@ class Memberships:
     async def create_tier(self, actor: Actor, name: str, price_minor: int, currency: str, perks: str = "") -> Tier:
         """A new tier for ``actor`` (the creator). At most ``MAX_TIERS`` on sale at once, all in one
         currency, so "at or above a tier" compares prices."""
-        clean, cur, text = Tier.validate(name, price_minor, currency, perks)
+        return await self.add_tier(await self.new_tier(actor, name, price_minor, currency, perks))
 
+    async def new_tier(self, actor: Actor, name: str, price_minor: int, currency: str, perks: str = "") -> Tier:
+        """The tier ``create_tier`` would add, checked but not saved (billing makes its Stripe Product
+        and Price first, so a refusal from Stripe leaves no tier behind)."""
+        clean, cur, text = Tier.validate(name, price_minor, currency, perks)
+        tier = Tier(id=new_id(), creator_id=actor.account_id, name=clean, price_minor=price_minor, currency=cur,
+                    perks=text, created_at=self.ctx.now())
+        async with self.ctx.uow() as uow:
+            await self._may_add(uow, tier)
+        return tier
+
+    async def _may_add(self, uow: UnitOfWork, tier: Tier) -> None:
+        await uow.accounts.get(tier.creator_id)  # NotFound for an unknown creator
+        tiers = await uow.subscriptions.tiers_of(tier.creator_id)
+        if len(tiers) >= MAX_TIERS:
+            raise Conflict("tier.too_many", max=MAX_TIERS)
+        if any(t.currency != tier.currency for t in tiers):
+            raise Conflict("tier.currency_mismatch", currency=tiers[0].currency, got=tier.currency)
+        if any(t.name.casefold() == tier.name.casefold() for t in tiers):
+            raise Conflict("tier.name_taken", name=tier.name)
+
+    async def add_tier(self, tier: Tier) -> Tier:
+        """Save a tier from ``new_tier`` (its rules checked again, in the saving transaction)."""
         async def op(uow: UnitOfWork) -> Tier:
-            await uow.accounts.get(actor.account_id)  # NotFound for an unknown creator
-            tiers = await uow.subscriptions.tiers_of(actor.account_id)
-            if len(tiers) >= MAX_TIERS:
-                raise Conflict("tier.too_many", max=MAX_TIERS)
-            if any(t.currency != cur for t in tiers):
-                raise Conflict("tier.currency_mismatch", currency=tiers[0].currency, got=cur)
-            if any(t.name.casefold() == clean.casefold() for t in tiers):
-                raise Conflict("tier.name_taken", name=clean)
-            tier = Tier(id=new_id(), creator_id=actor.account_id, name=clean, price_minor=price_minor,
-                        currency=cur, perks=text, created_at=self.ctx.now())
+            await self._may_add(uow, tier)
             await uow.subscriptions.add_tier(tier)
             return tier
 

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
-from billing.stripe_gateway import BillingError
+from billing.stripe_gateway import BillingError, StripeGateway
 from billing.subscription_report import creator_report
 from billing.subscriptions import SubscriptionSales
 from core.errors import Conflict, DomainError
@@ -290,6 +290,16 @@ async def test_tiers_rules_and_early_access(env: Env) -> None:
     with pytest.raises(DomainError) as e:
         await p.core.memberships.archive_tier(Actor(account_id=fan.id), tiers[0].id)
     assert e.value.code == "tier.not_yours"
+    other = await admin_host(p, "Olga")
+    bad = StripeGateway("rk_not_a_key", api_base=env.fake.base)
+    try:  # Stripe refuses the Product: no tier is left behind
+        with pytest.raises(BillingError) as e:
+            await SubscriptionSales(p.core, bad, p.settings.base_url()).create_tier(
+                Actor(account_id=other.id), "Basic", 500, "eur")
+        assert e.value.code == "billing.bad_key"
+    finally:
+        await bad.close()
+    assert await p.core.memberships.tiers(other.id) == []
     space_id = await members_space(env, tiers[0], "Early birds", early=10)
     status, body = await env.token(space_id, fan)  # subscribers first, everyone 10 minutes after the start
     assert status == 403 and body["error"]["code"] == "subscription.early_access" and body["error"]["opens_at"]

@@ -176,6 +176,21 @@ class SubscriptionEvents:
             uow.emit(ev.SubscriptionChanged(space_id=space.id, account_id=sub.account_id, subscription_id=sub.id,
                                             status=sub.status.value, at=now))
 
+    async def refunded_in(self, uow: UnitOfWork, kind: str, obj: dict[str, Any]) -> bool:
+        """A refund of a subscription period's payment (``charge.refunded``, ``refund.*``): the period
+        counts as refunded once all of it was given back. False if the payment is not a period's."""
+        paid = await uow.subscriptions.payment_by_ref(STRIPE.value, str(obj["payment_intent"]))
+        if paid is None:
+            return False
+        if kind == "charge.refunded":
+            given = obj.get("amount_refunded")
+        else:
+            given = obj.get("amount") if obj.get("status") in ("succeeded", "pending") else 0
+        if isinstance(given, int) and given >= paid.amount_minor and paid.status == PaymentStatus.PAID:
+            paid.status = PaymentStatus.REFUNDED
+            await uow.subscriptions.put_payment(paid)
+        return True
+
     async def _invoice(self, uow: UnitOfWork, kind: str, inv: dict[str, Any], at: datetime, event_id: str,
                        now: datetime) -> str:
         ref, meta = _invoice_subscription(inv)

@@ -159,6 +159,8 @@ class StripeWebhooks:
         ticket_id = (meta.get("ticket_id") if isinstance(meta, dict) else None) or obj.get("client_reference_id")
         if kind in REFUND_EVENTS and isinstance(obj.get("payment_intent"), str):
             t = await self.ledger.by_ref_in(uow, obj["payment_intent"])  # the payment refunded, not the buyer's seat
+            if t is None and await self.subscriptions.refunded_in(uow, kind, obj):
+                return "processed"  # a subscription's period, refunded (from Stripe's dashboard, say)
             ticket_id = t.id if t else ticket_id
         elif not ticket_id and isinstance(obj.get("payment_intent"), str):
             t = await self.ledger.by_ref_in(uow, obj["payment_intent"])

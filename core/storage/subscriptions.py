@@ -133,6 +133,12 @@ class SubscriptionRepository:
         row = await self.s.get(SubscriptionPaymentRow, (provider, invoice_ref), populate_existing=True)
         return None if row is None else _payment(row)
 
+    async def payment_by_ref(self, provider: str, payment_ref: str) -> SubscriptionPayment | None:
+        q = select(SubscriptionPaymentRow).where(SubscriptionPaymentRow.provider == provider,
+                                                 SubscriptionPaymentRow.payment_ref == payment_ref)
+        row = (await self.s.scalars(q.execution_options(populate_existing=True))).first()
+        return None if row is None else _payment(row)
+
     async def put_payment(self, p: SubscriptionPayment) -> None:
         """Insert or update the invoice's row."""
         row = await self.s.get(SubscriptionPaymentRow, (p.provider.value, p.invoice_ref))

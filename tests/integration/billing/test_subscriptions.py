@@ -232,6 +232,12 @@ async def test_a_subscriptions_life_in_signed_events_replayed_out_of_order_forge
     report = await creator_report(p.core, env.creator.id)
     assert report.failed_payments_30d == 1 and report.gross_minor == 1000 and report.churned_30d == 1
     assert report.active == 0 and report.mrr_minor == 0
+    charge = {"id": "ch_renew", "object": "charge", "payment_intent": "pi_renew", "amount": 500,
+              "amount_refunded": 500, "refunded": True}  # refunded from Stripe's dashboard
+    status, body = await env.event("charge.refunded", charge, created=now)
+    assert status == 200 and body["outcome"] == "processed", body
+    report = await creator_report(p.core, env.creator.id)
+    assert (report.gross_minor, report.refunded_minor) == (1000, 500)
 
     forged = await env.event("customer.subscription.created", sub_obj("sub_forged", tier, fan.id, "active",
                                                                       now + month), created=now, secret="whsec_nope")

@@ -15,10 +15,11 @@ from core.errors import DomainError
 from core.messages import describe
 from core.model.accounts import Account
 from spacebridge.instance import INSTANCE, Instance
+from spacebridge.web_security import allowed_origins, origin_of
 from spacebridge.web_session import csrf_token, current_account
 
-__all__ = ["NO_STORE", "TEMPLATES", "base_ctx", "error_text", "instance", "money", "render", "safe_next", "viewer",
-           "when_text"]
+__all__ = ["NO_STORE", "TEMPLATES", "base_ctx", "error_text", "instance", "money", "render", "safe_next", "site_url",
+           "viewer", "when_text"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -26,6 +27,25 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def instance(request: web.Request) -> Instance:
     return request.app[INSTANCE]
+
+
+def site_url(request: web.Request) -> str:
+    """Where links built for this web client point (share, Checkout's return, Connect's return,
+    Open Graph, calendar files): the configured public URL, else the address the browser used.
+
+    Never ``settings.base_url()``: that is the configured port (``serve --port 0`` listens elsewhere)
+    and host (a browser on ``localhost`` would come back to ``127.0.0.1`` without its cookie). The
+    browser's address counts only where it is one this instance serves its pages on (the origins its
+    sockets accept: the bound address under any loopback name, ``SPACEBRIDGE_ALLOWED_ORIGINS``); a
+    forged ``Host`` header gets the instance's own address, never a link to another site."""
+    p = instance(request)
+    public = p.settings.public_url.strip().rstrip("/")
+    if public:
+        return public
+    used = origin_of(f"{request.scheme}://{request.host}")
+    if used is not None and used in allowed_origins(public, p.bound_url, p.settings.allowed_origins):
+        return used
+    return p.url or p.settings.base_url()  # an app not started by serve has no bound address
 
 
 def render(name: str, request: web.Request, ctx: dict[str, Any], *, status: int = 200) -> web.Response:
@@ -62,8 +82,7 @@ def safe_next(target: str, fallback: str) -> str:
 
 
 def base_ctx(request: web.Request, account: Account | None, csrf: str, **extra: Any) -> dict[str, Any]:
-    p = instance(request)
-    return {"account": account, "csrf": csrf, "here": request.path_qs, "site_url": p.url,
+    return {"account": account, "csrf": csrf, "here": request.path_qs, "site_url": site_url(request),
             "when_text": when_text, "money": money, **extra}
 
 

@@ -21,8 +21,7 @@ from core.model.accounts import Actor
 from core.model.space import Space
 from core.model.ticket import TicketStatus
 from spacebridge.instance import INSTANCE
-from spacebridge.web_auth import relying_party
-from spacebridge.web_common import NO_STORE, base_ctx, error_text, render, safe_next, viewer
+from spacebridge.web_common import NO_STORE, base_ctx, error_text, render, safe_next, site_url, viewer
 from spacebridge.web_session import check_csrf
 
 __all__ = ["setup"]
@@ -103,7 +102,7 @@ async def buy(request: web.Request) -> web.StreamResponse:
     if account is None:
         raise _signin(back)
     await check_csrf(request)
-    desk = command_ports(request.app[INSTANCE], relying_party(request)[1]).tickets
+    desk = command_ports(request.app[INSTANCE], site_url(request)).tickets
     if desk is None:
         raise web.HTTPServiceUnavailable(text="Ticket sales are off on this instance.")
     try:

@@ -33,6 +33,7 @@ from spacebridge.web_common import (
     instance,
     money,
     render,
+    site_url,
     viewer,
     when_text,
 )
@@ -56,19 +57,26 @@ class Card:
     reminded: bool = False
 
 
-async def recordings(p: Instance, space_id: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def recordings(p: Instance, space_id: str | None = None, *,
+                     base: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Finished recordings and clips (the recording plugin's records, each with the ``url`` of its
-    replay page), newest first; none if the plugin is not running here."""
+    replay page), newest first; none if the plugin is not running here. ``base``: the site address
+    the page's browser used (``site_url``), else the plugin's own public URL."""
     loaded = p.plugins.plugins.get("recording")
     if loaded is None:
         return [], []
     ctx = loaded[1]
-    recs = [{**e.value, "url": ctx.url(f"/r/{e.value['id']}")} for e in await ctx.store.scan("rec:", limit=10_000)
+
+    def link(path: str) -> str:
+        url = ctx.url(path)
+        return base.rstrip("/") + url[len(ctx.public_url):] if base else url
+
+    recs = [{**e.value, "url": link(f"/r/{e.value['id']}")} for e in await ctx.store.scan("rec:", limit=10_000)
             if e.value.get("state") == "done" and (space_id is None or e.value.get("space_id") == space_id)]
     recs.sort(key=lambda r: str(r.get("ended_at") or r.get("started_at") or ""), reverse=True)
     clips: list[dict[str, Any]] = []
     if space_id is not None:
-        clips = [{**e.value, "url": ctx.url(f"/c/{e.value['id']}")} for e in await ctx.store.scan("clip:", limit=10_000)
+        clips = [{**e.value, "url": link(f"/c/{e.value['id']}")} for e in await ctx.store.scan("clip:", limit=10_000)
                  if e.value.get("space_id") == space_id]
         clips.sort(key=lambda c: str(c.get("created_at", "")), reverse=True)
     return recs, clips
@@ -103,7 +111,7 @@ async def home(request: web.Request) -> web.Response:
     live = await p.core.list_spaces(states=("live",), include_unlisted=False, title_contains=q, limit=HOME_LIMIT)
     upcoming = await p.core.list_spaces(states=("scheduled",), include_unlisted=False, title_contains=q,
                                         limit=HOME_LIMIT)
-    replay_of = _replay_links((await recordings(p))[0])
+    replay_of = _replay_links((await recordings(p, base=site_url(request)))[0])
     ended: list[Space] = []
     for space_id in replay_of:
         if len(ended) >= REPLAYS_ON_HOME:
@@ -178,7 +186,7 @@ async def space_page(request: web.Request) -> web.Response:
         landing = await web_page_actions.paid_landing(request, s)
         if landing is not None:
             return landing
-    url = f"{p.url}/s/{s.id}"
+    url = f"{site_url(request)}/s/{s.id}"
     meta = {"og_title": s.title, "og_description": _description(s, view.host_name), "og_url": url,
             "og_type": "website", "noindex": s.visibility == Visibility.UNLISTED}
     account, csrf = await viewer(request)
@@ -187,7 +195,7 @@ async def space_page(request: web.Request) -> web.Response:
         html = _room_html().replace("</head>", head + "</head>", 1)
         return web.Response(text=html, content_type="text/html", headers=NO_STORE)
     relation = await p.core.queries.relation(account.id, host_id=s.host_id, space_id=s.id) if account else None
-    recs, clips = await recordings(p, s.id) if s.state == SpaceState.ENDED else ([], [])
+    recs, clips = await recordings(p, s.id, base=site_url(request)) if s.state == SpaceState.ENDED else ([], [])
     ctx = base_ctx(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,
                 replays=recs, clips=clips,
                 billing=p.stripe is not None, self_hosted=account is not None and account.id == s.host_id, **meta)
@@ -204,7 +212,7 @@ async def space_calendar(request: web.Request) -> web.Response:
     s = view.space
     if s.state != SpaceState.SCHEDULED or s.scheduled_for is None:
         return await not_found(request, "scheduled Space")
-    body = space_ics(s, view.host_name, f"{p.url}/s/{s.id}", p.core.now())
+    body = space_ics(s, view.host_name, f"{site_url(request)}/s/{s.id}", p.core.now())
     return web.Response(body=body.encode(), content_type="text/calendar", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="space-{s.id}.ics"',
                                  "Cache-Control": "no-cache"})
@@ -220,9 +228,9 @@ async def profile_page(request: web.Request) -> web.Response:
         return await not_found(request, "profile")
     account, csrf = await viewer(request)
     relation = await p.core.queries.relation(account.id, host_id=account_id) if account else None
-    replay_of = _replay_links((await recordings(p))[0])
+    replay_of = _replay_links((await recordings(p, base=site_url(request)))[0])
     name = prof.account.display_name
-    url = f"{p.url}/u/{account_id}"
+    url = f"{site_url(request)}/u/{account_id}"
     ctx = base_ctx(request, account, csrf, person=prof.account, followers=prof.followers, relation=relation,
                 live=await _cards(p, prof.live, counts=True),
                 upcoming=await _cards(p, prof.upcoming, account=account),

@@ -152,9 +152,11 @@ def setup(app: web.Application) -> None:
     from adapters.webrtc.socket import Signaling
     from spacebridge import web_pages
     from spacebridge.ticket_desk import command_ports
+    from spacebridge.web_common import site_url
 
     signaling = Signaling(p.core, p.rooms, p.tokens, plugins=p.plugins)
-    signaling.ports = command_ports(p)  # the command table's ticket/refund and share links
+    # the command table's ticket/refund and share links, on the address each socket's browser used
+    signaling.ports_for = lambda request: command_ports(p, site_url(request))
     app.router.add_get("/ws/{space_id}", signaling.handle)
     for method, path, handler in p.plugins.routes:
         app.router.add_route(method, path, handler)

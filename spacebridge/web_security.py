@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-__all__ = ["TELEGRAM_WEB_CLIENTS", "allowed_origins", "check_origin", "form_targets", "policy",
+__all__ = ["TELEGRAM_WEB_CLIENTS", "allowed_origins", "check_origin", "form_targets", "origin_of", "policy",
            "security_headers", "setup"]
 
 # Telegram's web clients, which show a Mini App (and the room it opens) in an iframe
@@ -35,10 +35,10 @@ def form_targets(discord_api_base: str, stripe_api_base: str) -> list[str]:
     """The other sites a form post on our pages may redirect to (CSP ``form-action`` covers the
     redirect too, in Chromium): Discord's consent page (Sign in with Discord), Stripe Checkout and
     Connect onboarding, and the test doubles' addresses when those are configured."""
-    out = [_origin(discord_api_base) if discord_api_base else "https://discord.com",
+    out = [origin_of(discord_api_base) if discord_api_base else "https://discord.com",
            "https://checkout.stripe.com", "https://connect.stripe.com"]
     if stripe_api_base:
-        out.append(_origin(stripe_api_base))
+        out.append(origin_of(stripe_api_base))
     return [o for o in dict.fromkeys(out) if o]
 
 
@@ -76,7 +76,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         h.setdefault("X-Frame-Options", "DENY")  # browsers without frame-ancestors
 
 
-def _origin(url: str) -> str | None:
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of ``url``, normalised (lower-case host, no default port), or None."""
     try:
         u = urlsplit(url.strip())
         port = u.port
@@ -98,11 +99,11 @@ def _is_loopback(hostname: str) -> bool:
 
 def allowed_origins(public_url: str, bound_url: str, extra: list[str]) -> set[str]:
     """The page origins whose sockets are accepted (normalised: lower-case host, no default port)."""
-    out = {o for o in (_origin(u) for u in (public_url, bound_url, *extra)) if o}
+    out = {o for o in (origin_of(u) for u in (public_url, bound_url, *extra)) if o}
     b = urlsplit(bound_url) if bound_url else None
     if b is not None and b.hostname and _is_loopback(b.hostname):  # the same process, named another way
         for name in ("127.0.0.1", "localhost", "[::1]"):
-            o = _origin(f"{b.scheme}://{name}" + (f":{b.port}" if b.port else ""))
+            o = origin_of(f"{b.scheme}://{name}" + (f":{b.port}" if b.port else ""))
             if o:
                 out.add(o)
     return out
@@ -115,7 +116,7 @@ def check_origin(origins: Callable[[], set[str]]) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         if origin is not None and request.headers.get("Upgrade", "").lower() == "websocket":
-            if _origin(origin) not in origins():
+            if origin_of(origin) not in origins():
                 raise web.HTTPForbidden(
                     text=f"This Space's socket does not accept pages from {origin[:100]}: open the room on "
                          "this site, or the operator adds the origin to SPACEBRIDGE_ALLOWED_ORIGINS.")

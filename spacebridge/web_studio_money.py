@@ -27,7 +27,7 @@ from core.model.space import Space
 from core.model.ticket import TicketStatus
 from core.ports import NewJob, UnitOfWork
 from spacebridge.instance import INSTANCE, Instance
-from spacebridge.web_common import money, render
+from spacebridge.web_common import money, render, site_url
 from spacebridge.web_studio_common import form, own_space, studio_ctx
 
 __all__ = ["payout_state", "sales_rows", "setup"]
@@ -57,14 +57,15 @@ async def payout_state(p: Instance, account_id: str, *, fresh: bool = False) -> 
     return {"started": True, "ready": ready, "text": text}
 
 
-async def onboarding_link(p: Instance, account: Account) -> str:
-    """A fresh onboarding link for the creator's Express account (made on first use)."""
+async def onboarding_link(p: Instance, account: Account, base: str) -> str:
+    """A fresh onboarding link for the creator's Express account (made on first use); Stripe sends the
+    creator back to ``base`` (``site_url``: the address their browser used, holding their session)."""
     assert p.stripe is not None
     acct = await p.ledger.payout_account(account.id)
     if acct is None:
         acct = await p.stripe.create_connect_account(account.id, None)
         await p.ledger.set_payout_account(account.id, acct)
-    return await p.stripe.account_link(acct, f"{p.url}/studio/payouts/refresh", f"{p.url}/studio/payouts/return")
+    return await p.stripe.account_link(acct, f"{base}/studio/payouts/refresh", f"{base}/studio/payouts/return")
 
 
 async def payouts_page(request: web.Request, account: Account, *, returned: bool = False,
@@ -86,7 +87,7 @@ async def start_onboarding(request: web.Request, account: Account) -> web.Stream
     if p.stripe is None:
         return await payouts_page(request, account, error="Ticket sales are off on this instance.", status=409)
     try:
-        url = await onboarding_link(p, account)
+        url = await onboarding_link(p, account, site_url(request))
     except DomainError as e:
         return await payouts_page(request, account, error=describe(e), status=502)
     raise web.HTTPSeeOther(url)
@@ -103,7 +104,7 @@ async def onboarding_refresh(request: web.Request, account: Account) -> web.Stre
     if p.stripe is None or await p.ledger.payout_account(account.id) is None:
         raise web.HTTPSeeOther("/studio/payouts")
     try:
-        url = await onboarding_link(p, account)
+        url = await onboarding_link(p, account, site_url(request))
     except DomainError as e:
         return await payouts_page(request, account, error=describe(e), status=502)
     raise web.HTTPSeeOther(url)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,7 @@ class Conn:
     connection: str
     present: bool
     shown: str = "live"  # the Space's state the welcome showed
+    ports: Ports | None = None  # tickets and links for this socket's client (its own address)
 
 
 def _result(value: Any) -> Any:
@@ -76,6 +78,8 @@ class Signaling:
         self.core, self.rooms, self.tokens = core, rooms, tokens
         self.plugins = plugins
         self.ports = Ports()  # tickets and share links, set by the composition root where it has them
+        # per socket, where set: the links (share, Checkout's return) on the address this client used
+        self.ports_for: Callable[[web.Request], Ports] | None = None
         self._offered: set[web.WebSocketResponse] = set()  # sockets whose media is in a room
         # every open socket of a person in a Space, oldest first: the newest gets the events, and when it
         # closes the next newest takes over (a second tab keeps working when the other one closes)
@@ -103,15 +107,18 @@ class Signaling:
                 return ws
             sockets.open.add(ws)
         try:
-            await self._connected(ws, space_id, sockets)
+            ports = self.ports_for(request) if self.ports_for is not None else self.ports
+            await self._connected(ws, space_id, sockets, ports)
         finally:
             if sockets is not None:
                 sockets.open.discard(ws)
         return ws
 
-    async def _connected(self, ws: web.WebSocketResponse, space_id: str, sockets: Sockets | None) -> None:
+    async def _connected(self, ws: web.WebSocketResponse, space_id: str, sockets: Sockets | None,
+                         ports: Ports) -> None:
         try:
             conn = await self._hello(ws, space_id, new_id())
+            conn.ports = ports
         except DomainError as e:
             await self._error(ws, e)
             # 4002: the first frame was no hello; 1013: try again later (the database is away); 4001: refused
@@ -268,7 +275,7 @@ class Signaling:
         elif kind == "hls":
             await self._hls(ws, space_id, conn.actor, conn.role, cid, data)
         elif kind == "command":
-            await self._command(ws, space_id, conn.actor, conn.role, data)
+            await self._command(ws, space_id, conn.actor, conn.role, data, conn.ports or self.ports)
         elif kind == "ping":
             self.rooms.send(ws, {"type": "pong", "id": cid})
         elif kind == "sync":  # the whole Space now, e.g. after events a client could not apply
@@ -327,14 +334,14 @@ class Signaling:
         await self.rooms.candidate(space_id, actor.account_id, candidate, mid)
 
     async def _command(self, ws: web.WebSocketResponse, space_id: str, actor: Actor, role: str,
-                       data: dict[str, Any]) -> None:
+                       data: dict[str, Any], ports: Ports) -> None:
         """A table command (core/commands.py): checked, run and answered with ``ok`` and its result."""
         table, name, args = self._table(), data.get("name"), data.get("args")
         command = table.get(name) if isinstance(name, str) else None
         if (isinstance(args, dict) and "account_id" in args and "person" not in args and command is not None
                 and any(o.name == "person" for o in command.options)):
             args = {("person" if k == "account_id" else k): v for k, v in args.items()}  # the old web name
-        outcome = await dispatch(self.core, actor, name, space_id, args, table=table, ports=self.ports,
+        outcome = await dispatch(self.core, actor, name, space_id, args, table=table, ports=ports,
                                  guest=role == "guest")
         self.rooms.send(ws, {"type": "ok", "id": frames.request_id(data), "result": _result(outcome.result)})
 

@@ -97,7 +97,8 @@ class SubscriptionEvents:
         at = _ts(event.get("created")) or now
         event_id = str(event["id"])
         if kind.startswith("customer.subscription."):
-            return await self._subscription(uow, obj, at, event_id, now, deleted=kind.endswith(".deleted"))
+            return await self._subscription(uow, obj, at, event_id, now, deleted=kind.endswith(".deleted"),
+                                            created=kind.endswith(".created"))
         return await self._invoice(uow, kind, obj, at, event_id, now)
 
     async def _tier_of(self, uow: UnitOfWork, price: str | None, meta: dict[str, Any]) -> str | None:
@@ -132,7 +133,7 @@ class SubscriptionEvents:
         return {t.id: t.price_minor for t in await uow.subscriptions.tiers_of(creator_id, archived=True)}
 
     async def _subscription(self, uow: UnitOfWork, obj: dict[str, Any], at: datetime, event_id: str, now: datetime,
-                            *, deleted: bool) -> str:
+                            *, deleted: bool, created: bool) -> str:
         ref, meta = obj.get("id"), _dict(obj.get("metadata"))
         if not isinstance(ref, str):
             return "ignored"
@@ -145,7 +146,7 @@ class SubscriptionEvents:
         if status is None:
             return "ignored"
         state = ProviderState(status=status, tier_id=tier_id or sub.tier_id, current_period_end=_period_end(obj),
-                              cancel_at_period_end=bool(obj.get("cancel_at_period_end")))
+                              cancel_at_period_end=bool(obj.get("cancel_at_period_end")), first=created)
         await self._apply(uow, sub, state, at, event_id, now)
         return "processed"
 

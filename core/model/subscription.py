@@ -90,6 +90,7 @@ class ProviderState:
     tier_id: str
     current_period_end: datetime | None
     cancel_at_period_end: bool
+    first: bool = False  # the provider's "created" event: the first of all, so never newer than one applied
 
 
 @dataclass
@@ -131,10 +132,13 @@ class Subscription:
         return out
 
     def is_newer(self, at: datetime, event_id: str, state: ProviderState) -> bool:
-        """Is an event at ``at`` newer than the last one applied? Same-second events (Stripe's
-        ``created`` has second resolution) apply unless they would revive an ended subscription."""
+        """Is an event at ``at`` newer than the last one applied? A subscription's "created" event comes
+        before every other, so it never is once one was applied; other same-second events (Stripe's
+        ``created`` time has second resolution) apply unless they would revive an ended subscription."""
         if self.event_at is None:
             return True
+        if state.first:
+            return False
         if at != self.event_at:
             return at > self.event_at
         return _TIE_RANK[state.status] >= _TIE_RANK[self.status] and event_id != self.event_id

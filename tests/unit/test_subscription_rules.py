@@ -56,6 +56,14 @@ def test_an_older_event_never_rolls_the_state_back() -> None:
     assert fresh.apply(state(S.ENDED), T0, "evt_b", T0, PRICES) and fresh.status == S.ENDED
 
 
+def test_a_late_created_event_never_overrides_a_same_second_update() -> None:
+    s = sub(S.INCOMPLETE)
+    assert s.apply(state(S.ACTIVE, cancel=True), T0, "evt_updated", T0, PRICES)  # arrived first
+    created = ProviderState(S.ACTIVE, "gold", T0 + timedelta(days=30), False, first=True)
+    assert not s.apply(created, T0, "evt_created", T0, PRICES)
+    assert (s.status, s.cancel_at_period_end) == (S.CANCELED, True)
+
+
 def test_cancel_at_period_end_reads_as_canceled_and_resume_as_active() -> None:
     s = sub()
     s.apply(state(S.ACTIVE, cancel=True), T0, "e1", T0, PRICES)

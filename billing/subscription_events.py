@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import events as ev
+from core.errors import NotFound
 from core.ids import new_id
 from core.model.subscription import (
     PaymentStatus,
@@ -118,6 +119,10 @@ class SubscriptionEvents:
         account = meta.get("account_id")
         tier = await uow.subscriptions.tier(tier_id)
         if not isinstance(account, str) or tier is None:
+            return None
+        try:
+            await uow.accounts.get(account)
+        except NotFound:  # an account since deleted (or never ours): recorded as seen, nothing to open
             return None
         sub = Subscription(id=new_id(), account_id=account, creator_id=tier.creator_id, tier_id=tier_id,
                            provider=STRIPE, provider_ref=ref, status=SubscriptionStatus.INCOMPLETE,

@@ -102,5 +102,8 @@ async def test_a_replayed_or_late_event_changes_nothing(core: Core, clock: Froze
         assert await hooks.apply(event) == "processed"
     for event in events * 5:
         assert await hooks.apply(event) == "duplicate"
+    stranger = {"id": "evt_x", "type": "customer.subscription.created", "created": 300,
+                "data": {"object": subscription("sub_x", tier, "no_such_account", "active", end)}}
+    assert await hooks.apply(stranger) == "ignored"  # answered (not retried forever), opens nothing
     subs = await core.memberships.subscriptions_of(fan)
     assert len(subs) == 1 and subs[0].status == SubscriptionStatus.ENDED and subs[0].event_id == "evt_d"

@@ -15,6 +15,10 @@ the fake:
   * Checkout Sessions: ``expires_at`` from 30 minutes to 24 hours after creation;
   * destination charges (``transfer_data[destination]``) only to an account whose ``transfers``
     capability is active, and ``application_fee_amount`` only with a destination;
+  * Checkout in ``subscription`` mode (Super Follows): a price on every line, no
+    ``payment_intent_data``, ``subscription_data[application_fee_percent]`` (0 to 100) only with
+    ``subscription_data[transfer_data][destination]``, which needs ``transfers`` active as above;
+  * a Plan names its product and amount;
   * an idempotency key reused with different parameters is an ``idempotency_error``;
   * refunds of a destination charge carry ``reverse_transfer=true`` and
     ``refund_application_fee=true`` (Stripe's default leaves the creator's transfer and the

@@ -423,3 +423,32 @@ async def test_a_listener_whose_subscription_ends_is_let_go_at_once(env: Env) ->
         assert revoked and msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
     status, body = await env.token(space_id, fan)
     assert status == 403 and body["error"]["code"] == "subscription.required"
+
+
+async def test_the_strict_front_refuses_subscription_calls_stripe_would_refuse(env: Env) -> None:
+    """What a wrong Super Follows call would send: each is refused as Stripe refuses it."""
+    import stripe
+
+    p, fake = env.p, env.fake
+    assert p.stripe is not None
+    client = p.stripe.client  # stripe-python as the instance uses it, pointed at the strict front
+    acct = await p.stripe.create_connect_account(env.creator.id)
+    base: dict[str, Any] = {"mode": "subscription", "success_url": "http://sb.test/ok",
+                            "line_items": [{"price": "plan_x", "quantity": 1}]}
+    refusals = [
+        ({**base, "payment_intent_data": {"metadata": {"a": "b"}}}, "payment_intent_data"),
+        ({**base, "line_items": [{"quantity": 1}]}, "recurring price"),
+        ({**base, "subscription_data": {"application_fee_percent": 10}}, "application_fee_percent"),
+        ({**base, "subscription_data": {"transfer_data": {"destination": acct}}}, "capabilities"),
+    ]
+    for params, says in refusals:
+        with pytest.raises(stripe.InvalidRequestError, match=says):
+            await client.v1.checkout.sessions.create_async(params=params)  # type: ignore[arg-type]
+    with pytest.raises(stripe.InvalidRequestError, match="proration_behavior"):
+        await client.v1.subscriptions.update_async("sub_x", params={"proration_behavior": "sometimes"})
+    with pytest.raises(stripe.InvalidRequestError, match="interval"):
+        await client.v1.plans.create_async(params={"amount": 500, "currency": "eur", "interval": "fortnight",
+                                                   "product": "prod_x"})
+    assert {r["code"] for r in fake.refused} == {"parameter_invalid", "parameter_missing",
+                                                 "insufficient_capabilities_for_transfer", "parameter_invalid_string"}
+    fake.refused.clear()

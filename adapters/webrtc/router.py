@@ -377,7 +377,10 @@ class Rooms:
     async def _resync(self, space_id: str) -> None:
         """The Space's whole view to its sockets here, in place of events that never arrived."""
         with contextlib.suppress(DomainError):
-            await self._broadcast(space_id, {"type": "space", "space": (await self.core.view(space_id)).as_dict()})
+            view = await self.core.view(space_id)
+            room = await self.core.queries.room_presence(space_id)  # everyone gets it; ``present`` is per socket
+            snapshot = {**view.as_dict(), "away": {a: t.isoformat() for a, t in room.away.items()}}
+            await self._broadcast(space_id, {"type": "space", "space": snapshot})
 
     async def _sync_publishers(self, space_id: str) -> None:
         room = self.rooms.get(space_id)

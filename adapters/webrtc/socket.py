@@ -34,6 +34,7 @@ from core.model.accounts import Actor
 from core.model.space import Space, SpaceState
 from core.services import Core, access_error
 from core.tokens import JoinTokens
+from core.usecases.queries import SpaceView
 
 if TYPE_CHECKING:
     from plugins.manager import PluginManager
@@ -141,7 +142,8 @@ class Signaling:
                 with contextlib.suppress(DomainError):
                     view = await self.core.view(space_id)
                     if view.space.state.value != conn.shown:
-                        self.rooms.send(ws, {"type": "space", "id": None, "space": view.as_dict()})
+                        snapshot = await self._snapshot(view, conn.actor.account_id)
+                        self.rooms.send(ws, {"type": "space", "id": None, "space": snapshot})
             await self._serve(ws, space_id, conn)
         finally:
             tabs.remove(ws)
@@ -191,7 +193,7 @@ class Signaling:
             view = await self.core.view(space_id)
             self._guest_allowed(view.space)  # public, no tickets; the state counts at every offer
             await ws.send_json({"type": "welcome", "you": {"account_id": None, "role": "guest"},
-                                "space": view.as_dict(), "commands": []})
+                                "space": await self._snapshot(view, None), "commands": []})
             return Conn(actor, "guest", connection, present=False, shown=view.space.state.value)
         actor = Actor(account_id=grant.account_id, platform="web")
         space = (await self.core.view(space_id)).space
@@ -202,10 +204,28 @@ class Signaling:
             role, present = role_in(space, actor.account_id), False
         view = await self.core.view(space_id)
         await ws.send_json({"type": "welcome", "you": {"account_id": actor.account_id, "role": role},
-                            "space": view.as_dict(), "captions": await self.core.recent_captions(space_id),
+                            "space": await self._snapshot(view, actor.account_id),
+                            "captions": await self.core.recent_captions(space_id),
                             "comments": await self.core.recent_comments(space_id),
                             "commands": self._commands()})
         return Conn(actor, role, connection, present, view.space.state.value)
+
+    async def _snapshot(self, view: SpaceView, account_id: str | None) -> dict[str, Any]:
+        """The Space as this client draws it: the core's view plus ``away`` (seats kept for people
+        whose connection dropped, the host's absence among them: until when) and, for a moderator,
+        ``present`` (who is here: the audience they invite or promote from). A late joiner, a
+        reload or a ``sync`` gets them from the server, not only from events it happened to see."""
+        out = view.as_dict()
+        out["away"] = {}
+        if view.space.state != SpaceState.LIVE:
+            return out
+        moderator = account_id is not None and view.space.is_moderator(account_id)
+        room = await self.core.queries.room_presence(view.space.id, present=moderator)
+        out["away"] = {a: until.isoformat() for a, until in room.away.items()}
+        if moderator:
+            out["present"] = room.present
+        out["names"] = {**room.names, **out["names"]}
+        return out
 
     async def _admitted(self, space: Space, account_id: str) -> None:
         """The core's join rule (blocks, tickets) for a Space that is not live, which that rule would
@@ -279,7 +299,8 @@ class Signaling:
         elif kind == "ping":
             self.rooms.send(ws, {"type": "pong", "id": cid})
         elif kind == "sync":  # the whole Space now, e.g. after events a client could not apply
-            self.rooms.send(ws, {"type": "space", "id": cid, "space": (await self.core.view(space_id)).as_dict()})
+            snapshot = await self._snapshot(await self.core.view(space_id), conn.actor.account_id)
+            self.rooms.send(ws, {"type": "space", "id": cid, "space": snapshot})
         elif kind == "leave":  # explicit: the person leaves, then the socket closes 1000 (a close alone is not this)
             await self._leave(ws, space_id, conn)
         else:

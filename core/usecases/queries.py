@@ -15,6 +15,7 @@ from core.usecases.engagement import Engagement
 
 CARD_CAPTION_LINES = 3
 MAX_SEARCH = 100
+ROOM_PRESENT_MAX = 200  # the people a late joiner's snapshot names (listener_count counts them all)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,17 @@ class SpaceView:
                 "price_minor": s.ticketing.price_minor, "currency": s.ticketing.currency,
                 "capacity": s.ticketing.capacity},
         }
+
+
+@dataclass(frozen=True)
+class RoomPresence:
+    """Who is in a live Space right now, for a client that joins late (it saw none of the events):
+    the seats kept for people whose connection dropped (``away``: until when), and, when asked, who
+    is present (up to ``ROOM_PRESENT_MAX``) with their names."""
+
+    away: dict[str, datetime]
+    present: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,20 @@ class Queries:
             following = bool(host_id) and await uow.accounts.is_following(account_id, host_id or "")
             reminded = bool(space_id) and await uow.spaces.has_reminder(space_id or "", account_id)
         return Relation(following=following, reminded=reminded)
+
+    async def room_presence(self, space_id: str, *, present: bool = False) -> RoomPresence:
+        """Who is away (a kept seat) and, with ``present``, who is here, with names: what a room's
+        snapshot adds to ``view`` (which every card and command reads, so it stays without them)."""
+        async with self.ctx.uow() as uow:
+            away = {a.account_id: a.until for a in await uow.presence.away(space_id)}
+            here = await uow.spaces.present_accounts(space_id, ROOM_PRESENT_MAX) if present else []
+            names: dict[str, str] = {}
+            for a in dict.fromkeys([*here, *away]):
+                try:
+                    names[a] = (await uow.accounts.get(a)).display_name
+                except NotFound:
+                    names[a] = a
+        return RoomPresence(away=away, present=sorted(here), names=names)
 
     async def display_names(self, account_ids: Sequence[str]) -> dict[str, str]:
         """Names for ids (an id stands for itself if its account is gone)."""

@@ -312,6 +312,9 @@ class FakeConnections:
     async def back(self, space_id: str, account_ids: Sequence[str]) -> list[str]:
         return [a for a in account_ids if self.st.away.pop((space_id, a), None) is not None]
 
+    async def away(self, space_id: str) -> list[Away]:
+        return [a for (s, _), a in self.st.away.items() if s == space_id]
+
     async def take_away(self, away_id: str) -> Away | None:
         for key, a in list(self.st.away.items()):
             if a.away_id == away_id:

@@ -117,7 +117,7 @@ _TEXT: dict[str, str] = {
     "billing.idempotency_conflict": "That payment is already being processed.",
     "payment.card_declined": "The card was declined: {detail}",
     "billing.payouts_not_ready": "Tickets are not on sale yet: the host has not finished setting up payouts "
-                                 "with Stripe (run `spacebridge billing connect` to finish).",
+                                 "with Stripe (the studio's Payouts page, or `spacebridge billing connect`).",
     "billing.bad_hold": "A checkout link must stay open {allowed}; this seat is held for {minutes} minutes.",
     "billing.nothing_to_refund": "There is no payment to refund for {ref}.",
     "webhook.failed": "The payment event {event_id} could not be applied; it will be delivered again.",

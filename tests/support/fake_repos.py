@@ -1,5 +1,6 @@
 """In-memory repositories for what billing and the web keep through the unit of work: the tickets
-ledger (``core.ports.TicketLedger``), web sign-in (``Passkeys``) and the console's analytics.
+ledger (``core.ports.TicketLedger``), web sign-in (``Passkeys``), the console's analytics and
+Super Follows (``Subscriptions``).
 
 They follow the SQL repositories in core/storage/ where a caller can tell: tickets handed out are the
 unit of work's own objects, refreshed from what was saved each time they are read, and a change not
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 
 from core.model.accounts import MAX_PASSKEYS, Passkey
 from core.model.analytics import Sale, Span
+from core.model.subscription import Subscription, SubscriptionPayment
+from core.model.subscription import Tier as SubTier
 from core.model.ticket import PaidTicket, Provider, Ticket, TicketStatus
 from core.ports import DuplicateKey
 
@@ -208,3 +211,85 @@ class FakeAnalytics:
                       key=lambda t: t.updated_at, reverse=True)
         return [Sale(t.id, t.account_id, t.status.value, t.amount_minor, t.currency,
                      t.provider.value, t.updated_at) for t in sold[:limit]]
+
+
+class FakeSubscriptions:
+    """``uow.subscriptions``: tiers, subscriptions and their payments, as core/storage/subscriptions.py
+    keeps them (one subscription per provider reference; tiers cheapest first; copies handed out, so a
+    change is seen only once saved)."""
+
+    def __init__(self, st: State) -> None:
+        self.st = st
+
+    async def add_tier(self, t: SubTier) -> None:
+        if t.id in self.st.sub_tiers:
+            raise DuplicateKey(t.id)
+        self.st.sub_tiers[t.id] = copy.copy(t)
+
+    async def tier(self, tier_id: str) -> SubTier | None:
+        t = self.st.sub_tiers.get(tier_id)
+        return None if t is None else copy.copy(t)
+
+    async def tiers_of(self, creator_id: str, *, archived: bool = False) -> list[SubTier]:
+        mine = [t for t in self.st.sub_tiers.values() if t.creator_id == creator_id and (archived or not t.archived)]
+        return [copy.copy(t) for t in sorted(mine, key=lambda t: (t.price_minor, t.id))]
+
+    async def tier_by_price(self, stripe_price: str) -> SubTier | None:
+        t = next((t for t in self.st.sub_tiers.values() if t.stripe_price == stripe_price), None)
+        return None if t is None else copy.copy(t)
+
+    async def save_tier(self, t: SubTier) -> None:
+        if t.id in self.st.sub_tiers:
+            self.st.sub_tiers[t.id] = copy.copy(t)
+
+    async def by_ref(self, provider: str, provider_ref: str, *, for_update: bool = False) -> Subscription | None:
+        s = next((s for s in self.st.subscriptions.values()
+                  if s.provider.value == provider and s.provider_ref == provider_ref), None)
+        return None if s is None else copy.copy(s)
+
+    async def add(self, sub: Subscription) -> None:
+        if sub.id in self.st.subscriptions or await self.by_ref(sub.provider.value, sub.provider_ref):
+            raise DuplicateKey(sub.provider_ref)
+        self.st.subscriptions[sub.id] = copy.copy(sub)
+
+    async def save(self, sub: Subscription) -> None:
+        if sub.id in self.st.subscriptions:
+            self.st.subscriptions[sub.id] = copy.copy(sub)
+
+    async def of_account(self, account_id: str) -> list[Subscription]:
+        mine = [s for s in self.st.subscriptions.values() if s.account_id == account_id]
+        return [copy.copy(s) for s in sorted(mine, key=lambda s: s.created_at)]
+
+    async def of_creator(self, creator_id: str) -> list[Subscription]:
+        mine = [s for s in self.st.subscriptions.values() if s.creator_id == creator_id]
+        return [copy.copy(s) for s in sorted(mine, key=lambda s: s.created_at)]
+
+    async def reaching(self, creator_id: str, tier_id: str, account_ids: Collection[str],
+                       now: datetime) -> set[str]:
+        required = self.st.sub_tiers.get(tier_id)
+        if required is None:
+            return set()
+        prices = {t.id: t.price_minor for t in self.st.sub_tiers.values() if t.creator_id == creator_id}
+        wanted = set(account_ids)
+        return {s.account_id for s in self.st.subscriptions.values()
+                if s.creator_id == creator_id and s.account_id in wanted
+                and any(prices.get(t, -1) >= required.price_minor for t in s.tiers_open(now))}
+
+    async def payment(self, provider: str, invoice_ref: str) -> SubscriptionPayment | None:
+        p = self.st.sub_payments.get((provider, invoice_ref))
+        return None if p is None else copy.copy(p)
+
+    async def payment_by_ref(self, provider: str, payment_ref: str) -> SubscriptionPayment | None:
+        p = next((p for (prov, _), p in self.st.sub_payments.items()
+                  if prov == provider and p.payment_ref == payment_ref), None)
+        return None if p is None else copy.copy(p)
+
+    async def put_payment(self, p: SubscriptionPayment) -> None:
+        self.st.sub_payments[(p.provider.value, p.invoice_ref)] = copy.copy(p)
+
+    async def payments_of(self, subscription_ref: str) -> list[SubscriptionPayment]:
+        mine = [p for p in self.st.sub_payments.values() if p.subscription_ref == subscription_ref]
+        return [copy.copy(p) for p in sorted(mine, key=lambda p: p.at)]
+
+    async def creator_payments(self, creator_id: str) -> list[SubscriptionPayment]:
+        return [copy.copy(p) for p in self.st.sub_payments.values() if p.creator_id == creator_id]

@@ -20,9 +20,11 @@ from core.events import Event
 from core.model.accounts import Account, Identity, LinkCode, Passkey, Tier
 from core.model.community import Community
 from core.model.space import Space, SpaceState, Visibility
+from core.model.subscription import Subscription, SubscriptionPayment
+from core.model.subscription import Tier as SubTier
 from core.model.ticket import Ticket
 from core.ports import Card, DuplicateKey, KeyValueEntry, NewJob, StaleAggregate
-from tests.support.fake_repos import FakeAnalytics, FakePasskeys, FakeTicketLedger, SpanRecord
+from tests.support.fake_repos import FakeAnalytics, FakePasskeys, FakeSubscriptions, FakeTicketLedger, SpanRecord
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class State:
     spent: dict[str, datetime] = field(default_factory=dict)  # digest of a one-time value -> when spent
     spans: list[SpanRecord] = field(default_factory=list)
     tallies: dict[tuple[str, str], int] = field(default_factory=dict)  # (space, name) -> count
+    sub_tiers: dict[str, SubTier] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    sub_payments: dict[tuple[str, str], SubscriptionPayment] = field(default_factory=dict)  # (provider, invoice)
     connections: dict[str, tuple[str, str, str, datetime]] = field(default_factory=dict)  # id -> sp, acc, node, seen
     away: dict[tuple[str, str], Away] = field(default_factory=dict)
     jobs: dict[str, NewJob] = field(default_factory=dict)  # dedupe key -> job
@@ -387,6 +392,7 @@ class FakeUnitOfWork:
         self.presence, self.jobs = FakeConnections(self.st), FakeJobs(self.st)
         self.cards = FakeCards(self.st)
         self.passkeys, self.analytics = FakePasskeys(self.st), FakeAnalytics(self.st)
+        self.subscriptions = FakeSubscriptions(self.st)
         self.events = []
         return self
 

@@ -21,6 +21,7 @@ from core.clock import FrozenClock
 from core.errors import Conflict, Forbidden, Invalid
 from core.model.accounts import MAX_PASSKEYS, Actor, Passkey
 from core.model.space import Role, Space, Ticketing
+from core.model.subscription import GRACE, SubscriberAccess, Subscription, SubscriptionProvider, SubscriptionStatus
 from core.model.ticket import TicketStatus
 from core.ports import Job, Store
 from core.services import Core
@@ -271,3 +272,34 @@ async def test_passkeys_and_sign_out_everywhere(world: World) -> None:
         await uow.commit()
     async with core.uow() as uow:
         assert await uow.passkeys.epoch(ann.account_id) == new_epoch != cookie_epoch  # old cookies stop matching
+
+
+async def test_a_subscribers_only_space_on_the_fake_store(world: World) -> None:
+    """Super Follows' access rule through the ports' unit of work: the subscriber joins, a follower
+    who never subscribed is told to subscribe, and the subscriber's access ends with the paid period
+    (plus the grace a late renewal gets)."""
+    w = world
+    host = await person(w.core, "host", operator=True)
+    fan, other = await person(w.core, "fan"), await person(w.core, "other")
+    tier = await w.core.memberships.create_tier(host, "Inner circle", 500, "eur", "Monthly AMA")
+    now = w.clock.now()
+    async with w.core.uow() as uow:
+        await uow.subscriptions.add(Subscription(
+            id="sub1", account_id=fan.account_id, creator_id=host.account_id, tier_id=tier.id,
+            provider=SubscriptionProvider.STRIPE, provider_ref="sub_1", status=SubscriptionStatus.ACTIVE,
+            current_period_end=now + timedelta(days=30), cancel_at_period_end=False, created_at=now, updated_at=now))
+        await uow.commit()
+    space = await w.core.create_space(host, "For subscribers", start_at=now + timedelta(hours=1))
+    await w.core.memberships.set_subscriber_access(host, space.id, SubscriberAccess(tier_id=tier.id))
+    await w.core.start_space(host, space.id)
+
+    assert (await w.core.join(fan, space.id)).role == Role.LISTENER
+    with pytest.raises(Forbidden) as refused:
+        await w.core.join(other, space.id)
+    assert refused.value.code == "subscription.required"
+
+    await w.core.leave(fan, space.id)
+    w.clock.advance(days=30 + GRACE.days, minutes=1)  # the period ended and no renewal came
+    with pytest.raises(Forbidden) as lapsed:
+        await w.core.join(fan, space.id)
+    assert lapsed.value.code == "subscription.required"

@@ -22,7 +22,7 @@ from adapters.webrtc import STATIC as ROOM_STATIC
 from core.errors import DomainError, NotFound
 from core.model.accounts import Account
 from core.model.space import Space, SpaceState, Visibility
-from spacebridge import web_page_actions
+from spacebridge import web_page_actions, web_subscribe
 from spacebridge.instance import Instance
 from spacebridge.web_calendar import space_ics
 from spacebridge.web_common import (
@@ -190,16 +190,18 @@ async def space_page(request: web.Request) -> web.Response:
     meta = {"og_title": s.title, "og_description": _description(s, view.host_name), "og_url": url,
             "og_type": "website", "noindex": s.visibility == Visibility.UNLISTED}
     account, csrf = await viewer(request)
-    if s.state == SpaceState.LIVE and not await _needs_ticket(p, s, account):
+    gated = await web_subscribe.gate(p, s, account)
+    if s.state == SpaceState.LIVE and gated is None and not await _needs_ticket(p, s, account):
         head = jinja2_env(request).get_template("_meta.html").render(**meta)
         html = _room_html().replace("</head>", head + "</head>", 1)
         return web.Response(text=html, content_type="text/html", headers=NO_STORE)
     relation = await p.core.queries.relation(account.id, host_id=s.host_id, space_id=s.id) if account else None
     recs, clips = await recordings(p, s.id, base=site_url(request)) if s.state == SpaceState.ENDED else ([], [])
     ctx = base_ctx(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,
-                replays=recs, clips=clips,
+                replays=recs, clips=clips, gate=gated[0] if gated else None, gate_tier=gated[1] if gated else None,
+                gate_text=error_text(gated[0]) if gated else "",
                 billing=p.stripe is not None, self_hosted=account is not None and account.id == s.host_id, **meta)
-    return render("space.html", request, ctx)
+    return render("space.html", request, ctx, status=403 if gated and s.state == SpaceState.LIVE else 200)
 
 
 async def space_calendar(request: web.Request) -> web.Response:
@@ -229,6 +231,9 @@ async def profile_page(request: web.Request) -> web.Response:
     account, csrf = await viewer(request)
     relation = await p.core.queries.relation(account.id, host_id=account_id) if account else None
     replay_of = _replay_links((await recordings(p, base=site_url(request)))[0])
+    sub_offer = await web_subscribe.offer(p, account_id, account)
+    confirming = ("subscribed" in request.query and account is not None and not is_me(account, account_id)
+                  and sub_offer.current is None)
     name = prof.account.display_name
     url = f"{site_url(request)}/u/{account_id}"
     ctx = base_ctx(request, account, csrf, person=prof.account, followers=prof.followers, relation=relation,
@@ -237,8 +242,13 @@ async def profile_page(request: web.Request) -> web.Response:
                 past=await _cards(p, prof.past, replays=replay_of), url=url, og_title=f"{name} on Spacebridge",
                 og_description=f"{name} hosts live audio Spaces. {prof.followers} follower"
                                f"{'' if prof.followers == 1 else 's'}, {len(prof.upcoming)} upcoming.",
-                og_url=url, og_type="profile", noindex=False, is_me=account is not None and account.id == account_id)
+                og_url=url, og_type="profile", noindex=False, is_me=is_me(account, account_id),
+                offer=sub_offer, confirming=confirming, just_subscribed="subscribed" in request.query)
     return render("profile.html", request, ctx)
+
+
+def is_me(account: Account | None, account_id: str) -> bool:
+    return account is not None and account.id == account_id
 
 
 def jinja2_env(request: web.Request) -> jinja2.Environment:
@@ -256,3 +266,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/s/{space_id}", space_page)
     app.router.add_get("/u/{account_id}", profile_page)
     web_page_actions.setup(app)
+    web_subscribe.setup(app)

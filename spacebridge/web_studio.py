@@ -22,7 +22,7 @@ from core.messages import describe
 from core.model.accounts import Account
 from core.model.space import Space, SpaceState, Ticketing
 from core.timeparse import parse_when
-from spacebridge import web_studio_money
+from spacebridge import web_studio_money, web_studio_subs
 from spacebridge.instance import INSTANCE
 from spacebridge.studio_stats import ActivityRecorder, space_stats
 from spacebridge.web_common import error_text, render
@@ -83,7 +83,8 @@ async def dashboard(request: web.Request, account: Account, *, error: str = "", 
                            past=[s for s in mine if s.state in (SpaceState.ENDED, SpaceState.CANCELLED)],
                            may_host=not failures, host_refusal=describe(
                                Forbidden("eligibility.failed", failures=[x.as_dict() for x in failures])),
-                           payouts=await payout_state(p, account.id), billing=p.stripe is not None)
+                           payouts=await payout_state(p, account.id), billing=p.stripe is not None,
+                           tiers=await web_studio_subs.tiers_for_form(p.core, account.id))
     return render("studio/home.html", request, ctx, status=status)
 
 
@@ -100,14 +101,20 @@ async def create(request: web.Request, account: Account) -> web.StreamResponse:
             raise Invalid("studio.ticket_needs_schedule")
         if terms is not None and not (await p.core.web_community()).settings.ticketing_allowed:
             raise Forbidden("ticket.not_allowed_here")  # asked before anything is made
+        rule = web_studio_subs.parse_rule(f)
+        if rule is not None and start_at is None:
+            raise Invalid("studio.tier_needs_schedule")
+        await web_studio_subs.check_rule(p.core, account.id, rule)  # a bad tier: nothing is made
         topics = [t for t in (x.strip() for x in f.get("topics", "").split(",")) if t]
         space = await p.core.create_space(actor(account), f.get("title", ""), start_at=start_at, topics=topics,
                                           visibility=f.get("visibility", "public"))
     except DomainError as e:
         return await dashboard(request, account, error=_words(e), values=f, status=_status(e))
-    if terms is not None:
+    if terms is not None or rule is not None:
         try:
-            await p.core.set_ticketing(actor(account), space.id, terms)
+            if terms is not None:
+                await p.core.set_ticketing(actor(account), space.id, terms)
+            await web_studio_subs.apply_rule(p.core, account, space, rule)
         except DomainError as e:  # the ticket rules said no: take the new Space back, so the form changed nothing
             await p.core.cancel_space(actor(account), space.id)
             return await dashboard(request, account, error=_words(e), values=f, status=_status(e))
@@ -117,7 +124,8 @@ async def create(request: web.Request, account: Account) -> web.StreamResponse:
 def _words(e: DomainError) -> str:
     custom = {"space.when_required": "Choose when it starts, or pick Start now.",
               "studio.confirm_required": "Tick the box to confirm.",
-              "studio.ticket_needs_schedule": "Only a scheduled Space can sell tickets: choose when it starts."}
+              "studio.ticket_needs_schedule": "Only a scheduled Space can sell tickets: choose when it starts.",
+              "studio.tier_needs_schedule": "Only a scheduled Space can be for subscribers: choose when it starts."}
     return custom.get(e.code, error_text(e))
 
 
@@ -233,3 +241,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/studio/s/{space_id}/cancel", signed_in(cancel_page))
     app.router.add_post("/studio/s/{space_id}/cancel", signed_in(cancel))
     web_studio_money.setup(app, signed_in)
+    web_studio_subs.setup(app)

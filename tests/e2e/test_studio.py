@@ -59,6 +59,7 @@ async def _studio_world(p: Instance) -> dict[str, str]:
     await core.react(Actor(account_id=fan.id), live.id, "🔥")
     return {"studio": "/studio", "scheduled": f"/studio/s/{soon.id}", "live": f"/studio/s/{live.id}",
             "cancel": f"/studio/s/{soon.id}/cancel", "payouts": "/studio/payouts", "admin": "/studio/admin",
+            "subscriptions": "/studio/subscriptions",
             "host": hana.id}
 
 

@@ -145,3 +145,42 @@ async def test_subscribe_on_the_profile_then_join_the_subscriber_only_space(paid
                 break
         assert level > 0.01, f"the subscriber does not hear the host (peak {level})"
         await browser.close()
+
+
+async def test_the_creator_makes_and_archives_tiers_with_the_keyboard(paid: Paid) -> None:
+    from axe_playwright_python.async_playwright import Axe
+    from playwright.async_api import async_playwright
+
+    p = paid.p
+    hana = await admin_host(p)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        for scheme in ("light", "dark"):
+            ctx = await browser.new_context(color_scheme=scheme)
+            await ctx.add_cookies(await _browser_cookie(p, hana))
+            page = await ctx.new_page()
+            await page.goto(f"{p.url}/studio")
+            await page.get_by_role("navigation", name="Studio").get_by_role("link", name="Subscriptions").click()
+            await page.wait_for_url(f"{p.url}/studio/subscriptions")
+            if scheme == "light":  # typed and submitted with the keyboard alone
+                await page.get_by_label("Name", exact=True).focus()
+                await page.keyboard.type("Supporter")
+                await page.keyboard.press("Tab")
+                await page.keyboard.type("4.50")
+                await page.keyboard.press("Tab")  # the currency: EUR already
+                await page.keyboard.press("Tab")
+                await page.keyboard.type("Members-only Spaces")
+                await page.keyboard.press("Tab")
+                await page.keyboard.press("Enter")
+                await page.get_by_role("status").filter(has_text="Supporter is on sale.").wait_for()
+            row = page.get_by_role("row", name=re.compile("^Supporter"))
+            assert "€4.50/month" in await row.inner_text()
+            problems = _serious(await Axe().run(page))
+            assert not problems, (scheme, problems)
+        await page.get_by_role("button", name="Take Supporter off sale").focus()
+        await page.keyboard.press("Enter")
+        await page.get_by_role("status").filter(has_text="Supporter is off sale.").wait_for()
+        await browser.close()
+    tiers = await p.core.memberships.tiers(hana.id, archived=True)
+    assert [(t.name, t.price_minor, t.perks, t.archived) for t in tiers] == [
+        ("Supporter", 450, "Members-only Spaces", True)]

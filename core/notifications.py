@@ -3,6 +3,11 @@
 A ``space.fanout`` job expands its audience page by page into ``notify.deliver`` jobs whose dedupe
 keys are derived from the fan-out's own key, so a fan-out that is retried or re-run after a crash
 adds nobody twice. Deliveries go through each platform's ``Notifier``, which owns its rate limits.
+
+Super Follows: the host's paying subscribers (a subscription that opens a tier now) hear first. Their
+deliveries are queued before everyone else's and due ``SUBSCRIBERS_LEAD`` earlier, so workers, which
+claim by due time, send them first; the rest of the audience keeps its usual time. A go-live alert
+reaches every paying subscriber, following or not; a reminder or notice only those who asked for it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 1000
 REMINDER_TEMPLATES = ("space.reminder", "space.host_reminder")
+SUBSCRIBERS_LEAD = timedelta(seconds=1)
 
 
 class FanoutHandler:
@@ -54,9 +60,23 @@ class FanoutHandler:
             "scheduled_for": p.get("scheduled_for"), "minutes": p.get("minutes", 0),
             "community_id": space.community_id,
         }
+        first = await self._paying(p["audience"], space.id, space.host_id)
+        for i in range(0, len(first), self.page):
+            await self._enqueue(job, template, data, first[i:i + self.page], lead=SUBSCRIBERS_LEAD)
         async for accounts in self._audience(p["audience"], space.id, space.host_id):
-            await self._enqueue(job, template, data, accounts)
+            await self._enqueue(job, template, data, accounts)  # a subscriber already queued is skipped
         self.core.wake_jobs()
+
+    async def _paying(self, audience: str, space_id: str, host_id: str) -> list[str]:
+        """The host's paying subscribers in this audience (followers' alerts: all of them)."""
+        if "followers" not in audience and "subscribers" not in audience:
+            return []
+        async with self.core.ctx.uow() as uow:
+            now = self.core.now()
+            paying = sorted({s.account_id for s in await uow.subscriptions.of_creator(host_id) if s.grants(now)})
+            if "followers" not in audience:  # a reminder or notice: only those who asked for this Space's
+                paying = [a for a in paying if await uow.spaces.has_reminder(space_id, a)]
+        return paying
 
     async def _audience(self, audience: str, space_id: str, host_id: str) -> AsyncIterator[list[str]]:
         """Recipients page by page (keyset pagination, one short transaction each)."""
@@ -80,11 +100,12 @@ class FanoutHandler:
                 yield page
                 after = page[-1]
 
-    async def _enqueue(self, job: Job, template: str, data: dict[str, Any], accounts: list[str]) -> None:
+    async def _enqueue(self, job: Job, template: str, data: dict[str, Any], accounts: list[str],
+                       lead: timedelta = timedelta(0)) -> None:
         async with self.core.ctx.uow() as uow:
             idents = await uow.accounts.identities_for(accounts)
             rows = []
-            now = self.core.now()
+            now = self.core.now() - lead
             for i in idents:
                 if i.platform not in self.platforms or not i.dm_opt_in or not i.reachable:
                     continue

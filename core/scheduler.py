@@ -191,6 +191,7 @@ class JobRunner:
         jobs = await self.claim()
         if not jobs:
             return 0
+        jobs.sort(key=lambda j: j.due_at)  # started in due order (a claim's rows come back in any order)
         now = self.clock.now()
         missed = [j for j in jobs if now - j.due_at > self.grace.get(j.kind, self.default_grace)]
         runnable = [j for j in jobs if j not in missed]

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,9 @@ class _State:
     # What the bot last asked Discord to set on a member's voice ((guild, user) -> field -> value), until
     # the VOICE_STATE_UPDATE that echoes it arrives: that one is the bot's own change, not a moderator's.
     asked: dict[tuple[int, int], dict[str, bool]] = field(default_factory=dict)
+    # (space, account) -> the lock that lets one Stage sync of theirs run at a time (gone when none waits)
+    syncing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary)
 
 
 def stage_connection(guild_id: int, user_id: int) -> str:

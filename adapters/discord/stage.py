@@ -122,16 +122,29 @@ class StageMixin(StagesMixin, EventsMixin):
         return out
 
     async def _sync_speaker(self, space_id: str, account_id: str) -> None:
+        """Put the member's Stage voice where the core says. One sync per person at a time, each from the
+        core's state read inside it: syncs spawned by quick successive changes (approve, then a Server
+        Mute, then an unmute) otherwise overlapped, and an older one finished after a newer one."""
+        lock = self._state.syncing.get((space_id, account_id))
+        if lock is None:
+            lock = self._state.syncing[(space_id, account_id)] = asyncio.Lock()
+        async with lock:
+            await self._sync_speaker_now(space_id, account_id)
+
+    async def _sync_speaker_now(self, space_id: str, account_id: str) -> None:
         space = (await self.core.view(space_id)).space
         speaking = space.role_of(account_id) is not None and account_id not in space.muted and space.is_open
         for m in await self._members_on_stage(space, account_id):
             assert m.voice is not None
             asked = self._state.asked.setdefault((m.guild.id, m.id), {})
+            # both decided now, from what the core and Discord said together: a Server Mute that arrives
+            # while the unsuppress below is under way is a moderator's, not one the core lifted
+            unsuppress, lift = m.voice.suppress == speaking, speaking and m.voice.mute
             try:
-                if m.voice.suppress == speaking:
+                if unsuppress:
                     asked["suppress"] = not speaking  # its echo is ours, not a moderator's
                     await m.edit(suppress=not speaking, reason="Spacebridge stage change")
-                if speaking and m.voice.mute:  # the core lifted a mute given with Discord's Server Mute
+                if lift:  # the core lifted a mute given with Discord's Server Mute
                     asked["mute"] = False
                     await m.edit(mute=False, reason="Spacebridge stage change")
             except discord.HTTPException as e:

@@ -138,6 +138,10 @@ async def test_server_mute_with_discords_controls_mutes_in_the_core_and_an_unmut
     entries = await _audit(dc, space_id)
     assert any(e["what"] == "muted" and e["whom"] == fan for e in entries), entries
 
+    # the moderator's Server Mute stays on Discord while the core mutes them (the approve's own sync, still
+    # finishing its unsuppress when the mute came, once lifted it as if the core had)
+    assert _fan_voice(dc)["mute"] is True
+
     mark = len(dc.fake.calls)
     await dc.core.mute(await _host(dc, "web"), space_id, fan, False)  # unmuted from the web room
     await _suppress(dc, False, mark)

@@ -89,6 +89,8 @@ def billing_ticketing(
     sales_start: Annotated[str | None, typer.Option(help="When sales open (ISO time or +2h).")] = None,
     sales_end: Annotated[str | None, typer.Option(help="When sales close.")] = None,
     off: Annotated[bool, typer.Option("--off", help="Make the Space free again.")] = False,
+    free_tier: Annotated[str | None, typer.Option(
+        "--free-tier", help="Your subscribers at or above this tier of yours join without a ticket.")] = None,
     as_: AsOptional = None, as_json: JsonOpt = False,
 ) -> None:
     """Make a scheduled Space ticketed (or free again with --off)."""
@@ -104,7 +106,7 @@ def billing_ticketing(
         terms = None if off else Ticketing(
             price_minor=int(price or 0), currency=currency, capacity=capacity,
             sales_start=parse_when(sales_start, core.now()) if sales_start else None,
-            sales_end=parse_when(sales_end, core.now()) if sales_end else None)
+            sales_end=parse_when(sales_end, core.now()) if sales_end else None, free_tier_id=free_tier)
         space: Space = await core.set_ticketing(actor, space_id, terms)
         return space
 
@@ -112,7 +114,8 @@ def billing_ticketing(
     t = space.ticketing
     if as_json:
         typer.echo(json.dumps({**space_dict(space), "ticketing": None if t is None else
-                               {"price_minor": t.price_minor, "currency": t.currency, "capacity": t.capacity}}))
+                               {"price_minor": t.price_minor, "currency": t.currency, "capacity": t.capacity,
+                                "free_tier_id": t.free_tier_id}}))
     else:
         typer.echo("free" if t is None else f"{t.price_minor} {t.currency}, capacity {t.capacity or 'unlimited'}")
 

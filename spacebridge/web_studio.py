@@ -63,7 +63,8 @@ def parse_ticketing(f: dict[str, str]) -> Ticketing | None:
         capacity = int(cap) if cap else None
     except ValueError:
         raise Invalid("ticket.bad_capacity", capacity=cap) from None
-    return Ticketing(price_minor=minor, currency=(f.get("currency") or "eur").lower(), capacity=capacity)
+    return Ticketing(price_minor=minor, currency=(f.get("currency") or "eur").lower(), capacity=capacity,
+                     free_tier_id=f.get("free_tier") or None)
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -141,7 +142,8 @@ async def manage(request: web.Request, account: Account, *, error: str = "", sta
     stats = await space_stats(p.core, p.ledger, space)
     ctx = await studio_ctx(request, account, space=space, stats=stats, error=error or request.query.get("error", ""),
                            done=request.query.get("done", ""), sales=await sales_rows(p, space),
-                           billing=p.stripe is not None, now=p.core.now())
+                           billing=p.stripe is not None, now=p.core.now(),
+                           tiers=await web_studio_subs.tiers_for_form(p.core, account.id))
     return render("studio/space.html", request, ctx, status=status)
 
 

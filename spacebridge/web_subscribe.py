@@ -82,6 +82,17 @@ async def gate(p: Instance, space: Space, account: Account | None) -> tuple[Doma
     return err, tier
 
 
+async def free_tier(p: Instance, space: Space) -> Tier | None:
+    """The tier whose subscribers join this ticketed Space without a ticket, if the host set one."""
+    tier_id = space.ticketing.free_tier_id if space.ticketing is not None else None
+    if not tier_id:
+        return None
+    try:
+        return await p.core.memberships.tier(tier_id)
+    except NotFound:
+        return None
+
+
 async def subscribe(request: web.Request) -> web.StreamResponse:
     """``POST /u/ID/subscribe`` (form ``csrf``, ``tier``): off to Stripe Checkout for that tier."""
     from billing.subscriptions import SubscriptionSales

@@ -67,6 +67,7 @@ class Ticketing:
     capacity: int | None
     sales_start: datetime | None = None
     sales_end: datetime | None = None
+    free_tier_id: str | None = None  # Super Follows: the host's subscribers at or above it need no ticket
 
 
 def validate_title(title: str) -> str:

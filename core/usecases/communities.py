@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core import eligibility
-from core.errors import Forbidden, Invalid
+from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.ids import new_id
 from core.model.accounts import Actor, check_platform
 from core.model.community import WEB_COMMUNITY_EXTERNAL_ID, Community, CommunitySettings
@@ -107,6 +107,14 @@ class Communities:
                                              community.settings.admin_override)
                 if failures:
                     raise Forbidden("eligibility.failed", failures=[f.as_dict() for f in failures])
+                if ticketing.free_tier_id is not None:  # one of the host's tiers, on sale
+                    tier = await uow.subscriptions.tier(ticketing.free_tier_id)
+                    if tier is None:
+                        raise NotFound("tier.not_found", tier_id=ticketing.free_tier_id)
+                    if tier.creator_id != space.host_id:
+                        raise Forbidden("tier.not_hosts", tier_id=tier.id)
+                    if tier.archived:
+                        raise Conflict("tier.archived", tier_id=tier.id)
             space.set_ticketing(actor.account_id, ticketing, self.ctx.now(), override=actor.is_operator)
             await uow.spaces.save(space)
             return space

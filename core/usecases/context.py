@@ -128,6 +128,9 @@ class Context:
         blocked = account_id != space.host_id and await uow.spaces.is_blocked(space.host_id, account_id)
         paid = (space.ticketing is not None and space.role_of(account_id) is None
                 and await uow.tickets.has_paid(space.id, account_id))
+        free_tier = space.ticketing.free_tier_id if space.ticketing is not None else None
+        if free_tier and not paid and account_id and space.role_of(account_id) is None:  # a subscriber's free seat
+            paid = bool(await uow.subscriptions.reaching(space.host_id, free_tier, [account_id], self.now()))
         subscribed = (space.subscribers is not None and space.role_of(account_id) is None and bool(
             await uow.subscriptions.reaching(space.host_id, space.subscribers.tier_id, [account_id], self.now())))
         err = access_error(space, account_id, blocked, paid, subscribed, self.now())

@@ -60,6 +60,9 @@ class Presence:
                 accounts = list({batch[i][0] for i in idx})
                 blocked = await uow.spaces.blocked_among(space.host_id, accounts)
                 paid = await uow.tickets.paid_among(space.id, accounts) if space.ticketing else set()
+                if space.ticketing and space.ticketing.free_tier_id:  # the host's subscribers who need no ticket
+                    paid |= await uow.subscriptions.reaching(space.host_id, space.ticketing.free_tier_id,
+                                                             [a for a in accounts if a not in paid], now)
                 subscribed = (await uow.subscriptions.reaching(space.host_id, space.subscribers.tier_id, accounts, now)
                               if space.subscribers else set())
                 admitted: list[str] = []

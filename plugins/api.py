@@ -18,7 +18,9 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from aiohttp import web
 
 from core import events as ev
 from core.errors import DomainError, Invalid
@@ -28,9 +30,6 @@ from core.model.accounts import Actor
 from core.model.space import Space
 from core.ports import AudioTap, AudioTick
 from core.services import Core, Guard, SpaceView, TextFilter
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 GROUP = "spacebridge.plugins"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
@@ -135,6 +134,21 @@ class Queries:
     def now(self) -> Any:
         return self._core.now()
 
+    async def may_hear_replay(self, space_id: str, account_id: str | None) -> bool:
+        """May this person (None: a guest) hear the Space's replays and clips? A Space for subscribers
+        keeps them for its host's subscribers at or above its tier (and its host and stage); any
+        other Space's are for everyone. Read now, so a lapsed subscription no longer opens them."""
+        space = (await self._core.view(space_id)).space
+        rule = space.subscribers
+        if rule is None:
+            return True
+        if account_id is None:
+            return False
+        if space.role_of(account_id) is not None:
+            return True
+        async with self._core.uow() as uow:
+            return bool(await uow.subscriptions.reaching(space.host_id, rule.tier_id, [account_id], self._core.now()))
+
 
 class Actions:
     """What a plugin may make happen. Moderator actions run as the person who invoked the command,
@@ -173,6 +187,11 @@ class Registrations:
     routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = field(
         default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+# Set by the composition root on the web application: who is signing a request (their account id,
+# or None). Plugins ask through ``PluginContext.viewer``, never the session machinery itself.
+VIEWER: web.AppKey[Callable[[web.Request], Awaitable[str | None]]] = web.AppKey("spacebridge.viewer")
 
 
 class PluginContext:
@@ -281,6 +300,11 @@ class PluginContext:
 
     def url(self, path: str) -> str:
         return f"{self.public_url}/p/{self.name}{path}"
+
+    async def viewer(self, request: web.Request) -> str | None:
+        """The signed-in account behind a request to one of this plugin's routes (None: a guest)."""
+        find = request.app.get(VIEWER)
+        return None if find is None else await find(request)
 
     # ---- work ---------------------------------------------------------------------------------
     def spawn(self, coro: Awaitable[None], what: str = "task") -> asyncio.Task[None]:

@@ -16,6 +16,7 @@ from adapters.webrtc.hls import TOKEN_PARAM, rewrite_playlist
 from core.errors import DomainError, NotFound
 from core.messages import describe
 from core.model.space import Visibility
+from plugins.api import VIEWER
 from spacebridge.doctor import check_data_dir, database_problem_now, redis_problem
 from spacebridge.instance import INSTANCE, Instance
 
@@ -147,6 +148,13 @@ async def hls_auth(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
 
+async def _viewer_id(request: web.Request) -> str | None:
+    from spacebridge.web_common import viewer
+
+    account, _ = await viewer(request)
+    return None if account is None else account.id
+
+
 def setup(app: web.Application) -> None:
     p = app[INSTANCE]
     from adapters.webrtc.socket import Signaling
@@ -158,6 +166,7 @@ def setup(app: web.Application) -> None:
     # the command table's ticket/refund and share links, on the address each socket's browser used
     signaling.ports_for = lambda request: command_ports(p, site_url(request))
     app.router.add_get("/ws/{space_id}", signaling.handle)
+    app[VIEWER] = _viewer_id  # who asks a plugin's page (the recording plugin's subscriber-only replays)
     for method, path, handler in p.plugins.routes:
         app.router.add_route(method, path, handler)
     web_pages.setup(app)  # /, /s/ID (the room while live), /s/ID.ics, /u/ID and their buttons

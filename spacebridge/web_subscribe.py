@@ -82,6 +82,24 @@ async def gate(p: Instance, space: Space, account: Account | None) -> tuple[Doma
     return err, tier
 
 
+async def replay_lock(p: Instance, space: Space, account: Account | None) -> Tier | None:
+    """The tier whose subscribers may hear this Space's replays and clips, when the viewer may not
+    (the recording plugin's pages answer the same: ``Queries.may_hear_replay``); else None."""
+    rule = space.subscribers
+    if rule is None:
+        return None
+    if account is not None:
+        if space.role_of(account.id) is not None:
+            return None
+        async with p.core.uow() as uow:
+            if await uow.subscriptions.reaching(space.host_id, rule.tier_id, [account.id], p.core.now()):
+                return None
+    try:
+        return await p.core.memberships.tier(rule.tier_id)
+    except NotFound:
+        return None
+
+
 async def free_tier(p: Instance, space: Space) -> Tier | None:
     """The tier whose subscribers join this ticketed Space without a ticket, if the host set one."""
     tier_id = space.ticketing.free_tier_id if space.ticketing is not None else None

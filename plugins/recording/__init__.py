@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import events as ev
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, DomainError, NotFound
 from plugins.api import Invocation, Option, PluginContext, Reply
 from plugins.recording.recorder import Recorder, write_clip
 
@@ -362,37 +362,54 @@ class RecordingPlugin:
             raise web.HTTPNotFound(text="There is no such recording (it may have expired).")
         return meta
 
+    async def _open(self, request: web.Request, kind: str, item_id: str) -> dict[str, Any]:
+        """A finished recording or clip that this request's person may hear. A Space for subscribers
+        keeps its replays and clips for them (``Queries.may_hear_replay``): anyone else is sent to
+        the Space's page, which says which tier opens them (a file answers 403)."""
+        assert self.ctx is not None
+        meta = await self._meta(kind, item_id)
+        space_id = str(meta.get("space_id") or "")
+        try:
+            allowed = await self.ctx.queries.may_hear_replay(space_id, await self.ctx.viewer(request))
+        except DomainError:
+            allowed = True  # the Space itself is gone: its recording stays as it was
+        if allowed:
+            return meta
+        if request.path.endswith((".ogg", ".json")):
+            raise web.HTTPForbidden(text="This replay is for the host's subscribers: subscribe to hear it.")
+        raise web.HTTPSeeOther(f"/s/{space_id}")
+
     async def replay_script(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "replay.js", headers={"Cache-Control": "no-cache"})
 
     async def replay_page(self, request: web.Request) -> web.StreamResponse:
-        await self._meta("rec", request.match_info["rec_id"])
+        await self._open(request, "rec", request.match_info["rec_id"])
         return web.FileResponse(STATIC / "replay.html", headers={"Cache-Control": "no-store"})
 
     async def replay_audio(self, request: web.Request) -> web.StreamResponse:
         assert self.ctx is not None
-        meta = await self._meta("rec", request.match_info["rec_id"])
+        meta = await self._open(request, "rec", request.match_info["rec_id"])
         return web.FileResponse(self.ctx.data_dir / meta["id"] / "audio.ogg", headers={"Content-Type": "audio/ogg"})
 
     async def replay_timeline(self, request: web.Request) -> web.StreamResponse:
         assert self.ctx is not None
-        meta = await self._meta("rec", request.match_info["rec_id"])
+        meta = await self._open(request, "rec", request.match_info["rec_id"])
         return web.FileResponse(self.ctx.data_dir / meta["id"] / "timeline.json",
                                 headers={"Content-Type": "application/json"})
 
     async def clip_page(self, request: web.Request) -> web.StreamResponse:
-        await self._meta("clip", request.match_info["clip_id"])
+        await self._open(request, "clip", request.match_info["clip_id"])
         return web.FileResponse(STATIC / "replay.html", headers={"Cache-Control": "no-store"})
 
     async def clip_audio(self, request: web.Request) -> web.StreamResponse:
         assert self.ctx is not None
-        meta = await self._meta("clip", request.match_info["clip_id"])
+        meta = await self._open(request, "clip", request.match_info["clip_id"])
         return web.FileResponse(self.ctx.data_dir / "clips" / f"{meta['id']}.ogg",
                                 headers={"Content-Type": "audio/ogg"})
 
     async def clip_timeline(self, request: web.Request) -> web.StreamResponse:
         assert self.ctx is not None
-        meta = await self._meta("clip", request.match_info["clip_id"])
+        meta = await self._open(request, "clip", request.match_info["clip_id"])
         rec = await self.ctx.store.get(f"rec:{meta['rec_id']}") or {}
         names = await self._names(meta["events"])
         return web.json_response({"clip": meta["id"], "space_id": meta["space_id"], "title": rec.get("title", ""),

@@ -9,7 +9,10 @@ payments, and money in the provider's terms (as billing/ledger.py's ticket repor
   over those plus the active ones;
 - ``failed_payments_30d``: renewal attempts that failed in the last 30 days (each retry counts);
 - ``gross_minor`` every period paid, ``refunded_minor`` what the creator gave back, ``fees_minor``
-  the platform's fees kept, ``net_minor`` what the creator keeps.
+  the platform's fees kept, ``net_minor`` what the creator keeps (in the tiers' currency);
+- ``stars_gross`` / ``stars_refunded`` / ``stars_fees`` / ``stars_net``: the same for Telegram Stars
+  subscriptions (XTR). Telegram pays Stars to the bot's owner, so ``stars_net`` is the creator's
+  share the instance owes them (billing/stars_subscriptions.py records it with each payment).
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ class SubscriptionReport:
     fees_minor: int
     net_minor: int
     tiers: list[TierFigures] = field(default_factory=list)
+    # Telegram Stars subscriptions (XTR): paid to the bot's owner, so this is what the creator is owed
+    stars_gross: int = 0
+    stars_refunded: int = 0
+    stars_fees: int = 0
+    stars_net: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +71,11 @@ async def creator_report(core: Core, creator_id: str) -> SubscriptionReport:
     opening = [s for s in subs if s.grants(now)]
     renewing = [s for s in opening if s.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)]
     churned = sum(1 for s in subs if s.status == SubscriptionStatus.ENDED and s.ended_at and now - s.ended_at < WINDOW)
+    stars = [p for p in payments if p.currency == "XTR"]
+    payments = [p for p in payments if p.currency != "XTR"]
+    stars_gross = sum(p.amount_minor for p in stars if p.status in (PaymentStatus.PAID, PaymentStatus.REFUNDED))
+    stars_refunded = sum(p.amount_minor for p in stars if p.status == PaymentStatus.REFUNDED)
+    stars_fees = sum(p.fee_minor for p in stars if p.status == PaymentStatus.PAID)
     taken = [p for p in payments if p.status in (PaymentStatus.PAID, PaymentStatus.REFUNDED)]
     gross = sum(p.amount_minor for p in taken)
     refunded = sum(p.amount_minor for p in payments if p.status == PaymentStatus.REFUNDED)
@@ -74,4 +87,6 @@ async def creator_report(core: Core, creator_id: str) -> SubscriptionReport:
         failed_payments_30d=sum(p.failures for p in payments if now - p.at < WINDOW),
         gross_minor=gross, refunded_minor=refunded, fees_minor=fees, net_minor=gross - refunded - fees,
         tiers=[TierFigures(t.id, t.name, t.price_minor, t.archived, sum(1 for s in opening if s.tier_id == t.id))
-               for t in tiers])
+               for t in tiers],
+        stars_gross=stars_gross, stars_refunded=stars_refunded, stars_fees=stars_fees,
+        stars_net=stars_gross - stars_refunded - stars_fees)

@@ -186,6 +186,10 @@ _TEXT: dict[str, str] = {
     "tier.not_yours": "Only the tier's creator can change it.",
     "tier.not_hosts": "That tier is not one of the host's.",
     "tier.archived": "That tier is no longer on sale.",
+    "tier.bad_stars": "A tier's price in Stars is 1 to {max} a month (not {stars}).",
+    "tier.no_stars": "That tier is not sold in Telegram Stars; subscribe with the link instead.",
+    "subscription.open_space": "That Space is open to everyone: there is nothing to subscribe to for it.",
+    "subscription.bad_payload": "That is not one of our subscription invoices.",
 }
 
 

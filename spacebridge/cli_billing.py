@@ -78,6 +78,9 @@ def _subscription_report(creator: str, as_json: bool) -> None:
                f"({r.churn_rate:.0%})  failed payments (30 days) {r.failed_payments_30d}")
     typer.echo(f"gross {money(r.gross_minor)}  refunded {money(r.refunded_minor)}  fees {money(r.fees_minor)}  "
                f"net {money(r.net_minor)}")
+    if r.stars_gross:
+        typer.echo(f"Stars (Telegram): gross {r.stars_gross} XTR  refunded {r.stars_refunded} XTR  "
+                   f"fees {r.stars_fees} XTR  net {r.stars_net} XTR (owed to the creator)")
 
 
 @billing_app.command("ticketing")

@@ -32,7 +32,8 @@ subscription_app = typer.Typer(help="Change one subscription: cancel, resume, ch
 
 def tier_dict(t: Tier) -> dict[str, Any]:
     return {"id": t.id, "creator_id": t.creator_id, "name": t.name, "price_minor": t.price_minor,
-            "currency": t.currency, "perks": t.perks, "archived": t.archived, "stripe_price": t.stripe_price}
+            "currency": t.currency, "perks": t.perks, "archived": t.archived, "stripe_price": t.stripe_price,
+            "stars": t.stars}
 
 
 def sub_dict(s: Subscription) -> dict[str, Any]:
@@ -84,7 +85,23 @@ def tiers_list(creator: Annotated[str, typer.Option(help="The creator's account 
         return
     for t in tiers:
         typer.echo(f"{t.id}  {t.name}  {_money(t.price_minor, t.currency)}/month"
+                   f"{f'  or {t.stars} XTR' if t.stars else ''}"
                    f"{'  (archived)' if t.archived else ''}{'  ' + t.perks if t.perks else ''}")
+
+
+@tiers_app.command("stars")
+def tiers_stars(tier_id: str, as_: AsOpt,
+                stars: Annotated[int | None, typer.Option(help="Monthly price in Telegram Stars (1 to 10000).")] = None,
+                off: Annotated[bool, typer.Option("--off", help="Stop selling it in Stars.")] = False,
+                as_json: JsonOpt = False) -> None:
+    """Sell one of --as's tiers on Telegram too, as a Stars subscription (renewed every 30 days)."""
+    check_as(as_, as_json)
+    if (stars is None) == (not off):
+        fail("give --stars N or --off", 2, as_json)
+    t = with_core(lambda core: core.memberships.set_stars(Actor(account_id=as_, platform="web"), tier_id,
+                                                          None if off else stars), as_json)
+    typer.echo(json.dumps(tier_dict(t)) if as_json else
+               f"{t.id}  {t.name}  {f'{t.stars} XTR/month on Telegram' if t.stars else 'not sold in Stars'}")
 
 
 @tiers_app.command("archive")

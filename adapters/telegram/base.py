@@ -205,3 +205,9 @@ class TelegramBase:
 
     async def cmd_ticket(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # payments
         raise NotImplementedError
+
+    async def cmd_subscribe(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # subscriptions
+        raise NotImplementedError
+
+    async def cmd_unsubscribe(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # subscriptions
+        raise NotImplementedError

@@ -40,6 +40,7 @@ from adapters.telegram.miniapp import MiniAppMixin
 from adapters.telegram.notifier import NotifierMixin
 from adapters.telegram.payments import PaymentsMixin
 from billing.ledger import Ledger
+from billing.stars_subscriptions import StarsSubscriptions
 from core.cards import CardRefresher, CardStore
 from core.errors import Invalid
 from core.model.ticket import Provider
@@ -70,6 +71,7 @@ class TelegramAdapter(CommandsMixin, CardsMixin, PaymentsMixin, MiniAppMixin, No
         self.public_url = public_url.rstrip("/")
         self.config = config
         self.stripe_sales = stripe_sales
+        self.stars_subs = StarsSubscriptions(core, ledger.fee_bps)
         self.plugins = plugins
         self.limiter = FloodLimiter(config.limits)
         builder = ApplicationBuilder().token(config.token).rate_limiter(self.limiter).concurrent_updates(32)

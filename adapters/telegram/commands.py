@@ -51,6 +51,8 @@ OWN_COMMANDS: list[tuple[str, str]] = [
     ("spaces", "Live and upcoming Spaces here"),
     ("space", 'new "title" [when] · start ID — host a Space'),
     ("queue", "Who has a hand up"),
+    ("subscribe", "TIER or SPACE — subscribe to a creator in Stars"),
+    ("unsubscribe", "[ID] — your subscriptions; stop one renewing"),
 ]
 SKIPPED = frozenset({"start"})  # the table's start is /space start here (Telegram's /start opens the bot)
 OWN_HANDLERS = frozenset({"ticket"})  # sold in Stars (or Stripe Checkout) by the payments unit
@@ -126,7 +128,8 @@ class CommandsMixin(TelegramBase):
     def _register_commands(self) -> None:
         own: dict[str, Handler] = {
             "start": self.cmd_start, "help": self.cmd_help, "spaces": self.cmd_spaces, "space": self.cmd_space,
-            "queue": self.cmd_queue, "ticket": self.cmd_ticket,
+            "queue": self.cmd_queue, "ticket": self.cmd_ticket, "subscribe": self.cmd_subscribe,
+            "unsubscribe": self.cmd_unsubscribe,
         }
         for name, fn in own.items():
             self.app.add_handler(CommandHandler(name, self._wrap(fn)))

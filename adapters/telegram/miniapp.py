@@ -13,7 +13,7 @@ from adapters.chat.actions import room_token
 from adapters.telegram import render
 from adapters.telegram.base import PLATFORM, TelegramBase, say
 from adapters.telegram.webapp import validate_init_data
-from core.errors import DomainError, Invalid
+from core.errors import DomainError, Forbidden, Invalid
 from core.model.accounts import Actor
 from core.model.space import SpaceState
 
@@ -27,7 +27,13 @@ class MiniAppMixin(TelegramBase):
             await self._reply(msg, text + "\n\nIt is not live yet; tap Remind me on its card or send "
                                           f"/remind {s.id}.")
             return
-        token = await room_token(self.core, self.tokens, actor.account_id, s.id)
+        try:
+            token = await room_token(self.core, self.tokens, actor.account_id, s.id)
+        except Forbidden as e:
+            if not e.code.startswith("subscription.") or s.subscribers is None:
+                raise
+            await self._reply(msg, f"⚠️ {escape(say(e), quote=False)}\nSubscribe in Stars with /subscribe {s.id}.")
+            return
         app_url = f"{self.public_url}/tg/app?space={s.id}"
         rows = [[InlineKeyboardButton("🎧 Open the room", web_app=WebAppInfo(app_url))],
                 [InlineKeyboardButton("Open in the browser", url=f"{self.public_url}/s/{s.id}#t={token}")]]

@@ -1,4 +1,5 @@
-"""Tickets on Telegram: sold in Stars (an invoice by DM, checked before checkout, settled when paid,
+"""Tickets on Telegram (subscription invoices: adapters/telegram/subscriptions.py): sold in Stars
+(an invoice by DM, checked before checkout, settled when paid,
 refunded through the Bot API as the ``telegram_stars`` ``PaymentGateway``), or through Stripe
 Checkout for Spaces priced in money. Refunds a person asks for go through the table (/refund)."""
 
@@ -12,7 +13,9 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden
 from telegram.ext import ContextTypes
 
-from adapters.telegram.base import PLATFORM, TelegramBase, say
+from adapters.telegram.base import PLATFORM, say
+from adapters.telegram.subscriptions import SubscriptionsMixin
+from billing.stars_subscriptions import is_subscription_payload
 from core.commands import BUILTIN_TABLE, check_state
 from core.errors import Conflict, DomainError, Invalid, NotFound
 from core.model.accounts import Actor
@@ -21,7 +24,7 @@ from core.model.ticket import Provider, TicketStatus
 log = logging.getLogger(__name__)
 
 
-class PaymentsMixin(TelegramBase):
+class PaymentsMixin(SubscriptionsMixin):
     async def cmd_ticket(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor, args: list[str]) -> None:
         msg = update.effective_message
         user = update.effective_user
@@ -58,6 +61,9 @@ class PaymentsMixin(TelegramBase):
         q = update.pre_checkout_query
         if q is None:
             return
+        if is_subscription_payload(q.invoice_payload):
+            await self.subscription_pre_checkout(q)
+            return
         try:
             ticket = await self.ledger.get(q.invoice_payload)
             now = self.core.now()
@@ -85,6 +91,9 @@ class PaymentsMixin(TelegramBase):
         if msg is None or msg.successful_payment is None or msg.from_user is None:
             return
         sp = msg.successful_payment
+        if is_subscription_payload(sp.invoice_payload):
+            await self.subscription_paid(msg)
+            return
         try:
             ticket = await self.ledger.settle(sp.invoice_payload, paid=True,
                                               provider_ref=f"{msg.from_user.id}:{sp.telegram_payment_charge_id}",

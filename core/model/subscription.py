@@ -28,6 +28,9 @@ from core.errors import Invalid
 MAX_TIERS = 3
 MAX_TIER_NAME = 60
 MAX_PERKS = 500
+# Telegram's bounds for a Stars subscription's price (createInvoiceLink with subscription_period)
+MAX_STARS = 10_000
+STARS_PERIOD_S = 2_592_000  # the only period Telegram allows: 30 days
 # A renewal that failed keeps access this long after the period it paid for ended (Stripe retries
 # the payment meanwhile); the same allowance covers a renewal whose webhook is late.
 GRACE = timedelta(days=7)
@@ -64,6 +67,7 @@ class Tier:
     archived: bool = False
     stripe_product: str | None = None
     stripe_price: str | None = None
+    stars: int | None = None  # the monthly price in Telegram Stars (XTR) when sold on Telegram too
 
     @staticmethod
     def validate(name: str, price_minor: int, currency: str, perks: str) -> tuple[str, str, str]:

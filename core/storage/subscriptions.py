@@ -29,7 +29,7 @@ _MAY_OPEN = ("active", "past_due", "canceled")
 def _tier(r: TierRow) -> Tier:
     return Tier(id=r.id, creator_id=r.creator_id, name=r.name, price_minor=r.price_minor, currency=r.currency,
                 perks=r.perks, created_at=r.created_at, archived=r.archived, stripe_product=r.stripe_product,
-                stripe_price=r.stripe_price)
+                stripe_price=r.stripe_price, stars=r.stars)
 
 
 def _sub(r: SubscriptionRow) -> Subscription:
@@ -64,7 +64,7 @@ class SubscriptionRepository:
     async def add_tier(self, t: Tier) -> None:
         self.s.add(TierRow(id=t.id, creator_id=t.creator_id, name=t.name, price_minor=t.price_minor,
                            currency=t.currency, perks=t.perks, archived=t.archived, stripe_product=t.stripe_product,
-                           stripe_price=t.stripe_price, created_at=t.created_at))
+                           stripe_price=t.stripe_price, stars=t.stars, created_at=t.created_at))
         await self.s.flush()
 
     async def tier(self, tier_id: str) -> Tier | None:
@@ -84,7 +84,7 @@ class SubscriptionRepository:
     async def save_tier(self, t: Tier) -> None:
         await self.s.execute(update(TierRow).where(TierRow.id == t.id).values(
             name=t.name, perks=t.perks, archived=t.archived, stripe_product=t.stripe_product,
-            stripe_price=t.stripe_price))
+            stripe_price=t.stripe_price, stars=t.stars))
 
     # ---- subscriptions -----------------------------------------------------------------------------
     async def by_ref(self, provider: str, provider_ref: str, *, for_update: bool = False) -> Subscription | None:

@@ -227,6 +227,7 @@ class TierRow(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     stripe_product: Mapped[str | None] = mapped_column(String(255))
     stripe_price: Mapped[str | None] = mapped_column(String(255), index=True)
+    stars: Mapped[int | None] = mapped_column(Integer)  # the monthly price in Telegram Stars, if sold there
     created_at: Mapped[datetime]
 
 

@@ -13,7 +13,7 @@ from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.ids import new_id
 from core.model.accounts import Actor
 from core.model.space import Space
-from core.model.subscription import MAX_EARLY_MINUTES, MAX_TIERS, SubscriberAccess, Subscription, Tier
+from core.model.subscription import MAX_EARLY_MINUTES, MAX_STARS, MAX_TIERS, SubscriberAccess, Subscription, Tier
 from core.ports import UnitOfWork
 from core.usecases.context import Context
 
@@ -79,6 +79,24 @@ class Memberships:
             if not t.archived:
                 t = replace(t, archived=True)
                 await uow.subscriptions.save_tier(t)
+            return t
+
+        return await self.ctx.run(op)
+
+    async def set_stars(self, actor: Actor, tier_id: str, stars: int | None) -> Tier:
+        """Sell a tier on Telegram too, at ``stars`` Telegram Stars a month (None: not in Stars). A
+        Stars subscription keeps the price it was bought at; a new price applies to new subscribers."""
+        if stars is not None and not 1 <= stars <= MAX_STARS:
+            raise Invalid("tier.bad_stars", stars=stars, max=MAX_STARS)
+
+        async def op(uow: UnitOfWork) -> Tier:
+            t = await self._tier(uow, tier_id)
+            if t.creator_id != actor.account_id and not actor.is_operator:
+                raise Forbidden("tier.not_yours", tier_id=tier_id)
+            if t.archived:
+                raise Conflict("tier.archived", tier_id=tier_id)
+            t = replace(t, stars=stars)
+            await uow.subscriptions.save_tier(t)
             return t
 
         return await self.ctx.run(op)

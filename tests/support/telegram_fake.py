@@ -29,7 +29,8 @@ SENDING = frozenset({
     "sendMessage", "editMessageText", "editMessageReplyMarkup", "sendInvoice", "pinChatMessage", "sendPhoto",
     "deleteMessage", "unpinChatMessage",
 })
-INT_PARAMS = frozenset({"chat_id", "message_id", "user_id", "offset", "limit", "timeout", "cache_time"})
+INT_PARAMS = frozenset({"chat_id", "message_id", "user_id", "offset", "limit", "timeout", "cache_time",
+                        "subscription_period"})
 
 
 @dataclass
@@ -79,6 +80,9 @@ class FakeBotAPI:
         self.admins: dict[int, set[int]] = {}
         self.forced_429: dict[str, float] = {}  # method -> retry_after, answered once
         self.charges: dict[str, dict[str, Any]] = {}  # Stars charges: id -> {user_id, amount, refunded}
+        self.invoice_links: dict[str, dict[str, Any]] = {}  # createInvoiceLink: link -> its parameters
+        # Stars subscriptions, by their first charge: {user_id, payload, canceled}
+        self.star_subscriptions: dict[str, dict[str, Any]] = {}
         self.rejected_429 = 0
         self._windows = _Windows()
         self.port = 0
@@ -155,6 +159,24 @@ class FakeBotAPI:
             "from": self.user(user_id), "successful_payment": {
                 "currency": currency, "total_amount": total, "invoice_payload": payload,
                 "telegram_payment_charge_id": charge_id, "provider_payment_charge_id": ""}}})
+
+    async def subscription_paid(self, user_id: int, payload: str, total: int, charge_id: str, expires: int, *,
+                                first_charge: str | None = None, date: int | None = None) -> int:
+        """A Stars subscription payment: the first (``first_charge`` None) or a renewal of the
+        subscription that began with ``first_charge``, paid until ``expires`` (Unix time). Telegram
+        renews only a subscription that was not cancelled."""
+        if first_charge is None:
+            self.star_subscriptions[charge_id] = {"user_id": user_id, "payload": payload, "canceled": False}
+        elif self.star_subscriptions[first_charge]["canceled"]:
+            raise AssertionError("Telegram does not renew a cancelled subscription")
+        self.charges[charge_id] = {"user_id": user_id, "amount": total, "refunded": False}
+        return await self.push({"message": {
+            "message_id": self._next_msg(user_id), "date": date or int(time.time()), "chat": self.chat(user_id),
+            "from": self.user(user_id), "successful_payment": {
+                "currency": "XTR", "total_amount": total, "invoice_payload": payload,
+                "telegram_payment_charge_id": charge_id, "provider_payment_charge_id": "",
+                "subscription_expiration_date": expires, "is_recurring": True,
+                "is_first_recurring": first_charge is None}}})
 
     async def bot_added(self, chat_id: int, by_user: int, title: str = "") -> int:
         return await self.push({"my_chat_member": {
@@ -383,6 +405,35 @@ class FakeBotAPI:
         if charge["refunded"]:
             raise BotAPIError(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
         charge["refunded"] = True
+        return True
+
+    def _m_createInvoiceLink(self, p: dict[str, Any]) -> Any:
+        prices = p.get("prices")
+        if not isinstance(prices, list) or not prices:
+            raise BotAPIError(400, "Bad Request: prices must be non-empty")
+        if p.get("currency") == "XTR" and (p.get("provider_token") or len(prices) != 1):
+            raise BotAPIError(400, "Bad Request: Stars invoices take one price and no provider token")
+        if len(str(p.get("payload", "")).encode()) > 128 or not p.get("payload"):
+            raise BotAPIError(400, "Bad Request: invoice payload must be 1-128 bytes")
+        if "subscription_period" in p:
+            if int(p["subscription_period"]) != 2592000:
+                raise BotAPIError(400, "Bad Request: SUBSCRIPTION_PERIOD_INVALID")
+            if p.get("currency") != "XTR" or not 1 <= int(prices[0]["amount"]) <= 10000:
+                raise BotAPIError(400, "Bad Request: SUBSCRIPTION_INVALID")
+        link = f"https://t.me/$inv{len(self.invoice_links) + 1}"
+        self.invoice_links[link] = dict(p)
+        return link
+
+    def _m_editUserStarSubscription(self, p: dict[str, Any]) -> Any:
+        sub = self.star_subscriptions.get(str(p.get("telegram_payment_charge_id")))
+        if sub is None or sub["user_id"] != int(p.get("user_id", 0)):
+            raise BotAPIError(400, "Bad Request: CHARGE_ID_INVALID")
+        canceled = p.get("is_canceled")
+        if not isinstance(canceled, bool):
+            raise BotAPIError(400, "Bad Request: is_canceled must be a boolean")
+        if sub["canceled"] == canceled:
+            raise BotAPIError(400, "Bad Request: SUBSCRIPTION_NOT_MODIFIED")
+        sub["canceled"] = canceled
         return True
 
     def _m_getChatMember(self, p: dict[str, Any]) -> Any:

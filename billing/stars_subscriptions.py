@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from core import events as ev
 from core.errors import Conflict, Invalid, NotFound
 from core.ids import new_id
 from core.model.accounts import Actor
@@ -53,6 +54,11 @@ class StarsPaid:
     subscription: Subscription
     tier: Tier
     duplicate: bool  # this charge was applied before (Telegram delivered the update again)
+
+
+def _updated(sub: Subscription, now: datetime) -> ev.SubscriptionUpdated:
+    return ev.SubscriptionUpdated(account_id=sub.account_id, creator_id=sub.creator_id, subscription_id=sub.id,
+                                  status=sub.status.value, at=now)
 
 
 def is_subscription_payload(payload: str) -> bool:
@@ -164,6 +170,7 @@ class StarsSubscriptions:
             prices = {t.id: t.price_minor for t in await uow.subscriptions.tiers_of(sub.creator_id, archived=True)}
             if sub.apply(state, max(at, sub.event_at or at), charge_id, now, prices):
                 await uow.subscriptions.save(sub)
+                uow.emit(_updated(sub, now))
             return StarsPaid(sub, tier, duplicate=False)
 
         return await self.core.ctx.run(op)
@@ -196,6 +203,7 @@ class StarsSubscriptions:
             state = ProviderState(SubscriptionStatus.ACTIVE, cur.tier_id, cur.current_period_end, True)
             if cur.apply(state, max(now, cur.event_at or now), f"cancel:{now.isoformat()}", now, {}):
                 await uow.subscriptions.save(cur)
+                uow.emit(_updated(cur, now))
             return cur
 
         return await self.core.ctx.run(op)

@@ -161,6 +161,8 @@ class SubscriptionEvents:
         if not sub.apply(state, at, event_id, now, await self._prices(uow, sub.creator_id)):
             return
         await uow.subscriptions.save(sub)
+        uow.emit(ev.SubscriptionUpdated(account_id=sub.account_id, creator_id=sub.creator_id, subscription_id=sub.id,
+                                        status=sub.status.value, at=now))
         if opened - sub.tiers_open(now):
             await self._let_go(uow, sub, now)
 

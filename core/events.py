@@ -293,6 +293,18 @@ class SubscriptionChanged(SpaceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SubscriptionUpdated(Event):
+    """A subscription's state changed (any provider's event applied): surfaces that give something
+    for it outside a Space (Discord's tier roles) bring it in line with what it opens now."""
+
+    name: ClassVar[str] = "subscription.updated"
+    account_id: str
+    creator_id: str
+    subscription_id: str
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Followed(Event):
     name: ClassVar[str] = "account.followed"
     follower_id: str

@@ -31,6 +31,15 @@ class CommunitySettings(BaseModel):
     stage_notify: bool = True  # Discord: notify the server when the Stage goes live
     stage_category: str | None = None  # Discord: where a Stage is made for each further Space live at once
     plugins_disabled: list[str] = Field(default_factory=list)
+    # Discord: a subscription tier (Super Follows) -> the role its subscribers hold while it opens the tier
+    tier_roles: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tier_roles")
+    @classmethod
+    def _tier_roles(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 20:
+            raise ValueError("at most 20 tier roles")
+        return v
 
     @field_validator("reminder_offsets_min")
     @classmethod

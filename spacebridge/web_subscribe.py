@@ -100,15 +100,20 @@ async def replay_lock(p: Instance, space: Space, account: Account | None) -> Tie
         return None
 
 
-async def free_tier(p: Instance, space: Space) -> Tier | None:
-    """The tier whose subscribers join this ticketed Space without a ticket, if the host set one."""
+async def free_tier(p: Instance, space: Space, account: Account | None) -> tuple[Tier | None, bool]:
+    """The tier whose subscribers join this ticketed Space without a ticket, if the host set one, and
+    whether the viewer is one of them (their page then says so instead of offering a ticket)."""
     tier_id = space.ticketing.free_tier_id if space.ticketing is not None else None
     if not tier_id:
-        return None
+        return None, False
     try:
-        return await p.core.memberships.tier(tier_id)
+        tier = await p.core.memberships.tier(tier_id)
     except NotFound:
-        return None
+        return None, False
+    if account is None:
+        return tier, False
+    async with p.core.uow() as uow:
+        return tier, bool(await uow.subscriptions.reaching(space.host_id, tier_id, [account.id], p.core.now()))
 
 
 async def subscribe(request: web.Request) -> web.StreamResponse:

@@ -59,6 +59,10 @@ async def test_subscribers_at_the_tier_join_a_ticketed_space_free(env: Env) -> N
                                                                now + 86400 * 20), created=now - 5)
     await env.event("customer.subscription.deleted", sub_obj("sub_lapsed", gold, lapsed.id, "canceled",
                                                                now + 86400 * 20), created=now - 4)
+    status, html, _ = await call(p, "GET", f"/s/{space.id}", fan)  # scheduled: no ticket to buy
+    assert "You're in without a ticket" in html and "Buy a ticket" not in html
+    status, html, _ = await call(p, "GET", f"/s/{space.id}", low)
+    assert "Buy a ticket · €9.00" in html and "You're in without a ticket" not in html
     await p.core.start_space(host, space.id)
     status, body = await env.token(space.id, fan)
     assert status == 200 and body["role"] == "listener", body

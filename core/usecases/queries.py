@@ -10,6 +10,7 @@ from typing import Any
 from core.errors import Conflict, Invalid, NotFound
 from core.model.accounts import Account
 from core.model.space import Space, SpaceState
+from core.ports import UnitOfWork
 from core.usecases.context import Context
 from core.usecases.engagement import Engagement
 
@@ -29,6 +30,7 @@ class SpaceView:
     names: dict[str, str] = field(default_factory=dict)
     badges: dict[str, str] = field(default_factory=dict)  # source -> text ("recording": "🔴 Recording")
     captions: list[dict[str, Any]] = field(default_factory=list)  # the last few lines while captions are on
+    subscribers: list[str] = field(default_factory=list)  # of those named: the host's paying subscribers (a badge)
 
     def as_dict(self) -> dict[str, Any]:
         s = self.space
@@ -42,7 +44,7 @@ class SpaceView:
             "queue": [h.account_id for h in s.hands], "invited": sorted(s.invited),
             "pins": [{"id": p.id, "title": p.title, "url": p.url, "message_ref": p.message_ref} for p in s.pins],
             "captions_enabled": s.captions_enabled, "listener_count": self.listener_count,
-            "reactions": self.reactions, "names": self.names, "badges": self.badges,
+            "reactions": self.reactions, "names": self.names, "badges": self.badges, "subscribers": self.subscribers,
             "ticketing": None if s.ticketing is None else {
                 "price_minor": s.ticketing.price_minor, "currency": s.ticketing.currency,
                 "capacity": s.ticketing.capacity},
@@ -121,10 +123,22 @@ class Queries:
                             names[r.speaker_id] = (await uow.accounts.get(r.speaker_id)).display_name
                         except NotFound:
                             names[r.speaker_id] = r.speaker_id
+            subscribers = await self._paying(uow, space.host_id, [a for a in names if a != space.host_id])
         badges = await self.engagement.badges(space_id) if space.state == SpaceState.LIVE else {}
         return SpaceView(space=space, host_name=names.get(space.host_id, space.host_id), listener_count=count,
                          reactions=self.ctx.reactions.tallies(space_id, 60), names=names, badges=badges,
-                         captions=captions)
+                         captions=captions, subscribers=subscribers)
+
+    async def _paying(self, uow: UnitOfWork, host_id: str, accounts: list[str]) -> list[str]:
+        """Which of ``accounts`` hold a subscription to the host that opens one of its tiers now (at or
+        above the cheapest, archived ones included): the subscriber badge beside their names."""
+        if not accounts:
+            return []
+        tiers = await uow.subscriptions.tiers_of(host_id, archived=True)
+        if not tiers:
+            return []
+        cheapest = min(tiers, key=lambda t: t.price_minor)
+        return sorted(await uow.subscriptions.reaching(host_id, cheapest.id, accounts, self.ctx.now()))
 
     async def list_spaces(self, *, states: Sequence[str] = ("live", "scheduled"), host_id: str | None = None,
                           community_id: str | None = None, include_unlisted: bool = True,

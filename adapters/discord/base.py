@@ -57,6 +57,11 @@ _MISC_TEXT = {
     "discord.not_a_member": "That user is not a member of this server.",
     "discord.bad_rule": "{detail}",
     "discord.stars_only": "This Space sells tickets in Telegram Stars: buy it from the Telegram bot.",
+    # the core's words, and where to subscribe from here
+    "subscription.required": "This Space is for the host's subscribers: subscribe to join (/space subscribe "
+                             "tier:{space_id}).",
+    "discord.stars_subscription": "That tier is sold in Telegram Stars here: send /subscribe {tier_id} to the "
+                                  "Telegram bot.",
     "discord.stage_busy": "“{title}” is already live on {stage}, and I may not make another Stage here: I need "
                           "Manage Channels in {where}. End that Space first, or a server admin can grant it "
                           "(or pick another category with /spacebridge setup stage_category).",
@@ -268,3 +273,6 @@ class DiscordBase:
         buttons.add_item(discord.ui.Button(label="Open the room", emoji="🎧",
                                            url=f"{self.public_url}/s/{space_id}#t={token}"))
         await self._reply(interaction, f"{note} (valid {JOIN_TOKEN_TTL_S // 60} min)", view=buttons)
+
+    async def sync_tier_roles(self) -> None:  # tier roles (adapters/discord/tier_roles.py)
+        raise NotImplementedError

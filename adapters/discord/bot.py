@@ -45,6 +45,7 @@ from adapters.discord.base import PLATFORM, DiscordConfig, _State, stage_connect
 from adapters.discord.commands import CommandsMixin
 from adapters.discord.setup import SetupMixin
 from adapters.discord.stage import StageMixin
+from adapters.discord.tier_roles import TierRolesMixin
 
 __all__ = ["DiscordAdapter", "DiscordConfig", "Pacer", "stage_connection"]
 
@@ -81,7 +82,7 @@ class Pacer:
         return config
 
 
-class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
+class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin, TierRolesMixin):
 
     platform = PLATFORM
 
@@ -104,6 +105,7 @@ class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
         self._posting: dict[str, asyncio.Lock] = {}
         self._runner: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[None] | None = None
+        self._tier_task: asyncio.Task[None] | None = None
         self._started = False
 
     def _make_client(self) -> discord.Client:
@@ -181,6 +183,7 @@ class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
         for space in await self._live_discord_spaces():  # a restart while live: back on the Stage
             self._spawn(self._go_live(space.id, announce=False))
         self._sync_task = asyncio.create_task(self._sync_interested_loop(), name="discord-interested")
+        self._tier_task = asyncio.create_task(self._tier_roles_loop(), name="discord-tier-roles")
 
     async def stop(self) -> None:
         if not self._started and self.client is None:
@@ -193,6 +196,8 @@ class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
         await self.refresher.stop()
         if self._sync_task is not None:
             self._sync_task.cancel()
+        if self._tier_task is not None:
+            self._tier_task.cancel()
         for space_id in list(self._state.voice):
             await self._leave_voice(space_id)
         # wait for cancelled work to unwind before the database goes away: a task cancelled in the middle
@@ -202,6 +207,8 @@ class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
             t.cancel()
         if self._sync_task is not None:
             tasks.append(self._sync_task)
+        if self._tier_task is not None:
+            tasks.append(self._tier_task)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         if self.client is not None:
@@ -219,6 +226,8 @@ class DiscordAdapter(CommandsMixin, SetupMixin, StageMixin):
             return
         if isinstance(event, ev.TicketChanged):
             self._spawn(self._ticket_role(event))
+        if isinstance(event, ev.SubscriptionUpdated):
+            self._spawn(self._on_subscription(event))
         if not isinstance(event, ev.SpaceEvent):
             return
         if isinstance(event, ev.RoleChanged):

@@ -24,6 +24,8 @@ from adapters.discord import render
 from adapters.discord.base import PLATFORM, DiscordBase
 from adapters.discord.layout import FLAG_NAMES, GROUPS, OWN, group_of
 from adapters.discord.setup import _topics
+from billing.stars_subscriptions import StarsSubscriptions
+from billing.subscriptions import SubscriptionSales
 from core.command_model import MAX_ID, Command, Option, Ports
 from core.commands import BUILTIN_TABLE, CommandTable, check_role, check_state, role_in
 from core.errors import Conflict, Invalid, NotFound
@@ -194,8 +196,13 @@ class CommandsMixin(DiscordBase):
             s = await me._space(interaction, space, actor=actor)
             await me._send_room(interaction, actor, s.id)
 
+        @app_commands.command(name="subscribe", description="Subscribe to a creator's tier (a Stripe Checkout link)")
+        @app_commands.describe(tier="The tier's id, or a Space for subscribers (its tier)")
+        async def subscribe(interaction: discord.Interaction, tier: str) -> None:
+            await me.cmd_subscribe(interaction, await me._actor(interaction.user), tier)
+
         made: tuple[app_commands.Command[Any, Any, None], ...] = (start, schedule, queue, pin, unpin, share, ticket,
-                                                                   join)
+                                                                   join, subscribe)
         return {c.name: c for c in made}
 
     async def _checked(self, interaction: discord.Interaction, command: Command, space_id: str | None,
@@ -303,6 +310,20 @@ class CommandsMixin(DiscordBase):
                                          community_id=community.id if community else None)
         await self._reply(interaction, f"🗓 **{s.title}** scheduled for {render.when(s.scheduled_for)} (`{s.id}`).",
                           ephemeral=False)
+
+    async def cmd_subscribe(self, interaction: discord.Interaction, actor: Actor, target: str) -> None:
+        """A Checkout link (subscription mode) for the tier ``target`` names; a tier sold only in Stars
+        (no Stripe here) is pointed at the Telegram bot."""
+        tier = await StarsSubscriptions(self.core).tier_for(target.strip())
+        sales = SubscriptionSales(self.core, getattr(self.stripe_sales, "gateway", None), self.public_url,
+                                  fee_bps=self.ledger.fee_bps)
+        if sales.gateway is None and tier.stars:
+            raise Conflict("discord.stars_subscription", tier_id=tier.id)
+        checkout = await sales.checkout(actor, tier.id)
+        view = discord.ui.View(timeout=None)
+        view.add_item(discord.ui.Button(label="Subscribe", emoji="⭐", url=checkout.url))
+        await self._reply(interaction, f"⭐ Subscribe to **{tier.name}** here (renewed monthly until you cancel).",
+                          view=view)
 
     async def cmd_ticket(self, interaction: discord.Interaction, actor: Actor, s: Space) -> None:
         t = s.ticketing

@@ -35,7 +35,9 @@ class SetupMixin(StagesMixin):
             host_role="Role needed when host_rule is role", ticketing="Allow ticketed Spaces",
             ticket_role="Role given to ticket holders (taken back on refund)",
             stage_notify="Notify the server when the Stage goes live",
-            stage_category="Where I make a Stage for each further Space live at once (default: the Stage's)")
+            stage_category="Where I make a Stage for each further Space live at once (default: the Stage's)",
+            subscriber_tier="A creator's subscription tier (its id) to give a role for",
+            subscriber_role="The role that tier's subscribers hold (leave out to stop giving one)")
         async def setup(interaction: discord.Interaction, announce_channel: discord.TextChannel | None = None,
                         stage_channel: discord.StageChannel | None = None, announce_role: discord.Role | None = None,
                         moderator_role: discord.Role | None = None,
@@ -43,16 +45,19 @@ class SetupMixin(StagesMixin):
                         host_min_followers: app_commands.Range[int, 0, 100_000_000] | None = None,
                         host_role: discord.Role | None = None, ticketing: bool | None = None,
                         ticket_role: discord.Role | None = None, stage_notify: bool | None = None,
-                        stage_category: discord.CategoryChannel | None = None) -> None:
+                        stage_category: discord.CategoryChannel | None = None, subscriber_tier: str | None = None,
+                        subscriber_role: discord.Role | None = None) -> None:
             await me.cmd_setup(interaction, announce_channel, stage_channel, announce_role, moderator_role, host_rule,
-                               host_min_followers, host_role, ticketing, ticket_role, stage_notify, stage_category)
+                               host_min_followers, host_role, ticketing, ticket_role, stage_notify, stage_category,
+                               subscriber_tier, subscriber_role)
 
         tree.add_command(admin)
 
     async def cmd_setup(self, interaction: discord.Interaction, announce_channel: Any, stage_channel: Any,
                         announce_role: Any, moderator_role: Any, host_rule: str | None,
                         host_min_followers: int | None, host_role: Any, ticketing: bool | None, ticket_role: Any,
-                        stage_notify: bool | None, stage_category: Any = None) -> None:
+                        stage_notify: bool | None, stage_category: Any = None, subscriber_tier: str | None = None,
+                        subscriber_role: Any = None) -> None:
         guild = interaction.guild
         actor = await self._actor(interaction.user)
         community = await self._community(guild)
@@ -74,6 +79,14 @@ class SetupMixin(StagesMixin):
             changes["stage_notify"] = stage_notify
         if stage_category is not None:
             changes["stage_category"] = str(stage_category.id)
+        if subscriber_role is not None and not subscriber_tier:
+            raise Invalid("discord.bad_rule", detail="subscriber_role needs subscriber_tier: the tier it is for.")
+        if subscriber_tier:
+            tier = await self.core.memberships.tier(subscriber_tier.strip())  # NotFound for an unknown tier
+            roles = {k: v for k, v in community.settings.tier_roles.items() if k != tier.id}
+            if subscriber_role is not None:
+                roles[tier.id] = str(subscriber_role.id)
+            changes["tier_roles"] = roles
         if host_rule == "role" and host_role is None:
             raise Invalid("discord.bad_rule", detail="host_rule:role needs host_role: the role hosts must have.")
         if host_rule is not None or host_min_followers is not None:
@@ -85,6 +98,8 @@ class SetupMixin(StagesMixin):
             }[kind]
         if changes:
             community = await self.core.update_community(actor, community.id, changes)
+            if "tier_roles" in changes:  # today's subscribers get (or lose) it now, not at the next sweep
+                self._spawn(self.sync_tier_roles())
         elif not actor.is_admin:
             raise Forbidden("community.admin_required", community_id=community.id)
         st = community.settings
@@ -99,6 +114,8 @@ class SetupMixin(StagesMixin):
                  f"Ticketed Spaces: {'allowed' if st.ticketing_allowed else 'off'}"
                  + (f", ticket holders get <@&{st.ticket_role}>" if st.ticket_role else ""),
                  f"Stage start notification: {'on' if st.stage_notify else 'off'}"]
+        if st.tier_roles:
+            lines.append("Subscriber roles: " + ", ".join(f"tier `{t}` → <@&{r}>" for t, r in st.tier_roles.items()))
         warnings = []
         if stage is not None:
             category, may = self._extra_category(guild, st, stage)
@@ -112,6 +129,8 @@ class SetupMixin(StagesMixin):
             warnings.append("⚠️ Without Manage Events I cannot turn scheduled Spaces into server events.")
         if announce is not None and (m := self._missing(announce, ANNOUNCE_NEEDS)):
             warnings.append(f"⚠️ In {announce.mention} I'm missing: {', '.join(m)}.")
+        if st.tier_roles and not guild.me.guild_permissions.manage_roles:
+            warnings.append("⚠️ Without Manage Roles I cannot give subscribers their role.")
         if st.ticket_role and not guild.me.guild_permissions.manage_roles:
             warnings.append("⚠️ Without Manage Roles I cannot give ticket holders their role.")
         await self._reply(interaction, "\n".join(lines + warnings))

@@ -10,7 +10,7 @@ import re
 
 from core.model.accounts import Actor
 from core.model.space import SpaceState
-from core.model.subscription import SubscriberAccess
+from core.model.subscription import PaymentStatus, SubscriberAccess, SubscriptionPayment, SubscriptionProvider
 from tests.integration.billing.test_subscriptions import Env, env, until
 from tests.integration.web.test_studio import CSRF, call, when
 
@@ -67,6 +67,17 @@ async def test_tiers_from_the_studio_and_their_figures(env: Env) -> None:
     rows = re.findall(r'<tr data-tier="(\w+)">.*?data-figure="tier-active">(\d+)<', html, re.S)
     assert rows == [(supporter.id, "0"), (inner.id, "1")]
     assert "Patron · €40.00/month · 0 active" in html  # off sale, still listed
+    assert "Stars paid in all" not in html
+
+    async with p.core.uow() as uow:  # a Telegram Stars period, as billing/stars_subscriptions.py records one
+        await uow.subscriptions.put_payment(SubscriptionPayment(
+            provider=SubscriptionProvider.TELEGRAM, invoice_ref="tg_charge_1", subscription_ref="tg_sub_1",
+            creator_id=hana.id, amount_minor=250, currency="XTR", fee_minor=25, status=PaymentStatus.PAID,
+            at=p.core.now()))
+        await uow.commit()
+    html = (await call(p, "GET", "/studio/subscriptions", hana))[1]
+    figures = dict(re.findall(r'data-figure="([\w-]+)">([^<]*)<', html))
+    assert figures["stars-gross"] == "250 ⭐" and figures["stars-fees"] == "25 ⭐" and figures["stars-net"] == "225 ⭐"
 
 
 async def test_new_space_form_for_subscribers(env: Env) -> None:

@@ -171,6 +171,8 @@ class SubscriptionSales:
             payments = await uow.subscriptions.payments_of(sub.provider_ref) if sub else []
         if sub is None:
             raise NotFound("subscription.not_found", subscription_id=subscription_id)
+        if sub.provider != SubscriptionProvider.STRIPE:  # Stars are refunded through Telegram, not here
+            raise Conflict("subscription.other_provider", provider=sub.provider.value)
         paid = [p for p in payments if p.status == PaymentStatus.PAID and p.payment_ref]
         if not paid:
             raise NotFound("subscription.nothing_to_refund", subscription_id=subscription_id)

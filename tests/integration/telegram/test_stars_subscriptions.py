@@ -11,8 +11,10 @@ from datetime import timedelta
 
 import pytest
 
+from billing.stripe_gateway import StripeGateway
 from billing.subscription_report import creator_report
-from core.errors import Forbidden, Invalid
+from billing.subscriptions import SubscriptionSales
+from core.errors import Conflict, Forbidden, Invalid
 from core.model.subscription import GRACE, SubscriberAccess, SubscriptionProvider, SubscriptionStatus, Tier
 from tests.integration.telegram.conftest import FAN1, FAN2, FAN3, HOST, TG
 
@@ -95,6 +97,13 @@ async def test_a_stars_subscription_from_invoice_to_lapse(tg: TG) -> None:
     assert (report.stars_gross, report.stars_refunded) == (900, 0)
     assert report.stars_net == report.stars_gross - report.stars_fees
     assert report.gross_minor == 0 and report.active == 1  # no euro was paid
+
+    # the creator's refund goes through Stripe, which did not take these Stars: refused, before any call
+    gateway = StripeGateway("sk_test_unused", api_base="http://127.0.0.1:9")
+    with pytest.raises(Conflict) as other:
+        await SubscriptionSales(tg.core, gateway, "http://x").refund_current(await tg.actor(HOST), sub.id)
+    await gateway.close()
+    assert other.value.code == "subscription.other_provider"
 
     # /unsubscribe: Telegram is told to stop renewing (the first charge names the subscription)
     listing = await tg.say(FAN1, FAN1, "/unsubscribe")

@@ -120,9 +120,15 @@ async def test_end_needs_confirmation_leave_and_reload_keep_it_live(platform: In
         await host.get_by_role("button", name="Rejoin").wait_for()
         await fan.get_by_text("Hana Host (the host) is away").wait_for(timeout=10_000)
         assert await _state(platform, space_id) == "live"
+        # someone arriving while the host is away learns it from the welcome, not from an event
+        late = await (await browser.new_context()).new_page()
+        gus = await core.ensure_account("web", "gus", "Gus Late")
+        await late.goto(_url(platform, space_id, gus.id, "listener"))
+        await late.get_by_text("Hana Host (the host) is away").wait_for(timeout=10_000)
         await host.get_by_role("button", name="Rejoin").click()
         await fan.locator("#presence").wait_for(state="hidden", timeout=10_000)
         await fan.get_by_text("Hana Host (the host) is back.").wait_for()
+        await late.locator("#presence").wait_for(state="hidden", timeout=10_000)
 
         await host.get_by_role("button", name="⏹️ End Space").click()
         dialog = host.get_by_role("dialog")

@@ -279,6 +279,11 @@ function comment(c) {
 // the whole Space again, over the socket (it answers "space"): works for unlisted Spaces and long stays alike
 function refresh() { send({ type: "sync" }); }
 
+function fromSnapshot(s) {  // who is away / here as the server knows it: a late joiner saw no events
+  if (s.away) state.away = { ...s.away };  // id -> ISO time the grace ends, like participant.away's until
+  if (Array.isArray(s.present)) state.seen = Object.fromEntries(s.present.map((id) => [id, true]));
+}
+
 function onEvent(e) {
   const s = state.space;
   switch (e.type) {
@@ -406,7 +411,7 @@ async function connect() {
     if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
     switch (msg.type) {
       case "welcome":
-        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; state.commands = msg.commands || []; reactions();
+        state.me = msg.you.account_id; state.role = msg.you.role; state.space = msg.space; fromSnapshot(msg.space); state.commands = msg.commands || []; reactions();
         state.invited = (msg.space.invited || []).includes(state.me);  // a reload keeps a pending invitation
         Object.assign(state.names, msg.space.names || {}); say("");
         $("captions").replaceChildren(); $("comments").replaceChildren();  // a reconnect sends them again
@@ -421,7 +426,7 @@ async function connect() {
       case "hls":
         if (msg.reason === "renewed") { if (state.hls) { state.hls.base = new URL(msg.url, location.href); state.hls.renewAt = Date.now() + (msg.expires_in_s || 60) * 500; } break; }
         await startHls(msg.url, msg.expires_in_s); break;
-      case "space": state.space = msg.space; Object.assign(state.names, msg.space.names || {}); state.invited = (msg.space.invited || []).includes(state.me); render(); enter(); break;
+      case "space": state.space = msg.space; fromSnapshot(msg.space); Object.assign(state.names, msg.space.names || {}); state.invited = (msg.space.invited || []).includes(state.me); render(); enter(); break;
       case "event": onEvent(msg.event); break;
       case "levels": state.levels = msg.levels; paintLevels(); break;  // never a redraw: clicks and focus stay
       case "error":

@@ -45,6 +45,7 @@ COMMANDS: list[tuple[list[str], int, list[str]]] = [
     # Super Follows (docs/subscriptions.md)
     (["billing", "tiers", "create"], 0, ["--as", "--name", "--price", "--currency", "--perks"]),
     (["billing", "tiers", "list"], 0, ["--creator"]), (["billing", "tiers", "archive"], 1, ["--as"]),
+    (["billing", "tiers", "stars"], 1, ["--as", "--stars"]),
     (["billing", "subscribe"], 1, ["--as"]), (["billing", "subscriptions"], 0, ["--as"]),
     (["billing", "subscription", "cancel"], 1, ["--as"]),
     (["billing", "subscription", "change"], 1, ["--as", "--tier"]),

@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from billing.webhooks import StripeWebhooks
-from core.clock import FrozenClock
+from core.clock import FrozenClock, SystemClock
 from core.model.accounts import Actor
 from core.model.subscription import GRACE, SubscriberAccess, Tier
 from spacebridge.app import Instance, add_job_runners, stop
 from tests.integration.discord.conftest import make_dc
 from tests.support.discord_fake import Call, FakeDiscord, Guild, Mention
+from tests.support.stripe_fake import LocalStripe, free_port
+from tests.support.stripe_strict import StrictStripe
 
 HOST, FAN, OTHER = 300000000000000041, 300000000000000042, 300000000000000043
+SECRET = "whsec_discord_subs"
 
 
 def subscription(ref: str, tier: Tier, account: str, status: str, end: int) -> dict[str, Any]:
@@ -143,3 +147,54 @@ async def test_tier_roles_follow_the_subscription_in_every_server_that_maps_one(
         p.runners.clear()
         await stop(p)
         await fake.stop()
+
+
+@pytest.mark.slow
+async def test_subscribe_from_discord_through_checkout_grants_the_tier_role(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ls = LocalStripe()
+    await ls.start()
+    stripe = StrictStripe(ls.url, webhook_secret=SECRET)
+    front = web.AppRunner(stripe.app())
+    await front.setup()
+    fport = free_port()
+    await web.TCPSite(front, "127.0.0.1", fport).start()
+    stripe.base = f"http://127.0.0.1:{fport}"
+    fake = await FakeDiscord().start()
+    guild = fake.add_guild("Paid club")
+    for uid, name in ((HOST, "Hana"), (FAN, "Finn")):
+        fake.add_member(guild, uid, name)
+    role = fake.add_role(guild, "Supporter")
+    p = await make_dc(tmp_path, monkeypatch, fake, SystemClock(), discord_voice=False,
+                      stripe_api_key="sk_test_discord_subs", stripe_webhook_secret=SECRET, stripe_api_base=stripe.base)
+    add_job_runners(p, 1)
+    try:
+        stripe.webhook_url = f"{p.url}/webhooks/stripe"
+        await ls.send_webhooks_to(stripe.webhook_url, SECRET)
+        host = await p.core.ensure_account("discord", str(HOST), "Hana")
+        tier = await p.core.memberships.create_tier(Actor(account_id=host.id), "Supporter", 500, "eur")
+        await fake.reply(await fake.interact(guild, guild.owner_id, "spacebridge", "setup", {
+            "subscriber_tier": tier.id, "subscriber_role": Mention("role", role)}))
+
+        r = await fake.reply(await fake.interact(guild, FAN, "space", "subscribe", {"tier": tier.id}))
+        assert r["flags"] & 64, "the checkout link is for the subscriber only"
+        url = r["components"][0]["components"][0]["url"]
+        [(sid, session)] = stripe.sessions.items()
+        assert url == session["url"] and session["mode"] == "subscription"
+        fan = await p.core.ensure_account("discord", str(FAN), "Finn")
+        assert session["_subscription_data"]["metadata"] == {"account_id": fan.id, "tier_id": tier.id,
+                                                             "creator_id": host.id}
+        mark = len(fake.calls)
+        await stripe.subs.complete(sid)
+        await fake.wait_for(role_call("PUT", guild, FAN, role), timeout=20, after=mark)
+        assert holds(guild, FAN, role)
+        # subscribing again while it is open is refused
+        r = await fake.reply(await fake.interact(guild, FAN, "space", "subscribe", {"tier": tier.id}))
+        assert "already subscribe" in r["content"]
+    finally:
+        p.runners.clear()
+        await stop(p)
+        await fake.stop()
+        await front.cleanup()
+        ls.stop()
+    assert stripe.refused == [], "a request Stripe would refuse"

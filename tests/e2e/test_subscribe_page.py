@@ -144,6 +144,9 @@ async def test_subscribe_on_the_profile_then_join_the_subscriber_only_space(paid
             if level > 0.01:
                 break
         assert level > 0.01, f"the subscriber does not hear the host (peak {level})"
+        # the subscriber's raised hand reaches the host's queue with the subscriber badge
+        await page.get_by_role("button", name="✋ Raise hand").click()
+        await host_page.locator("#queue li").filter(has_text="subscriber").wait_for(timeout=20_000)
         await browser.close()
 
 

@@ -13,7 +13,7 @@ const ERRORS = {
   "space.blocked": "The host has blocked you from their Spaces.",
   "mic.denied": "Microphone access was denied: you can listen, but others cannot hear you. Allow the microphone and rejoin to speak.",
 };
-import { keyed, setText, setAttr, buttons, ask } from "./room_dom.js";
+import { keyed, setText, setAttr, buttons, ask, floatUp, appendLine } from "./room_dom.js";
 import { playHls } from "./room_hls.js";
 
 const $ = (id) => document.getElementById(id);
@@ -127,7 +127,7 @@ function render() {
     return li;
   }, (li, id) => {
     const muted = s.muted.includes(id); const away = id in state.away;
-    const role = roleOf[id] + (muted ? " · muted" : "") + (away ? " · away" : "");
+    const role = roleOf[id] + (muted ? " · muted" : "") + (away ? " · away" : "") + (subscriber(id) ? " · subscriber" : "");
     setText(li.querySelector(".avatar"), (name(id)[0] || "?").toUpperCase());
     setText(li.querySelector(".who"), name(id));
     setText(li.querySelector(".role"), role);
@@ -137,7 +137,8 @@ function render() {
   });
   paintLevels();
   const row = (id, where) => (li) => {
-    setText(li.querySelector(".who"), name(id)); buttons(li.querySelector(".acts"), personActs(id, where));
+    setText(li.querySelector(".who"), name(id) + (subscriber(id) ? " · subscriber" : ""));
+    buttons(li.querySelector(".acts"), personActs(id, where));
   };
   const person = () => { const li = document.createElement("li"); li.innerHTML = `<span class="who"></span><span class="acts"></span>`; return li; };
   $("queue-box").hidden = !(s.queue.length && moderator());
@@ -255,22 +256,10 @@ function notice(e) {
 
 function show(reply) { if (reply && reply.type === "error") say(reply.message); else say(""); }
 
-function float(emoji) {
-  const f = document.createElement("span"); f.className = "floater"; f.textContent = emoji;
-  f.style.left = `${10 + Math.random() * 80}%`;
-  $("floaters").append(f); setTimeout(() => f.remove(), 2300);
-}
-
-function caption(line) {
-  const p = document.createElement("p"); const b = document.createElement("b");
-  b.textContent = `${name(line.speaker_id)}: `; p.append(b, document.createTextNode(line.text));
-  const box = $("captions"); box.append(p); while (box.children.length > 6) box.firstChild.remove();
-}
+function caption(line) { appendLine($("captions"), "p", name(line.speaker_id), line.text, 6); }
 
 function comment(c) {
-  const li = document.createElement("li"); const b = document.createElement("b");
-  b.textContent = `${c.display_name || name(c.account_id)}: `; li.append(b, document.createTextNode(c.text));
-  const box = $("comments"); box.append(li); while (box.children.length > 50) box.firstChild.remove();
+  const box = $("comments"); appendLine(box, "li", c.display_name || name(c.account_id), c.text, 50);
   box.scrollTop = box.scrollHeight;
   if (c.account_id && c.display_name) state.names[c.account_id] = state.names[c.account_id] || c.display_name;
   if (c.account_id) state.seen[c.account_id] = true;
@@ -278,6 +267,9 @@ function comment(c) {
 
 // the whole Space again, over the socket (it answers "space"): works for unlisted Spaces and long stays alike
 function refresh() { send({ type: "sync" }); }
+
+// The host's paying subscribers among the people shown (space.subscribers), badged on every list.
+function subscriber(id) { return (state.space.subscribers || []).includes(id); }
 
 function fromSnapshot(s) {  // who is away / here as the server knows it: a late joiner saw no events
   if (s.away) state.away = { ...s.away };  // id -> ISO time the grace ends, like participant.away's until
@@ -287,7 +279,7 @@ function fromSnapshot(s) {  // who is away / here as the server knows it: a late
 function onEvent(e) {
   const s = state.space;
   switch (e.type) {
-    case "reaction.sent": float(e.emoji); break;
+    case "reaction.sent": floatUp($("floaters"), e.emoji); break;
     case "participant.joined": case "participant.left":
       s.listener_count = e.listener_count;
       if (e.type === "participant.joined" && e.account_id) state.seen[e.account_id] = true;

@@ -42,3 +42,18 @@ export function ask($, { text, block = false, yes = "Confirm" }) {
     d.showModal(); $("confirm-no").focus();
   });
 }
+
+// A reaction floating up the room, gone when its animation ends.
+export function floatUp(box, emoji) {
+  const f = document.createElement("span"); f.className = "floater"; f.textContent = emoji;
+  f.style.left = `${10 + Math.random() * 80}%`;
+  box.append(f); setTimeout(() => f.remove(), 2300);
+}
+
+// A "who: text" line (caption or comment) at the end of a box that keeps only its last `keep` lines.
+export function appendLine(box, tag, who, text, keep) {
+  const el = document.createElement(tag); const b = document.createElement("b");
+  b.textContent = `${who}: `; el.append(b, document.createTextNode(text));
+  box.append(el); while (box.children.length > keep) box.firstChild.remove();
+  return el;
+}

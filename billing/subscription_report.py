@@ -5,7 +5,8 @@ payments, and money in the provider's terms (as billing/ledger.py's ticket repor
   but paid until the period ends);
 - ``mrr_minor``: the monthly price of those that will renew (active and past_due; a subscription
   canceled at period end brings nothing next month);
-- ``churned_30d`` / ``churn_rate``: subscriptions that ended in the last 30 days, and that number
+- ``churned_30d`` / ``churn_rate``: subscriptions that ended in the last 30 days (or ran out with
+  time alone: a Telegram Stars renewal that never came, past its grace), and that number
   over those plus the active ones;
 - ``failed_payments_30d``: renewal attempts that failed in the last 30 days (each retry counts);
 - ``gross_minor`` every period paid, ``refunded_minor`` what the creator gave back, ``fees_minor``
@@ -18,10 +19,10 @@ payments, and money in the provider's terms (as billing/ledger.py's ticket repor
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from core.model.subscription import PaymentStatus, SubscriptionStatus
+from core.model.subscription import GRACE, PaymentStatus, Subscription, SubscriptionStatus
 from core.services import Core
 
 WINDOW = timedelta(days=30)
@@ -60,6 +61,18 @@ class SubscriptionReport:
         return asdict(self)
 
 
+def _over_at(s: Subscription, now: datetime) -> datetime | None:
+    """When a subscription stopped opening its tier, or None while it still does. Telegram sends
+    nothing when a Stars renewal fails or a cancelled one runs out, so those end with time alone."""
+    if s.status == SubscriptionStatus.ENDED:
+        return s.ended_at
+    if s.grants(now) or s.current_period_end is None:
+        return None
+    if s.status == SubscriptionStatus.CANCELED:
+        return s.current_period_end
+    return s.current_period_end + GRACE if s.status != SubscriptionStatus.INCOMPLETE else None
+
+
 async def creator_report(core: Core, creator_id: str) -> SubscriptionReport:
     now = core.now()
     async with core.uow() as uow:
@@ -70,7 +83,7 @@ async def creator_report(core: Core, creator_id: str) -> SubscriptionReport:
     price = {t.id: t.price_minor for t in tiers}
     opening = [s for s in subs if s.grants(now)]
     renewing = [s for s in opening if s.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)]
-    churned = sum(1 for s in subs if s.status == SubscriptionStatus.ENDED and s.ended_at and now - s.ended_at < WINDOW)
+    churned = sum(1 for s in subs if (over := _over_at(s, now)) is not None and now - over < WINDOW)
     stars = [p for p in payments if p.currency == "XTR"]
     payments = [p for p in payments if p.currency != "XTR"]
     stars_gross = sum(p.amount_minor for p in stars if p.status in (PaymentStatus.PAID, PaymentStatus.REFUNDED))

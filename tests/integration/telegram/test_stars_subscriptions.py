@@ -142,6 +142,8 @@ async def test_a_renewal_that_never_comes_lapses_after_the_grace(tg: TG) -> None
     assert "Members AMA" in await room_answer(tg, FAN3, space_id)
     tg.clock.advance(seconds=int(GRACE.total_seconds()) + 1)
     assert "subscribe to join" in await room_answer(tg, FAN3, space_id)
+    report = await creator_report(tg.core, tier.creator_id)
+    assert (report.active, report.mrr_minor, report.churned_30d) == (0, 0, 1), "a lapse counts as churn"
 
 
 async def test_a_tier_without_a_stars_price_points_to_the_web_and_guests_learn_nothing_is_sold(tg: TG) -> None:

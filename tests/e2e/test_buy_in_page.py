@@ -17,14 +17,12 @@ from aiohttp import web
 
 from core.model.accounts import Actor
 from core.model.space import Ticketing
-from spacebridge.app import build, start, stop
-from spacebridge.config import load_settings
 from tests.e2e.test_browser_room import CHROMIUM, FLAGS, LEVEL_JS, chromium_present
 from tests.e2e.test_pages import _serious
 from tests.e2e.test_studio import _browser_cookie
 from tests.integration.web.test_studio import admin_host
 from tests.integration.web.test_studio_money import SECRET, Paid
-from tests.support.stripe_fake import LocalStripe, free_port
+from tests.support.stripe_site import stripe_site
 from tests.support.stripe_strict import StrictStripe
 
 __all__ = ["chromium_present"]  # the fixture that skips (or fails in CI) without Chromium
@@ -61,28 +59,8 @@ async def paid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 
     ensure_loopback_alias()
-    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
-    port = free_port()
-    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
-    ls = LocalStripe()
-    await ls.start()
-    await ls.send_webhooks_to(hook, SECRET)
-    fake = HostedCheckout(ls.url, webhook_url=hook, webhook_secret=SECRET)
-    front = web.AppRunner(fake.app())
-    await front.setup()
-    fport = free_port()
-    await web.TCPSite(front, "127.0.0.1", fport).start()
-    fake.base = f"http://127.0.0.1:{fport}"
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", ice_announce=[LOOPBACK],
-                             job_workers=1, stripe_api_key="sk_test_buy", stripe_webhook_secret=SECRET,
-                             stripe_api_base=fake.base)
-    p = await build(settings)
-    await start(p, "127.0.0.1", port)
-    yield Paid(p, fake)
-    await stop(p)
-    await front.cleanup()
-    ls.stop()
-    assert fake.refused == [], "a request Stripe would refuse"
+    async with stripe_site(tmp_path, monkeypatch, HostedCheckout, SECRET, ice_announce=[LOOPBACK]) as (p, fake):
+        yield Paid(p, fake)
 
 
 async def test_buy_a_ticket_in_the_page_and_land_in_the_room(paid: Paid) -> None:

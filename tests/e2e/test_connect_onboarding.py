@@ -26,14 +26,12 @@ from aiohttp import web
 from core.model.accounts import Actor
 from core.model.space import Ticketing
 from core.model.ticket import TicketStatus
-from spacebridge.app import build, start, stop
-from spacebridge.config import load_settings
 from tests.e2e.test_browser_room import CHROMIUM, FLAGS, chromium_present
 from tests.e2e.test_buy_in_page import HostedCheckout
 from tests.e2e.test_pages import _serious
 from tests.integration.web.test_studio import admin_host, cookie
 from tests.integration.web.test_studio_money import SECRET, Paid
-from tests.support.stripe_fake import LocalStripe, free_port
+from tests.support.stripe_site import stripe_site
 
 __all__ = ["chromium_present"]  # the fixture that skips (or fails in CI) without Chromium
 
@@ -45,7 +43,9 @@ class HostedConnect(HostedCheckout):
     page, "Agree and submit" finishes onboarding (charges enabled, capabilities active) and "Save
     and return later" leaves it unfinished, both ending at ``return_url``."""
 
-    links: dict[str, dict[str, Any]]
+    def __init__(self, localstripe: str, **kwargs: Any) -> None:
+        super().__init__(localstripe, **kwargs)
+        self.links: dict[str, dict[str, Any]] = {}
 
     async def route(self, request: web.Request) -> web.StreamResponse:
         m = re.fullmatch(r"/connect/onboarding/(acct_\w+)/(\w+)", request.path)
@@ -83,29 +83,8 @@ class HostedConnect(HostedCheckout):
 @pytest.fixture
 async def paid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Paid]:
     """An instance selling tickets through the strict front (with Stripe's hosted pages) over localstripe."""
-    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
-    port = free_port()
-    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
-    ls = LocalStripe()
-    await ls.start()
-    await ls.send_webhooks_to(hook, SECRET)
-    fake = HostedConnect(ls.url, webhook_url=hook, webhook_secret=SECRET)
-    fake.links = {}
-    front = web.AppRunner(fake.app())
-    await front.setup()
-    fport = free_port()
-    await web.TCPSite(front, "127.0.0.1", fport).start()
-    fake.base = f"http://127.0.0.1:{fport}"
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", job_workers=1,
-                             stripe_api_key="sk_test_connect", stripe_webhook_secret=SECRET,
-                             stripe_api_base=fake.base, platform_fee_bps=1000)
-    p = await build(settings)
-    await start(p, "127.0.0.1", port)
-    yield Paid(p, fake)
-    await stop(p)
-    await front.cleanup()
-    ls.stop()
-    assert fake.refused == [], "a request Stripe would refuse"
+    async with stripe_site(tmp_path, monkeypatch, HostedConnect, SECRET, platform_fee_bps=1000) as (p, fake):
+        yield Paid(p, fake)
 
 
 async def _until(check: Any, what: str, timeout: float = 30) -> None:

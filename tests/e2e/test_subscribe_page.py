@@ -18,15 +18,13 @@ from aiohttp import web
 
 from core.model.accounts import Actor
 from core.model.subscription import SubscriberAccess, SubscriptionStatus
-from spacebridge.app import build, start, stop
-from spacebridge.config import load_settings
 from tests.e2e.test_browser_room import CHROMIUM, FLAGS, LEVEL_JS, chromium_present
 from tests.e2e.test_buy_in_page import HostedCheckout
 from tests.e2e.test_pages import _serious
 from tests.e2e.test_studio import _browser_cookie
 from tests.integration.web.test_studio import admin_host
 from tests.integration.web.test_studio_money import SECRET, Paid
-from tests.support.stripe_fake import LocalStripe, free_port
+from tests.support.stripe_site import stripe_site
 
 __all__ = ["chromium_present"]  # the fixture that skips (or fails in CI) without Chromium
 
@@ -56,27 +54,9 @@ async def paid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 
     ensure_loopback_alias()
-    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
-    port = free_port()
-    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
-    ls = LocalStripe()
-    await ls.start()
-    fake = HostedSubscribe(ls.url, webhook_url=hook, webhook_secret=SECRET)
-    front = web.AppRunner(fake.app())
-    await front.setup()
-    fport = free_port()
-    await web.TCPSite(front, "127.0.0.1", fport).start()
-    fake.base = f"http://127.0.0.1:{fport}"
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'sub.sqlite3'}", ice_announce=[LOOPBACK],
-                             job_workers=1, stripe_api_key="sk_test_sub", stripe_webhook_secret=SECRET,
-                             stripe_api_base=fake.base, platform_fee_bps=1000)
-    p = await build(settings)
-    await start(p, "127.0.0.1", port)
-    yield Paid(p, fake)
-    await stop(p)
-    await front.cleanup()
-    ls.stop()
-    assert fake.refused == [], "a request Stripe would refuse"
+    async with stripe_site(tmp_path, monkeypatch, HostedSubscribe, SECRET, localstripe_webhooks=False,
+                           ice_announce=[LOOPBACK], platform_fee_bps=1000) as (p, fake):
+        yield Paid(p, fake)
 
 
 async def test_subscribe_on_the_profile_then_join_the_subscriber_only_space(paid: Paid) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from sqlalchemy import text
 
 from billing.stripe_gateway import BillingError, StripeGateway
@@ -29,11 +28,11 @@ from core.model.accounts import Account, Actor
 from core.model.subscription import GRACE, SubscriberAccess, SubscriptionStatus, Tier
 from core.storage import migrate
 from core.storage.engine import make_engine
-from spacebridge.app import Instance, build, start, stop
-from spacebridge.config import load_settings
+from spacebridge.app import Instance
 from spacebridge.web_session import COOKIE_NAME, session_key
 from tests.integration.web.test_studio import CSRF, admin_host, cookie
-from tests.support.stripe_fake import LocalStripe, free_port, sign
+from tests.support.stripe_fake import sign
+from tests.support.stripe_site import stripe_site
 from tests.support.stripe_strict import StrictStripe
 
 SECRET = "whsec_superfollows"
@@ -76,28 +75,10 @@ async def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     from tests.support.loopback import LOOPBACK, ensure_loopback_alias
 
     ensure_loopback_alias()
-    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path))
-    port = free_port()
-    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
-    ls = LocalStripe()
-    await ls.start()
-    fake = StrictStripe(ls.url, webhook_url=hook, webhook_secret=SECRET)
-    front = web.AppRunner(fake.app())
-    await front.setup()
-    fport = free_port()
-    await web.TCPSite(front, "127.0.0.1", fport).start()
-    fake.base = f"http://127.0.0.1:{fport}"
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 's.sqlite3'}", ice_announce=[LOOPBACK],
-                             job_workers=1, stripe_api_key="sk_test_subs", stripe_webhook_secret=SECRET,
-                             stripe_api_base=fake.base, platform_fee_bps=1000)
-    p = await build(settings)
-    await start(p, "127.0.0.1", port)
-    creator = await admin_host(p)
-    yield Env(p, fake, SubscriptionSales(p.core, p.stripe, settings.base_url(), fee_bps=1000), creator)
-    await stop(p)
-    await front.cleanup()
-    ls.stop()
-    assert fake.refused == [], "a request Stripe would refuse"
+    async with stripe_site(tmp_path, monkeypatch, StrictStripe, SECRET, localstripe_webhooks=False,
+                           ice_announce=[LOOPBACK], platform_fee_bps=1000) as (p, fake):
+        creator = await admin_host(p)
+        yield Env(p, fake, SubscriptionSales(p.core, p.stripe, p.settings.base_url(), fee_bps=1000), creator)
 
 
 async def until(check: Any, what: str, timeout: float = 20) -> None:

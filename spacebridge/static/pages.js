@@ -52,3 +52,10 @@ if (countdown && article) {
   setInterval(tick, 1000);
 }
 if (article && article.dataset.state === "scheduled") waitForStart(article.dataset.space);
+
+// A personal link (/s/ID#t=TOKEN from a bot or the CLI) opened without signing in: the server never
+// sees the token, so it answered with the page for someone it cannot let in (buy a ticket,
+// subscribe). The room checks the token itself and says what is wrong if it does not open.
+if (article && article.dataset.state === "live" && new URLSearchParams(location.hash.slice(1)).has("t")) {
+  location.replace(`${location.pathname}?room=1${location.hash}`);
+}

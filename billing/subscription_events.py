@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from core import events as ev
 from core.errors import NotFound
@@ -87,6 +88,15 @@ def _invoice_subscription(inv: dict[str, Any]) -> tuple[str | None, dict[str, An
 class SubscriptionEvents:
     def __init__(self, fee_bps: int = 0) -> None:
         self.fee_bps = fee_bps
+        # Tiers read once per transaction: a webhook batch renews many subscriptions of few tiers, and
+        # each event would otherwise read its tier and its creator's prices again (two of its ~8 queries).
+        self._tier_reads: WeakKeyDictionary[UnitOfWork, dict[tuple[str, str], Any]] = WeakKeyDictionary()
+
+    def _memo(self, uow: UnitOfWork) -> dict[tuple[str, str], Any]:
+        memo = self._tier_reads.get(uow)
+        if memo is None:
+            memo = self._tier_reads[uow] = {}
+        return memo
 
     def fee_for(self, amount_minor: int) -> int:
         return (amount_minor * self.fee_bps + 5_000) // 10_000
@@ -103,8 +113,13 @@ class SubscriptionEvents:
         return await self._invoice(uow, kind, obj, at, event_id, now)
 
     async def _tier_of(self, uow: UnitOfWork, price: str | None, meta: dict[str, Any]) -> str | None:
-        if price is not None and (t := await uow.subscriptions.tier_by_price(price)) is not None:
-            return t.id
+        if price is not None:
+            memo = self._memo(uow)
+            if ("price", price) not in memo:
+                t = await uow.subscriptions.tier_by_price(price)
+                memo[("price", price)] = t.id if t is not None else None
+            if memo[("price", price)] is not None:
+                return str(memo[("price", price)])
         tier_id = meta.get("tier_id")
         if isinstance(tier_id, str) and await uow.subscriptions.tier(tier_id) is not None:
             return tier_id
@@ -135,7 +150,11 @@ class SubscriptionEvents:
         return sub
 
     async def _prices(self, uow: UnitOfWork, creator_id: str) -> dict[str, int]:
-        return {t.id: t.price_minor for t in await uow.subscriptions.tiers_of(creator_id, archived=True)}
+        memo = self._memo(uow)
+        if ("prices", creator_id) not in memo:
+            memo[("prices", creator_id)] = {
+                t.id: t.price_minor for t in await uow.subscriptions.tiers_of(creator_id, archived=True)}
+        return dict(memo[("prices", creator_id)])
 
     async def _subscription(self, uow: UnitOfWork, obj: dict[str, Any], at: datetime, event_id: str, now: datetime,
                             *, deleted: bool, created: bool) -> str:

@@ -179,8 +179,18 @@ class Ledger:
         blocked = await uow.spaces.blocked_among(space.host_id, accounts)
         active = await self._active_among(uow, space_id, accounts, now)
         taken = await self._seats_taken(uow, space_id, now) if t.capacity is not None else 0
+        prices = await self._prices(uow, space, accounts, now)
         new: dict[str, Ticket] = {}
         for i, account, prov, hold_for in wants:
+            price = prices.get(account, t.price_minor)
+            stale = active.get(account)
+            if (stale is not None and stale.status == TicketStatus.HELD and stale.amount_minor != price
+                    and stale.id not in new and space.role_of(account) is None and account not in blocked):
+                # the subscription changed since this hold was priced: its seat goes to a hold priced now
+                # (should the old payment still arrive, it is returned like any payment for a lost seat)
+                await self._set(uow, stale, TicketStatus.VOID, now, None)
+                taken -= t.capacity is not None
+                del active[account]
             if space.role_of(account) is not None:
                 out[i] = Conflict("ticket.on_stage", space_id=space_id)
             elif account in blocked:
@@ -199,15 +209,25 @@ class Ledger:
                 out[i] = Conflict("ticket.sold_out", space_id=space_id, capacity=t.capacity)
             else:
                 ticket = Ticket(id=new_id(), space_id=space_id, account_id=account, status=TicketStatus.HELD,
-                                provider=prov, amount_minor=t.price_minor, currency=t.currency,
+                                provider=prov, amount_minor=price, currency=t.currency,
                                 hold_expires_at=now + hold_for, provider_ref=None, created_at=now,
-                                updated_at=now, fee_minor=self.fee_for(t.price_minor) if prov == Provider.STRIPE else 0)
+                                updated_at=now, fee_minor=self.fee_for(price) if prov == Provider.STRIPE else 0)
                 active[account] = new[ticket.id] = ticket  # the same buyer twice in one batch gets the one hold
                 taken += 1
                 out[i] = Held(ticket, payout)
                 uow.emit(ev.TicketChanged(space_id=space_id, ticket_id=ticket.id, account_id=account,
                                           status=ticket.status.value, provider=prov.value, at=now))
         await uow.tickets.add_many(list(new.values()))
+
+    async def _prices(self, uow: UnitOfWork, space: Space, accounts: list[str], now: datetime) -> dict[str, int]:
+        """The subscriber price for those of ``accounts`` whose subscription to the host reaches the
+        terms' discount tier now (the join token's own rule); everyone else pays the full price."""
+        t = space.ticketing
+        price = t.subscriber_price() if t is not None else None
+        if t is None or price is None or t.discount_tier_id is None:
+            return {}
+        reaching = await uow.subscriptions.reaching(space.host_id, t.discount_tier_id, accounts, now)
+        return {a: price for a in reaching}
 
     async def get(self, ticket_id: str) -> Ticket:
         async with self.core.uow() as uow:

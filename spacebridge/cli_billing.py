@@ -94,22 +94,41 @@ def billing_ticketing(
     off: Annotated[bool, typer.Option("--off", help="Make the Space free again.")] = False,
     free_tier: Annotated[str | None, typer.Option(
         "--free-tier", help="Your subscribers at or above this tier of yours join without a ticket.")] = None,
+    discount: Annotated[int | None, typer.Option(
+        "--subscriber-discount", help="Percent off (1-99) for your subscribers at or above --discount-tier; "
+        "without --price, added to the Space's present terms.")] = None,
+    discount_tier: Annotated[str | None, typer.Option(
+        "--discount-tier", help="The tier of yours whose subscribers (and those above) get the discount.")] = None,
+    no_discount: Annotated[bool, typer.Option(
+        "--no-subscriber-discount", help="Take the subscriber discount off, keeping the rest of the terms.")] = False,
     as_: AsOptional = None, as_json: JsonOpt = False,
 ) -> None:
-    """Make a scheduled Space ticketed (or free again with --off)."""
+    """Make a scheduled Space ticketed (or free again with --off); --subscriber-discount gives your
+    subscribers a lower price."""
     from core.model.space import Ticketing
 
     check_as(as_, as_json)
-    if not off and price is None:
+    amend = price is None and not off and (discount is not None or discount_tier is not None or no_discount)
+    if not off and price is None and not amend:
         fail("give --price (or --off)", 2, as_json)
+    if amend and free_tier is not None:
+        fail("--free-tier is part of the terms: give --price with it", 2, as_json)
+    if no_discount and (discount is not None or discount_tier is not None or price is not None or off):
+        fail("--no-subscriber-discount goes alone (a new --price without the discount flags drops it too)", 2,
+             as_json)
 
     async def go(core: Any) -> Space:
         actor_id = as_ or (await core.view(space_id)).space.host_id
         actor = Actor(account_id=actor_id, platform="web", is_operator=as_ is None)
+        if amend:
+            amended: Space = await core.community_cases.set_ticket_discount(
+                actor, space_id, None if no_discount else discount_tier, None if no_discount else discount)
+            return amended
         terms = None if off else Ticketing(
             price_minor=int(price or 0), currency=currency, capacity=capacity,
             sales_start=parse_when(sales_start, core.now()) if sales_start else None,
-            sales_end=parse_when(sales_end, core.now()) if sales_end else None, free_tier_id=free_tier)
+            sales_end=parse_when(sales_end, core.now()) if sales_end else None, free_tier_id=free_tier,
+            discount_tier_id=discount_tier, discount_percent=discount)
         space: Space = await core.set_ticketing(actor, space_id, terms)
         return space
 
@@ -118,9 +137,19 @@ def billing_ticketing(
     if as_json:
         typer.echo(json.dumps({**space_dict(space), "ticketing": None if t is None else
                                {"price_minor": t.price_minor, "currency": t.currency, "capacity": t.capacity,
-                                "free_tier_id": t.free_tier_id}}))
+                                "free_tier_id": t.free_tier_id, "discount_tier_id": t.discount_tier_id,
+                                "discount_percent": t.discount_percent,
+                                "subscriber_price_minor": t.subscriber_price()}}))
+    elif t is None:
+        typer.echo("free")
     else:
-        typer.echo("free" if t is None else f"{t.price_minor} {t.currency}, capacity {t.capacity or 'unlimited'}")
+        line = f"{t.price_minor} {t.currency}, capacity {t.capacity or 'unlimited'}"
+        if t.free_tier_id:
+            line += f"; free for subscribers at {t.free_tier_id} or above"
+        if t.discount_tier_id:
+            line += (f"; {t.subscriber_price()} {t.currency} ({t.discount_percent}% off) for subscribers "
+                     f"at {t.discount_tier_id} or above")
+        typer.echo(line)
 
 
 @billing_app.command("buy")

@@ -202,9 +202,11 @@ async def space_page(request: web.Request) -> web.Response:
     recs, clips = await recordings(p, s.id, base=site_url(request)) if s.state == SpaceState.ENDED else ([], [])
     locked = await web_subscribe.replay_lock(p, s, account) if recs or clips else None
     free = await web_subscribe.free_tier(p, s, account)
+    discount = await web_subscribe.discount_tier(p, s, account)
     ctx = base_ctx(request, account, csrf, space=s, host_name=view.host_name, url=url, relation=relation,
                 replays=recs, clips=clips, gate=gated[0] if gated else None, gate_tier=gated[1] if gated else None,
                 gate_text=error_text(gated[0]) if gated else "", free_tier=free[0], free_in=free[1],
+                discount_tier=discount[0], discounted=discount[1],
                 replay_tier=locked,
                 billing=p.stripe is not None, self_hosted=account is not None and account.id == s.host_id, **meta)
     return render("space.html", request, ctx, status=403 if gated and s.state == SpaceState.LIVE else 200)

@@ -21,6 +21,7 @@ from core.errors import DomainError, Forbidden, Invalid
 from core.messages import describe
 from core.model.accounts import Account
 from core.model.space import Space, SpaceState, Ticketing
+from core.model.values import MAX_DISCOUNT, MIN_DISCOUNT
 from core.timeparse import parse_when
 from spacebridge import web_studio_money, web_studio_subs
 from spacebridge.instance import INSTANCE
@@ -63,8 +64,14 @@ def parse_ticketing(f: dict[str, str]) -> Ticketing | None:
         capacity = int(cap) if cap else None
     except ValueError:
         raise Invalid("ticket.bad_capacity", capacity=cap) from None
+    off = f.get("discount", "").strip().rstrip("%")
+    try:
+        percent = int(off) if off else None
+    except ValueError:
+        raise Invalid("ticket.bad_discount", percent=off, min=MIN_DISCOUNT, max=MAX_DISCOUNT) from None
     return Ticketing(price_minor=minor, currency=(f.get("currency") or "eur").lower(), capacity=capacity,
-                     free_tier_id=f.get("free_tier") or None)
+                     free_tier_id=f.get("free_tier") or None, discount_percent=percent,
+                     discount_tier_id=f.get("discount_tier") or None)
 
 
 # ---- pages ---------------------------------------------------------------------------------------

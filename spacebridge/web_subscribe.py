@@ -116,6 +116,23 @@ async def free_tier(p: Instance, space: Space, account: Account | None) -> tuple
         return tier, bool(await uow.subscriptions.reaching(space.host_id, tier_id, [account.id], p.core.now()))
 
 
+async def discount_tier(p: Instance, space: Space, account: Account | None) -> tuple[Tier | None, bool]:
+    """The tier whose subscribers (and those above) buy this Space's ticket at the subscriber price,
+    if the host set one, and whether the viewer is one of them now (their Buy button shows that
+    price; the sale itself reads the subscription again when the payment is made)."""
+    t = space.ticketing
+    if t is None or not t.discount_tier_id or t.subscriber_price() is None:
+        return None, False
+    try:
+        tier = await p.core.memberships.tier(t.discount_tier_id)
+    except NotFound:
+        return None, False
+    if account is None:
+        return tier, False
+    async with p.core.uow() as uow:
+        return tier, bool(await uow.subscriptions.reaching(space.host_id, tier.id, [account.id], p.core.now()))
+
+
 async def subscribe(request: web.Request) -> web.StreamResponse:
     """``POST /u/ID/subscribe`` (form ``csrf``, ``tier``): off to Stripe Checkout for that tier."""
     from billing.subscriptions import SubscriptionSales

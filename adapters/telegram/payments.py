@@ -49,7 +49,8 @@ class PaymentsMixin(SubscriptionsMixin):
             await self.app.bot.send_invoice(
                 chat_id=user.id, title=space.title[:32], payload=ticket.id, currency="XTR",
                 description=f"A ticket to the live Space “{space.title[:200]}” hosted on Spacebridge."[:255],
-                prices=[LabeledPrice("Ticket", t.price_minor)], provider_token="")
+                prices=[LabeledPrice("Ticket" if ticket.amount_minor == t.price_minor else "Ticket (subscriber price)",
+                                     ticket.amount_minor)], provider_token="")
         except Forbidden:
             await self.ledger.settle(ticket.id, paid=False)
             raise Conflict("telegram.dm_first", link=f"https://t.me/{self.username}?start=ticket") from None

@@ -18,6 +18,7 @@ MAX_PINS = 5
 MAX_PIN_TITLE = 200
 MAX_AHEAD = timedelta(days=30)
 MAX_SCHEDULED_PER_HOST = 10
+MIN_DISCOUNT, MAX_DISCOUNT = 1, 99  # percent off a ticket for the host's subscribers
 
 
 class SpaceState(StrEnum):
@@ -68,6 +69,15 @@ class Ticketing:
     sales_start: datetime | None = None
     sales_end: datetime | None = None
     free_tier_id: str | None = None  # Super Follows: the host's subscribers at or above it need no ticket
+    discount_tier_id: str | None = None  # Super Follows: the host's subscribers at or above it pay less
+    discount_percent: int | None = None  # 1 to 99: how much less (both set, or neither)
+
+    def subscriber_price(self) -> int | None:
+        """What a subscriber at or above ``discount_tier_id`` pays: the price less the discount,
+        rounded half up, never under one minor unit (one Star); None without a discount."""
+        if not self.discount_tier_id or not self.discount_percent:
+            return None
+        return max(1, (self.price_minor * (100 - self.discount_percent) + 50) // 100)
 
 
 def validate_title(title: str) -> str:

@@ -74,7 +74,8 @@ def space_from_row(r: SpaceRow) -> Space:
         ticketing=None if t is None else Ticketing(
             price_minor=t["price_minor"], currency=t["currency"], capacity=t.get("capacity"),
             sales_start=_dt(t.get("sales_start")), sales_end=_dt(t.get("sales_end")),
-            free_tier_id=t.get("free_tier_id")),
+            free_tier_id=t.get("free_tier_id"), discount_tier_id=t.get("discount_tier_id"),
+            discount_percent=t.get("discount_percent")),
         subscribers=None if not r.subscribers else SubscriberAccess(
             tier_id=r.subscribers["tier_id"], early_minutes=int(r.subscribers.get("early_minutes", 0))),
         version=r.version,
@@ -99,6 +100,7 @@ def _space_values(s: Space) -> dict[str, Any]:
             "sales_start": t.sales_start.isoformat() if t.sales_start else None,
             "sales_end": t.sales_end.isoformat() if t.sales_end else None,
             "free_tier_id": t.free_tier_id,
+            "discount_tier_id": t.discount_tier_id, "discount_percent": t.discount_percent,
         },
         "subscribers": None if s.subscribers is None else {"tier_id": s.subscribers.tier_id,
                                                            "early_minutes": s.subscribers.early_minutes},

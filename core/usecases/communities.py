@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from core import eligibility
@@ -10,6 +11,7 @@ from core.ids import new_id
 from core.model.accounts import Actor, check_platform
 from core.model.community import WEB_COMMUNITY_EXTERNAL_ID, Community, CommunitySettings
 from core.model.space import Space, Ticketing
+from core.model.values import MAX_DISCOUNT, MIN_DISCOUNT
 from core.ports import UnitOfWork
 from core.usecases.context import Context, is_instance_admin
 
@@ -107,16 +109,44 @@ class Communities:
                                              community.settings.admin_override)
                 if failures:
                     raise Forbidden("eligibility.failed", failures=[f.as_dict() for f in failures])
-                if ticketing.free_tier_id is not None:  # one of the host's tiers, on sale
-                    tier = await uow.subscriptions.tier(ticketing.free_tier_id)
-                    if tier is None:
-                        raise NotFound("tier.not_found", tier_id=ticketing.free_tier_id)
-                    if tier.creator_id != space.host_id:
-                        raise Forbidden("tier.not_hosts", tier_id=tier.id)
-                    if tier.archived:
-                        raise Conflict("tier.archived", tier_id=tier.id)
+                await _check_subscriber_terms(uow, space, ticketing)
             space.set_ticketing(actor.account_id, ticketing, self.ctx.now(), override=actor.is_operator)
             await uow.spaces.save(space)
             return space
 
         return await self.ctx.run(op)
+
+    async def set_ticket_discount(self, actor: Actor, space_id: str, tier_id: str | None,
+                                  percent: int | None) -> Space:
+        """Give the host's subscribers at or above ``tier_id`` ``percent`` off the ticket (None, None:
+        no discount), keeping the rest of the terms; the Space must be ticketed already."""
+        async def op(uow: UnitOfWork) -> Space:
+            space = await uow.spaces.get(space_id)
+            if space.ticketing is None:
+                raise Conflict("ticket.discount_not_ticketed", space_id=space_id)
+            terms = replace(space.ticketing, discount_tier_id=tier_id, discount_percent=percent)
+            await _check_subscriber_terms(uow, space, terms)
+            space.set_ticketing(actor.account_id, terms, self.ctx.now(), override=actor.is_operator)
+            await uow.spaces.save(space)
+            return space
+
+        return await self.ctx.run(op)
+
+
+async def _check_subscriber_terms(uow: UnitOfWork, space: Space, ticketing: Ticketing) -> None:
+    """The tiers the terms name (free, discounted) are the host's own and on sale, and a discount
+    is 1 to 99 percent with the tier it is for."""
+    if (ticketing.discount_tier_id is None) != (ticketing.discount_percent is None):
+        raise Invalid("ticket.discount_needs_tier", space_id=space.id)
+    if ticketing.discount_percent is not None and not MIN_DISCOUNT <= ticketing.discount_percent <= MAX_DISCOUNT:
+        raise Invalid("ticket.bad_discount", percent=ticketing.discount_percent, min=MIN_DISCOUNT, max=MAX_DISCOUNT)
+    for tier_id in (ticketing.free_tier_id, ticketing.discount_tier_id):
+        if tier_id is None:
+            continue
+        tier = await uow.subscriptions.tier(tier_id)
+        if tier is None:
+            raise NotFound("tier.not_found", tier_id=tier_id)
+        if tier.creator_id != space.host_id:
+            raise Forbidden("tier.not_hosts", tier_id=tier.id)
+        if tier.archived:
+            raise Conflict("tier.archived", tier_id=tier.id)

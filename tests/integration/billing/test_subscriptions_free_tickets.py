@@ -89,4 +89,5 @@ async def test_free_tier_from_the_shell(shell: Shell) -> None:
     assert rc != 0 and json.loads(out)["error"]["code"] == "tier.not_hosts", (out, err)
     shown = await shell.json("billing", "ticketing", space["id"], "--price", "900", "--free-tier", gold["id"])
     assert shown["ticketing"] == {"price_minor": 900, "currency": "EUR", "capacity": None,
-                                  "free_tier_id": gold["id"]}
+                                  "free_tier_id": gold["id"], "discount_tier_id": None, "discount_percent": None,
+                                  "subscriber_price_minor": None}

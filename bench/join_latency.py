@@ -8,7 +8,7 @@ The speaker's fake microphone plays a continuous 440 Hz tone from a WAV file mad
 of the default fake device's short beeps (``--beeps`` measures that way, as earlier figures did).
 
 Each join's timeline is read in the page (an init script watches the page's WebSocket and
-RTCPeerConnection without changing room.js): navigation, socket open, welcome, offer sent, answer
+RTCPeerConnection without changing room.js): navigation, the page's files fetched, DOM ready, socket created and open, welcome, offer sent, answer
 applied, ICE connected, DTLS connected (connectionState), first RTP packet received (getStats),
 sound heard. The JSON gives p50 of each mark (seconds after the click) next to join-to-audio
 p50/p99, and the machine's load average, since the machine is shared.
@@ -37,6 +37,15 @@ TIMELINE_JS = """(() => {
   const tl = window.__tl = {};
   const mark = (k) => { if (!(k in tl)) tl[k] = performance.timeOrigin + performance.now(); };
   mark('script');
+  document.addEventListener('DOMContentLoaded', () => {
+    mark('dom_ready');
+    for (const e of performance.getEntriesByType('resource')) {
+      const n = e.name.split('/').pop().split('?')[0];
+      if (n === 'room.js' || n === 'room_dom.js' || n === 'room.css') {
+        tl['got_' + n] = performance.timeOrigin + e.responseEnd;
+      }
+    }
+  });
   const WS = window.WebSocket;
   window.WebSocket = function (...args) {
     const ws = new WS(...args); mark('ws_new');
@@ -74,10 +83,10 @@ TIMELINE_JS = """(() => {
 
 # Resolves with the wall-clock time (ms) at which the page's audio first carries sound.
 SOUND_JS = """() => new Promise(resolve => {
-  const el = document.getElementById('audio');
   const ctx = new AudioContext(); let an = null; const buf = new Float32Array(1024);
   const tick = () => {
-    if (!an && el.srcObject) {
+    const el = document.getElementById('audio');  // null while the page is still being parsed
+    if (!an && el && el.srcObject) {
       an = ctx.createAnalyser(); an.fftSize = 1024; ctx.createMediaStreamSource(el.srcObject).connect(an);
     }
     if (an) {
@@ -91,7 +100,8 @@ SOUND_JS = """() => new Promise(resolve => {
   tick();
 })"""
 
-MARKS = ("script", "ws_open", "pc_new", "welcome", "offer_sent", "srv_answered", "answer", "answer_applied",
+MARKS = ("script", "got_room.css", "got_room.js", "got_room_dom.js", "dom_ready", "pc_new", "ws_new", "ws_open",
+         "welcome", "offer_sent", "srv_answered", "answer", "answer_applied",
          "ice_checking", "ice_connected", "pc_connected", "srv_connected", "srv_first_packet", "track", "first_rtp")
 
 

@@ -1,20 +1,9 @@
 // The Spacebridge web room: signaling over one WebSocket, audio over one RTCPeerConnection.
 // Protocol: docs/webrtc-protocol.md. No dependencies, no external resources.
 
-const ERRORS = {
-  "token.expired": "This join link has expired. Ask for a new one.",
-  "token.bad_signature": "This join link is not genuine. Ask for a new one.",
-  "token.malformed": "This join link is damaged or incomplete. Ask for a new one.",
-  "token.wrong_space": "This join link is for a different Space.",
-  "space.ended": "This Space has ended.",
-  "space.not_live": "This Space has not started yet.",
-  "space.closed": "This Space is over.",
-  "ticket.required": "This Space needs a ticket.",
-  "space.blocked": "The host has blocked you from their Spaces.",
-  "mic.denied": "Microphone access was denied: you can listen, but others cannot hear you. Allow the microphone and rejoin to speak.",
-};
 import { keyed, setText, setAttr, buttons, ask, floatUp, appendLine } from "./room_dom.js";
 import { playHls } from "./room_hls.js";
+import { ERRORS } from "./room_words.js";
 
 const $ = (id) => document.getElementById(id);
 const spaceId = location.pathname.split("/").filter(Boolean).pop();
@@ -22,9 +11,8 @@ const hashParams = new URLSearchParams(location.hash.slice(1));
 let token = hashParams.get("t") || "";
 // Lasting addresses (docs/web-accounts.md): with no token in the URL, or one that has run out, the page
 // mints one from the browser's session (a guest token for a public live Space when nobody is signed in).
-function tokenLeftS(t) {
-  try { return JSON.parse(atob(t.split(".")[0].replace(/-/g, "+").replace(/_/g, "/"))).e - Date.now() / 1000; } catch { return -1; }
-}
+const tokenLeftS = window.sbTokenLeftS;  // room_boot.js
+const boot = window.__sbBoot;  // room_boot.js: a personal link's socket and listener offer, started early
 async function sessionToken() {
   const me = await (await fetch("/api/me", { cache: "no-store" })).json();
   const r = await fetch(`/api/spaces/${spaceId}/join-token`, { method: "POST", headers: { "X-CSRF-Token": me.csrf } });
@@ -69,6 +57,7 @@ async function enter() {
     if (spaceState() === "ended") teardown(); else if (early) { early.then((pc) => pc.close()); early = null; }
     return;
   }
+  if (state.booted) { state.booted = false; state.entered = true; if (!onStage()) return; return startMedia(true); }
   if (state.pc || state.hls || state.entered) return;
   state.entered = true; say(""); await startMedia(onStage());
 }
@@ -362,7 +351,7 @@ function listen(pc) {
 
 // Most people join to listen: their offer is made while the socket connects and says hello, so it
 // can go out the moment the welcome arrives (join-to-audio is what people notice).
-let early = token && !wantHls ? preparePc(false) : null;
+let early = token && !wantHls && !boot ? preparePc(false) : null;
 
 async function startMedia(publish) {
   stopHls();
@@ -390,14 +379,24 @@ function teardown() {
   for (const id of ["hand", "mic", "leave", "end"]) $(id).disabled = true;
 }
 
+// The boot script's listener connection becomes the room's first (its offer went out as m1).
+function adopt(pc) {
+  state.pc = pc; state.gen = 1; state.offer = "m1"; state.booted = true;
+  pc.onconnectionstatechange = () => { if (pc === state.pc && pc.connectionState === "failed" && state.ws && state.ws.readyState === 1) startMedia(onStage()); };
+  pc.ontrack = () => { if (pc === state.pc) listen(pc); };
+  listen(pc);
+}
+
 async function connect() {
-  if (!token || tokenLeftS(token) < 5) {
+  const first = boot && !state.ws ? boot : null;
+  if (!first && (!token || tokenLeftS(token) < 5)) {
     try { token = await sessionToken(); state.mintedAt = Date.now(); }
     catch (err) { say(ERRORS[err.code] || err.message); return; }
   }
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${spaceId}`);
+  const ws = first ? first.ws : new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${spaceId}`);
   state.ws = ws;
-  ws.onopen = () => { state.retries = 0; send({ type: "hello", token }); };
+  if (first) { const pc = await first.ready; if (pc && pc.connectionState !== "closed") adopt(pc); }
+  else ws.onopen = () => { state.retries = 0; send({ type: "hello", token }); };
   ws.onmessage = async (m) => {
     const msg = JSON.parse(m.data);
     if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
@@ -447,6 +446,7 @@ async function connect() {
     info(ev.code === 1012 ? "The server is restarting; reconnecting…" : `Connection lost; reconnecting in ${Math.round(wait / 1000) || 1} s…`);
     clearTimeout(state.timer); state.timer = setTimeout(connect, wait);
   };
+  if (first) { for (const m of first.frames.splice(0)) ws.onmessage(m); if (first.closed) ws.onclose(first.closed); }
 }
 
 function setup() {

@@ -4,13 +4,19 @@ fingerprint with what each card shows, and edit only the cards that are out of d
 The surface gives ``render`` (view -> payload and fingerprint) and ``edit`` (one card); cards that
 are not messages (Discord's scheduled events) go to ``other``. ``CardRefresher`` (core/cards.py)
 coalesces the marks and calls ``refresh``.
+
+``stage`` and ``queue`` are who a card names, once for both surfaces: each person with the marks
+the web room draws beside them (co-host, muted, the subscriber badge), read from the ``SpaceView``
+every surface renders (``SpaceView.subscribers``: no adapter asks billing per render).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from adapters.chat.wording import SUBSCRIBER_BADGE
 from core.cards import Card, CardStore
 from core.errors import NotFound
 from core.model.space import SpaceState
@@ -19,6 +25,40 @@ if TYPE_CHECKING:
     from core.services import Core, SpaceView
 
 P = TypeVar("P")
+
+MAX_LINE_NAMES = 12  # people named on one line (stage, queue) of a card
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone a card names, with what is shown beside their name (the surface escapes ``name``)."""
+
+    account_id: str
+    name: str
+    cohost: bool = False
+    muted: bool = False
+    subscriber: bool = False
+
+    def marks(self) -> str:
+        """What follows the (escaped) name: `` (co-host)``, `` 🔇``, `` · subscriber``."""
+        return ((" (co-host)" if self.cohost else "") + (" 🔇" if self.muted else "")
+                + (SUBSCRIBER_BADGE if self.subscriber else ""))
+
+
+def _person(view: SpaceView, account_id: str) -> Person:
+    s = view.space
+    return Person(account_id, view.names.get(account_id, account_id), cohost=account_id in s.cohosts,
+                  muted=account_id in s.muted, subscriber=account_id in view.subscribers)
+
+
+def stage(view: SpaceView) -> list[Person]:
+    """The co-hosts and speakers a card names (the host has a line of their own), at most a line's worth."""
+    return [_person(view, a) for a in [*view.space.cohosts, *view.space.speakers][:MAX_LINE_NAMES]]
+
+
+def queue(view: SpaceView) -> list[Person]:
+    """The raised hands in queue order (#1 first, as every surface numbers them), at most a line's worth."""
+    return [_person(view, h.account_id) for h in view.space.hands[:MAX_LINE_NAMES]]
 
 
 def notice_text(text: str) -> str:

@@ -5,7 +5,7 @@ writes HTML, Discord Markdown, so the sentences are the same and only the emphas
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,11 +35,18 @@ def markdown(escape: Callable[[str], str]) -> Style:
     return Style(bold=lambda s: f"**{escape(s)}**", code=lambda s: f"`{s}`", text=escape)
 
 
-def queue(hands: Sequence[tuple[str, str]], style: Style, *, approve: str) -> str:
-    """The raised hands (account id, name) in order, numbered as every surface names them."""
+# after the name of one of the host's paying subscribers (SpaceView.subscribers): the web room's words
+SUBSCRIBER_BADGE = " · subscriber"
+
+
+def queue(hands: Sequence[tuple[str, str]], style: Style, *, approve: str,
+          subscribers: Collection[str] = ()) -> str:
+    """The raised hands (account id, name) in order, numbered as every surface names them; the host's
+    paying subscribers (``SpaceView.subscribers``) badged."""
     if not hands:
         return "No hands are up."
-    lines = [f"{i}. {style.text(name)} ({style.code(account_id)})" for i, (account_id, name) in enumerate(hands, 1)]
+    lines = [f"{i}. {style.text(name)}{SUBSCRIBER_BADGE if account_id in subscribers else ''} "
+             f"({style.code(account_id)})" for i, (account_id, name) in enumerate(hands, 1)]
     return f"✋ Queue — {approve} brings someone up:\n" + "\n".join(lines)
 
 

@@ -156,7 +156,8 @@ class CommandsMixin(DiscordBase):
             s = await me._space(interaction, space, actor=actor)
             view = await me.core.view(s.id)
             hands = [(h.account_id, view.names.get(h.account_id, h.account_id)) for h in view.space.hands]
-            await me._reply(interaction, chat_queue(hands, STYLE, approve="`/stage approve who:NUMBER`"))
+            await me._reply(interaction, chat_queue(hands, STYLE, approve="`/stage approve who:NUMBER`",
+                                                     subscribers=view.subscribers))
 
         @app_commands.command(name="pin", description=_entry("pin").summary[:100])
         @app_commands.describe(url="A link", title="What to show (default: the link)", space=SPACE)

@@ -15,6 +15,7 @@ from typing import Any
 
 import discord
 
+from adapters.chat import cards as people
 from adapters.chat.buttons import JOIN, card_buttons
 from adapters.chat.wording import markdown
 from adapters.chat.wording import notice as chat_notice
@@ -23,7 +24,6 @@ from core.model.space import SpaceState
 from core.services import SpaceView
 
 CARD_REACTIONS = REACTIONS  # the one reaction set (core.commands)
-MAX_LINE_NAMES = 12
 LIVE_COLOUR = 0xE0245E
 SCHEDULED_COLOUR = 0x1D9BF0
 CLOSED_COLOUR = 0x71767B
@@ -71,14 +71,15 @@ def card(view: SpaceView, web_url: str) -> CardContent:
         lines.append(f"🎟 Ticketed: {p}")
     embed = discord.Embed(title=s.title[:256], description="\n".join(lines), colour=colour, url=web_url)
     if s.state == SpaceState.LIVE:
-        stage = []
-        for a in [*s.cohosts, *s.speakers][:MAX_LINE_NAMES]:
-            tag = " (co-host)" if a in s.cohosts else ""
-            stage.append(discord.utils.escape_markdown(n.get(a, a)) + tag + (" 🔇" if a in s.muted else ""))
+        stage = [discord.utils.escape_markdown(p.name) + p.marks() for p in people.stage(view)]
         if stage:
             embed.add_field(name="On stage", value=", ".join(stage)[:1024], inline=False)
         embed.add_field(name="Listening", value=str(view.listener_count))
         embed.add_field(name="Hands up", value=str(len(s.hands)))
+        hands = [f"{i}. {discord.utils.escape_markdown(p.name)}{p.marks()}"
+                 for i, p in enumerate(people.queue(view), 1)]
+        if hands:
+            embed.add_field(name="Queue", value="\n".join(hands)[:1024], inline=False)
         tallies = sorted(view.reactions.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
         if tallies:
             embed.add_field(name="Reactions", value=" · ".join(f"{e} {c}" for e, c in tallies), inline=False)

@@ -422,4 +422,4 @@ class CommandsMixin(TelegramBase):
         space = await self._space(update, args, "queue", actor=actor)
         view = await self.core.view(space.id)
         hands = [(h.account_id, view.names.get(h.account_id, h.account_id)) for h in view.space.hands]
-        await self._reply(msg, chat_queue(hands, HTML, approve="/approve NUMBER"))
+        await self._reply(msg, chat_queue(hands, HTML, approve="/approve NUMBER", subscribers=view.subscribers))

@@ -14,6 +14,7 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from adapters.chat import cards as people
 from adapters.chat.buttons import card_buttons
 from adapters.chat.wording import HTML
 from adapters.chat.wording import notice as chat_notice
@@ -22,7 +23,6 @@ from core.model.space import SpaceState
 from core.services import SpaceView
 
 CARD_REACTIONS = REACTIONS  # the one reaction set (core.commands)
-MAX_LINE_NAMES = 12
 
 
 def when(dt: datetime | None) -> str:
@@ -52,13 +52,13 @@ def card(view: SpaceView, bot_username: str) -> tuple[str, InlineKeyboardMarkup 
                  else f"{s.ticketing.price_minor / 100:.2f} {s.ticketing.currency.upper()}")
         lines.append(f"🎟 Ticketed: {price}")
     if s.state == SpaceState.LIVE:
-        stage = []
-        for a in [*s.cohosts, *s.speakers][:MAX_LINE_NAMES]:
-            tag = " (co-host)" if a in s.cohosts else ""
-            stage.append(escape(n.get(a, a)) + tag + (" 🔇" if a in s.muted else ""))
+        stage = [escape(p.name) + p.marks() for p in people.stage(view)]
         if stage:
             lines.append("On stage: " + ", ".join(stage))
         lines.append(f"👂 {view.listener_count} listening · ✋ {len(s.hands)} in queue")
+        hands = [f"{i}. {escape(p.name)}{p.marks()}" for i, p in enumerate(people.queue(view), 1)]
+        if hands:
+            lines.append("Queue: " + ", ".join(hands))
         tallies = sorted(view.reactions.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
         if tallies:
             lines.append("Reactions: " + " · ".join(f"{e} {c}" for e, c in tallies))

@@ -37,6 +37,7 @@ COMMANDS: list[tuple[list[str], int, list[str]]] = [
     (["space", "reschedule"], 1, ["--at", "--as"]), (["space", "show"], 1, []),
     (["space", "link"], 1, ["--as", "--role", "--ttl"]), (["billing", "report"], 1, []),
     (["billing", "ticketing"], 1, ["--price", "--currency", "--capacity", "--as"]),
+    (["billing", "ticketing"], 1, ["--price", "--subscriber-discount", "--discount-tier", "--free-tier", "--as"]),
     (["community", "list"], 0, []), (["community", "create"], 3, []), (["community", "show"], 1, []),
     (["community", "set"], 2, []), (["audit"], 1, ["--limit", "--by"]), (["plugins", "list"], 0, []),
     (["plugins", "enable"], 1, ["--community"]),

@@ -12,6 +12,7 @@ Discord Markdown) where words need markup.
 - ``wording``: ``warn`` for errors, ``word`` for outcomes, ``tallies``, ``queue``, ``notice`` (follower
   DMs); ``Style`` hooks.
 - ``buttons``: the card's buttons (one reaction set: ``core.commands.REACTIONS``) and what a press does.
-- ``cards.CardKeeper``: render, compare and edit every card of a Space.
+- ``cards.CardKeeper``: render, compare and edit every card of a Space; ``cards.stage``/``cards.queue``:
+  who a card names, with the web room's marks (co-host, muted, ``· subscriber``).
 - ``delivery``: DeliveryResult shorthands.
 """

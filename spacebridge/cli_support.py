@@ -10,16 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import SimpleNamespace
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from core.errors import DomainError
-from core.messages import describe
-from core.model.accounts import Actor
-from core.model.space import Space
-from spacebridge import logs
-from spacebridge.config import ConfigError, Settings, load_settings
+if TYPE_CHECKING:  # imported where used: ``--help`` and a usage error load no settings or model
+    from core.model.accounts import Actor
+    from core.model.space import Space
+    from spacebridge.config import Settings
 
 T = TypeVar("T")
 
@@ -38,6 +36,9 @@ def fail(message: str, code: int = 1, as_json: bool = False, data: dict[str, Any
 
 
 def load_settings_or_exit() -> Settings:
+    from spacebridge import logs
+    from spacebridge.config import ConfigError, load_settings
+
     try:
         settings = load_settings()
         logs.setup(settings, console=False)  # secrets redacted from whatever a library logs
@@ -56,6 +57,8 @@ def with_core(fn: Callable[[Any], Awaitable[T]], as_json: bool = False) -> T:
 
 
 def operator(account_id: str) -> Actor:
+    from core.model.accounts import Actor
+
     return Actor(account_id=account_id, platform="web", is_operator=True)
 
 
@@ -104,7 +107,9 @@ def with_platform(fn: Callable[[Any], Awaitable[T]], as_json: bool = False, *, r
     tried again a few times before the buyer is told to come back later."""
     import random
 
-    from core.errors import Unavailable
+    from core.errors import DomainError, Unavailable
+    from core.messages import describe
+    from spacebridge.config import ConfigError
 
     settings = load_settings_or_exit()
 
@@ -136,13 +141,15 @@ async def open_platform(settings: Settings, *, ledger: bool = True) -> AsyncIter
     from core.clock import SystemClock
     from core.services import Core
     from core.storage.engine import make_engine, make_sessionmaker
-    from spacebridge.doctor import database_problem
+    from spacebridge.config import ConfigError
     from spacebridge.schema import ensure_schema
 
     try:
         engine = make_engine(settings.resolved_database_url(), connect_timeout_s=settings.database_connect_timeout_s,
                              statement_timeout_s=settings.database_statement_timeout_s)
     except OSError as e:  # SQLite's directory cannot be made
+        from spacebridge.doctor import database_problem
+
         raise ConfigError(database_problem(settings, e)) from None
     stripe: Any = None
     try:

@@ -41,6 +41,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     checks.append(await _safe("database", lambda: check_database(settings)))
     checks.append(await _safe("redis", lambda: check_redis(settings)))
     checks.append(await _safe("fan-out", check_fanout))
+    checks.append(await _safe("command server", check_command_server))
     for name, value, env in (("discord", settings.discord_bot_token, "DISCORD_BOT_TOKEN"),
                              ("telegram", settings.telegram_bot_token, "TELEGRAM_BOT_TOKEN")):
         if not (value and value.get_secret_value().strip()):
@@ -69,6 +70,25 @@ async def check_fanout() -> Check:
     if engine.problem:
         return {"name": "fan-out", "ok": False, "detail": f"{engine.problem}; sending with the {engine.detail}"}
     return {"name": "fan-out", "ok": True, "detail": engine.detail}
+
+
+async def check_command_server() -> Check:
+    """Whether CLI commands on this data dir take the fast path (docs/cli.md): a command server that
+    ``serve`` started answers on the data dir's socket, and whether this very command ran through it."""
+    from spacebridge import cli_client, cli_server
+
+    name = "command server"
+    if not cli_client.enabled():
+        return {"name": name, "ok": False, "optional": True,
+                "detail": f"off ({cli_client.OFF_VARIABLE}=off): every command starts directly"}
+    path = cli_client.socket_path()
+    facts = await asyncio.to_thread(cli_client.ask, path, "ping")
+    if not facts or "pong" not in facts:
+        return {"name": name, "ok": False, "optional": True,
+                "detail": f"not running: commands start directly (`serve` runs one at {path})"}
+    how = "this command ran through it" if cli_server.IN_CHILD else "this command ran directly"
+    return {"name": name, "ok": True, "detail": f"in use at {path} (pid {facts.get('pid')}, "
+                                                f"{facts.get('served')} commands served); {how}"}
 
 
 def all_ok(checks: list[Check]) -> bool:

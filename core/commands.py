@@ -274,6 +274,13 @@ async def _clear_queue(i: Invocation) -> Outcome:
     return _done("queue.cleared")
 
 
+async def _subscriber_priority(i: Invocation) -> Outcome:
+    space = await i.core.set_subscriber_priority(i.actor, i.space_id, i.args.get("on"))
+    on = space.subscriber_priority
+    return _done("queue.subscriber_priority_on" if on else "queue.subscriber_priority_off", {"enabled": on},
+                 enabled=on)
+
+
 async def _pin(i: Invocation) -> Outcome:
     space = await i.core.pin(i.actor, i.space_id, str(i.args["title"]), url=i.args.get("url"),
                              message_ref=i.args.get("message_ref"))
@@ -407,6 +414,9 @@ BUILTINS: tuple[Command, ...] = (
             icon="⛔"),
     Command("clear_queue", "Lower every raised hand", _clear_queue, least_role="moderator",
             button="Clear hands", icon="🧹"),
+    Command("subscriber_priority", "Put the host's subscribers' raised hands first in the queue (or not)",
+            _subscriber_priority, (Option("on", "flag", "true: subscribers first, false: raise order; left out, it "
+                                          "toggles"),), "moderator", _OPEN, button="Subscribers first", icon="⭐"),
     Command("pin", "Pin a link or message to the Space", _pin,
             (Option("title", "text", "What to show", True, max_len=MAX_TEXT),
              Option("url", "text", "A link", max_len=2048),

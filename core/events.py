@@ -187,6 +187,16 @@ class HandLowered(SpaceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SubscriberPriorityToggled(SpaceEvent):
+    """The host's subscribers' hands go first in the queue (``enabled``) or back in raise order: every
+    position may have moved, so surfaces read the queue again."""
+
+    name: ClassVar[str] = "queue.subscriber_priority"
+    enabled: bool
+    by: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class AccountBlocked(SpaceEvent):
     name: ClassVar[str] = "account.blocked"
     host_id: str

@@ -57,6 +57,8 @@ _TEXT: dict[str, str] = {
     "hand.on_stage": "You are on stage already; no need to raise your hand.",
     "hand.already_raised": "Your hand is already raised (position {position}).",
     "hand.not_raised": "There is no raised hand to act on.",
+    "queue.no_tiers": "The host sells no subscription tiers yet, so there are no subscribers to put first in the "
+                      "queue.",
     "reaction.not_an_emoji": "A reaction must be a single emoji.",
     "comment.length": "A comment is 1 to {max} characters (this one has {length}).",
     "reaction.rate_limited": "Slow down: try again in {retry_after_s} s.",

@@ -82,7 +82,7 @@ class Core:
         self.raise_hand, self.lower_hand, self.approve, self.deny = s.raise_hand, s.lower_hand, s.approve, s.deny
         self.clear_queue, self.invite, self.accept_invite = s.clear_queue, s.invite, s.accept_invite
         self.promote, self.demote, self.mute, self.mute_all = s.promote, s.demote, s.mute, s.mute_all
-        self.remove, self.unblock = s.remove, s.unblock
+        self.remove, self.unblock, self.set_subscriber_priority = s.remove, s.unblock, s.set_subscriber_priority
         self.engagement = e = Engagement(c)
         self.pin, self.unpin, self.set_captions = e.pin, e.unpin, e.set_captions
         self.add_caption, self.comment, self.recent_comments = e.add_caption, e.comment, e.recent_comments

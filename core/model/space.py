@@ -14,6 +14,7 @@ from datetime import datetime
 from core import events as ev
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.ids import new_id
+from core.model import queue
 from core.model.subscription import MAX_EARLY_MINUTES, SubscriberAccess
 from core.model.values import (
     MAX_AHEAD,
@@ -64,6 +65,7 @@ class Space:
     captions_enabled: bool = False
     ticketing: Ticketing | None = None
     subscribers: SubscriberAccess | None = None  # Super Follows: who of the host's subscribers may join
+    subscriber_priority: bool = False  # Super Follows: the host's subscribers' hands go first in the queue
     version: int = 0
     pending_events: list[ev.Event] = field(default_factory=list, repr=False, compare=False)
 
@@ -366,14 +368,15 @@ class Space:
             self._set_role(account_id, Role.LISTENER, account_id, now)
 
     # ---- queue ----------------------------------------------------------------------------
-    def raise_hand(self, account_id: str, now: datetime) -> int:
+    def raise_hand(self, account_id: str, now: datetime, subscriber: bool = False) -> int:
+        """``subscriber``: the caller holds a subscription to the host (the use case reads it); with
+        subscriber priority on, the hand goes behind the other subscribers' and ahead of everyone else's."""
         self._require_live()
         if self.role_of(account_id) is not None:
             raise Conflict("hand.on_stage", space_id=self.id)
         if self.queue_position(account_id) is not None:
             raise Conflict("hand.already_raised", space_id=self.id, position=self.queue_position(account_id))
-        self.hands.append(Hand(account_id, now))
-        pos = len(self.hands)
+        pos = queue.place(self.hands, Hand(account_id, now, subscriber), self.subscriber_priority)
         self._emit(ev.HandRaised(space_id=self.id, account_id=account_id, position=pos, at=now))
         return pos
 
@@ -406,6 +409,21 @@ class Space:
         self._require_live()
         if not self._drop_hand(account_id, "denied", by, now):
             raise Conflict("hand.not_raised", space_id=self.id, account_id=account_id)
+
+    def set_subscriber_priority(self, by: str, on: bool, now: datetime, *, has_tiers: bool,
+                                subscribers: Collection[str] = (), override: bool = False) -> bool:
+        """Put the host's subscribers' hands first (``on``) or back in raise order; whether it changed.
+        ``has_tiers``: the host sells (or sold) a tier; ``subscribers``: which raised hands are theirs now."""
+        self._require_moderator(by, override)
+        self._require_open()
+        if on and not has_tiers:
+            raise Conflict("queue.no_tiers", space_id=self.id, host_id=self.host_id)
+        if on == self.subscriber_priority:
+            return False
+        self.subscriber_priority = on
+        self.hands = queue.reorder(self.hands, on, subscribers)
+        self._emit(ev.SubscriberPriorityToggled(space_id=self.id, enabled=on, by=by, at=now))
+        return True
 
     def clear_queue(self, by: str, now: datetime, override: bool = False) -> int:
         self._require_moderator(by, override)

@@ -47,6 +47,9 @@ STAGE_ROLES = (Role.HOST, Role.COHOST, Role.SPEAKER)
 class Hand:
     account_id: str
     raised_at: datetime
+    # Super Follows: a subscriber of the host's when the hand went up (or when subscriber priority was
+    # last turned on); read by the use case, so the Queue can order hands without I/O (core/model/queue.py)
+    subscriber: bool = False
 
 
 @dataclass

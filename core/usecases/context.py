@@ -3,7 +3,7 @@ rules more than one use case applies (access to a Space, host facts, the retry l
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -136,6 +136,18 @@ class Context:
         err = access_error(space, account_id, blocked, paid, subscribed, self.now())
         if err is not None:
             raise err
+
+    async def paying(self, uow: UnitOfWork, host_id: str, accounts: Collection[str]) -> set[str]:
+        """Which of ``accounts`` hold a subscription to the host that opens one of its tiers now (at or
+        above the cheapest, archived ones included; the join token's rule, ``reaching``): the one
+        meaning of "the host's subscriber" for the badge and the queue's subscriber priority."""
+        if not accounts:
+            return set()
+        tiers = await uow.subscriptions.tiers_of(host_id, archived=True)
+        if not tiers:
+            return set()
+        cheapest = min(tiers, key=lambda t: t.price_minor)
+        return await uow.subscriptions.reaching(host_id, cheapest.id, accounts, self.now())
 
     async def community_or_web(self, uow: UnitOfWork, community_id: str | None) -> Community:
         if community_id:

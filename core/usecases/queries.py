@@ -10,7 +10,6 @@ from typing import Any
 from core.errors import Conflict, Invalid, NotFound
 from core.model.accounts import Account
 from core.model.space import Space, SpaceState
-from core.ports import UnitOfWork
 from core.usecases.context import Context
 from core.usecases.engagement import Engagement
 
@@ -43,7 +42,8 @@ class SpaceView:
             "cohosts": s.cohosts, "speakers": s.speakers, "muted": sorted(s.muted),
             "queue": [h.account_id for h in s.hands], "invited": sorted(s.invited),
             "pins": [{"id": p.id, "title": p.title, "url": p.url, "message_ref": p.message_ref} for p in s.pins],
-            "captions_enabled": s.captions_enabled, "listener_count": self.listener_count,
+            "captions_enabled": s.captions_enabled, "subscriber_priority": s.subscriber_priority,
+            "listener_count": self.listener_count,
             "reactions": self.reactions, "names": self.names, "badges": self.badges, "subscribers": self.subscribers,
             "ticketing": None if s.ticketing is None else {
                 "price_minor": s.ticketing.price_minor, "currency": s.ticketing.currency,
@@ -123,22 +123,11 @@ class Queries:
                             names[r.speaker_id] = (await uow.accounts.get(r.speaker_id)).display_name
                         except NotFound:
                             names[r.speaker_id] = r.speaker_id
-            subscribers = await self._paying(uow, space.host_id, [a for a in names if a != space.host_id])
+            subscribers = sorted(await self.ctx.paying(uow, space.host_id, [a for a in names if a != space.host_id]))
         badges = await self.engagement.badges(space_id) if space.state == SpaceState.LIVE else {}
         return SpaceView(space=space, host_name=names.get(space.host_id, space.host_id), listener_count=count,
                          reactions=self.ctx.reactions.tallies(space_id, 60), names=names, badges=badges,
                          captions=captions, subscribers=subscribers)
-
-    async def _paying(self, uow: UnitOfWork, host_id: str, accounts: list[str]) -> list[str]:
-        """Which of ``accounts`` hold a subscription to the host that opens one of its tiers now (at or
-        above the cheapest, archived ones included): the subscriber badge beside their names."""
-        if not accounts:
-            return []
-        tiers = await uow.subscriptions.tiers_of(host_id, archived=True)
-        if not tiers:
-            return []
-        cheapest = min(tiers, key=lambda t: t.price_minor)
-        return sorted(await uow.subscriptions.reaching(host_id, cheapest.id, accounts, self.ctx.now()))
 
     async def list_spaces(self, *, states: Sequence[str] = ("live", "scheduled"), host_id: str | None = None,
                           community_id: str | None = None, include_unlisted: bool = True,

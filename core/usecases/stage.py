@@ -17,11 +17,21 @@ class Stage:
         self.ctx = ctx
 
     async def raise_hand(self, actor: Actor, space_id: str) -> int:
+        """Raise the caller's hand; their queue position.
+
+        Whether they are the host's subscriber is read here, in the raise's own unit of work and only
+        while subscriber priority is on, with the join token's rule (``Context.paying``), and stored on
+        the Hand: the aggregate orders hands without I/O, and the order stays what it was when each
+        hand went up. A subscription that ends (or starts) later does not move a hand already up: the
+        hand keeps its place until it is lowered, or until a moderator turns the priority off and on
+        again, which reads every raised hand afresh."""
         await self.ctx.guard(actor, space_id, "hand")
         async def op(uow: UnitOfWork) -> int:
             space = await uow.spaces.get(space_id)
             await self.ctx.check_access(uow, space, actor.account_id)
-            pos = space.raise_hand(actor.account_id, self.ctx.now())
+            subscriber = space.subscriber_priority and actor.account_id in await self.ctx.paying(
+                uow, space.host_id, [actor.account_id])
+            pos = space.raise_hand(actor.account_id, self.ctx.now(), subscriber)
             await uow.spaces.save(space)
             await uow.spaces.set_present(space_id, actor.account_id, self.ctx.now())
             return pos
@@ -38,6 +48,23 @@ class Stage:
     async def deny(self, actor: Actor, space_id: str, account_id: str) -> Space:
         return await self.ctx.mutate(space_id, lambda s: s.deny(actor.account_id, account_id, self.ctx.now(),
                                                              override=actor.is_operator))
+
+    async def set_subscriber_priority(self, actor: Actor, space_id: str, on: bool | None = None) -> Space:
+        """Host and co-hosts: the host's subscribers' hands first (``on``), or raise order again; None
+        toggles. Turning it on reads which raised hands are subscribers' now; a host who has never
+        had a tier is refused (``queue.no_tiers``). The setting is saved with the Space."""
+        async def op(uow: UnitOfWork) -> Space:
+            space = await uow.spaces.get(space_id)
+            want = not space.subscriber_priority if on is None else on
+            has_tiers = bool(await uow.subscriptions.tiers_of(space.host_id, archived=True)) if want else True
+            subscribers = (await self.ctx.paying(uow, space.host_id, [h.account_id for h in space.hands])
+                           if want and has_tiers else set())
+            space.set_subscriber_priority(actor.account_id, want, self.ctx.now(), has_tiers=has_tiers,
+                                          subscribers=subscribers, override=actor.is_operator)
+            await uow.spaces.save(space)
+            return space
+
+        return await self.ctx.run(op)
 
     async def clear_queue(self, actor: Actor, space_id: str) -> Space:
         return await self.ctx.mutate(space_id, lambda s: s.clear_queue(actor.account_id, self.ctx.now(),

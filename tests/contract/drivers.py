@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from adapters.chat.wording import CHAT_TEXT
 from adapters.discord.base import _MISC_TEXT as DISCORD_TEXT
+from adapters.discord.layout import FLAG_NAMES
 from adapters.telegram.base import _MISC_TEXT as TELEGRAM_TEXT
 from core.commands import BUILTIN_TABLE, Command, CommandTable
 from core.messages import _TEXT as CORE_TEXT
@@ -187,12 +188,11 @@ class DiscordDriver:
         for key, value in args.items():
             if key in ("person", "host"):
                 out["who"] = value
-            elif isinstance(value, bool) and key in ("up", "on"):
-                out["down" if key == "up" else "off"] = not value
             elif key in ("up", "on", "enabled", "block") and not isinstance(value, bool):
                 raise Inexpressible(f"{key}={value!r}: a boolean option on Discord")
-            elif key == "enabled":
-                out["on"] = value
+            elif (command, key) in FLAG_NAMES:  # the name Discord shows the table's flag under
+                shown, inverted = FLAG_NAMES[(command, key)]
+                out[shown] = not value if inverted else value
             elif key == "pin_id":
                 pins = (await self.core.view(space_id)).space.pins
                 out["number"] = next((n for n, p in enumerate(pins, 1) if p.id == value), len(pins) + 1)

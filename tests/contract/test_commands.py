@@ -26,7 +26,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 PLATFORM = {"web": "web", "cli": "web", "discord": "discord", "telegram": "telegram"}
 # what must not move when a command is refused (presence counts do: the web page joins as it connects)
 WATCHED = ("state", "scheduled_for", "cohosts", "speakers", "muted", "queue", "invited", "pins", "captions_enabled",
-           "reactions")
+           "subscriber_priority", "reactions")
 
 
 @dataclass
@@ -121,6 +121,11 @@ async def _a_pin(c: Ctx) -> None:
     c.extra["pin_id"] = space.pins[-1].id
 
 
+async def _a_tier(c: Ctx) -> None:
+    """The host sells a tier, so their subscribers can be put first (without one it is refused)."""
+    await c.d.core.memberships.create_tier(_a(c, c.host), "Supporter", 500, "eur")
+
+
 async def _following(c: Ctx) -> None:
     await c.d.core.follow(_a(c, c.listener), c.host.account_id, True)
 
@@ -201,6 +206,8 @@ SCENARIOS: dict[str, Scenario] = {
     "remove": Scenario("cohost", lambda c: {"person": c.other.account_id, "block": True}, check=_blocked,
                        bad=lambda c: NOWHERE, bad_code="person.not_in_queue"),
     "clear_queue": Scenario("cohost", prepare=_other_hand, check=_is(lambda c, v: not v.space.hands)),
+    "subscriber_priority": Scenario("cohost", lambda c: {"on": True}, _a_tier,
+                                    _is(lambda c, v: v.space.subscriber_priority), bad=lambda c: {"on": "maybe"}),
     "pin": Scenario("speaker", lambda c: {"title": "Slides", "url": "https://example.org/slides"},
                     check=_is(lambda c, v: [p.title for p in v.space.pins] == ["Slides"]),
                     bad=lambda c: {"title": "Slides", "url": "https://example.org/" + "x" * 3000}),

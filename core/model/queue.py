@@ -10,14 +10,15 @@ the Hand (``core/usecases/stage.py``), so the aggregate stays free of I/O.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Collection
 
 from core.model.values import Hand
 
 
 def place(hands: list[Hand], hand: Hand, priority: bool) -> int:
-    """Put a newly raised ``hand`` into ``hands`` where it belongs; its 1-based position."""
+    """Put a newly raised ``hand`` into ``hands`` where it belongs; its 1-based position. Its ``seq``
+    is after every hand up now (the clock may stamp two hands alike; the order never does)."""
+    hand.seq = max((h.seq for h in hands), default=0) + 1
     if priority and hand.subscriber:
         at = sum(1 for h in hands if h.subscriber)  # behind the subscribers already waiting
         hands.insert(at, hand)
@@ -30,13 +31,9 @@ def reorder(hands: list[Hand], priority: bool, subscribers: Collection[str] = ()
     """``hands`` in the order the rule asks for.
 
     Priority on: each hand is marked with whether its account is in ``subscribers`` (read now), then
-    subscribers go first, each group keeping its order. Priority off: the two groups are merged back
-    by the time each hand went up; within a group the list's own order is kept as it is (it is the
-    order the hands went up, whatever clock stamped them), and a tie between the groups goes to the
-    subscriber, who was ahead."""
+    subscribers go first, each group keeping its raise order. Priority off: raise order (``seq``)."""
     if priority:
         for h in hands:
             h.subscriber = h.account_id in subscribers
         return [h for h in hands if h.subscriber] + [h for h in hands if not h.subscriber]
-    return list(heapq.merge([h for h in hands if h.subscriber], [h for h in hands if not h.subscriber],
-                            key=lambda h: h.raised_at))
+    return sorted(hands, key=lambda h: h.seq)

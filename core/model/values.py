@@ -50,6 +50,7 @@ class Hand:
     # Super Follows: a subscriber of the host's when the hand went up (or when subscriber priority was
     # last turned on); read by the use case, so the Queue can order hands without I/O (core/model/queue.py)
     subscriber: bool = False
+    seq: int = 0  # raise order among the hands up (set by the Queue): restores it when priority goes off
 
 
 @dataclass

@@ -67,7 +67,8 @@ def space_from_row(r: SpaceRow) -> Space:
         scheduled_for=r.scheduled_for, started_at=r.started_at, ended_at=r.ended_at,
         cohosts=list(st.get("cohosts", [])), speakers=list(st.get("speakers", [])),
         muted=set(st.get("muted", [])), invited=set(st.get("invited", [])),
-        hands=[Hand(h["a"], datetime.fromisoformat(h["t"]), bool(h.get("s"))) for h in st.get("hands", [])],
+        hands=[Hand(h["a"], datetime.fromisoformat(h["t"]), bool(h.get("s")), int(h.get("n", i + 1)))
+               for i, h in enumerate(st.get("hands", []))],  # rows from before "n" are in raise order
         pins=[Pin(id=p["id"], title=p["title"], url=p.get("url"), message_ref=p.get("ref"), by=p["by"],
                   at=datetime.fromisoformat(p["at"])) for p in st.get("pins", [])],
         captions_enabled=r.captions_enabled,
@@ -91,7 +92,8 @@ def _space_values(s: Space) -> dict[str, Any]:
         "scheduled_for": s.scheduled_for, "started_at": s.started_at, "ended_at": s.ended_at,
         "stage": {
             "cohosts": s.cohosts, "speakers": s.speakers, "muted": sorted(s.muted), "invited": sorted(s.invited),
-            "hands": [{"a": h.account_id, "t": h.raised_at.isoformat(), "s": h.subscriber} for h in s.hands],
+            "hands": [{"a": h.account_id, "t": h.raised_at.isoformat(), "s": h.subscriber, "n": h.seq}
+                      for h in s.hands],
             "subscriber_priority": s.subscriber_priority,
             "pins": [{"id": p.id, "title": p.title, "url": p.url, "ref": p.message_ref, "by": p.by,
                       "at": p.at.isoformat()} for p in s.pins],

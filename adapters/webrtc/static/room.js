@@ -201,10 +201,11 @@ function tools() {
   add("recordings", "📼 Recordings");
   if (s.cohosts.length + s.speakers.length > 0) add("mute_all", "🔇 Mute all");
   if (s.queue.length) add("clear_queue", "🧹 Clear hands");
+  if (s.subscriber_priority || s.queue.some(subscriber)) add("subscriber_priority", "⭐ Subscribers first", { on: !s.subscriber_priority }, { pressed: !!s.subscriber_priority });
   if (!isHost()) add("follow", `➕ Follow ${s.host_name}`);
   add("remind", "⏰ Remind me");
   const known = new Set([...OWN, ...acts.map((a) => a.key), "accept_invite", "start", "step_down", "pin", "unpin", "captions", "record", "clip", "optout",
-    "recordings", "mute_all", "clear_queue", "follow", "remind", "approve", "deny", "invite", "promote", "demote", "mute", "unmute", "remove"]);
+    "recordings", "mute_all", "clear_queue", "follow", "remind", "approve", "deny", "invite", "promote", "demote", "mute", "unmute", "remove", "subscriber_priority"]);
   for (const c of state.commands) {  // a plugin's own buttons, drawn as the table labels them
     if (!known.has(c.name) && c.button && allowed(c)) add(c.name, c.icon ? `${c.icon} ${c.button}` : c.button);
   }

@@ -338,5 +338,8 @@ class CommandsMixin(DiscordBase):
         view = discord.ui.View(timeout=None)
         view.add_item(discord.ui.Button(label="Pay", emoji="🎟", url=purchase.url))
         minutes = int(self.ledger.checkout_hold_for.total_seconds() // 60)  # a Checkout hold, not a card hold
-        await self._reply(interaction, f"🎟 Pay for **{s.title}** here; the seat is yours for {minutes} min.",
+        paying = purchase.ticket.amount_minor
+        note = (f"; your subscriber price is {paying / 100:.2f} {t.currency.upper()} instead of "
+                f"{t.price_minor / 100:.2f}" if paying != t.price_minor else "")
+        await self._reply(interaction, f"🎟 Pay for **{s.title}** here; the seat is yours for {minutes} min{note}.",
                           view=view)

@@ -40,8 +40,11 @@ class PaymentsMixin(SubscriptionsMixin):
             if self.stripe_sales is None:
                 raise Conflict("billing.off", hint="this Space is priced in " + t.currency.upper())
             purchase = await self.stripe_sales.buy_with_checkout(actor, space.id, space.title)
+            paying = purchase.ticket.amount_minor
+            note = (f"; your subscriber price is {paying / 100:.2f} {t.currency.upper()} instead of "
+                    f"{t.price_minor / 100:.2f}" if paying != t.price_minor else "")
             await self._reply(msg, f"🎟 Pay for <b>{escape(space.title)}</b> here (the seat is yours for "
-                                   f"{int(self.ledger.checkout_hold_for.total_seconds() // 60)} min):",
+                                   f"{int(self.ledger.checkout_hold_for.total_seconds() // 60)} min{note}):",
                               markup=InlineKeyboardMarkup([[InlineKeyboardButton("Pay", url=purchase.url)]]))
             return
         ticket = await self.ledger.hold(actor, space.id, Provider.TELEGRAM_STARS.value)

@@ -88,7 +88,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, upgrade: bool
                            announce=set(settings.ice_announce) or None, placement=placement,
                            internal_key=settings.resolved_secret().decode(), hls_dir=settings.resolved_hls_dir(),
                            hls_segment_s=settings.hls_segment_s, hls_list_size=settings.hls_list_size,
-                           max_listeners=settings.webrtc_max_listeners)
+                           max_listeners=settings.webrtc_max_listeners,
+                           per_process=settings.room_listeners_per_process)
     platform.rooms.allowed = settings.candidate_policy()  # the server never probes networks it was not given
     platform.tokens = JoinTokens(settings.resolved_secret())
     platform.plugins = PluginManager(

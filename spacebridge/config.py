@@ -66,7 +66,11 @@ class Settings(BaseSettings):
     hls_dir: str = ""  # <data dir>/hls if empty; point nginx (or a CDN origin) at it
     hls_segment_s: float = Field(1.0, ge=0.5, le=10.0)
     hls_list_size: int = Field(6, ge=3, le=60)
-    webrtc_max_listeners: int = Field(500, ge=0, le=100_000)  # per room; more listeners are sent to HLS
+    # WebRTC listeners of one room on one media process (with one process: per room); more go to HLS
+    webrtc_max_listeners: int = Field(500, ge=0, le=100_000)
+    # With several media processes: a room's listeners one process takes before the next go to another
+    # media process, which relays the room's encode to them (adapters/webrtc/relay.py); 0: webrtc_max_listeners
+    room_listeners_per_process: int = Field(0, ge=0, le=100_000)
     ice_servers: list[str] = Field(default_factory=list)
     ice_announce: list[str] = Field(default_factory=list)  # only these host addresses go into answers
     # Remote ICE candidates the server may contact (adapters/webrtc/candidates.py): CIDRs, "global", "mdns"

@@ -195,6 +195,9 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/internal/media/{space_id}/hls", p.rooms.internal_hls)
     app.router.add_get("/internal/media/{space_id}/ticks", p.rooms.internal_ticks)
     app.router.add_get("/internal/media/{space_id}/speakers", p.rooms.internal.speakers)
+    app.router.add_post("/internal/media/{space_id}/relay", p.rooms.internal.relay)
+    app.router.add_get("/internal/media/{space_id}/packets", p.rooms.internal.packets)
+    app.router.add_get("/internal/media/status", p.rooms.internal.status)
     if p.rooms.hls_dir is not None:
         p.rooms.hls_dir.mkdir(parents=True, exist_ok=True)
         app.router.add_get("/hls/{key}/{name}", hls_file)

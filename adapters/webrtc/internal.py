@@ -148,6 +148,21 @@ class InternalLink:
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.info("audio of %s from %s stopped: %s", space_id, owner.id, e)
 
+    async def packets(self, owner: Node, space_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        """Another process's room as its encoded packets, ``(pts, Opus)`` (``InternalApi.packets``),
+        until the link or the room ends: what a relay fans out to its listeners."""
+        url = owner.url.rstrip("/") + f"/internal/media/{space_id}/packets"
+        try:
+            async with self._session().ws_connect(url, headers={INTERNAL_HEADER: self.token()}, heartbeat=2.0,
+                                                  timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                                                  max_msg_size=1 << 16) as ws:
+                async for msg in ws:
+                    if msg.type != WSMsgType.BINARY or len(msg.data) <= _PTS.size:
+                        return
+                    yield _PTS.unpack_from(msg.data)[0], msg.data[_PTS.size:]
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.debug("packets of %s from %s stopped: %s", space_id, owner.id, type(e).__name__)  # relay.py logs it
+
     async def speakers(self, owner: Node, space_id: str, group: str,
                        outgoing: Callable[[], Awaitable[bytes]]) -> AsyncIterator[tuple[int, bytes]]:
         """Speakers of ``group`` into another process's room (``InternalApi.speakers``): sends each
@@ -197,6 +212,54 @@ class InternalApi:
         pid, sdp = await _fields(request, "pid", "sdp")
         return await _answered(self.rooms.local_offer(request.match_info["space_id"], pid, sdp))
 
+    async def relay(self, request: web.Request) -> web.Response:
+        """POST /internal/media/{space_id}/relay: a listener the owner sends to this process's relay
+        room (``relay.py``); ``limit`` is the share the owner picked us under."""
+        self.rooms.link.check(request)
+        pid, sdp = await _fields(request, "pid", "sdp")
+        limit = (await request.json()).get("limit")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise web.HTTPBadRequest(text="limit is a whole number")
+        return await _answered(self.rooms.relays.offer(request.match_info["space_id"], pid, sdp, limit))
+
+    async def packets(self, request: web.Request) -> web.StreamResponse:
+        """GET /internal/media/{space_id}/packets (WebSocket): the room's encoded packets, each frame
+        the pts (8 bytes, big-endian) and the Opus payload, for a relay in another process; 409 names
+        the owner when it is not this process."""
+        self.rooms.link.check(request)
+        space_id = request.match_info["space_id"]
+        placement = self.rooms.placement
+        if not placement.owns(space_id):
+            owner = await placement.owner(space_id)
+            return web.json_response({"owner": {"id": owner.id, "url": owner.url} if owner else None}, status=409)
+        room = self.rooms.room(space_id)
+        room.start()
+        ws = web.WebSocketResponse(heartbeat=2.0)
+        await ws.prepare(request)
+        key = f"packets-{next(self._tap_ids)}"
+        sub = room.packet_taps.subscribe(key)
+        try:
+            with contextlib.suppress(EOFError, ConnectionError, RuntimeError):
+                while not ws.closed:
+                    packet = await sub.next()
+                    await ws.send_bytes(_PTS.pack(int(packet.pts)) + bytes(packet))
+        finally:
+            room.packet_taps.unsubscribe(key)
+            await ws.close()
+        return ws
+
+    async def status(self, request: web.Request) -> web.Response:
+        """GET /internal/media/status: who this process serves, as owner and as relay (operators, tests)."""
+        self.rooms.link.check(request)
+        rooms = self.rooms
+        owned = {sid: {"listeners": sorted(p for p in r.participants if p not in r.publishers),
+                       "speakers": sorted(p for p in r.participants if p in r.publishers),
+                       "packet_subscribers": len(r.packet_taps)}
+                 for sid, r in rooms.rooms.items()}
+        return web.json_response({"node": rooms.placement.node.id, "url": rooms.placement.node.url,
+                                  "owned": sorted(s for s in rooms.rooms if rooms.placement.owns(s)),
+                                  "rooms": owned, "relays": rooms.relays.status(), "per_process": rooms.share_limit()})
+
     async def hls(self, request: web.Request) -> web.Response:
         self.rooms.link.check(request)
         (pid,) = await _fields(request, "pid")
@@ -209,7 +272,10 @@ class InternalApi:
         candidate, mid = body.get("candidate"), body.get("sdp_mid")
         if not (candidate is None or isinstance(candidate, str)) or not (mid is None or isinstance(mid, str)):
             raise web.HTTPBadRequest(text="candidate and sdp_mid are strings or null")
-        room = self.rooms.rooms.get(request.match_info["space_id"])
+        space_id = request.match_info["space_id"]
+        room = self.rooms.rooms.get(space_id)
+        if room is None or pid not in room.participants:
+            room = self.rooms.relays.by_space.get(space_id) or room
 
         async def add() -> dict[str, Any]:
             return {"applied": room is not None and await room.add_candidate(pid, candidate, mid)}
@@ -218,10 +284,12 @@ class InternalApi:
 
     async def leave(self, request: web.Request) -> web.Response:
         self.rooms.link.check(request)
-        room = self.rooms.rooms.get(request.match_info["space_id"])
+        space_id = request.match_info["space_id"]
+        (pid,) = await _fields(request, "pid")
+        room = self.rooms.rooms.get(space_id)
         if room is not None:
-            (pid,) = await _fields(request, "pid")
             await room.remove_participant(pid)
+        await self.rooms.relays.leave(space_id, pid)
         return web.json_response({})
 
     async def ticks(self, request: web.Request) -> web.StreamResponse:

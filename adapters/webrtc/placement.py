@@ -7,6 +7,19 @@ the owner (``Rooms.offer``). When an owner dies its leases run out after ``ttl_s
 for the Space (clients are told to reconnect their media: ``Rooms`` watches the owners of the
 Spaces it has sockets for) lets another media process claim it.
 
+Big rooms: listeners of one Space spread over media processes. Each media process publishes its
+load in its heartbeat, ``<prefix>media:node:<id>`` = ``{"url", "load": rooms owned, "listeners":
+WebRTC listeners here in all, "spaces": {space id: its listeners here}}``, rewritten every ``ttl_s / 3``
+and at once (coalesced) when its listeners change, expiring with the process. The owner decides
+where each new listener's media goes, because it alone knows its own count exactly: itself while
+it holds fewer than ``per_process`` of the Space's listeners, else ``pick_relay``: the live media
+process, other than itself, that holds fewer than that many of this Space's listeners and the
+fewest listeners in all (ties at random), which serves them as a *relay* (``relay.py``: one copy of
+the owner's encoded packets, fanned out there). The relay checks its own exact count against the
+limit the owner used and refuses when a race filled it; the owner then picks again without it.
+Published counts are at most one renewal old, so two owners choosing at the same moment may
+overfill a relay by a listener or two; that is the price of not locking on every offer.
+
 Why Redis and not the database: leases are renewed every few seconds by every media process, which
 is write traffic the database does not need, and a lost Redis loses only who-runs-what, which the
 next offers rebuild.
@@ -78,6 +91,7 @@ class Placement(Protocol):
     media: bool  # this process may own rooms
     on_lost: Callable[[str], Awaitable[None]] | None  # a lease ran out under us: close that room
     on_relay: Callable[[str, dict[str, Any]], Awaitable[None]] | None  # another process's room said this
+    load: Callable[[], dict[str, int]] | None  # this process's WebRTC listeners per Space (owned and relayed)
 
     async def start(self) -> None: ...
 
@@ -101,6 +115,19 @@ class Placement(Protocol):
         """A media process for a Space nobody owns yet (the least loaded)."""
         ...
 
+    async def pick_relay(self, space_id: str, limit: int, exclude: set[str]) -> Node | None:
+        """Another live media process holding fewer than ``limit`` of the Space's listeners, the
+        least loaded (module docstring); None when there is none."""
+        ...
+
+    async def alive(self, ids: set[str]) -> set[str]:
+        """Which of these media processes still renew their heartbeat."""
+        ...
+
+    async def publish_load(self) -> None:
+        """Write this process's listener counts now (``load`` gives them), not at the next renewal."""
+        ...
+
 
 class LocalPlacement:
     """One process: it owns every room."""
@@ -110,6 +137,7 @@ class LocalPlacement:
         self.media = True
         self.on_lost: Callable[[str], Awaitable[None]] | None = None
         self.on_relay: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+        self.load: Callable[[], dict[str, int]] | None = None
 
     async def relay(self, space_id: str, message: dict[str, Any]) -> None:
         return None
@@ -135,6 +163,15 @@ class LocalPlacement:
     async def pick(self) -> Node | None:
         return self.node
 
+    async def pick_relay(self, space_id: str, limit: int, exclude: set[str]) -> Node | None:
+        return None  # no other process: the one room takes everyone
+
+    async def alive(self, ids: set[str]) -> set[str]:
+        return set(ids)
+
+    async def publish_load(self) -> None:
+        return None
+
 
 class RedisPlacement:
     def __init__(self, redis_url: str, node: Node, *, media: bool, ttl_s: float = 5.0,
@@ -147,6 +184,8 @@ class RedisPlacement:
         self.owned: set[str] = set()
         self.on_lost: Callable[[str], Awaitable[None]] | None = None
         self.on_relay: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+        self.load: Callable[[], dict[str, int]] | None = None
+        self._publishing = False  # a load write is on its way (publish_load coalesces)
         self.outage = Outage("media placement")
         self.listener_outage = Outage("media relay listener")
         self._known: dict[str, Node] = {}  # Space -> the owner last read: answers while Redis is away
@@ -305,23 +344,56 @@ class RedisPlacement:
     def owns(self, space_id: str) -> bool:
         return space_id in self.owned
 
-    async def pick(self) -> Node | None:
+    async def _nodes(self) -> list[tuple[Node, dict[str, Any]]]:
+        """The live media processes and their heartbeats (forgetting those whose heartbeat ran out)."""
         members = await self._call(self._redis.smembers(f"{self.prefix}:nodes"))
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in members]
         if not ids:
-            return None
+            return []
         raws = await self._call(self._redis.mget([f"{self.prefix}:node:{i}" for i in ids]))
-        alive: list[tuple[int, float, Node]] = []
+        alive: list[tuple[Node, dict[str, Any]]] = []
         for node_id, raw in zip(ids, raws, strict=True):
             if raw is None:  # its heartbeat ran out: gone
                 await self._call(self._redis.srem(f"{self.prefix}:nodes", node_id))
                 continue
             d = json.loads(raw)
-            alive.append((int(d.get("load", 0)), random.random(), Node(node_id, str(d["url"]))))
-        return min(alive)[2] if alive else None
+            alive.append((Node(node_id, str(d["url"])), d))
+        return alive
+
+    async def pick(self) -> Node | None:
+        nodes = [(int(d.get("load", 0)), random.random(), node) for node, d in await self._nodes()]
+        return min(nodes)[2] if nodes else None
+
+    async def pick_relay(self, space_id: str, limit: int, exclude: set[str]) -> Node | None:
+        fits: list[tuple[int, float, Node]] = []
+        for node, d in await self._nodes():
+            spaces = d.get("spaces") or {}
+            if node.id in exclude or node.id == self.node.id or int(spaces.get(space_id, 0)) >= limit:
+                continue
+            fits.append((int(d.get("listeners", 0)), random.random(), node))
+        return min(fits)[2] if fits else None
+
+    async def alive(self, ids: set[str]) -> set[str]:
+        order = sorted(ids)
+        if not order:
+            return set()
+        raws = await self._call(self._redis.mget([f"{self.prefix}:node:{i}" for i in order]))
+        return {i for i, raw in zip(order, raws, strict=True) if raw is not None}
+
+    async def publish_load(self) -> None:
+        if not self.media or self._redis is None or self._publishing or self.outage.down:
+            return  # a write already on its way reads the counts when it runs
+        self._publishing = True
+        await asyncio.sleep(0)  # let the changes of this moment (several offers) land in one write
+        self._publishing = False
+        with contextlib.suppress(Exception):  # the next renewal writes it anyway
+            async with asyncio.timeout(self.timeout_s):
+                await self._heartbeat()
 
     async def _heartbeat(self) -> None:
-        value = json.dumps({"url": self.node.url, "load": len(self.owned)})
+        spaces = {k: v for k, v in (self.load() if self.load is not None else {}).items() if v}
+        value = json.dumps({"url": self.node.url, "load": len(self.owned), "listeners": sum(spaces.values()),
+                            "spaces": spaces})
         await self._redis.set(f"{self.prefix}:node:{self.node.id}", value, px=self.ttl_ms)
         await self._redis.sadd(f"{self.prefix}:nodes", self.node.id)
 

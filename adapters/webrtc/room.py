@@ -18,7 +18,7 @@ import fractions
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -222,10 +222,7 @@ class Room:
         for packet in self.room_encoder.encode(mix.full, seq):
             payload, pts = bytes(packet), int(packet.pts)
             room_packets.append((payload, pts))
-            self.last_packet = (payload, pts)
-            for pid, part in self.participants.items():
-                if part.outlet is not None and pid not in speakers:
-                    part.outlet.send(payload, pts)
+            self.deliver(payload, pts, speakers)
             if len(self.packet_taps):
                 self.packet_taps.publish(packet)
             for sink in self.sinks:
@@ -244,6 +241,14 @@ class Room:
             enc = self.encoders.setdefault(pid, OpusEncoder())
             for packet in enc.encode(mix.minus.get(pid, mix.full), seq):
                 speaker.outlet.send(bytes(packet), int(packet.pts))
+
+    def deliver(self, payload: bytes, pts: int, speakers: Set[str]) -> None:
+        """One packet of the room's encode to every listener here (not ``speakers``, who get their
+        own encode); it is also the next listener's first packet (``_first_packet``)."""
+        self.last_packet = (payload, pts)
+        for pid, part in self.participants.items():
+            if part.outlet is not None and pid not in speakers:
+                part.outlet.send(payload, pts)
 
     def _publish_groups(self, mix: Any, frames: dict[str, Pcm], room_packets: list[tuple[bytes, int]]) -> None:
         """Each group's mix without its own members: the room's packets while none of them is a

@@ -1,8 +1,9 @@
 """The media router: this process's media rooms, one per Space, and the way to the room of a Space
 another process owns (``placement.py``).
 
-It places each participant's offer and trickled candidates in the owning room (here or through
-``internal.py``), hands out HLS grants, relays the Space's events to its sockets here, re-points
+It places each participant's offer and trickled candidates in the owning room or, for a listener
+the owner has no room for, in a relay room of another media process (``relay.py``), here or through
+``internal.py``; hands out HLS grants, relays the Space's events to its sockets here, re-points
 the media on role changes before any client could react, and cuts a person off the moment their
 access ends. The audio tap (``tap.py``) and the internal endpoints (``internal.py``) hang off it."""
 
@@ -12,29 +13,28 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from adapters.webrtc import hls
 from adapters.webrtc.candidates import CandidatePolicy
-from adapters.webrtc.internal import InternalApi, InternalLink, MediaMoved
+from adapters.webrtc.internal import InternalApi, InternalLink
 from adapters.webrtc.outbox import Limits, dumps, outbox
-from adapters.webrtc.placement import LocalPlacement, Placement
-from adapters.webrtc.room import MediaError, Room
+from adapters.webrtc.placement import LocalPlacement, Node, Placement
+from adapters.webrtc.relay import Relays
+from adapters.webrtc.room import Room
+from adapters.webrtc.routing import Routing
 from adapters.webrtc.tap import RoomAudio
 from core import events as ev
 from core.bus import BusGap
-from core.errors import Conflict, DomainError, Forbidden
-from core.model.space import SpaceState
+from core.errors import DomainError, Forbidden
 from core.ports import AudioFrame, AudioTick
 from core.services import Core
 
 log = logging.getLogger(__name__)
-WATCH_EVERY_S = 1.0  # how often a process checks that the Spaces it has sockets for still have media
 HLS_KEEP_S = 600.0  # an ended Space's HLS files stay this long
 
 # the ``access.revoked`` error frame's sentence, by what took access away (then the socket closes 4001)
@@ -52,7 +52,7 @@ def _supersedes(message: dict[str, Any]) -> str | None:
     return "levels" if message.get("type") == "levels" else None
 
 
-class Rooms:
+class Rooms(Routing):
     """The media rooms of this process, and the way to the room of a Space another process owns.
 
     Rooms open on first join (or when an audio consumer asks for one) on the process that owns the
@@ -60,11 +60,15 @@ class Rooms:
 
     def __init__(self, core: Core, *, ice_servers: list[str] | None = None, announce: set[str] | None = None,
                  placement: Placement | None = None, internal_key: str = "", hls_dir: Path | None = None,
-                 hls_segment_s: float = 1.0, hls_list_size: int = 6, max_listeners: int = 500) -> None:
+                 hls_segment_s: float = 1.0, hls_list_size: int = 6, max_listeners: int = 500,
+                 per_process: int | None = None) -> None:
         self.core = core
         self.hls_dir = hls_dir  # None: no HLS
         self.hls_segment_s, self.hls_list_size = hls_segment_s, hls_list_size
-        self.max_listeners = max_listeners  # WebRTC listeners per room; more are sent to HLS
+        self.max_listeners = max_listeners  # WebRTC listeners of a room on one process; more go elsewhere or to HLS
+        # a room's listeners this process takes before the owner sends the next ones to relays (placement.py);
+        # 0: max_listeners (``share_limit``)
+        self.per_process = per_process or 0
         self.writers: dict[str, hls.HlsWriter] = {}
         self.ice_servers = ice_servers or []
         self.announce = announce
@@ -75,14 +79,18 @@ class Rooms:
         self.sockets: dict[str, dict[str, web.WebSocketResponse]] = {}
         self.outbox_limits = Limits()  # per socket: a client that falls this far behind is closed (1013)
         self.media_at: dict[str, str] = {}  # Space -> the node our sockets' media went to
+        self.media_of: dict[str, dict[str, Node]] = {}  # Space -> person -> the process holding their media
+        self._pending: dict[str, set[str]] = {}  # Space -> people whose offer this process is answering now
         self._tasks: set[asyncio.Future[None]] = set()
         self.link = InternalLink(internal_key)  # calls to the process that owns a Space
         self.internal = InternalApi(self)  # the /internal/media endpoints other processes call
         self.tap = RoomAudio(self)  # the AudioTap port over these rooms
+        self.relays = Relays(self)  # listeners of Spaces another process owns (relay.py)
         self._watcher: asyncio.Task[None] | None = None
         self.closed = False
         self.placement.on_lost = self._lost
         self.placement.on_relay = self._broadcast
+        self.placement.load = self.load
         self.hls_access = hls.HlsAccess(internal_key)  # every HLS request's token (any web process checks it)
         core.bus.subscribe(self.on_event)
         core.bus.subscribe(self.hls_access.on_event)
@@ -167,7 +175,8 @@ class Rooms:
                 self._spawn(self._resync(sid))
             return
         space_id = getattr(event, "space_id", None)
-        if space_id is None or (space_id not in self.sockets and space_id not in self.rooms):
+        if space_id is None or (space_id not in self.sockets and space_id not in self.rooms
+                                and space_id not in self.relays.by_space):
             return
         if isinstance(event, ev.RoleChanged | ev.SpeakerMuted | ev.SpaceEnded | ev.ParticipantLeft):
             await self._sync_publishers(space_id)
@@ -193,6 +202,8 @@ class Rooms:
                 self.send(target, {"type": "renegotiate", "role": event.role, "publish": event.role != "listener"})
         if isinstance(event, ev.SpaceEnded):
             await self._close_room(space_id, ended=True)
+            await self.relays.close(space_id)  # its listeners' connections close, as the owner's do
+            self.media_of.pop(space_id, None)
             if self.hls_dir is not None:  # players still finishing the last segments have this long
                 self._spawn(self._remove_hls_later(self.hls_dir / self.hls_key(space_id)))
             if self.placement.owns(space_id) and self.distributed:
@@ -219,7 +230,8 @@ class Rooms:
     async def _recheck(self, space_id: str, pid: str, reason: str) -> None:
         """Someone's access may have ended: if they are here and the core now refuses them, cut them off."""
         room = self.rooms.get(space_id)
-        if pid not in self.sockets.get(space_id, {}) and (room is None or pid not in room.participants):
+        if (pid not in self.sockets.get(space_id, {}) and (room is None or pid not in room.participants)
+                and not self.relays.holds(space_id, pid)):
             return
         try:
             await self.core.may_join(pid, space_id)
@@ -238,95 +250,6 @@ class Rooms:
         self.send(ws, {"type": "error", "id": None, "code": "access.revoked",
                        "message": REVOKED.get(reason, REVOKED["other"]), "data": {"reason": reason}})
         outbox(ws, self.outbox_limits).close(4001, "access.revoked")
-
-    # ---- placement: which process's room a participant's media goes to ------------------------------
-    async def offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
-        """Answer a participant's offer in the room that owns the Space, wherever it runs."""
-        return await self._at_owner(space_id, pid, lambda: self.local_offer(space_id, pid, sdp),
-                                    f"/internal/media/{space_id}/offer", {"pid": pid, "sdp": sdp})
-
-    async def listen_hls(self, space_id: str, pid: str) -> dict[str, Any]:
-        """A listener asked for HLS: out of the WebRTC room, and the room running so HLS is written."""
-        return await self._at_owner(space_id, pid, lambda: self.local_hls(space_id, pid),
-                                    f"/internal/media/{space_id}/hls", {"pid": pid})
-
-    async def _at_owner(self, space_id: str, pid: str, here: Callable[[], Awaitable[dict[str, Any]]], path: str,
-                        body: dict[str, Any]) -> dict[str, Any]:
-        for _ in range(4):
-            owner = await self.placement.owner(space_id)
-            if owner is None:
-                owner = await self.placement.claim(space_id) if self.placement.media else await self.placement.pick()
-                if owner is None:
-                    raise MediaError("media.unavailable", detail="no media process is running")
-            try:
-                result = await here() if owner.id == self.placement.node.id else await self.link.post(owner, path, body)
-            except MediaMoved:
-                continue  # it changed hands while we asked: ask the new owner
-            was = self.media_at.get(space_id)
-            self.media_at[space_id] = owner.id
-            if was is not None and was != owner.id:
-                # the Space moved and this offer got there first: everyone else here must follow it
-                # now (the watcher compares with what is recorded, which this offer just changed)
-                self._spawn(self._broadcast(space_id, {"type": "reconnect_media"}, but=pid))
-            return result
-        raise MediaError("media.unavailable", detail="the Space's media is moving; try again")
-
-    async def candidate(self, space_id: str, pid: str, candidate: str | None, sdp_mid: str | None) -> None:
-        """A trickled ICE candidate, to the room that took the participant's offer (here or not)."""
-        room = self.rooms.get(space_id)
-        if room is not None and pid in room.participants:
-            await room.add_candidate(pid, candidate, sdp_mid)
-            return
-        owner_id = self.media_at.get(space_id)
-        if owner_id is None or owner_id == self.placement.node.id:
-            return  # no offer of theirs is held: a late candidate of an offer that is gone
-        owner = await self.placement.owner(space_id)
-        if owner is not None and owner.id == owner_id:
-            with contextlib.suppress(MediaMoved):  # it moved: the client is told to offer again
-                await self.link.post(owner, f"/internal/media/{space_id}/candidate",
-                                    {"pid": pid, "candidate": candidate, "sdp_mid": sdp_mid})
-
-    async def local_hls(self, space_id: str, pid: str) -> dict[str, Any]:
-        owner = await self.placement.claim(space_id)
-        if owner.id != self.placement.node.id:
-            raise MediaMoved(owner)
-        if self.hls_dir is None:
-            raise MediaError("media.no_hls", detail="this instance does not write HLS")
-        room = self.room(space_id)
-        if pid in room.participants:
-            await room.remove_participant(pid)
-        room.start()
-        return {"hls": self.hls_url(space_id), "reason": "asked"}
-
-    async def local_offer(self, space_id: str, pid: str, sdp: str) -> dict[str, Any]:
-        owner = await self.placement.claim(space_id)
-        if owner.id != self.placement.node.id:
-            raise MediaMoved(owner)
-        view = await self.core.view(space_id)
-        if view.space.state != SpaceState.LIVE:
-            raise Conflict("space.ended" if view.space.state == SpaceState.ENDED else "space.not_live",
-                           space_id=space_id)
-        room = self.room(space_id)
-        room.set_publishers(view.space.publishers())
-        publish = pid in view.space.publishers()
-        if (not publish and self.hls_dir is not None and pid not in room.participants
-                and room.listener_count() >= self.max_listeners):
-            room.start()  # the HLS stream comes from the room's ticks
-            return {"hls": self.hls_url(space_id), "reason": "room_full"}
-        return {"sdp": await room.add_participant(pid, sdp, publish=publish), "publish": publish}
-
-    async def leave(self, space_id: str, pid: str) -> None:
-        room = self.rooms.get(space_id)
-        if room is not None:
-            await room.remove_participant(pid)
-            return
-        owner_id = self.media_at.get(space_id)
-        if owner_id is None or owner_id == self.placement.node.id:
-            return
-        owner = await self.placement.owner(space_id)
-        if owner is not None and owner.id == owner_id:
-            with contextlib.suppress(aiohttp.ClientError, MediaError, MediaMoved, TimeoutError):
-                await self.link.post(owner, f"/internal/media/{space_id}/leave", {"pid": pid})
 
     def _internal_token(self) -> str:
         return self.link.token()
@@ -349,27 +272,6 @@ class Rooms:
 
     async def internal_ticks(self, request: web.Request) -> web.StreamResponse:
         return await self.internal.ticks(request)
-
-    async def _watch(self) -> None:
-        """Sockets here whose media process went away (or gave the Space up) are told to reconnect
-        their media; their offers then land on whichever media process takes the Space over."""
-        while True:
-            await asyncio.sleep(WATCH_EVERY_S)
-            for space_id, was in list(self.media_at.items()):
-                if not self.sockets.get(space_id):
-                    self.media_at.pop(space_id, None)
-                    continue
-                try:
-                    now = await self.placement.owner(space_id)
-                except Exception:
-                    log.exception("cannot read who serves %s", space_id)
-                    continue
-                if now is not None and now.id == was:
-                    continue
-                log.info("media for %s moved from %s; asking %d clients to reconnect", space_id, was,
-                         len(self.sockets.get(space_id, {})))
-                self.media_at.pop(space_id, None)
-                await self._broadcast(space_id, {"type": "reconnect_media"})
 
     async def _lost(self, space_id: str) -> None:
         await self._close_room(space_id, ended=False)
@@ -407,6 +309,7 @@ class Rooms:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self.relays.close_all()
         for space_id in list(self.rooms):
             await self._close_room(space_id, ended=False)
         await self.placement.close()

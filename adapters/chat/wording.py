@@ -109,6 +109,8 @@ _OUTCOMES: dict[str, str] = {
     "stage.unmuted": "🔈 {name} is unmuted.",
     "stage.all_muted": "🔇 Everyone on stage is muted.",
     "queue.cleared": "Every hand is lowered.",
+    "queue.subscriber_priority_on": "⭐ The host's subscribers' raised hands now go first in the queue.",
+    "queue.subscriber_priority_off": "The queue is back in the order hands went up.",
     "comment.posted": "💬 Said in {title}.",
     "pin.added": "📌 Pinned: {pin_title}",
     "pin.removed": "Unpinned.",

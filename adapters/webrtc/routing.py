@@ -233,7 +233,10 @@ class Routing:
         for limit in dict.fromkeys((self.share_limit(), self.max_listeners)):
             if here < limit:
                 return None
-            relay = await self.placement.pick_relay(space_id, limit, exclude)
+            try:
+                relay = await self.placement.pick_relay(space_id, limit, exclude)
+            except MediaError:  # Redis is away: who else has room is unknown, so here it is
+                relay = None
             if relay is not None:
                 return {"relay": {"id": relay.id, "url": relay.url}, "limit": limit}
         if self.hls_dir is None:

@@ -13,6 +13,7 @@ from core.errors import DomainError
 from core.model.space import MAX_COHOSTS, MAX_SPEAKERS, Role, Space, SpaceState
 
 PEOPLE = [f"p{i}" for i in range(16)]
+SUBSCRIBERS = {"p1", "p3", "p5", "p7"}  # the host's paying subscribers, as the use case would read them
 people = st.sampled_from(PEOPLE)
 
 
@@ -27,7 +28,8 @@ class SpaceMachine(RuleBasedStateMachine):
     def _try(self, fn: object, *args: object) -> bool:
         """Run a command; a refusal must leave the Space exactly as it was."""
         before = (self.space.state, list(self.space.cohosts), list(self.space.speakers), set(self.space.muted),
-                  [h.account_id for h in self.space.hands], self.space.host_id, len(self.space.pins))
+                  [h.account_id for h in self.space.hands], self.space.host_id, len(self.space.pins),
+                  self.space.subscriber_priority)
         n_events = len(self.space.pending_events)
         self.clock.advance(seconds=1)
         try:
@@ -35,7 +37,8 @@ class SpaceMachine(RuleBasedStateMachine):
             return True
         except DomainError:
             after = (self.space.state, list(self.space.cohosts), list(self.space.speakers), set(self.space.muted),
-                     [h.account_id for h in self.space.hands], self.space.host_id, len(self.space.pins))
+                     [h.account_id for h in self.space.hands], self.space.host_id, len(self.space.pins),
+                     self.space.subscriber_priority)
             assert after == before, "a refused command changed the Space"
             assert len(self.space.pending_events) == n_events, "a refused command emitted events"
             return False
@@ -54,8 +57,14 @@ class SpaceMachine(RuleBasedStateMachine):
 
     @rule(who=people)
     def raise_hand(self, who: str) -> None:
-        if self._try(self.space.raise_hand, who, self.clock.now()):
+        if self._try(self.space.raise_hand, who, self.clock.now(), who in SUBSCRIBERS):
             self.model_queue.append(who)
+
+    @rule(by=people, on=st.booleans(), has_tiers=st.booleans())
+    def subscriber_priority(self, by: str, on: bool, has_tiers: bool) -> None:
+        ok = self._try(lambda: self.space.set_subscriber_priority(by, on, self.clock.now(), has_tiers=has_tiers,
+                                                                  subscribers=SUBSCRIBERS))
+        assert not ok or (self.space.is_moderator(by) and (has_tiers or not on))
 
     @rule(who=people)
     def lower_hand(self, who: str) -> None:
@@ -127,8 +136,12 @@ class SpaceMachine(RuleBasedStateMachine):
         assert len(self.space.pins) <= 5
 
     @invariant()
-    def fifo_kept(self) -> None:
-        assert [h.account_id for h in self.space.hands] == self.model_queue
+    def queue_order_kept(self) -> None:
+        """Raise order; with subscriber priority on, subscribers first, each group in raise order."""
+        want = self.model_queue
+        if self.space.subscriber_priority:
+            want = [a for a in want if a in SUBSCRIBERS] + [a for a in want if a not in SUBSCRIBERS]
+        assert [h.account_id for h in self.space.hands] == want
 
     @invariant()
     def one_hand_each(self) -> None:

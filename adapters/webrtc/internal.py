@@ -254,7 +254,7 @@ class InternalApi:
         rooms = self.rooms
         owned = {sid: {"listeners": sorted(p for p in r.participants if p not in r.publishers),
                        "speakers": sorted(p for p in r.participants if p in r.publishers),
-                       "packet_subscribers": len(r.packet_taps)}
+                       "packet_subscribers": len(r.packet_taps), "sent": r.sent()}
                  for sid, r in rooms.rooms.items()}
         return web.json_response({"node": rooms.placement.node.id, "url": rooms.placement.node.url,
                                   "owned": sorted(s for s in rooms.rooms if rooms.placement.owns(s)),

@@ -196,4 +196,4 @@ class Relays:
 
     def status(self) -> dict[str, Any]:
         return {sid: {"listeners": sorted(r.participants), "connected": r.connected, "connections": r.connections,
-                      "received": r.received} for sid, r in self.by_space.items()}
+                      "received": r.received, "sent": r.sent()} for sid, r in self.by_space.items()}

@@ -167,6 +167,10 @@ class Room:
         self.group_encoders: dict[str, OpusEncoder] = {}
         self.last_packet: tuple[bytes, int] | None = None  # the latest tick's packet: a new listener's first
 
+    def sent(self) -> int:
+        """Packets sent to the participants here now (operators' status, benchmarks)."""
+        return sum(p.outlet.sent for p in self.participants.values() if p.outlet is not None)
+
     def listener_count(self) -> int:
         return sum(1 for pid in self.participants if pid not in self.publishers)
 

@@ -105,3 +105,28 @@ async def test_reschedule_from_the_group(tg: TG) -> None:
     assert "Later" in await tg.say(GROUP, HOST, "/reschedule +3h")
     after = (await tg.core.view(space.id)).space.scheduled_for
     assert before is not None and after is not None and after > before
+
+
+async def test_subscribers_first_in_the_queue_from_the_group(tg: TG) -> None:
+    """subscriber_priority (issue 19) from Telegram: refused in words while the host sells no tier; once
+    on, a subscriber's /hand answers number 1 and /queue and /approve 1 follow that order."""
+    from core.model.subscription import SubscriptionStatus
+    from tests.integration.test_subscriber_badge import _subscribe
+
+    await tg.say(GROUP, HOST, '/space new "Members first"', name="Hosty")
+    space = (await tg.core.list_spaces(states=("live",)))[0]
+    assert "sells no subscription tiers yet" in await tg.say(GROUP, HOST, "/subscriber_priority on")
+    assert not (await tg.core.view(space.id)).space.subscriber_priority
+    tier = await tg.core.memberships.create_tier(await tg.actor(HOST), "Basic", 300, "eur")
+    assert "Only the host or a co-host" in await tg.say(GROUP, FAN1, "/subscriber_priority on", name="Bea")
+    assert "subscribers' raised hands now go first" in await tg.say(GROUP, HOST, "/subscriber_priority on")
+    assert "number 1" in await tg.say(GROUP, FAN1, "/hand", name="Bea")
+    cy = await tg.actor(FAN2)
+    await _subscribe(tg.core, tier, cy.account_id, SubscriptionStatus.ACTIVE)
+    assert "number 1" in await tg.say(GROUP, FAN2, "/hand", name="Cy")  # ahead of Bea
+    queue = await tg.say(GROUP, HOST, "/queue")
+    lines = queue.splitlines()
+    assert lines[1].startswith("1. ") and cy.account_id in lines[1] and lines[2].startswith("2. Bea"), queue
+    assert "is now on stage" in await tg.say(GROUP, HOST, "/approve 1")
+    assert (await tg.core.view(space.id)).space.role_of(cy.account_id) is not None
+    assert "back in the order hands went up" in await tg.say(GROUP, HOST, "/subscriber_priority")  # toggles off

@@ -97,9 +97,9 @@ def _measure(env: dict[str, str], commands: dict[str, list[str]], runs: int,
 def _with_command_server(data: Path, env: dict[str, str], commands: dict[str, list[str]],
                          runs: int) -> dict[str, Any]:
     """The same commands through a command server started on ``data`` as ``serve`` starts one."""
-    from spacebridge import cli_client, cli_server
+    from spacebridge import cli_client, cli_serve
 
-    handle = cli_server.spawn(data)
+    handle = cli_serve.spawn(data)
     if handle is None:
         return {"error": "the command server could not be started"}
     try:

@@ -22,7 +22,7 @@ from spacebridge.cli_support import (
 )
 
 if TYPE_CHECKING:  # each command imports what it uses when it runs (issue 20)
-    from spacebridge import cli_server
+    from spacebridge.cli_serve import Handle
     from spacebridge.config import Settings
 
 app = typer.Typer(help="Spacebridge: live audio Spaces on the chat apps your community uses.",
@@ -61,19 +61,19 @@ def serve(
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
     async def main() -> None:
-        from spacebridge import cli_server
+        from spacebridge.cli_serve import spawn
         from spacebridge.config import data_dir
 
         await _preflight(settings)
-        commands = cli_server.spawn(data_dir())  # imports the CLI while this process builds the rest
+        commands = spawn(data_dir())  # imports the CLI while this process builds the rest
         try:
             await _serve(commands)
         finally:
             if commands is not None:
                 await asyncio.to_thread(commands.stop)
 
-    async def _serve(commands: cli_server.Handle | None) -> None:
-        from spacebridge import cli_server
+    async def _serve(commands: Handle | None) -> None:
+        from spacebridge.cli_serve import wait_ready
 
         platform = await build(settings)
         stop_event = asyncio.Event()
@@ -84,7 +84,7 @@ def serve(
             await start(platform, settings.host, settings.port)
             remember_serve_url(platform.url)
             if commands is not None:  # CLI commands run after this line take the fast path
-                await cli_server.wait_ready(commands)
+                await wait_ready(commands)
             facts = await serve_facts(platform)
             if as_json:
                 typer.echo(json.dumps(facts))

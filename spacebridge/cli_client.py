@@ -154,11 +154,13 @@ def _stdio() -> dict[str, Any] | None:
     return out
 
 
-def install_identity() -> list[str]:
-    """Which code would run the command: a server of another installation or Python must not."""
+def install_identity() -> list[Any]:
+    """Which code would run the command: a server of another installation, Python or import path
+    (``PYTHONPATH``: a plugin only this caller sees) must not. ``sys.path[0]`` is left out: it is the
+    script's directory or the working directory, whatever the install."""
     import spacebridge
 
-    return [os.path.dirname(os.path.abspath(spacebridge.__file__)), sys.prefix, sys.version]
+    return [os.path.dirname(os.path.abspath(spacebridge.__file__)), sys.prefix, sys.version, sys.path[1:]]
 
 
 def request(argv: list[str]) -> dict[str, Any] | None:

@@ -1,17 +1,26 @@
-"""What ``spacebridge serve`` tells the person who started it: where to open, on a fresh instance
-the first-run link that makes the admin account, and what to do next."""
+"""What ``spacebridge serve`` tells the person who started it (where to open, on a fresh instance
+the first-run link that makes the admin account, and what to do next), and the command server it
+starts beside itself (cli_server.py, docs/cli.md)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from spacebridge.cli_client import SOCKET_NAME, enabled
 from spacebridge.cli_support import remember_serve_url
 
 if TYPE_CHECKING:  # imports every adapter: only serve, which builds them, needs it
     from spacebridge.instance import Instance
 
-__all__ = ["browser_url", "remember_serve_url", "serve_facts"]
+__all__ = ["Handle", "browser_url", "remember_serve_url", "serve_facts", "spawn", "wait_ready"]
+COMMAND_SERVER_TARGET = "spacebridge.cli_app:run"  # what its children run: the ``spacebridge`` command
 
 
 def browser_url(url: str) -> str:
@@ -43,3 +52,75 @@ async def serve_facts(platform: Instance) -> dict[str, Any]:
     return {"url": platform.bound_url, "public_url": platform.url, "open": base,
             "database": platform.engine.dialect.name, "roles": list(s.roles),
             "adapters": ["web", *sorted(platform.notifiers)], "first_run_url": first_run, "next": step}
+
+
+# ---- the command server ---------------------------------------------------------------------------
+@dataclass
+class Handle:
+    """``serve``'s end of its command server: the process, the pipe that keeps it alive (it stops when
+    this end closes, also when ``serve`` is killed) and the pipe it says "ready" on."""
+
+    process: subprocess.Popen[bytes]
+    keepalive: int
+    ready: int
+    path: Path
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        """Stop taking commands (the socket goes at once); running ones finish within ``wait_s``."""
+        for fd in (self.keepalive, self.ready):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):  # also ends one still importing (it has no socket yet)
+            self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(wait_s)
+
+
+async def wait_ready(handle: Handle, timeout_s: float = 30.0) -> bool:
+    """True once the server listens (False: it could not, or is still importing after ``timeout_s``:
+    commands run directly meanwhile)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    said: asyncio.Future[bool] = loop.create_future()
+
+    def readable() -> None:
+        loop.remove_reader(handle.ready)
+        try:
+            data = os.read(handle.ready, 16)
+        except OSError:
+            data = b""
+        if not said.done():
+            said.set_result(data.startswith(b"ready"))
+
+    loop.add_reader(handle.ready, readable)
+    try:
+        return await asyncio.wait_for(said, timeout_s)
+    except TimeoutError:
+        loop.remove_reader(handle.ready)
+        return False
+
+
+def spawn(data_dir: Path, target: str = COMMAND_SERVER_TARGET) -> Handle | None:
+    """Start a command server for ``data_dir`` (``serve`` does, unless turned off); it imports the CLI
+    in the background and writes "ready" on ``Handle.ready`` once it listens. It gets no setting:
+    the chat and payment tokens are left out of its environment (each child takes its caller's)."""
+    if not enabled():
+        return None
+    keep_r, keep_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "DISCORD_", "TELEGRAM_",
+                                                                      "STRIPE_"))}
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spacebridge.cli_server", "--socket", str(data_dir / SOCKET_NAME),
+             "--parent-fd", str(keep_r), "--ready-fd", str(ready_w), "--target", target],
+            pass_fds=(keep_r, ready_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            env=env, start_new_session=True)
+    except OSError:
+        for fd in (keep_r, keep_w, ready_r, ready_w):
+            os.close(fd)
+        return None
+    os.close(keep_r)
+    os.close(ready_w)
+    return Handle(process, keep_w, ready_r, data_dir / SOCKET_NAME)

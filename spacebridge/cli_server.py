@@ -1,6 +1,6 @@
 """The command server: a process that has imported the CLI once and forks a child per command.
 
-``spacebridge serve`` starts it (``spawn``); it listens on ``cli.sock`` in the data dir (mode 0600,
+``spacebridge serve`` starts it (``cli_serve.spawn``); it listens on ``cli.sock`` in the data dir (mode 0600,
 the peer's uid checked with SO_PEERCRED) for the entry point's client (``cli_client.py``). Per
 command it forks; the child adopts the client's stdin/stdout/stderr (dup2), closes every other
 descriptor the server holds, takes the client's environment, working directory, umask and argv, runs
@@ -18,11 +18,11 @@ import contextlib
 import importlib
 import io
 import os
+import select
 import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import traceback
 import types
@@ -32,10 +32,8 @@ from typing import Any, NoReturn
 
 from spacebridge.cli_client import (
     PROTOCOL,
-    SOCKET_NAME,
     address,
     connect,
-    enabled,
     install_identity,
     receive,
     send,
@@ -70,6 +68,7 @@ class Server:
     served: int = 0
     last_child_maxrss_kb: int = 0
     stopping: bool = False
+    identity: list[Any] = field(default_factory=install_identity)  # as at start, before any import moved it
     _inode: int | None = None
 
     # ---- life -----------------------------------------------------------------------------------
@@ -111,25 +110,25 @@ class Server:
         sel = selectors.DefaultSelector()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
-        for s in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, lambda *_: None)  # handled through the wakeup fd
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for serve's terminal is serve's
+        signal.set_wakeup_fd(wake_w)  # SIGTERM/SIGHUP (see main) wake the select below
         assert self.listener is not None
         sel.register(self.listener, selectors.EVENT_READ, "accept")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
         if self.parent_fd is not None:
             sel.register(self.parent_fd, selectors.EVENT_READ, "parent")
         while not (self.stopping and not self.running):
+            if _terminated and not self.stopping:
+                self._stop(sel)
+                continue
             for key, _ in sel.select():
                 what = key.data
                 if what == "accept" and self.listener is not None:
                     self._accept(sel)
-                elif what in ("signal", "parent"):
-                    if what == "signal":
-                        with contextlib.suppress(OSError):
-                            os.read(wake_r, 512)
-                    self._stop(sel)  # serve went (the pipe closed), or SIGTERM/SIGHUP
+                elif what == "signal":
+                    with contextlib.suppress(OSError):
+                        os.read(wake_r, 512)
+                elif what == "parent":
+                    self._stop(sel)  # serve went: the pipe closed
                 elif isinstance(what, _Running):
                     if key.fd == what.pidfd:
                         self._reap(sel, what)
@@ -195,7 +194,7 @@ class Server:
             if message.get("op") != "run" or len(fds) != 3:
                 send(conn, {"refused": "bad request"})
                 return
-            if message.get("install") != install_identity():
+            if message.get("install") != self.identity:
                 send(conn, {"refused": "another installation"})
                 return
             self._fork(sel, conn, message, fds)
@@ -258,6 +257,13 @@ class Server:
         with contextlib.suppress(OSError):
             send(entry.conn, {"exit": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss})
         entry.conn.close()
+
+
+_terminated: list[int] = []  # SIGTERM or SIGHUP received: stop
+
+
+def _on_term(signum: int, _frame: Any) -> None:
+    _terminated.append(signum)
 
 
 _FORWARDABLE = {int(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
@@ -386,74 +392,6 @@ def _exit(code: int) -> NoReturn:
     os._exit(code)
 
 
-# ---- started by serve --------------------------------------------------------------------------
-@dataclass
-class Handle:
-    """``serve``'s end: the process, the pipe that keeps it alive and the one it says "ready" on."""
-
-    process: subprocess.Popen[bytes]
-    keepalive: int
-    ready: int
-    path: Path
-
-    def stop(self, wait_s: float = 5.0) -> None:
-        """Stop taking commands (the socket goes at once); running ones finish within ``wait_s``."""
-        for fd in (self.keepalive, self.ready):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(wait_s)
-
-
-async def wait_ready(handle: Handle, timeout_s: float = 30.0) -> bool:
-    """True once the server listens (False: it could not, or is still importing after ``timeout_s``:
-    commands run directly meanwhile)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    said: asyncio.Future[bool] = loop.create_future()
-
-    def readable() -> None:
-        loop.remove_reader(handle.ready)
-        try:
-            data = os.read(handle.ready, 16)
-        except OSError:
-            data = b""
-        if not said.done():
-            said.set_result(data.startswith(b"ready"))
-
-    loop.add_reader(handle.ready, readable)
-    try:
-        return await asyncio.wait_for(said, timeout_s)
-    except TimeoutError:
-        loop.remove_reader(handle.ready)
-        return False
-
-
-def spawn(data_dir: Path, target: str = TARGET) -> Handle | None:
-    """Start a command server for ``data_dir`` (``serve`` does, unless turned off); it imports the CLI
-    in the background and reads ready on ``Handle.ready`` once it listens."""
-    if not enabled():
-        return None
-    keep_r, keep_w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SPACEBRIDGE_", "DISCORD_", "TELEGRAM_", "STRIPE_"))}  # never read here
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spacebridge.cli_server", "--socket", str(data_dir / SOCKET_NAME),
-             "--parent-fd", str(keep_r), "--ready-fd", str(ready_w), "--target", target],
-            pass_fds=(keep_r, ready_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            env=env, start_new_session=True)
-    except OSError:
-        for fd in (keep_r, keep_w, ready_r, ready_w):
-            os.close(fd)
-        return None
-    os.close(keep_r)
-    os.close(ready_w)
-    return Handle(process, keep_w, ready_r, data_dir / SOCKET_NAME)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The spacebridge command server (started by serve).")
     parser.add_argument("--socket", required=True, type=Path)
@@ -461,11 +399,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-fd", type=int, default=None, help="write 'ready' here once listening")
     parser.add_argument("--target", default=TARGET)
     args = parser.parse_args(argv)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_term)  # from here on a stop never leaves a socket behind
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for serve's terminal is serve's
+    identity = install_identity()
     for name in (*PRELOAD, args.target.partition(":")[0]):
         importlib.import_module(name)
     importlib.import_module("spacebridge.cli_app").prebuild()
-    server = Server(args.socket, args.target, args.parent_fd)
-    started = server.listen()
+    server = Server(args.socket, args.target, args.parent_fd, identity=identity)
+    parent_gone = args.parent_fd is not None and select.select([args.parent_fd], [], [], 0)[0]
+    started = not _terminated and not parent_gone and server.listen()
     if args.ready_fd is not None:
         with contextlib.suppress(OSError):
             os.write(args.ready_fd, b"ready\n" if started else b"taken\n")
@@ -482,3 +425,4 @@ if __name__ == "__main__":  # run as the importable module, so its state (IN_CHI
     from spacebridge import cli_server
 
     cli_server.main()
+    os._exit(0)  # now: the interpreter's shutdown would put back SIGTERM's default (serve's stop sends one)

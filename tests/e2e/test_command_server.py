@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spacebridge import cli_client, cli_server
+from spacebridge import cli_client, cli_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,10 +45,10 @@ def _served(data: Path) -> int:
     return int(facts["served"])
 
 
-def _start(data: Path, target: str = cli_server.TARGET) -> cli_server.Handle:
+def _start(data: Path, target: str = cli_serve.COMMAND_SERVER_TARGET) -> cli_serve.Handle:
     """A command server on ``data``, started as ``serve`` starts it, once it listens."""
     data.mkdir(parents=True, exist_ok=True)
-    handle = cli_server.spawn(data, target)
+    handle = cli_serve.spawn(data, target)
     assert handle is not None
     ready, _, _ = select.select([handle.ready], [], [], 120)
     assert ready and os.read(handle.ready, 16) == b"ready\n"
@@ -61,7 +61,7 @@ def data(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(data: Path) -> Iterator[cli_server.Handle]:
+def server(data: Path) -> Iterator[cli_serve.Handle]:
     handle = _start(data)
     yield handle
     handle.stop()
@@ -70,13 +70,13 @@ def server(data: Path) -> Iterator[cli_server.Handle]:
 
 
 @pytest.fixture
-def echo(data: Path) -> Iterator[cli_server.Handle]:
+def echo(data: Path) -> Iterator[cli_serve.Handle]:
     handle = _start(data, "tests.support.cli_echo:run")
     yield handle
     handle.stop()
 
 
-def test_commands_print_and_exit_as_they_do_directly(data: Path, server: cli_server.Handle) -> None:
+def test_commands_print_and_exit_as_they_do_directly(data: Path, server: cli_serve.Handle) -> None:
     host = json.loads(_sb(data, "account", "create", "Ada", "--admin", "--json").stdout)["id"]
     space = json.loads(_sb(data, "space", "create", "Town hall", "--as", host, "--json").stdout)["id"]
     before = _served(data)
@@ -94,7 +94,7 @@ def test_commands_print_and_exit_as_they_do_directly(data: Path, server: cli_ser
     assert line["ok"] and "this command ran through it" in line["detail"]
 
 
-def test_the_child_takes_the_callers_environment_and_directory(data: Path, server: cli_server.Handle,
+def test_the_child_takes_the_callers_environment_and_directory(data: Path, server: cli_serve.Handle,
                                                                 tmp_path: Path) -> None:
     host = json.loads(_sb(data, "account", "create", "Ada", "--admin", "--json").stdout)["id"]
     space = json.loads(_sb(data, "space", "create", "Town hall", "--as", host, "--json").stdout)["id"]
@@ -109,10 +109,13 @@ def test_the_child_takes_the_callers_environment_and_directory(data: Path, serve
     bad = _sb(data, "space", "list", SPACEBRIDGE_PORT="nope")
     assert bad.returncode == 2 and "SPACEBRIDGE_PORT" in bad.stderr
     assert _served(data) == before + 3
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(elsewhere)) if p)
+    assert _sb(data, "space", "list", "--json", PYTHONPATH=path).stdout != ""  # another import path: run here
+    assert _served(data) == before + 3
 
 
 def test_the_child_reads_the_callers_stdin_and_holds_only_its_descriptors(data: Path, tmp_path: Path,
-                                                                            echo: cli_server.Handle) -> None:
+                                                                            echo: cli_serve.Handle) -> None:
     p = _sb(data, "exit", "3", cwd=tmp_path, stdin="hello from the shell", ECHO_VALUE="mine")
     assert p.returncode == 3 and p.stderr == "to stderr\n"
     facts = json.loads(p.stdout)
@@ -122,7 +125,7 @@ def test_the_child_reads_the_callers_stdin_and_holds_only_its_descriptors(data: 
     assert facts["umask"] == os.umask(os.umask(0o022))
 
 
-def test_ctrl_c_on_the_caller_stops_the_child(data: Path, echo: cli_server.Handle) -> None:
+def test_ctrl_c_on_the_caller_stops_the_child(data: Path, echo: cli_serve.Handle) -> None:
     client = subprocess.Popen([sys.executable, "-m", "spacebridge", "wait"], env=_env(data), cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -210,7 +210,10 @@ class InternalApi:
         """POST /internal/media/{space_id}/offer from another process's signaling."""
         self.rooms.link.check(request)
         pid, sdp = await _fields(request, "pid", "sdp")
-        return await _answered(self.rooms.local_offer(request.match_info["space_id"], pid, sdp))
+        exclude = (await request.json()).get("exclude") or []  # relays that refused this listener
+        if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+            raise web.HTTPBadRequest(text="exclude is a list of process ids")
+        return await _answered(self.rooms.local_offer(request.match_info["space_id"], pid, sdp, set(exclude)))
 
     async def relay(self, request: web.Request) -> web.Response:
         """POST /internal/media/{space_id}/relay: a listener the owner sends to this process's relay

@@ -14,6 +14,7 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ from aiortc import RTCSessionDescription
 
 from adapters.webrtc.internal import INTERNAL_HEADER, InternalLink
 from adapters.webrtc.room import restrict_candidates
-from core.bus import redis_prefix
+from core.bus import RedisBus
+from core.clock import SystemClock
 from core.model.accounts import Actor
+from core.services import Core
+from core.storage.engine import make_engine, make_sessionmaker
 from core.tokens import JoinTokens
 from tests.e2e.test_multiprocess import SECRET, Serve, shared  # noqa: F401 (the fixture)
 from tests.integration.webrtc.test_room_media import Client, has, until_heard
@@ -149,8 +153,14 @@ async def until_status(http: aiohttp.ClientSession, server: Serve, what: str,
 
 
 async def test_listeners_spread_over_two_media_processes(shared: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
-    env, core = shared["env"], shared["core"]
-    env = {**env, "SPACEBRIDGE_ROOM_LISTENERS_PER_PROCESS": "2"}
+    # a namespace of its own: an owner picks relays among every media process it sees in Redis, and
+    # another test's processes running at the same time must not be among them (docs/deploy.md)
+    prefix = f"sbtest-{uuid.uuid4().hex[:10]}:"
+    env = {**shared["env"], "SPACEBRIDGE_ROOM_LISTENERS_PER_PROCESS": "2", "SPACEBRIDGE_REDIS_PREFIX": prefix}
+    bus = RedisBus(REDIS_URL, prefix=prefix)
+    await bus.start()
+    engine = make_engine(env["SPACEBRIDGE_DATABASE_URL"])
+    core = Core(make_sessionmaker(engine), bus, SystemClock())
     proxy = FaultProxy("127.0.0.1", 9)  # in front of A's internal address: its target is set once A listens
     proxy.start()
     try:
@@ -161,12 +171,14 @@ async def test_listeners_spread_over_two_media_processes(shared: dict[str, Any],
         proxy.target = ("127.0.0.1", int(a.url.rsplit(":", 1)[1]))
         b = await Serve.start(env, tmp_path / "b.log", *roles)
         shared["servers"].append(b)
-        await _journey(core, a, b, proxy)
+        await _journey(core, a, b, proxy, prefix)
     finally:
         proxy.close()
+        await bus.close()
+        await engine.dispose()
 
 
-async def _journey(core: Any, a: Serve, b: Serve, proxy: FaultProxy) -> None:
+async def _journey(core: Core, a: Serve, b: Serve, proxy: FaultProxy, prefix: str) -> None:
     names = ("hana", "finn", "gus", "ivy", "jo")
     people = {n: await core.ensure_account("web", n, n.title()) for n in names}
     host = Actor(account_id=people["hana"].id, is_community_admin=True)
@@ -195,8 +207,13 @@ async def _journey(core: Any, a: Serve, b: Serve, proxy: FaultProxy) -> None:
         assert at_b["relays"][space.id]["listeners"] == sorted([ids["ivy"], ids["jo"]])
         assert at_b["rooms"] == {} and at_a["relays"] == {}
         # the heartbeat B publishes in Redis says so too (what owners pick relays by)
-        raw = await aioredis.from_url(REDIS_URL).get(f"{redis_prefix(REDIS_URL)}media:node:{at_b['node']}")
-        assert raw is not None and json.loads(raw)["spaces"] == {space.id: 2}
+        redis = aioredis.from_url(REDIS_URL)
+        key = f"{prefix}media:node:{at_b['node']}"
+        deadline = time.monotonic() + DEADLINE_S
+        while (raw := await redis.get(key)) is None or json.loads(raw)["spaces"] != {space.id: 2}:
+            assert time.monotonic() < deadline, raw
+            await asyncio.sleep(0.2)
+        await redis.aclose()
         for tab in (finn, gus, ivy, jo):
             await heard(tab, 440)
         await until_status(http, a, "the relay takes one copy of the owner's packets",

@@ -15,14 +15,17 @@ from __future__ import annotations
 import copy
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
-from core.commands import BUILTIN_TABLE, Command, CommandTable, Outcome, dispatch
-from core.errors import Invalid, Unavailable
-from core.model.accounts import Actor
 from spacebridge.cli_support import check_as, fail, known, with_platform
+
+if TYPE_CHECKING:  # the table is imported when ``cmd`` runs or its help is shown, not by every command
+    from core.commands import Command, CommandTable, Outcome
+
+HELP = "Run a Space command as an account, with the same rules as every chat app."
 
 
 def summary(table: CommandTable) -> str:
@@ -34,6 +37,8 @@ def summary(table: CommandTable) -> str:
 
 def parse_options(command: Command, words: list[str]) -> dict[str, Any]:
     """``--name value`` pairs as the command's raw arguments (text; the table reads their kinds)."""
+    from core.errors import Invalid
+
     known = {o.name: o for o in command.options}
     out: dict[str, Any] = {}
     i = 0
@@ -69,8 +74,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def run_command(table: CommandTable, ctx: typer.Context, name: str, space: str, as_: str, as_json: bool) -> None:
-    """``spacebridge cmd``: one entry of ``table`` as account ``as_``, its ``--options`` in ``ctx.args``."""
+def run_command(table: CommandTable | None, ctx: typer.Context, name: str, space: str, as_: str,
+                as_json: bool) -> None:
+    """``spacebridge cmd``: one entry of ``table`` (None: the core's) as account ``as_``, its
+    ``--options`` in ``ctx.args``."""
+    from core.commands import BUILTIN_TABLE, dispatch
+    from core.errors import Invalid, Unavailable
+    from core.model.accounts import Actor
+
+    table = BUILTIN_TABLE if table is None else table
     check_as(as_, as_json)
     try:
         command, _ = table.resolve(name)
@@ -125,9 +137,24 @@ def with_table(app: typer.Typer, table: CommandTable) -> typer.Typer:
     return shell
 
 
-def register(app: typer.Typer, table: CommandTable = BUILTIN_TABLE) -> None:
+class _TableHelp(TyperCommand):
+    """``cmd``: its help lists the core's table, read only when the help is shown."""
+
+    @property
+    def help(self) -> str:
+        from core.commands import BUILTIN_TABLE
+
+        return f"{HELP}\n\n{summary(BUILTIN_TABLE)}"
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        pass  # always the table's
+
+
+def register(app: typer.Typer, table: CommandTable | None = None) -> None:
     """Add ``cmd`` to the CLI, running and listing the entries of ``table`` (the one place the CLI reads
-    its table from: ``spacebridge.cli`` gives the core's; a test may give the core's plus its own)."""
+    its table from: ``spacebridge.cli`` gives the core's, None, imported when ``cmd`` runs or its help
+    is shown; a test may give the core's plus its own)."""
 
     def cmd(
         ctx: typer.Context,
@@ -138,5 +165,8 @@ def register(app: typer.Typer, table: CommandTable = BUILTIN_TABLE) -> None:
     ) -> None:
         run_command(table, ctx, name, space, as_, as_json)
 
-    app.command("cmd", help="Run a Space command as an account, with the same rules as every chat app.\n\n"
-                + summary(table), context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cmd)
+    settings = {"allow_extra_args": True, "ignore_unknown_options": True}
+    if table is None:
+        app.command("cmd", cls=_TableHelp, context_settings=settings)(cmd)
+    else:
+        app.command("cmd", help=f"{HELP}\n\n{summary(table)}", context_settings=settings)(cmd)

@@ -24,6 +24,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -318,6 +319,7 @@ def _child(target: str, message: dict[str, Any], fds: list[int]) -> NoReturn:
         os.umask(int(message["umask"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in message["env"].items()})
+        time.tzset()  # the caller's TZ, for local times
         os.chdir(message["cwd"])
         sys.argv = [str(message["argv0"]), *map(str, message["argv"])]
         main = types.ModuleType("__main__")  # how click names the program: `spacebridge` or `python -m spacebridge`

@@ -64,6 +64,9 @@ class Routing:
             result, owner = await self._at_owner(
                 space_id, pid, lambda: self.local_offer(space_id, pid, sdp, set(exclude)),
                 f"/internal/media/{space_id}/offer", {"pid": pid, "sdp": sdp, "exclude": exclude})
+            if "hls" in result:  # the room is full everywhere: no WebRTC connection of theirs stays
+                self._media_gone(space_id, pid, owner)
+                return result
             if "relay" not in result:
                 self._media_now(space_id, pid, owner)
                 return result
@@ -93,6 +96,13 @@ class Routing:
         if before is not None and before.id != node.id:
             self._spawn(self._leave_at(before, space_id, pid))
 
+    def _media_gone(self, space_id: str, pid: str, owner: Node) -> None:
+        """The person listens over HLS now: a relay's connection of theirs is closed (the owner's
+        own is, where it answered)."""
+        before = self.media_of.get(space_id, {}).pop(pid, None)
+        if before is not None and before.id != owner.id:
+            self._spawn(self._leave_at(before, space_id, pid))
+
     async def _leave_at(self, node: Node, space_id: str, pid: str) -> None:
         if node.id == self.placement.node.id:
             await self.local_leave(space_id, pid)
@@ -110,9 +120,7 @@ class Routing:
         """A listener asked for HLS: out of the WebRTC room, and the room running so HLS is written."""
         result, owner = await self._at_owner(space_id, pid, lambda: self.local_hls(space_id, pid),
                                              f"/internal/media/{space_id}/hls", {"pid": pid})
-        before = self.media_of.get(space_id, {}).pop(pid, None)
-        if before is not None and before.id != owner.id:  # a relay held their WebRTC connection
-            self._spawn(self._leave_at(before, space_id, pid))
+        self._media_gone(space_id, pid, owner)
         return result
 
     async def _at_owner(self, space_id: str, pid: str, here: Callable[[], Awaitable[dict[str, Any]]], path: str,

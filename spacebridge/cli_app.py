@@ -49,7 +49,8 @@ def serve(
     from core.messages import describe
     from spacebridge import logs
     from spacebridge.app import build, start, stop
-    from spacebridge.cli_serve import remember_serve_url, serve_facts
+    from spacebridge.cli_serve import serve_facts
+    from spacebridge.cli_support import remember_serve_url
     from spacebridge.config import ConfigError, load_settings
 
     try:

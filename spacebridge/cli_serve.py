@@ -1,6 +1,7 @@
 """What ``spacebridge serve`` tells the person who started it (where to open, on a fresh instance
 the first-run link that makes the admin account, and what to do next), and the command server it
-starts beside itself (cli_server.py, docs/cli.md)."""
+starts beside itself (cli_server.py, docs/cli.md). Standard library only at import: a benchmark
+starts a command server with ``spawn`` and stays as small as the shell's process it measures."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from spacebridge.cli_client import SOCKET_NAME, enabled
-from spacebridge.cli_support import remember_serve_url
 
 if TYPE_CHECKING:  # imports every adapter: only serve, which builds them, needs it
     from spacebridge.instance import Instance
 
-__all__ = ["Handle", "browser_url", "remember_serve_url", "serve_facts", "spawn", "wait_ready"]
+__all__ = ["Handle", "browser_url", "serve_facts", "spawn", "wait_ready"]
 COMMAND_SERVER_TARGET = "spacebridge.cli_app:run"  # what its children run: the ``spacebridge`` command
 
 

@@ -127,6 +127,15 @@ async def test_subscribers_first_in_the_queue_from_the_group(tg: TG) -> None:
     queue = await tg.say(GROUP, HOST, "/queue")
     lines = queue.splitlines()
     assert lines[1].startswith("1. ") and cy.account_id in lines[1] and lines[2].startswith("2. Bea"), queue
+    # the card's queue follows a toggle at once (both hands still up)
+    mark = len(tg.fake.calls)
+    assert "back in the order hands went up" in await tg.say(GROUP, HOST, "/subscriber_priority off")
+    await tg.fake.wait_for(lambda c: c.method == "editMessageText" and "Queue: 1. Bea" in str(c.params.get("text")),
+                           after=mark)
+    mark = len(tg.fake.calls)
+    await tg.say(GROUP, HOST, "/subscriber_priority on")
+    await tg.fake.wait_for(lambda c: c.method == "editMessageText" and "2. Bea" in str(c.params.get("text")),
+                           after=mark)
     assert "is now on stage" in await tg.say(GROUP, HOST, "/approve 1")
     assert (await tg.core.view(space.id)).space.role_of(cy.account_id) is not None
     assert "back in the order hands went up" in await tg.say(GROUP, HOST, "/subscriber_priority")  # toggles off

@@ -79,7 +79,8 @@ class ModerationPlugin:
         self.config = ModerationConfig.model_validate(ctx.config)
         ctx.subscribe(self.on_event, "role.changed", "speaker.muted", "speaker.invited", "hand.lowered",
                       "participant.left", "account.blocked", "pin.added", "pin.removed", "captions.toggled",
-                      "space.ended", "space.updated", local_only=True)  # each entry once, by the process that acted
+                      "queue.subscriber_priority", "space.ended", "space.updated",
+                      local_only=True)  # each entry once, by the process that acted
         ctx.guard(self.limit)
         ctx.text_filter(self.filter)
         ctx.command("audit", "Recent moderation actions in this Space (host, co-hosts)", self.cmd_audit,
@@ -143,6 +144,8 @@ class ModerationPlugin:
             return e.by, "unpinned an item", None, ""
         if isinstance(e, ev.CaptionsToggled):
             return e.by, "turned captions " + ("on" if e.enabled else "off"), None, ""
+        if isinstance(e, ev.SubscriberPriorityToggled):
+            return e.by, "turned subscribers first in the queue " + ("on" if e.enabled else "off"), None, ""
         if isinstance(e, ev.SpaceEnded):
             return None, f"Space ended ({e.reason.replace('_', ' ')})", None, ""
         return None

@@ -62,6 +62,8 @@ async def test_every_moderation_action_is_audited(platform: Instance) -> None:
     await core.demote(host, s, ids["finn"])
     await core.pin(host, s, "Agenda", url="https://example.org/agenda")
     await core.set_captions(host, s, True)
+    await core.memberships.create_tier(host, "Supporter", 500, "eur")
+    await core.set_subscriber_priority(cohost, s, True)
     await core.remove(cohost, s, ids["finn"], reason="off topic")
     # the plugin's own commands, through the platform-neutral dispatcher and a web socket
     done = await dispatch(core, cohost, "muteall", s, {})  # the old plugin name reaches the table's mute_all
@@ -94,6 +96,7 @@ async def test_every_moderation_action_is_audited(platform: Instance) -> None:
             ("Hana", "moved to listeners", "Finn", ""),
             ("Hana", "pinned 'Agenda'", None, ""),
             ("Hana", "turned captions on", None, ""),
+            ("Cora", "turned subscribers first in the queue on", None, ""),
             ("Cora", "removed", "Finn", "off topic"),
             ("Cora", "muted", "Sam", ""),
             ("Hana", "removed and blocked", "Troll", "spam links"),

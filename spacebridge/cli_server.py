@@ -47,6 +47,7 @@ PRELOAD = (
     "spacebridge.config", "spacebridge.logs", "spacebridge.schema", "spacebridge.doctor",
     "core.services", "core.storage.engine", "core.storage.uow", "core.storage.migrate", "core.bus", "core.clock",
     "core.errors", "core.messages", "sqlalchemy.ext.asyncio", "sqlalchemy.dialects.sqlite.aiosqlite", "aiosqlite",
+    "typer._adapters", "concurrent.futures.thread",
 )
 TARGET = "spacebridge.cli_app:run"  # what a child runs: the ``spacebridge`` command
 IN_CHILD = False  # True in a child running a client's command (``doctor`` says so)
@@ -408,6 +409,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in (*PRELOAD, args.target.partition(":")[0]):
         importlib.import_module(name)
     importlib.import_module("spacebridge.cli_app").prebuild()
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()  # what each child's first query would do otherwise (no database is touched)
     server = Server(args.socket, args.target, args.parent_fd, identity=identity)
     parent_gone = args.parent_fd is not None and select.select([args.parent_fd], [], [], 0)[0]
     started = not _terminated and not parent_gone and server.listen()

@@ -56,6 +56,13 @@ class StarsPaid:
     duplicate: bool  # this charge was applied before (Telegram delivered the update again)
 
 
+@dataclass(frozen=True)
+class StarsRefund:
+    subscription: Subscription  # ended now
+    stars: int  # the refunded period's Stars
+    charge_id: str  # its telegram_payment_charge_id
+
+
 def _updated(sub: Subscription, now: datetime) -> ev.SubscriptionUpdated:
     return ev.SubscriptionUpdated(account_id=sub.account_id, creator_id=sub.creator_id, subscription_id=sub.id,
                                   status=sub.status.value, at=now)
@@ -207,3 +214,46 @@ class StarsSubscriptions:
             return cur
 
         return await self.core.ctx.run(op)
+
+    async def refund_current(self, actor: Actor, subscription_id: str) -> StarsRefund:
+        """The creator gives back the latest period's Stars and ends the subscription now.
+
+        Only the bot can reach Telegram, and the CLI runs without it, so the Bot API calls
+        (``editUserStarSubscription`` to stop the renewal, then ``refundStarPayment``) are a durable
+        job the bot's process runs (billing/stars_refunds.py), queued in the same transaction that ends
+        the subscription and marks the payment refunded: access stops at once, the creator's Stars
+        ledger shows it at once, and a second refund finds it done."""
+        from billing.stars_refunds import refund_job
+
+        async def op(uow: UnitOfWork) -> StarsRefund:
+            sub = next((s for s in await uow.subscriptions.of_creator(actor.account_id) if s.id == subscription_id),
+                       None)
+            if sub is None:  # someone else's subscriber, or no such subscription: the same answer
+                raise NotFound("subscription.not_found", subscription_id=subscription_id)
+            if sub.provider != TELEGRAM:
+                raise Conflict("subscription.other_provider", provider=sub.provider.value)
+            sub = await uow.subscriptions.by_ref(TELEGRAM.value, sub.provider_ref, for_update=True)
+            assert sub is not None
+            payments = [p for p in await uow.subscriptions.payments_of(sub.provider_ref)
+                        if p.payment_ref and p.status in (PaymentStatus.PAID, PaymentStatus.REFUNDED)]
+            if not payments:
+                raise NotFound("subscription.nothing_to_refund", subscription_id=subscription_id)
+            last = payments[-1]  # by payment time: the latest period paid
+            if last.status == PaymentStatus.REFUNDED:
+                raise Conflict("subscription.already_refunded", subscription_id=sub.id)
+            assert last.payment_ref is not None and payments[0].payment_ref is not None
+            user, _, charge = last.payment_ref.partition(":")
+            first = payments[0].payment_ref.partition(":")[2]
+            now = self.core.now()
+            last.status = PaymentStatus.REFUNDED
+            await uow.subscriptions.put_payment(last)
+            state = ProviderState(SubscriptionStatus.ENDED, sub.tier_id, sub.current_period_end, False)
+            if sub.apply(state, max(now, sub.event_at or now), f"refund:{charge}", now, {}):
+                await uow.subscriptions.save(sub)
+                uow.emit(_updated(sub, now))
+            await uow.jobs.enqueue(refund_job(sub.id, int(user), charge, first, now))
+            return StarsRefund(sub, last.amount_minor, charge)
+
+        done = await self.core.ctx.run(op)
+        self.core.wake_jobs()
+        return done

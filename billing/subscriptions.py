@@ -120,9 +120,13 @@ class SubscriptionSales:
         s = await gw._call(gw.client.v1.checkout.sessions.create_async(params=params))  # type: ignore[arg-type]
         return Checkout(tier, str(s.id), str(s.url))
 
-    async def _own(self, actor: Actor, subscription_id: str) -> Subscription:
+    async def _own(self, actor: Actor, subscription_id: str, *, change: bool = False) -> Subscription:
+        """``actor``'s own Stripe subscription (looked up before Stripe is needed, so a Stars one is
+        refused for what it is even where Stripe is off)."""
         for s in await self.core.memberships.subscriptions_of(actor.account_id):
             if s.id == subscription_id:
+                if change and s.provider == SubscriptionProvider.TELEGRAM:  # Telegram keeps a Star subscription's price
+                    raise Conflict("subscription.stars_change", subscription_id=s.id)
                 if s.provider != SubscriptionProvider.STRIPE:
                     raise Conflict("subscription.other_provider", provider=s.provider.value)
                 return s
@@ -130,8 +134,8 @@ class SubscriptionSales:
 
     async def cancel(self, actor: Actor, subscription_id: str, *, resume: bool = False) -> Subscription:
         """Cancel at the end of the paid period (or take that back with ``resume``)."""
-        gw = self._require()
         sub = await self._own(actor, subscription_id)
+        gw = self._require()
         if not sub.grants(self.core.now()):
             raise Conflict("subscription.over", subscription_id=sub.id)
         await gw._call(gw.client.v1.subscriptions.update_async(
@@ -141,8 +145,8 @@ class SubscriptionSales:
     async def change_tier(self, actor: Actor, subscription_id: str, tier_id: str) -> Subscription:
         """Move to another of the same creator's tiers: an upgrade is prorated and invoiced now, a
         downgrade starts at the next renewal's price (the higher tier stays open until then)."""
+        sub = await self._own(actor, subscription_id, change=True)
         gw = self._require()
-        sub = await self._own(actor, subscription_id)
         if not sub.grants(self.core.now()):
             raise Conflict("subscription.over", subscription_id=sub.id)
         new, old = await self.core.memberships.tier(tier_id), await self.core.memberships.tier(sub.tier_id)
@@ -163,16 +167,22 @@ class SubscriptionSales:
 
     async def refund_current(self, actor: Actor, subscription_id: str) -> Subscription:
         """The creator gives back the current period's payment and ends the subscription now (ended at
-        Stripe first, so a refund that fails can simply be asked for again)."""
-        gw = self._require()
+        Stripe first, so a refund that fails can simply be asked for again). A Telegram Stars
+        subscription is refunded through the bot instead (``StarsSubscriptions.refund_current``)."""
         async with self.core.uow() as uow:
             sub = next((s for s in await uow.subscriptions.of_creator(actor.account_id) if s.id == subscription_id),
                        None)
             payments = await uow.subscriptions.payments_of(sub.provider_ref) if sub else []
         if sub is None:
             raise NotFound("subscription.not_found", subscription_id=subscription_id)
-        if sub.provider != SubscriptionProvider.STRIPE:  # Stars are refunded through Telegram, not here
+        if sub.provider == SubscriptionProvider.TELEGRAM:
+            from billing.stars_subscriptions import StarsSubscriptions
+
+            done = await StarsSubscriptions(self.core, self.fee_bps).refund_current(actor, subscription_id)
+            return done.subscription
+        if sub.provider != SubscriptionProvider.STRIPE:
             raise Conflict("subscription.other_provider", provider=sub.provider.value)
+        gw = self._require()
         paid = [p for p in payments if p.status == PaymentStatus.PAID and p.payment_ref]
         if not paid:
             raise NotFound("subscription.nothing_to_refund", subscription_id=subscription_id)

@@ -180,6 +180,10 @@ _TEXT: dict[str, str] = {
     "subscription.same_tier": "You are already on that tier.",
     "subscription.other_provider": "That subscription is paid through {provider}; change it there.",
     "subscription.nothing_to_refund": "That subscription has no paid period to refund.",
+    "subscription.already_refunded": "That subscription's latest period was already refunded.",
+    "subscription.stars_change": ("A Telegram Stars subscription cannot change tier (Telegram keeps its price): "
+                                  "cancel it (/unsubscribe {subscription_id} in the Telegram bot) and subscribe "
+                                  "to the other tier once it ends."),
     "tier.not_found": "There is no tier {tier_id}.",
     "tier.too_many": "A creator can sell at most {max} tiers at once: archive one first.",
     "tier.currency_mismatch": "All your tiers are priced in {currency}; this one is in {got}.",

@@ -171,6 +171,10 @@ def add_job_runners(platform: Instance, count: int) -> None:
         "ticket.refund": make_refund_handler(ledger, platform.gateways),
         EXPIRE_JOB: make_expire_handler(core),
     }
+    if platform.telegram is not None:  # only the bot's process can call Telegram (docs/subscriptions.md)
+        from billing.stars_refunds import REFUND_JOB, make_stars_refund_handler
+
+        handlers[REFUND_JOB] = make_stars_refund_handler(platform.telegram)
     # a grace expiry is never too late to apply (after an outage the seat must still be given up)
     grace = {**GRACE, EXPIRE_JOB: timedelta(days=3650)}
     for i in range(count):

@@ -165,6 +165,12 @@ def _change(as_: str, as_json: bool, what: str, **kw: Any) -> None:
         return sub
 
     s = with_platform(go, as_json)
+    if s.provider.value == "telegram":  # only a refund gets this far (billing/stars_refunds.py)
+        out = {"subscription_id": s.id, "requested": what, "status": s.status.value, "queued": True,
+               "note": "ended now; the Telegram bot refunds the Stars and stops the renewal (a running serve)"}
+        typer.echo(json.dumps(out) if as_json else
+                   f"{what} of {s.id}: ended now; the Stars refund is queued for the Telegram bot")
+        return
     out = {"subscription_id": s.id, "requested": what,
            "note": "Stripe confirms it with a webhook; `billing subscriptions` shows the result"}
     typer.echo(json.dumps(out) if as_json else f"{what} of {s.id} sent to Stripe")

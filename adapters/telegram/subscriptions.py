@@ -70,6 +70,15 @@ class SubscriptionsMixin(TelegramBase):
         end = sub.current_period_end.strftime("%Y-%m-%d") if sub.current_period_end else "the period's end"
         await self._reply(msg, f"Cancelled: it will not renew, and it stays open until {end}.", html=False)
 
+    async def cancel_star_subscription(self, user_id: int, first_charge_id: str) -> None:
+        """Stop a Stars subscription renewing (a creator's refund: billing/stars_refunds.py); one
+        already stopped counts as done, so the job may run again."""
+        try:
+            await self.app.bot.edit_user_star_subscription(user_id, first_charge_id, is_canceled=True)
+        except BadRequest as e:
+            if "NOT_MODIFIED" not in str(e).upper():
+                raise
+
     async def _list_subscriptions(self, msg: Message, actor: Actor) -> None:
         now = self.core.now()
         subs = [s for s in await self.core.memberships.subscriptions_of(actor.account_id) if s.grants(now)]

@@ -70,6 +70,9 @@ def when_text(when: datetime | None) -> str:
 
 
 def money(price_minor: int, currency: str) -> str:
+    """A price for people: XTR (Telegram Stars) has no minor unit, so 250 is "250 Stars", not 2.50."""
+    if currency.upper() == "XTR":
+        return f"{price_minor:,} Star{'' if price_minor == 1 else 's'}"
     symbols = {"usd": "$", "eur": "€", "gbp": "£"}
     amount = f"{price_minor / 100:,.2f}"
     sym = symbols.get(currency.lower())

@@ -55,8 +55,9 @@ def parse_ticketing(f: dict[str, str]) -> Ticketing | None:
     price = f.get("price", "")
     if not price:
         return None
+    stars = (f.get("currency") or "").lower() == "xtr"  # Stars have no minor unit: the price is whole Stars
     try:
-        minor = round(float(price) * 100)
+        minor = int(price) if stars else round(float(price) * 100)
     except ValueError:
         raise Invalid("ticket.bad_price", price=price) from None
     cap = f.get("capacity", "")

@@ -166,6 +166,8 @@ async def test_signed_in_reload_after_expiry_and_guest_listens(site: Instance, c
         await page.wait_for_selector("text=Hosted by Hana Host")
         clock.offset += timedelta(minutes=20)
         await page.reload()
+        # in the room as this person: their welcome came (a listener's controls), so the join was committed
+        await page.get_by_role("button", name="✋ Raise hand").wait_for(timeout=20_000)
         await page.wait_for_function("() => document.getElementById('audio').srcObject !== null", timeout=20_000)
         view = await core.view(space.id)
         assert me["id"] in await core.run(lambda uow: uow.spaces.present_accounts(space.id))

@@ -9,17 +9,8 @@ const $ = (id) => document.getElementById(id);
 const spaceId = location.pathname.split("/").filter(Boolean).pop();
 const hashParams = new URLSearchParams(location.hash.slice(1));
 let token = hashParams.get("t") || "";
-// Lasting addresses (docs/web-accounts.md): with no token in the URL, or one that has run out, the page
-// mints one from the browser's session (a guest token for a public live Space when nobody is signed in).
-const tokenLeftS = window.sbTokenLeftS;  // room_boot.js
-const boot = window.__sbBoot;  // room_boot.js: a personal link's socket and listener offer, started early
-async function sessionToken() {
-  const me = await (await fetch("/api/me", { cache: "no-store" })).json();
-  const r = await fetch(`/api/spaces/${spaceId}/join-token`, { method: "POST", headers: { "X-CSRF-Token": me.csrf } });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw Object.assign(new Error((body.error && body.error.message) || `The server answered ${r.status}.`), { code: body.error && body.error.code });
-  return body.token;
-}
+const tokenLeftS = window.sbTokenLeftS, sessionToken = () => window.sbSessionToken(spaceId);  // room_boot.js
+const boot = window.__sbBoot;  // room_boot.js: the first socket and listener offer, started before this module
 const wantHls = hashParams.get("hls") === "1";  // listen over HLS (a big audience, a poor network)
 
 const state = { hls: null, me: null, role: "listener", space: null, names: {}, levels: {}, ws: null, pc: null, mic: null, n: 0, pending: {}, commands: [], retries: 0, left: false, timer: null, away: {}, seen: {} };
@@ -53,8 +44,10 @@ function waiting() {
   return true;
 }
 async function enter() {
-  if (waiting()) {
+  if (waiting()) {  // an offer made before the welcome was refused (not live): none stays
+    state.booted = false;
     if (spaceState() === "ended") teardown(); else if (early) { early.then((pc) => pc.close()); early = null; }
+    if (state.pc) state.pc.close(); state.pc = null;
     return;
   }
   if (state.booted) { state.booted = false; state.entered = true; if (!onStage()) return; return startMedia(true); }
@@ -389,15 +382,20 @@ function adopt(pc) {
 }
 
 async function connect() {
-  const first = boot && !state.ws ? boot : null;
-  if (!first && (!token || tokenLeftS(token) < 5)) {
+  const first = boot && !state.used ? boot : null;
+  state.used = true;
+  if (first) {
+    const pc = await first.ready;
+    if (first.error) { say(ERRORS[first.error.code] || first.error.message); return; }
+    token = first.token; if (first.minted) state.mintedAt = Date.now();
+    if (pc && pc.connectionState !== "closed") adopt(pc);
+  } else if (!token || tokenLeftS(token) < 5) {
     try { token = await sessionToken(); state.mintedAt = Date.now(); }
     catch (err) { say(ERRORS[err.code] || err.message); return; }
   }
   const ws = first ? first.ws : new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/${spaceId}`);
   state.ws = ws;
-  if (first) { const pc = await first.ready; if (pc && pc.connectionState !== "closed") adopt(pc); }
-  else ws.onopen = () => { state.retries = 0; send({ type: "hello", token }); };
+  if (!first) ws.onopen = () => { state.retries = 0; send({ type: "hello", token }); };
   ws.onmessage = async (m) => {
     const msg = JSON.parse(m.data);
     if (msg.id && state.pending[msg.id]) { state.pending[msg.id](msg); delete state.pending[msg.id]; }
@@ -433,7 +431,8 @@ async function connect() {
   ws.onclose = (ev) => {
     if (ws !== state.ws) return;
     state.levels = {}; paintLevels();  // no more levels come on this socket: nobody is shown speaking
-    if (state.renewToken) { state.renewToken = false; connect(); return; }
+    state.booted = false;  // an offer made on this socket is gone with it
+    if (state.renewToken) { state.renewToken = false; if (state.pc) state.pc.close(); state.pc = null; connect(); return; }
     if (ev.code === 4000) { info("This Space has ended."); teardown(); return; }
     if (state.left) return;  // the Leave button said what happened and offers Rejoin
     // 4001/4002: refused (its error frame said why). 1000: we left. Anything else is the network or a

@@ -22,9 +22,10 @@ limit, not the ceiling of a real deployment. Prints ``{"processes": [1, 2], "joi
 Big rooms (issue 20): N ``serve --role web,media`` processes, one live Space and L real aiortc
 listeners (``bench.webrtc_fanout``'s counting peers, in worker processes; their sockets spread over
 the processes) with ``SPACEBRIDGE_ROOM_LISTENERS_PER_PROCESS=P``: the owner takes P, the others
-relay the room to the rest. Per process, over the measured window: its listeners, its CPU (user +
-system from ``/proc``, all threads), CPU per listener, packets sent per second (from
-``/internal/media/status``) and CPU per packet; per listener, packets received per second and loss.
+relay the room to the rest. Per process, over the first half of the listeners' T seconds: its
+listeners, its CPU (user + system from ``/proc``, all threads), CPU per listener, packets sent per
+second (from ``/internal/media/status``) and CPU per packet; per listener, packets received per
+second and loss.
 Needs 127.0.0.2 on ``lo`` (as the tests add it).
 """
 
@@ -60,10 +61,11 @@ async def admin(sql: str) -> None:
         await conn.close()
 
 
-async def start_serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spacebridge", "serve", "--port", "0", "--role", "web,media", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+async def start_serve(env: dict[str, str], log: Path | None = None) -> tuple[asyncio.subprocess.Process, str]:
+    with open(log or os.devnull, "w") as err:  # the child keeps its own copy of the descriptor
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "spacebridge", "serve", "--port", "0", "--role", "web,media", cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
     m = re.search(r"serving at (http://\S+)", line)
@@ -201,7 +203,7 @@ async def fanout(media: int, listeners: int, per_process: int, seconds: float, p
     bus = RedisBus(REDIS)
     await bus.start()
     core = Core(make_sessionmaker(engine), bus, SystemClock())
-    servers = [await start_serve(env) for _ in range(media)]
+    servers = [await start_serve(env, Path(f"/tmp/{name}-serve{k}.log")) for k in range(media)]
     internal = {"X-Spacebridge-Internal": hmac.new(SECRET.encode(), b"spacebridge-internal", "sha256").hexdigest()}
     ctx = mp.get_context("spawn")
     workers: list[Any] = []
@@ -244,6 +246,8 @@ async def fanout(media: int, listeners: int, per_process: int, seconds: float, p
                 for i in range(first, first + n):
                     sdp = await loop.run_in_executor(None, conn.recv)
                     conn.send(await offer(i, sdp))
+                    if (i - first + 1) % 20 == 0:
+                        print(f"{i - first + 1}/{n} listeners of worker {first} answered", file=sys.stderr)
                 assert await loop.run_in_executor(None, conn.recv) == "ready"
 
             await asyncio.gather(*(serve(conn, sum(n for _, n in pipes[:k]), n) for k, (conn, n) in enumerate(pipes)))
@@ -257,11 +261,14 @@ async def fanout(media: int, listeners: int, per_process: int, seconds: float, p
                 rooms = [*st["rooms"].values(), *st["relays"].values()]
                 return sum(r["sent"] for r in rooms), sum(len(r["listeners"]) for r in rooms)
 
+            # the processes' window: the first half of the listeners' own (each worker closes its peers
+            # once its window is over, and the workers' windows start a little apart)
             before = [(cpu_seconds(p.pid), sent(await status(u))) for p, u in servers]
             t0 = time.monotonic()
-            results = [await loop.run_in_executor(None, conn.recv) for conn, _ in pipes]
+            await asyncio.sleep(seconds / 2)
+            after = [(cpu_seconds(p.pid), sent(st), st) for p, u in servers if (st := await status(u))]
             window = time.monotonic() - t0
-            after = [(cpu_seconds(p.pid), sent(await status(u)), await status(u)) for p, u in servers]
+            results = [await loop.run_in_executor(None, conn.recv) for conn, _ in pipes]
             for ws in sockets:
                 await ws.close()
         rows = []
@@ -275,8 +282,8 @@ async def fanout(media: int, listeners: int, per_process: int, seconds: float, p
         received = [x for r in results for x in r["received"]]
         lost = [x for r in results for x in r["lost"]]
         return {"media_processes": media, "listeners": listeners, "per_process": per_process,
-                "connected": sum(r["connected"] for r in results), "seconds": round(window, 1), "processes": rows,
-                "pkts_per_listener_per_s": round(sum(received) / len(received) / window, 1) if received else 0.0,
+                "connected": sum(r["connected"] for r in results), "seconds": seconds, "processes": rows,
+                "pkts_per_listener_per_s": round(sum(received) / len(received) / seconds, 1) if received else 0.0,
                 "loss_pct": round(100 * sum(lost) / max(1, sum(received) + sum(lost)), 2)}
     finally:
         for w in workers:

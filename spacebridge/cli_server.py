@@ -123,22 +123,30 @@ class Server:
                 self._stop(sel)
                 continue
             for key, _ in sel.select():
-                what = key.data
-                if what == "accept" and self.listener is not None:
-                    self._accept(sel)
-                elif what == "signal":
-                    with contextlib.suppress(OSError):
-                        os.read(wake_r, 512)
-                elif what == "parent":
-                    self._stop(sel)  # serve went: the pipe closed
-                elif isinstance(what, _Running):
-                    if key.fd == what.pidfd:
-                        self._reap(sel, what)
-                    else:
-                        self._from_client(sel, what)
-                elif isinstance(what, socket.socket):
-                    self._request(sel, what)
+                if sel.get_map().get(key.fd) is not key:
+                    continue  # closed by an earlier event of this round (a child reaped, a stop)
+                try:
+                    self._event(sel, key, wake_r)
+                except Exception:  # one bad connection never takes the server (and the fast path) down
+                    traceback.print_exc()
         signal.set_wakeup_fd(-1)
+
+    def _event(self, sel: selectors.BaseSelector, key: selectors.SelectorKey, wake_r: int) -> None:
+        what = key.data
+        if what == "accept" and self.listener is not None:
+            self._accept(sel)
+        elif what == "signal":
+            with contextlib.suppress(OSError):
+                os.read(wake_r, 512)
+        elif what == "parent":
+            self._stop(sel)  # serve went: the pipe closed
+        elif isinstance(what, _Running):
+            if key.fd == what.pidfd:
+                self._reap(sel, what)
+            else:
+                self._from_client(sel, what)
+        elif isinstance(what, socket.socket):
+            self._request(sel, what)
 
     def _stop(self, sel: selectors.BaseSelector) -> None:
         if self.stopping:
@@ -242,11 +250,11 @@ class Server:
         if message is None:
             sel.unregister(entry.conn)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(entry.pid, signal.SIGTERM)
+                signal.pidfd_send_signal(entry.pidfd, signal.SIGTERM)  # by pidfd: never a reused pid
             return
         if message.get("op") == "signal" and message.get("signal") in _FORWARDABLE:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(entry.pid, int(message["signal"]))
+                signal.pidfd_send_signal(entry.pidfd, int(message["signal"]))
 
     def _reap(self, sel: selectors.BaseSelector, entry: _Running) -> None:
         _, status, usage = os.wait4(entry.pid, 0)

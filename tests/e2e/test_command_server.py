@@ -214,3 +214,18 @@ def test_serve_runs_one_and_stops_it(data: Path) -> None:
     assert serve.returncode == 0
     assert not (data / cli_client.SOCKET_NAME).exists()
     assert json.loads(_sb(data, "space", "list", "--json").stdout) == []  # the direct path again
+
+
+def test_the_client_finds_the_data_dir_the_settings_use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The entry point resolves the data dir without pydantic or platformdirs, to the same place."""
+    from spacebridge.config import data_dir
+
+    monkeypatch.delenv("SPACEBRIDGE_DATA_DIR", raising=False)
+    for xdg in (None, str(tmp_path / "xdg"), "  "):
+        if xdg is None:
+            monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_DATA_HOME", xdg)
+        assert cli_client.data_dir() == data_dir()
+    monkeypatch.setenv("SPACEBRIDGE_DATA_DIR", str(tmp_path / "mine"))
+    assert cli_client.socket_path() == data_dir() / "cli.sock"

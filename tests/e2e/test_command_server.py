@@ -142,6 +142,24 @@ def test_ctrl_c_on_the_caller_stops_the_child(data: Path, echo: cli_serve.Handle
         client.wait()
 
 
+def test_a_caller_killed_outright_takes_its_command_with_it(data: Path, echo: cli_serve.Handle) -> None:
+    client = subprocess.Popen([sys.executable, "-m", "spacebridge", "wait"], env=_env(data), cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert client.stdout is not None
+        child = json.loads(client.stdout.readline())["pid"]
+        gone = os.pidfd_open(child)
+        client.kill()  # SIGKILL: nothing is forwarded; the server sees the connection close
+        client.wait()
+        try:
+            assert select.select([gone], [], [], 60)[0] == [gone]  # the child exited
+        finally:
+            os.close(gone)
+    finally:
+        client.kill()
+        client.wait()
+
+
 def test_a_stale_socket_falls_back_to_running_directly(data: Path) -> None:
     data.mkdir(parents=True)
     path = data / cli_client.SOCKET_NAME

@@ -61,6 +61,44 @@ def queue(view: SpaceView) -> list[Person]:
     return [_person(view, h.account_id) for h in view.space.hands[:MAX_LINE_NAMES]]
 
 
+def price_text(minor: int, currency: str) -> str:
+    """A price on a card: Stars are whole (XTR has no minor unit), money has two decimals."""
+    return f"{minor} ⭐" if currency.upper() == "XTR" else f"{minor / 100:.2f} {currency.upper()}"
+
+
+def ticket_price(view: SpaceView) -> str | None:
+    """The full ticket price, or None for a Space without tickets."""
+    t = view.space.ticketing
+    return None if t is None else price_text(t.price_minor, t.currency)
+
+
+@dataclass(frozen=True)
+class SubscriberTerms:
+    """What the host's subscribers at ``tier_name`` or above pay for a ticket (the surface escapes the name)."""
+
+    tier_name: str
+    price: str  # "free", or the subscriber price with its discount
+
+    def text(self, escape: Callable[[str], str]) -> str:
+        return f"⭐ Subscribers at {escape(self.tier_name)} or above: {self.price}"
+
+
+def subscriber_terms(view: SpaceView) -> list[SubscriberTerms]:
+    """The ticket terms' subscriber lines, free entry first (docs/subscriptions.md), the same words on
+    every surface; a tier that no longer exists is left out."""
+    t = view.space.ticketing
+    if t is None:
+        return []
+    out: list[SubscriberTerms] = []
+    if t.free_tier_id and t.free_tier_id in view.tier_names:
+        out.append(SubscriberTerms(view.tier_names[t.free_tier_id], "free"))
+    paying = t.subscriber_price()
+    if paying is not None and t.discount_tier_id in view.tier_names:
+        out.append(SubscriberTerms(view.tier_names[str(t.discount_tier_id)],
+                                   f"{price_text(paying, t.currency)} ({t.discount_percent}% off)"))
+    return out
+
+
 def notice_text(text: str) -> str:
     """A Space-wide notice, posted as a reply to each of its cards."""
     return f"ℹ️ {text}"

@@ -35,10 +35,7 @@ def when(dt: datetime | None) -> str:
 
 
 def price(view: SpaceView) -> str | None:
-    t = view.space.ticketing
-    if t is None:
-        return None
-    return f"{t.price_minor} ⭐" if t.currency.upper() == "XTR" else f"{t.price_minor / 100:.2f} {t.currency.upper()}"
+    return people.ticket_price(view)
 
 
 @dataclass(frozen=True)
@@ -69,6 +66,7 @@ def card(view: SpaceView, web_url: str) -> CardContent:
     p = price(view)
     if p:
         lines.append(f"🎟 Ticketed: {p}")
+        lines += [terms.text(discord.utils.escape_markdown) for terms in people.subscriber_terms(view)]
     embed = discord.Embed(title=s.title[:256], description="\n".join(lines), colour=colour, url=web_url)
     if s.state == SpaceState.LIVE:
         stage = [discord.utils.escape_markdown(p.name) + p.marks() for p in people.stage(view)]

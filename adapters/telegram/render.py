@@ -47,10 +47,10 @@ def card(view: SpaceView, bot_username: str) -> tuple[str, InlineKeyboardMarkup 
     lines.append(f"Host: {escape(view.host_name)}")
     if s.topics:
         lines.append("Topics: " + ", ".join(escape(t) for t in s.topics))
-    if s.ticketing is not None:
-        price = (f"{s.ticketing.price_minor} ⭐" if s.ticketing.currency.upper() == "XTR"
-                 else f"{s.ticketing.price_minor / 100:.2f} {s.ticketing.currency.upper()}")
+    price = people.ticket_price(view)
+    if price is not None:
         lines.append(f"🎟 Ticketed: {price}")
+        lines += [terms.text(escape) for terms in people.subscriber_terms(view)]
     if s.state == SpaceState.LIVE:
         stage = [escape(p.name) + p.marks() for p in people.stage(view)]
         if stage:

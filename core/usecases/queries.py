@@ -30,6 +30,7 @@ class SpaceView:
     badges: dict[str, str] = field(default_factory=dict)  # source -> text ("recording": "🔴 Recording")
     captions: list[dict[str, Any]] = field(default_factory=list)  # the last few lines while captions are on
     subscribers: list[str] = field(default_factory=list)  # of those named: the host's paying subscribers (a badge)
+    tier_names: dict[str, str] = field(default_factory=dict)  # the ticket terms' tiers (free, discount): id -> name
 
     def as_dict(self) -> dict[str, Any]:
         s = self.space
@@ -124,10 +125,15 @@ class Queries:
                         except NotFound:
                             names[r.speaker_id] = r.speaker_id
             subscribers = sorted(await self.ctx.paying(uow, space.host_id, [a for a in names if a != space.host_id]))
+            tier_names: dict[str, str] = {}
+            t = space.ticketing
+            for tier_id in ([t.free_tier_id, t.discount_tier_id] if t is not None else []):
+                if tier_id and (tier := await uow.subscriptions.tier(tier_id)) is not None:
+                    tier_names[tier_id] = tier.name
         badges = await self.engagement.badges(space_id) if space.state == SpaceState.LIVE else {}
         return SpaceView(space=space, host_name=names.get(space.host_id, space.host_id), listener_count=count,
                          reactions=self.ctx.reactions.tallies(space_id, 60), names=names, badges=badges,
-                         captions=captions, subscribers=subscribers)
+                         captions=captions, subscribers=subscribers, tier_names=tier_names)
 
     async def list_spaces(self, *, states: Sequence[str] = ("live", "scheduled"), host_id: str | None = None,
                           community_id: str | None = None, include_unlisted: bool = True,

@@ -18,24 +18,13 @@ from billing.subscription_report import creator_report
 from core.errors import DomainError, Invalid, NotFound
 from core.model.accounts import Account
 from core.model.space import Space
-from core.model.subscription import SubscriberAccess
+from core.model.subscription import SubscriberAccess, monthly_price_minor
 from core.services import Core
 from spacebridge.web_common import error_text, render, site_url
 from spacebridge.web_studio_common import actor, form, instance_of, query, signed_in, studio_ctx
 from spacebridge.web_studio_money import payout_state
 
 __all__ = ["apply_rule", "check_rule", "parse_rule", "setup", "tiers_for_form"]
-
-
-def _minor(text: str) -> int:
-    """A monthly price in major units ("5" or "4.50") as minor units; ``tier.bad_price`` otherwise."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise Invalid("tier.bad_price", price=text) from None
-    if not value > 0 or value > 1_000_000:
-        raise Invalid("tier.bad_price", price=text)
-    return round(value * 100)
 
 
 async def page(request: web.Request, account: Account, *, error: str = "", values: dict[str, str] | None = None,
@@ -61,7 +50,8 @@ async def create_tier(request: web.Request, account: Account) -> web.StreamRespo
     f = await form(request)
     sales = SubscriptionSales(p.core, p.stripe, site_url(request), fee_bps=p.settings.platform_fee_bps)
     try:
-        tier = await sales.create_tier(actor(account), f.get("name", ""), _minor(f.get("price", "")),
+        tier = await sales.create_tier(actor(account), f.get("name", ""),
+                                       monthly_price_minor(f.get("price", ""), f.get("currency") or "eur"),
                                        f.get("currency") or "eur", f.get("perks", ""))
     except DomainError as e:
         return await page(request, account, error=error_text(e), values=f, status=_status(e))

@@ -211,3 +211,15 @@ class TelegramBase:
 
     async def cmd_unsubscribe(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # subscriptions
         raise NotImplementedError
+
+    async def cmd_tiers(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # subscriptions
+        raise NotImplementedError
+
+    async def cmd_tier_create(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # subscriptions
+        raise NotImplementedError
+
+    async def cmd_tier_archive(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # subscriptions
+        raise NotImplementedError
+
+    async def cmd_tier_stars(self, update: Update, ctx: Any, actor: Actor, args: list[str]) -> None:  # subscriptions
+        raise NotImplementedError

@@ -53,6 +53,10 @@ OWN_COMMANDS: list[tuple[str, str]] = [
     ("queue", "Who has a hand up"),
     ("subscribe", "TIER or SPACE — subscribe to a creator in Stars"),
     ("unsubscribe", "[ID] — your subscriptions; stop one renewing"),
+    ("tiers", "Your subscription tiers (creators, in private chat)"),
+    ("tier_create", "NAME PRICE CURRENCY [PERKS] — sell a new tier"),
+    ("tier_archive", "TIER — take a tier off sale"),
+    ("tier_stars", "TIER STARS|off — sell a tier in Telegram Stars"),
 ]
 SKIPPED = frozenset({"start"})  # the table's start is /space start here (Telegram's /start opens the bot)
 OWN_HANDLERS = frozenset({"ticket"})  # sold in Stars (or Stripe Checkout) by the payments unit
@@ -129,7 +133,8 @@ class CommandsMixin(TelegramBase):
         own: dict[str, Handler] = {
             "start": self.cmd_start, "help": self.cmd_help, "spaces": self.cmd_spaces, "space": self.cmd_space,
             "queue": self.cmd_queue, "ticket": self.cmd_ticket, "subscribe": self.cmd_subscribe,
-            "unsubscribe": self.cmd_unsubscribe,
+            "unsubscribe": self.cmd_unsubscribe, "tiers": self.cmd_tiers, "tier_create": self.cmd_tier_create,
+            "tier_archive": self.cmd_tier_archive, "tier_stars": self.cmd_tier_stars,
         }
         for name, fn in own.items():
             self.app.add_handler(CommandHandler(name, self._wrap(fn)))

@@ -1,7 +1,10 @@
 """Super Follows on Telegram: /subscribe sends a Stars subscription invoice (30 days, renewed by
 Telegram), its pre-checkout and payments (first and renewals) are applied by
 ``billing.stars_subscriptions``, and /unsubscribe cancels the renewal with
-``editUserStarSubscription``. A tier without a Stars price is sold on the creator's web page."""
+``editUserStarSubscription``. A tier without a Stars price is sold on the creator's web page.
+
+A creator manages their own tiers in private chat with the bot: /tiers, /tier_create, /tier_archive
+and /tier_stars (``adapters.chat.tiers``: the studio's and the CLI's calls and refusals)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ import logging
 from html import escape
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, Message, PreCheckoutQuery, Update
+from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
+from adapters.chat import tiers as chat_tiers
+from adapters.chat.wording import HTML
 from adapters.telegram.base import PLATFORM, TelegramBase, say
 from billing.stars_subscriptions import StarsSubscriptions
 from core.errors import Conflict, DomainError, Invalid
@@ -121,3 +127,72 @@ class SubscriptionsMixin(TelegramBase):
         text = (f"⭐ Welcome to <b>{escape(done.tier.name)}</b>! Subscribed until {until}, renewed every 30 days."
                 if first else f"⭐ <b>{escape(done.tier.name)}</b> renewed until {until}.")
         await self._reply(msg, text)
+
+    # ---- a creator's own tiers (private chat) ----------------------------------------------------
+    TIER_CREATE_USAGE = '/tier_create NAME PRICE CURRENCY [PERKS...] (a name of several words in quotes; ' \
+                        'PRICE a month, e.g. 4.50)'
+
+    def _private(self, update: Update) -> Message:
+        """The message, if it came in private chat: a creator's tiers are nobody else's business."""
+        msg = update.effective_message
+        assert msg is not None
+        if msg.chat.type != ChatType.PRIVATE:
+            raise Conflict("telegram.dm_first", link=f"https://t.me/{self.username}")
+        return msg
+
+    @staticmethod
+    def _words(msg: Message, usage: str, *, keep_rest_after: int = 0) -> list[str]:
+        """The words after the command; a name in quotes is one word. With ``keep_rest_after`` N, the
+        text after the first N words is kept as typed, as one last word (perks, apostrophes and all)."""
+        rest = (msg.text or "").split(None, 1)
+        text = rest[1].strip() if len(rest) > 1 else ""
+        words: list[str] = []
+        while text and (not keep_rest_after or len(words) < keep_rest_after):
+            if text[0] in "\"'“”":
+                close = next((i for i, c in enumerate(text[1:], 1) if c in "\"'“”"), -1)
+                if close < 0:
+                    raise Invalid("telegram.usage", usage=usage)
+                words.append(text[1:close])
+                text = text[close + 1:].strip()
+            else:
+                word, _, text = text.partition(" ")
+                words.append(word)
+                text = text.strip()
+        return words + ([text] if text else [])
+
+    async def cmd_tiers(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor, args: list[str]) -> None:
+        """/tiers: the caller's tiers, with their Stars price, subscribers now, and whether archived."""
+        msg = self._private(update)
+        await self._reply(msg, await chat_tiers.listing(self.core, actor.account_id, HTML,
+                                                        how="Make one with " + escape(self.TIER_CREATE_USAGE)))
+
+    async def cmd_tier_create(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor,
+                              args: list[str]) -> None:
+        """/tier_create NAME PRICE CURRENCY [PERKS...]: a new tier on sale (the studio's call)."""
+        msg = self._private(update)
+        words = self._words(msg, self.TIER_CREATE_USAGE, keep_rest_after=3)
+        if len(words) < 3:
+            raise Invalid("telegram.usage", usage=self.TIER_CREATE_USAGE)
+        tier = await chat_tiers.create(self.core, getattr(self.stripe_sales, "gateway", None), self.public_url,
+                                       self.ledger.fee_bps, actor, words[0], words[1], words[2], " ".join(words[3:]))
+        await self._reply(msg, chat_tiers.created(tier, HTML, stars_how=f"Sell it in Stars too: /tier_stars "
+                                                                       f"{tier.id} STARS"))
+
+    async def cmd_tier_archive(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor,
+                               args: list[str]) -> None:
+        """/tier_archive TIER: off sale; its subscribers keep what they paid for."""
+        msg = self._private(update)
+        words = self._words(msg, "/tier_archive TIER")
+        if not words:
+            raise Invalid("telegram.usage", usage="/tier_archive TIER (its id or name)")
+        await self._reply(msg, chat_tiers.archived(await chat_tiers.archive(self.core, actor, " ".join(words)), HTML))
+
+    async def cmd_tier_stars(self, update: Update, ctx: ContextTypes.DEFAULT_TYPE, actor: Actor,
+                             args: list[str]) -> None:
+        """/tier_stars TIER STARS (or off): the tier's monthly price in Telegram Stars."""
+        msg = self._private(update)
+        words = self._words(msg, "/tier_stars TIER STARS")
+        if len(words) < 2:
+            raise Invalid("telegram.usage", usage="/tier_stars TIER STARS (1 to 10000, or off)")
+        tier = await chat_tiers.set_stars(self.core, actor, " ".join(words[:-1]), words[-1])
+        await self._reply(msg, chat_tiers.starred(tier, HTML))

@@ -86,6 +86,19 @@ class Tier:
         return clean, cur, text
 
 
+def monthly_price_minor(text: str, currency: str) -> int:
+    """A monthly price typed by a person, in major units ("5" or "4.50"; whole Stars for XTR), as
+    minor units; ``tier.bad_price`` otherwise. The studio and the chat bots read prices this way (the
+    CLI takes minor units)."""
+    try:
+        value = float(text.strip().replace(",", "."))
+    except ValueError:
+        raise Invalid("tier.bad_price", price=text) from None
+    if not value > 0 or value > 1_000_000:
+        raise Invalid("tier.bad_price", price=text)
+    return round(value) if currency.strip().upper() == "XTR" else round(value * 100)
+
+
 @dataclass(frozen=True)
 class ProviderState:
     """What one provider event says the subscription is now."""

@@ -24,6 +24,7 @@ from adapters.discord import render
 from adapters.discord.base import PLATFORM, DiscordBase
 from adapters.discord.layout import FLAG_NAMES, GROUPS, OWN, group_of
 from adapters.discord.setup import _topics
+from adapters.discord.tiers import tier_commands
 from billing.stars_subscriptions import StarsSubscriptions
 from billing.subscriptions import SubscriptionSales
 from core.command_model import MAX_ID, Command, Option, Ports
@@ -203,7 +204,7 @@ class CommandsMixin(DiscordBase):
             await me.cmd_subscribe(interaction, await me._actor(interaction.user), tier)
 
         made: tuple[app_commands.Command[Any, Any, None], ...] = (start, schedule, queue, pin, unpin, share, ticket,
-                                                                   join, subscribe)
+                                                                   join, subscribe, *tier_commands(me))
         return {c.name: c for c in made}
 
     async def _checked(self, interaction: discord.Interaction, command: Command, space_id: str | None,

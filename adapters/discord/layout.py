@@ -28,7 +28,9 @@ PLACES: dict[str, str | None] = {
     "unfollow": None,
 }
 # Discord's own subcommands (no table entry): where they live.
-OWN: dict[str, str] = {"schedule": "space", "join": "space", "queue": "stage", "subscribe": "space"}
+OWN: dict[str, str] = {"schedule": "space", "join": "space", "queue": "stage", "subscribe": "space",
+                       # a creator's own tiers (adapters/discord/tiers.py says why not /spacebridge)
+                       "tiers": "space", "tier_create": "space", "tier_archive": "space", "tier_stars": "space"}
 # A table flag Discord shows under another name (True means the value is inverted): ``/space hand down:True``.
 FLAG_NAMES: dict[tuple[str, str], tuple[str, bool]] = {
     ("hand", "up"): ("down", True),

@@ -106,10 +106,6 @@ class Relays:
         self.by_space: dict[str, RelayRoom] = {}
         self._tap_ids = itertools.count()
 
-    def listeners(self, space_id: str) -> int:
-        relay = self.by_space.get(space_id)
-        return len(relay.participants) if relay is not None else 0
-
     def holds(self, space_id: str, pid: str) -> bool:
         relay = self.by_space.get(space_id)
         return relay is not None and pid in relay.participants
@@ -139,12 +135,17 @@ class Relays:
             raise MediaMoved(owner)
         if not self.holds(space_id, pid) and self.rooms.share(space_id) >= limit:
             raise MediaError("media.relay_full", detail="this media process holds its share of the Space")
-        with self.rooms.pending(space_id, pid):
-            relay = self.room(space_id)
-            own = self.rooms.rooms.get(space_id)
-            if own is not None and pid in own.participants:  # this process owned them before: one connection
-                await own.remove_participant(pid)
-            answer = await relay.add_participant(pid, sdp)
+        try:
+            with self.rooms.pending(space_id, pid):
+                relay = self.room(space_id)
+                own = self.rooms.rooms.get(space_id)
+                if own is not None and pid in own.participants:  # this process owned them before: one connection
+                    await own.remove_participant(pid)
+                answer = await relay.add_participant(pid, sdp)
+        finally:
+            left = self.by_space.get(space_id)
+            if left is not None and not left.participants and not self.rooms.pending_for(space_id):
+                await self.close(space_id)  # the offer was refused (bad SDP): no upstream for nobody
         await self.rooms.placement.publish_load()
         return {"sdp": answer, "publish": False}
 

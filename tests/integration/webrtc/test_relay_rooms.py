@@ -179,7 +179,7 @@ async def test_listeners_spread_over_two_media_processes(shared: dict[str, Any],
 
 
 async def _journey(core: Core, a: Serve, b: Serve, proxy: FaultProxy, prefix: str) -> None:
-    names = ("hana", "finn", "gus", "ivy", "jo")
+    names = ("hana", "finn", "gus", "ivy", "jo", "kim")
     people = {n: await core.ensure_account("web", n, n.title()) for n in names}
     host = Actor(account_id=people["hana"].id, is_community_admin=True)
     space = await core.create_space(host, "Big room")
@@ -198,7 +198,16 @@ async def _journey(core: Core, a: Serve, b: Serve, proxy: FaultProxy, prefix: st
         gus = await Tab(http, b.url, space.id, token("gus")).open()
         ivy = await Tab(http, b.url, space.id, token("ivy")).open()
         jo = await Tab(http, a.url, space.id, token("jo")).open()
-        for tab in (finn, gus, ivy, jo):
+        for tab in (finn, gus):
+            assert (await tab.offer(None))["publish"] is False
+        # A is full: a listener's unreadable offer goes to B's relay, which refuses it in words and
+        # keeps no relay (nor upstream) for nobody
+        kim = await Tab(http, a.url, space.id, token("kim")).open()
+        await kim.ws.send_json({"type": "offer", "id": "bad", "sdp": "v=0\r\nnot an offer"})
+        assert (await kim.wait("error", lambda m: m.get("id") == "bad"))["code"].startswith("sdp.")
+        assert (await status(http, b))["relays"] == {}
+        await kim.close()
+        for tab in (ivy, jo):
             assert (await tab.offer(None))["publish"] is False
         at_a, at_b = await status(http, a), await status(http, b)
         assert at_a["owned"] == [space.id] and at_b["owned"] == []

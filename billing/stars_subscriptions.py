@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from billing.subscription_effects import let_go, redraw_badges
 from core import events as ev
 from core.errors import Conflict, Invalid, NotFound
 from core.ids import new_id
@@ -175,9 +176,12 @@ class StarsSubscriptions:
                 end = sub.current_period_end  # an older renewal never shortens the paid period
             state = ProviderState(SubscriptionStatus.ACTIVE, sub.tier_id, end, sub.cancel_at_period_end)
             prices = {t.id: t.price_minor for t in await uow.subscriptions.tiers_of(sub.creator_id, archived=True)}
+            opened = sub.tiers_open(now)
             if sub.apply(state, max(at, sub.event_at or at), charge_id, now, prices):
                 await uow.subscriptions.save(sub)
                 uow.emit(_updated(sub, now))
+                if opened != sub.tiers_open(now):
+                    await redraw_badges(uow, sub, now)
             return StarsPaid(sub, tier, duplicate=False)
 
         return await self.core.ctx.run(op)
@@ -248,9 +252,13 @@ class StarsSubscriptions:
             last.status = PaymentStatus.REFUNDED
             await uow.subscriptions.put_payment(last)
             state = ProviderState(SubscriptionStatus.ENDED, sub.tier_id, sub.current_period_end, False)
+            opened = sub.tiers_open(now)
             if sub.apply(state, max(now, sub.event_at or now), f"refund:{charge}", now, {}):
                 await uow.subscriptions.save(sub)
                 uow.emit(_updated(sub, now))
+                if opened:  # out of the creator's live Spaces for subscribers, and their badges redrawn
+                    await let_go(uow, sub, now)
+                    await redraw_badges(uow, sub, now)
             await uow.jobs.enqueue(refund_job(sub.id, int(user), charge, first, now))
             return StarsRefund(sub, last.amount_minor, charge)
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from billing.subscription_effects import let_go, redraw_badges
 from core import events as ev
 from core.errors import NotFound
 from core.ids import new_id
@@ -36,7 +37,6 @@ from core.model.subscription import (
     SubscriptionStatus,
 )
 from core.ports import UnitOfWork
-from core.services import access_error
 
 log = logging.getLogger(__name__)
 
@@ -183,25 +183,9 @@ class SubscriptionEvents:
         uow.emit(ev.SubscriptionUpdated(account_id=sub.account_id, creator_id=sub.creator_id, subscription_id=sub.id,
                                         status=sub.status.value, at=now))
         if opened - sub.tiers_open(now):
-            await self._let_go(uow, sub, now)
-
-    async def _let_go(self, uow: UnitOfWork, sub: Subscription, now: datetime) -> None:
-        """The subscription opens less than before: in the creator's live Spaces for subscribers where
-        its subscriber is now refused, they leave, and each surface hears it (the web room cuts
-        their media and socket, HLS refuses their tokens)."""
-        for space in await uow.spaces.find(states=["live"], host_id=sub.creator_id):
-            if space.subscribers is None or space.role_of(sub.account_id) is not None:
-                continue
-            if not await uow.spaces.is_present(space.id, sub.account_id):
-                continue
-            reached = await uow.subscriptions.reaching(sub.creator_id, space.subscribers.tier_id,
-                                                       [sub.account_id], now)
-            if access_error(space, sub.account_id, blocked=False, paid=True, subscribed=bool(reached),
-                            now=now) is None:
-                continue
-            await uow.spaces.set_absent(space.id, sub.account_id, now)
-            uow.emit(ev.SubscriptionChanged(space_id=space.id, account_id=sub.account_id, subscription_id=sub.id,
-                                            status=sub.status.value, at=now))
+            await let_go(uow, sub, now)
+        if opened != sub.tiers_open(now):
+            await redraw_badges(uow, sub, now)
 
     async def refunded_in(self, uow: UnitOfWork, kind: str, obj: dict[str, Any]) -> bool:
         """A refund of a subscription period's payment (``charge.refunded``, ``refund.*``): the period

@@ -303,6 +303,17 @@ class SubscriptionChanged(SpaceEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SubscriberChanged(SpaceEvent):
+    """Someone on stage or in the queue of the host's live Space started or stopped paying the host:
+    the Space's subscriber badges (``SpaceView.subscribers``) changed, so pages and cards redraw."""
+
+    name: ClassVar[str] = "subscriber.changed"
+    account_id: str
+    subscriber: bool  # do they pay the host now (the badge beside their name)
+    subscribers: tuple[str, ...] = ()  # the Space's badge list now, as ``space.subscribers`` in a ``space`` frame
+
+
+@dataclass(frozen=True, kw_only=True)
 class SubscriptionUpdated(Event):
     """A subscription's state changed (any provider's event applied): surfaces that give something
     for it outside a Space (Discord's tier roles) bring it in line with what it opens now."""

@@ -29,7 +29,7 @@ CARD_EVENTS = (
     "space.scheduled", "space.rescheduled", "space.started", "space.ended", "space.cancelled", "space.updated",
     "participant.joined", "participant.left", "role.changed", "speaker.muted", "hand.raised", "hand.lowered",
     "reaction.sent", "pin.added", "pin.removed", "captions.toggled", "account.blocked", "caption.line",
-    "space.badge", "space.notice", "queue.subscriber_priority",
+    "space.badge", "space.notice", "queue.subscriber_priority", "subscriber.changed",
 )
 
 

@@ -1,9 +1,10 @@
 """The subscriber badge on Discord (issue 19): the Space's card in the announce channel, and /stage
 queue, mark the host's paying subscribers on stage and in the queue with the web room's words
 ("· subscriber"); someone who never subscribed, or whose subscription ended, is not marked. The
-badge is read from the Space's view at each refresh of the card, so a subscription that ends
-mid-Space shows at the Space's next change. Through the unmodified discord.py and the fake Discord;
-subscriptions through Stripe's events applied by the webhook's own step."""
+badge is read from the Space's view at each refresh of the card, and a subscription that starts or
+ends mid-Space for someone on stage or in the queue refreshes the card at once. Through the
+unmodified discord.py and the fake Discord; subscriptions through Stripe's events applied by the
+webhook's own step."""
 
 from __future__ import annotations
 
@@ -65,8 +66,17 @@ async def test_card_and_queue_badge_the_hosts_paying_subscribers(dc: DC) -> None
     olga = await dc.actor(OLGA, "Olga")
     assert f"2. Olga (`{olga.account_id}`)" in r["content"]
 
-    # Finn's subscription ends while his hand is up: the card drops his badge at the Space's next change
+    # Finn's subscription ends while his hand is up: the card drops his badge at once (subscriber.changed)
+    mark = len(dc.fake.calls)
     await stripe.send("customer.subscription.deleted", subscription("sub_finn", tier, fan.account_id, "canceled", end))
+    await dc.fake.wait_for(shows("Sara · subscriber, Ed", "1. Finn\n2. Olga"), after=mark)
+    # and Olga subscribing while her hand is up puts it on at once
+    olga_sub = subscription("sub_olga", tier, olga.account_id, "active", end)
+    mark = len(dc.fake.calls)
+    await stripe.send("customer.subscription.created", olga_sub)
+    await dc.fake.wait_for(shows("Sara · subscriber, Ed", "1. Finn\n2. Olga · subscriber"), after=mark)
+    await stripe.send("customer.subscription.deleted", subscription("sub_olga", tier, olga.account_id, "canceled",
+                                                                    end))
     mark = len(dc.fake.calls)
     iid = await dc.fake.interact(dc.guild, OLGA, "", custom_id=f"sb:h:{space_id}", message_id=card)  # lowers
     assert "lowered" in (await dc.fake.reply(iid))["content"]

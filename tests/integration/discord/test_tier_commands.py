@@ -1,15 +1,25 @@
 """A creator's tiers from Discord (issue 19), through the unmodified discord.py and the fake Discord:
 /space tier_create, tiers, tier_stars and tier_archive make the same calls as the CLI and the studio,
 answer only the caller (ephemeral), refuse what they refuse in the core's words and change nothing
-then."""
+then; with Stripe configured (localstripe) a tier made in chat gets its Product and monthly Plan."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.integration.discord.conftest import DC
+import pytest
+from aiohttp import ClientSession, web
+
+from core.clock import SystemClock
+from spacebridge.app import stop
+from tests.integration.discord.conftest import DC, make_dc
+from tests.support.discord_fake import FakeDiscord
+from tests.support.stripe_fake import LocalStripe, free_port
+from tests.support.stripe_strict import StrictStripe
 
 EPHEMERAL = 64
+HOST = 300000000000000051
 
 
 async def tiers_of(dc: DC, uid: int) -> list[tuple[str, int, str, int | None, bool]]:
@@ -72,3 +82,39 @@ async def test_a_creator_makes_lists_prices_and_archives_tiers(dc: DC) -> None:
     assert await tiers_of(dc, dc.host) == [("Supporter", 200, "EUR", None, False),
                                            ("Inner circle", 450, "EUR", None, False),
                                            ("Patron", 1000, "EUR", None, True)]
+
+
+@pytest.mark.slow
+async def test_with_stripe_a_tier_made_in_chat_gets_its_product_and_monthly_plan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ls = LocalStripe()
+    await ls.start()
+    stripe = StrictStripe(ls.url, webhook_secret="whsec_tier_commands")
+    front = web.AppRunner(stripe.app())
+    await front.setup()
+    port = free_port()
+    await web.TCPSite(front, "127.0.0.1", port).start()
+    stripe.base = f"http://127.0.0.1:{port}"
+    fake = await FakeDiscord().start()
+    guild = fake.add_guild("Paid club")
+    fake.add_member(guild, HOST, "Hana")
+    p = await make_dc(tmp_path, monkeypatch, fake, SystemClock(), discord_voice=False,
+                      stripe_api_key="sk_test_tier_commands", stripe_webhook_secret="whsec_tier_commands",
+                      stripe_api_base=stripe.base)
+    try:
+        r = await fake.reply(await fake.interact(guild, HOST, "space", "tier_create", {
+            "name": "Supporter", "price": "5", "currency": "eur", "perks": "Members-only Spaces"}))
+        assert "**Supporter** is on sale at 5.00 EUR/month" in r["content"], r
+        host = await p.core.ensure_account("discord", str(HOST), "Hana")
+        [tier] = await p.core.memberships.tiers(host.id)
+        assert tier.stripe_product and tier.stripe_price
+        async with ClientSession(headers={"Authorization": "Bearer sk_test_tier_commands"}) as http:
+            async with http.get(f"{ls.url}/v1/plans/{tier.stripe_price}") as resp:
+                plan = await resp.json()
+        assert (plan["amount"], plan["currency"], plan["interval"]) == (500, "eur", "month")
+    finally:
+        await stop(p)
+        await fake.stop()
+        await front.cleanup()
+        ls.stop()
+    assert stripe.refused == [], "a request Stripe would refuse"

@@ -183,10 +183,13 @@ class SubscriptionSales:
         if sub.provider != SubscriptionProvider.STRIPE:
             raise Conflict("subscription.other_provider", provider=sub.provider.value)
         gw = self._require()
-        paid = [p for p in payments if p.status == PaymentStatus.PAID and p.payment_ref]
-        if not paid:
+        # the latest period paid is the one given back, once: an earlier period is never refunded instead
+        settled = [p for p in payments if p.status in (PaymentStatus.PAID, PaymentStatus.REFUNDED) and p.payment_ref]
+        if not settled:
             raise NotFound("subscription.nothing_to_refund", subscription_id=subscription_id)
-        last = paid[-1]
+        last = settled[-1]
+        if last.status == PaymentStatus.REFUNDED:
+            raise Conflict("subscription.already_refunded", subscription_id=subscription_id)
         assert last.payment_ref is not None
         if sub.status != SubscriptionStatus.ENDED:  # ended first: a refund that fails can be asked again
             await gw._call(gw.client.v1.subscriptions.cancel_async(sub.provider_ref))

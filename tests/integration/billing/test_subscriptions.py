@@ -159,6 +159,11 @@ async def test_subscribe_through_checkout_then_cancel_resume_upgrade_and_refund(
     await until(ended, "the refunded subscription never ended")
     status, body = await env.token(basic_space, fan)
     assert status == 403 and body["error"]["code"] == "subscription.required"
+    # asked again: refused, and no earlier period is given back instead
+    with pytest.raises(Conflict) as again:
+        await env.sales.refund_current(creator, sub.id)
+    assert again.value.code == "subscription.already_refunded"
+    assert len([r for r in fake.requests if r["path"] == "/v1/refunds"]) == len(refunds)
 
 
 def sub_obj(ref: str, tier: Tier, account: str, status: str, period_end: int, *, cancel: bool = False,

@@ -8,10 +8,11 @@ The speaker's fake microphone plays a continuous 440 Hz tone from a WAV file mad
 of the default fake device's short beeps (``--beeps`` measures that way, as earlier figures did).
 
 Each join's timeline is read in the page (an init script watches the page's WebSocket and
-RTCPeerConnection without changing room.js): navigation, the page's files fetched, DOM ready, socket created and open, welcome, offer sent, answer
-applied, ICE connected, DTLS connected (connectionState), first RTP packet received (getStats),
-sound heard. The JSON gives p50 of each mark (seconds after the click) next to join-to-audio
-p50/p99, and the machine's load average, since the machine is shared.
+RTCPeerConnection without changing room.js): navigation, the page's files fetched, DOM ready,
+socket created and open, welcome, offer sent, answer applied, ICE connected, DTLS connected
+(connectionState), first RTP packet received (getStats), sound heard. The JSON gives p50 of each
+mark (seconds after the click) next to join-to-audio p50/p99, and the machine's load average, since
+the machine is shared.
 """
 
 from __future__ import annotations

@@ -74,13 +74,13 @@ async def start_serve(env: dict[str, str], log: Path | None = None) -> tuple[asy
     return proc, m.group(1)
 
 
-async def measure(processes: int, clients: int, joins: int, seconds: float) -> dict[str, float]:
+async def _deployment(**settings: str) -> tuple[str, dict[str, str], Any, Any, Any]:
+    """A fresh PostgreSQL database at the current schema and the environment every ``serve`` of this
+    run shares (plus ``settings``), with this process's own Core on it: (name, env, core, bus, engine)."""
     from core.bus import RedisBus
     from core.clock import SystemClock
-    from core.model.accounts import Actor
     from core.services import Core
     from core.storage.engine import make_engine, make_sessionmaker
-    from core.tokens import JoinTokens
 
     name = f"sb_bench_{uuid.uuid4().hex[:8]}"
     await admin(f'CREATE DATABASE "{name}"')
@@ -89,8 +89,8 @@ async def measure(processes: int, clients: int, joins: int, seconds: float) -> d
                                                                       "STRIPE_"))}
     env.update(SPACEBRIDGE_DATABASE_URL=db, SPACEBRIDGE_REDIS_URL=REDIS, SPACEBRIDGE_SECRET_KEY=SECRET,
                SPACEBRIDGE_DATA_DIR=f"/tmp/{name}", SPACEBRIDGE_LOG_LEVEL="WARNING", SPACEBRIDGE_HLS_ENABLED="false",
-               SPACEBRIDGE_REACTION_RATE_PER_S="100000", SPACEBRIDGE_ICE_ALLOWED_NETWORKS="127.0.0.0/8",
-               SPACEBRIDGE_PLUGINS_DISABLED='["captions", "recording", "moderation"]')
+               SPACEBRIDGE_ICE_ALLOWED_NETWORKS="127.0.0.0/8",
+               SPACEBRIDGE_PLUGINS_DISABLED='["captions", "recording", "moderation"]', **settings)
     up = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "spacebridge", "db", "upgrade"], cwd=ROOT,
                                  env=env, capture_output=True, text=True)
     if up.returncode != 0:
@@ -99,6 +99,23 @@ async def measure(processes: int, clients: int, joins: int, seconds: float) -> d
     bus = RedisBus(REDIS)
     await bus.start()
     core = Core(make_sessionmaker(engine), bus, SystemClock())
+    return name, env, core, bus, engine
+
+
+async def _teardown(name: str, servers: list[Any], bus: Any, engine: Any) -> None:
+    for proc, _ in servers:
+        proc.terminate()
+        await proc.wait()
+    await bus.close()
+    await engine.dispose()
+    await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def measure(processes: int, clients: int, joins: int, seconds: float) -> dict[str, float]:
+    from core.model.accounts import Actor
+    from core.tokens import JoinTokens
+
+    name, env, core, bus, engine = await _deployment(SPACEBRIDGE_REACTION_RATE_PER_S="100000")
     servers = [await start_serve(env) for _ in range(processes)]
     try:
         host = await core.ensure_account("web", "host", "Host")
@@ -159,12 +176,7 @@ async def measure(processes: int, clients: int, joins: int, seconds: float) -> d
         return {"joins_per_s": round(joins_per_s, 1), "events_per_s": round(done / elapsed, 1),
                 "deliveries_per_s": round(delivered / elapsed, 1)}
     finally:
-        for proc, _ in servers:
-            proc.terminate()
-            await proc.wait()
-        await bus.close()
-        await engine.dispose()
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _teardown(name, servers, bus, engine)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -178,31 +190,11 @@ async def fanout(media: int, listeners: int, per_process: int, seconds: float, p
     import multiprocessing as mp
 
     from bench.webrtc_fanout import LOOPBACK, _listener_proc
-    from core.bus import RedisBus
-    from core.clock import SystemClock
     from core.model.accounts import Actor
-    from core.services import Core
-    from core.storage.engine import make_engine, make_sessionmaker
     from core.tokens import JoinTokens
 
-    name = f"sb_bench_{uuid.uuid4().hex[:8]}"
-    await admin(f'CREATE DATABASE "{name}"')
-    db = f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACEBRIDGE_", "DISCORD_", "TELEGRAM_",
-                                                                      "STRIPE_"))}
-    env.update(SPACEBRIDGE_DATABASE_URL=db, SPACEBRIDGE_REDIS_URL=REDIS, SPACEBRIDGE_SECRET_KEY=SECRET,
-               SPACEBRIDGE_DATA_DIR=f"/tmp/{name}", SPACEBRIDGE_LOG_LEVEL="WARNING", SPACEBRIDGE_HLS_ENABLED="false",
-               SPACEBRIDGE_ICE_ALLOWED_NETWORKS="127.0.0.0/8", SPACEBRIDGE_ICE_ANNOUNCE=f'["{LOOPBACK}"]',
-               SPACEBRIDGE_ROOM_LISTENERS_PER_PROCESS=str(per_process),
-               SPACEBRIDGE_PLUGINS_DISABLED='["captions", "recording", "moderation"]')
-    up = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "spacebridge", "db", "upgrade"], cwd=ROOT,
-                                 env=env, capture_output=True, text=True)
-    if up.returncode != 0:
-        raise SystemExit(up.stderr)
-    engine = make_engine(db)
-    bus = RedisBus(REDIS)
-    await bus.start()
-    core = Core(make_sessionmaker(engine), bus, SystemClock())
+    name, env, core, bus, engine = await _deployment(SPACEBRIDGE_ICE_ANNOUNCE=f'["{LOOPBACK}"]',
+                                                     SPACEBRIDGE_ROOM_LISTENERS_PER_PROCESS=str(per_process))
     servers = [await start_serve(env, Path(f"/tmp/{name}-serve{k}.log")) for k in range(media)]
     internal = {"X-Spacebridge-Internal": hmac.new(SECRET.encode(), b"spacebridge-internal", "sha256").hexdigest()}
     ctx = mp.get_context("spawn")
@@ -288,12 +280,7 @@ async def fanout(media: int, listeners: int, per_process: int, seconds: float, p
     finally:
         for w in workers:
             w.join(timeout=30)
-        for proc, _ in servers:
-            proc.terminate()
-            await proc.wait()
-        await bus.close()
-        await engine.dispose()
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _teardown(name, servers, bus, engine)
 
 
 def main() -> None:

@@ -88,12 +88,17 @@ async def _fields(request: web.Request, *names: str) -> list[str]:
     return values
 
 
+def _elsewhere(owner: Node | None) -> web.Response:
+    """409: this process does not serve the Space; who does (None while nobody does)."""
+    return web.json_response({"owner": {"id": owner.id, "url": owner.url} if owner else None}, status=409)
+
+
 async def _answered(work: Awaitable[dict[str, Any]]) -> web.Response:
     """An internal media request's outcome: the result, who owns the Space now (409), or why not (400)."""
     try:
         return web.json_response(await work)
     except MediaMoved as m:
-        return web.json_response({"owner": {"id": m.owner.id, "url": m.owner.url}}, status=409)
+        return _elsewhere(m.owner)
     except DomainError as e:
         return web.json_response({"code": e.code, "detail": describe(e)}, status=400)
 
@@ -231,10 +236,8 @@ class InternalApi:
         the owner when it is not this process."""
         self.rooms.link.check(request)
         space_id = request.match_info["space_id"]
-        placement = self.rooms.placement
-        if not placement.owns(space_id):
-            owner = await placement.owner(space_id)
-            return web.json_response({"owner": {"id": owner.id, "url": owner.url} if owner else None}, status=409)
+        if not self.rooms.placement.owns(space_id):
+            return _elsewhere(await self.rooms.placement.owner(space_id))
         room = self.rooms.room(space_id)
         room.start()
         ws = web.WebSocketResponse(heartbeat=2.0)
@@ -299,10 +302,8 @@ class InternalApi:
         """GET /internal/media/{space_id}/ticks: this room's audio for a consumer in another process."""
         self.rooms.link.check(request)
         space_id = request.match_info["space_id"]
-        placement = self.rooms.placement
-        if not placement.owns(space_id):
-            owner = await placement.owner(space_id)
-            return web.json_response({"owner": {"id": owner.id, "url": owner.url} if owner else None}, status=409)
+        if not self.rooms.placement.owns(space_id):
+            return _elsewhere(await self.rooms.placement.owner(space_id))
         room = self.rooms.room(space_id)
         room.start()
         ws = web.WebSocketResponse(heartbeat=5.0)
@@ -337,8 +338,7 @@ class InternalApi:
         if not placement.owns(space_id):
             owner = await placement.claim(space_id) if placement.media else await placement.owner(space_id)
             if owner is None or owner.id != placement.node.id:
-                return web.json_response({"owner": {"id": owner.id, "url": owner.url} if owner else None},
-                                         status=409)
+                return _elsewhere(owner)
         view = await self.rooms.core.view(space_id)
         if view.space.state != SpaceState.LIVE:
             return web.json_response({"code": "space.not_live", "detail": "the Space is not live"}, status=400)

@@ -40,12 +40,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from billing.ledger import Ledger
-from billing.webhooks import StripeWebhooks
-from core.bus import InProcessBus
-from core.clock import SystemClock
+from bench.webhook_site import webhook_site
 from core.model.accounts import Account
 from core.model.subscription import (
     GRACE,
@@ -56,9 +51,7 @@ from core.model.subscription import (
     Tier,
 )
 from core.services import Core
-from core.storage import migrate
-from core.storage.engine import make_engine, make_sessionmaker
-from tests.support.stripe_fake import free_port, sign
+from tests.support.stripe_fake import sign
 
 SECRET = "whsec_bench_subs"
 PRICE = 500
@@ -150,18 +143,8 @@ def plan(n: int, start: int, rng: random.Random) -> tuple[dict[str, str], dict[s
 
 
 async def run(n: int, url: str, concurrency: int, replay: float, forged: int, seed: int) -> dict[str, Any]:
-    await asyncio.to_thread(migrate.upgrade, url)
-    engine = make_engine(url)
-    bus = InProcessBus()
-    await bus.start()
-    core = Core(make_sessionmaker(engine), bus, SystemClock())
-    ledger = Ledger(core, fee_bps=1000)
-    app = web.Application()
-    app.router.add_post("/webhooks/stripe", StripeWebhooks(ledger, SECRET).handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    site = await webhook_site(url, SECRET, fee_bps=1000)
+    core, port = site.core, site.port
 
     rng = random.Random(seed)
     now = core.now()
@@ -204,9 +187,7 @@ async def run(n: int, url: str, concurrency: int, replay: float, forged: int, se
     r1 = resource.getrusage(resource.RUSAGE_SELF)
 
     verdict = await verify(core, fate, period, deliveries, sent["outcomes"], outsiders)
-    await runner.cleanup()
-    await bus.close()
-    await engine.dispose()
+    await site.close()
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     elapsed = float(sent["elapsed_s"])
     return {"subscribers": n, "events": len(ordered), "deliveries": len(deliveries),

@@ -22,22 +22,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from billing.ledger import Ledger
+from bench.webhook_site import webhook_site
 from billing.sales import TicketSales
 from billing.stripe_gateway import StripeGateway
-from billing.webhooks import StripeWebhooks
-from core.bus import InProcessBus
-from core.clock import SystemClock
 from core.errors import DomainError
 from core.events import Event, TicketChanged
 from core.model.accounts import Account, Actor
 from core.model.space import Ticketing
-from core.services import Core
-from core.storage import migrate
-from core.storage.engine import make_engine, make_sessionmaker
-from tests.support.stripe_fake import FakeStripe, LocalStripe, free_port
+from tests.support.stripe_fake import FakeStripe, LocalStripe
 
 SECRET = "whsec_bench"
 
@@ -65,18 +57,8 @@ async def _pay_all(localstripe: str, intents: mp.Queue[str | None], ready: Any, 
 
 
 async def run(buyers: int, seats: int, url: str, snapshot: bool = False) -> dict[str, object]:
-    await asyncio.to_thread(migrate.upgrade, url)
-    engine = make_engine(url)
-    bus = InProcessBus()
-    await bus.start()
-    core = Core(make_sessionmaker(engine), bus, SystemClock())
-    ledger = Ledger(core, fee_bps=500)
-    app = web.Application()
-    app.router.add_post("/webhooks/stripe", StripeWebhooks(ledger, SECRET).handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    site = await webhook_site(url, SECRET, fee_bps=500)
+    core, ledger, bus, port = site.core, site.ledger, site.bus, site.port
     ls = LocalStripe(snapshot=snapshot)
     await ls.start()
     await ls.send_webhooks_to(f"http://127.0.0.1:{port}/webhooks/stripe", SECRET)
@@ -131,9 +113,7 @@ async def run(buyers: int, seats: int, url: str, snapshot: bool = False) -> dict
     report = await ledger.report(space.id)
     await gateway.close()
     ls.stop()
-    await runner.cleanup()
-    await bus.close()
-    await engine.dispose()
+    await site.close()
     settled = sorted(paid.values())
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return {"buyers": buyers, "seats": seats, "paid": report.sold, "oversold": max(0, report.sold - seats),

@@ -304,6 +304,8 @@ class Routing:
             if not where:
                 self.media_of.pop(space_id, None)
                 continue
-            for gone in {n.id for n in where.values()} & (held - alive):
+            # the Space's owner is _watch's to follow (its lease, which is taken back with its heartbeat
+            # when Redis returns): only relays are judged by their heartbeat here
+            for gone in ({n.id for n in where.values()} & (held - alive)) - {self.media_at.get(space_id)}:
                 log.info("media process %s serving %s is gone; asking its clients here to reconnect", gone, space_id)
                 await self._reconnect(space_id, gone)
